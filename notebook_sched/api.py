@@ -1,0 +1,100 @@
+"""The public entry points: ``get`` (Dask's contract) and ``compute``.
+
+``get`` resolves the scheduler (per-call keyword, else the config), fills in the
+config's ``num_workers``/``pool`` unless given, attaches observers contributed by
+the layers above (progress, failure handling: see :func:`add_run_hook`), and calls
+the backend.  Everything else lives in the backends and the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from . import config
+from .schedulers import resolve
+
+__all__ = ["get", "compute", "add_run_hook"]
+
+# Options a backend understands; Dask-specific ones it may pass along are ignored.
+_OPTIONS = ("num_workers", "pool", "observers", "progress", "rerun")
+_DASK_OPTIONS = frozenset(
+    {"optimize_graph", "traverse", "rerun_exceptions_locally", "callbacks", "cache",
+     "get_id", "pack_exception", "raise_exception", "chunksize", "func_dumps", "func_loads"}
+)
+
+# Layers above (progress bars, failure reruns) wrap runs through these hooks:
+# hook(call, backend_name, options) -> result, where call() runs the graph.
+_run_hooks: list[Callable[..., Any]] = []
+
+
+def add_run_hook(hook: Callable[..., Any]) -> None:
+    """Wrap every ``get``: ``hook(call, backend, options)`` must return ``call()``'s result."""
+    if hook not in _run_hooks:
+        _run_hooks.append(hook)
+
+
+def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
+    """Compute ``keys`` from graph ``dsk`` and return their results.
+
+    ``keys`` is one key or a nested list of keys (answered as nested tuples).
+    ``scheduler`` is a name (``"sync"``, ``"threads"``, ``"processes"``...), a
+    ``concurrent.futures.Executor`` or a get function; None uses the config.
+    Options: ``num_workers``, ``pool``, ``observers`` (a list of
+    :class:`~notebook_sched.events.Observer`), ``progress``, ``rerun``.
+    """
+    unknown = [name for name in options if name not in _OPTIONS and name not in _DASK_OPTIONS]
+    if unknown:
+        raise TypeError(
+            f"get() got unknown option {unknown[0]!r}; the options are: {', '.join(_OPTIONS)}."
+        )
+    for name in _DASK_OPTIONS:
+        options.pop(name, None)
+    if scheduler is None:
+        scheduler = config.get("scheduler")
+    backend, backend_get = resolve(scheduler)
+    for name in ("num_workers", "pool"):
+        if options.get(name) is None:
+            options[name] = config.get(name)
+    for name in ("progress", "rerun"):
+        options.setdefault(name, config.get(name))
+    if options.get("rerun") not in config.RERUN_CHOICES:
+        config._validate("rerun", options.get("rerun"))
+
+    ours = isinstance(scheduler, str) or isinstance(scheduler, Executor)
+    if ours:
+        backend_options = {name: options.get(name) for name in ("num_workers", "pool", "observers")}
+    else:  # a foreign get function knows Dask's options only
+        backend_options = {
+            name: options[name] for name in ("num_workers", "pool") if options[name] is not None
+        }
+
+    def call() -> Any:
+        return backend_get(dsk, keys, **backend_options)
+
+    run = call
+    for hook in reversed(_run_hooks):
+        run = _wrap(hook, run, backend, options)
+    return run()
+
+
+def _wrap(hook, inner, backend, options):
+    return lambda: hook(inner, backend, options)
+
+
+def compute(*args: Any, scheduler: Any = None, traverse: bool = True, **options: Any) -> tuple:
+    """Compute several delayed objects (or anything with ``__dask_graph__``) at once.
+
+    Shared parts of their graphs run once.  Plain values pass through unchanged;
+    lists, tuples and dicts of delayed objects are computed inside when ``traverse``.
+    Returns a tuple with one result per argument.
+    """
+    from .delayed import collect_graph
+
+    graph, keys, rebuild = collect_graph(args, traverse=traverse)
+    if not keys:
+        return tuple(args)
+    results = get(graph, keys, scheduler=scheduler, **options)
+    return rebuild(results)
+

@@ -1,0 +1,156 @@
+"""Settings that pick and tune the scheduler: global, scoped with ``with``, or per call.
+
+::
+
+    import notebook_sched as ns
+    ns.config.set(scheduler="threads")                 # global, from now on
+    with ns.config.set(scheduler="processes", num_workers=2):
+        ...                                            # only inside the block
+    ns.get(dsk, "x", scheduler="sync")                 # only this call
+
+Names:
+
+``scheduler``    a backend name or alias (``sync``, ``threads``, ``processes``...), a
+                 ``concurrent.futures.Executor``, or a get-callable.  The environment
+                 variable ``NOTEBOOK_SCHED_SCHEDULER`` sets the default (``threads``).
+``num_workers``  threads or processes per run; None means one per CPU.
+``pool``         an executor the ``threads``/``processes`` backends run tasks on.
+``progress``     True, False, or None for automatic (on in notebooks, off in scripts).
+``rerun``        ``"auto"``, ``"always"`` or ``"never"``: rerun a task that failed in
+                 another process locally, so a debugger lands in its frame.
+``dask_address`` the address of a dask.distributed scheduler for the ``dask`` backend.
+
+``set`` changes the values at once (like ``dask.config.set``) and, used as a context
+manager, puts the previous values back on exit, also when the block raises.  The
+values are process-global, so a scope opened in one thread is seen by all threads.
+Observers registered with :func:`subscribe` hear every change (the picker widget
+stays in sync with ``%schedule`` this way).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["set", "get", "subscribe", "unsubscribe", "DEFAULTS", "ENV_SCHEDULER"]
+
+ENV_SCHEDULER = "NOTEBOOK_SCHED_SCHEDULER"
+
+DEFAULTS: dict[str, Any] = {
+    "scheduler": "threads",
+    "num_workers": None,
+    "pool": None,
+    "progress": None,
+    "rerun": "auto",
+    "dask_address": None,
+}
+
+RERUN_CHOICES = ("auto", "always", "never")
+
+# Guards _values and _subscribers.
+_lock = threading.RLock()
+_values: dict[str, Any] = dict(DEFAULTS)
+_subscribers: list[Callable[[str, Any], None]] = []
+_MISSING = object()
+
+
+def _validate(name: str, value: Any) -> Any:
+    if name not in DEFAULTS:
+        raise KeyError(
+            f"Unknown setting {name!r}; the settings are: {', '.join(sorted(DEFAULTS))}."
+        )
+    if name == "scheduler" and value is not None:
+        from .schedulers import validate_scheduler
+
+        return validate_scheduler(value)
+    if name == "num_workers" and value is not None:
+        from .engine import check_workers
+
+        check_workers(value)
+    if name == "pool" and value is not None:
+        from concurrent.futures import Executor
+
+        if not isinstance(value, Executor):
+            raise TypeError(
+                f"pool must be a concurrent.futures.Executor (e.g. ThreadPoolExecutor(4)); "
+                f"got {type(value).__name__}."
+            )
+    if name == "progress" and value not in (None, True, False):
+        raise ValueError(f"progress must be True, False or None (automatic); got {value!r}.")
+    if name == "rerun" and value not in RERUN_CHOICES:
+        choices = ", ".join(map(repr, RERUN_CHOICES))
+        raise ValueError(f"rerun must be one of {choices}; got {value!r}.")
+    return value
+
+
+class set:  # noqa: N801 - named like dask.config.set on purpose
+    """Change settings now; restore the previous values when used as a context manager."""
+
+    def __init__(self, **settings: Any):
+        checked = {name: _validate(name, value) for name, value in settings.items()}
+        with _lock:
+            self._previous = {name: _values[name] for name in checked}
+            _values.update(checked)
+        _notify(checked)
+
+    def __enter__(self) -> set:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with _lock:
+            _values.update(self._previous)
+        _notify(self._previous)
+
+    def __repr__(self) -> str:
+        return f"<config.set previous={self._previous!r}>"
+
+
+def get(name: str, default: Any = _MISSING) -> Any:
+    """The current value of setting ``name``."""
+    with _lock:
+        if name in _values:
+            return _values[name]
+    if default is not _MISSING:
+        return default
+    raise KeyError(f"Unknown setting {name!r}; the settings are: {', '.join(sorted(DEFAULTS))}.")
+
+
+def snapshot() -> dict[str, Any]:
+    """All settings, as a new dict."""
+    with _lock:
+        return dict(_values)
+
+
+def subscribe(callback: Callable[[str, Any], None]) -> None:
+    """Call ``callback(name, value)`` after every change of a setting."""
+    with _lock:
+        if callback not in _subscribers:
+            _subscribers.append(callback)
+
+
+def unsubscribe(callback: Callable[[str, Any], None]) -> None:
+    with _lock:
+        if callback in _subscribers:
+            _subscribers.remove(callback)
+
+
+def _notify(changes: dict[str, Any]) -> None:
+    with _lock:
+        subscribers = list(_subscribers)
+    for name, value in changes.items():
+        for callback in subscribers:
+            callback(name, value)
+
+
+def _load_environment() -> None:
+    name = os.environ.get(ENV_SCHEDULER)
+    if name:
+        try:
+            _values["scheduler"] = _validate("scheduler", name)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_SCHEDULER}={name!r} is not valid: {exc}") from None
+
+
+_load_environment()

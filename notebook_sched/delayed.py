@@ -1,0 +1,265 @@
+"""A small ``delayed`` API: build graphs by calling functions, without Dask.
+
+::
+
+    @delayed
+    def inc(x):
+        return x + 1
+
+    total = delayed(sum)([inc(i) for i in range(10)])
+    total.compute(scheduler="threads")      # 55
+    total.key, total.__dask_graph__()       # the graph, as a plain dict
+
+A :class:`Delayed` holds only its own task and references to the Delayed objects it
+reads, so building a long chain is linear; the full graph is collected by an
+iterative walk when it is needed.  Keys are ``"<function name>-<random token>"``
+(``dask_key_name=`` picks one).  Arguments may be Delayed objects or lists, tuples,
+sets and dicts containing them; keyword arguments work too.  Attribute access,
+indexing, calls and arithmetic on a Delayed build new tasks.
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["Delayed", "delayed", "collect_graph"]
+
+
+def _apply(func: Callable, args: list, kwargs: dict) -> Any:
+    return func(*args, **kwargs)
+
+
+def _token() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _name_of(func: Any) -> str:
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return "lambda" if name == "<lambda>" else name
+
+
+class Delayed:
+    """A lazy value: the result of one task of a graph."""
+
+    __slots__ = ("_key", "_task", "_deps", "__weakref__")
+
+    def __init__(self, key: Hashable, task: Any, deps: tuple = ()):
+        self._key = key
+        self._task = task
+        self._deps = deps
+
+    @property
+    def key(self) -> Hashable:
+        return self._key
+
+    def __dask_graph__(self) -> dict:
+        graph: dict = {}
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if node._key in graph:
+                continue
+            graph[node._key] = node._task
+            stack.extend(node._deps)
+        return graph
+
+    def __dask_keys__(self) -> list:
+        return [self._key]
+
+    def __dask_tokenize__(self) -> Hashable:
+        return self._key
+
+    def __dask_postcompute__(self):
+        return _first, ()
+
+    def compute(self, scheduler: Any = None, **options: Any) -> Any:
+        """Compute this value (see :func:`notebook_sched.compute`)."""
+        from .api import compute
+
+        return compute(self, scheduler=scheduler, **options)[0]
+
+    def __repr__(self) -> str:
+        return f"Delayed({self._key!r})"
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"The truth value of {self!r} is not known until it is computed; "
+            f"call .compute() first, or move the condition into a delayed function."
+        )
+
+    def __iter__(self):
+        raise TypeError(
+            f"{self!r} cannot be iterated before it is computed; index it (x[0]) "
+            f"or compute it first."
+        )
+
+    def __getattr__(self, name: str) -> Delayed:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _call(getattr, (self, name), {}, name=f"getattr-{name}")
+
+    def __getitem__(self, index: Any) -> Delayed:
+        return _call(operator.getitem, (self, index), {}, name="getitem")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Delayed:
+        return _call(_apply, (self, list(args), kwargs), {}, name="call")
+
+
+def _first(results: Any) -> Any:
+    return results[0]
+
+
+def _binary(op: Callable, reflected: bool = False):
+    def method(self: Delayed, other: Any) -> Delayed:
+        args = (other, self) if reflected else (self, other)
+        return _call(op, args, {}, name=op.__name__)
+
+    return method
+
+
+def _unary(op: Callable):
+    def method(self: Delayed) -> Delayed:
+        return _call(op, (self,), {}, name=op.__name__)
+
+    return method
+
+
+for _name, _op in [
+    ("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+    ("truediv", operator.truediv), ("floordiv", operator.floordiv), ("mod", operator.mod),
+    ("pow", operator.pow), ("matmul", operator.matmul), ("and", operator.and_),
+    ("or", operator.or_), ("xor", operator.xor),
+]:
+    setattr(Delayed, f"__{_name}__", _binary(_op))
+    setattr(Delayed, f"__r{_name}__", _binary(_op, reflected=True))
+for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt),
+                   ("ge", operator.ge)]:
+    setattr(Delayed, f"__{_name}__", _binary(_op))
+for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
+                   ("invert", operator.invert)]:
+    setattr(Delayed, f"__{_name}__", _unary(_op))
+
+
+def _to_task(value: Any, deps: list) -> Any:
+    """Replace Delayed objects inside ``value`` by their keys; collect them in ``deps``."""
+    if isinstance(value, Delayed):
+        deps.append(value)
+        return value._key
+    typ = type(value)
+    if typ is list:
+        return [_to_task(item, deps) for item in value]
+    if typ in (tuple, set, frozenset):
+        items = [_to_task(item, deps) for item in value]
+        return (typ, items) if _holds_delayed(value) else value
+    if typ is dict:
+        if not any(isinstance(v, Delayed) or _holds_delayed(v) for v in value.values()):
+            return value
+        return (dict, [[k, _to_task(v, deps)] for k, v in value.items()])
+    return value
+
+
+def _holds_delayed(value: Any) -> bool:
+    if isinstance(value, Delayed):
+        return True
+    if type(value) in (list, tuple, set, frozenset):
+        return any(_holds_delayed(item) for item in value)
+    if type(value) is dict:
+        return any(_holds_delayed(item) for item in value.values())
+    return False
+
+
+def _call(func: Callable, args: tuple, kwargs: dict, name: str | None = None,
+          key: Hashable | None = None) -> Delayed:
+    deps: list = []
+    task_args = [_to_task(arg, deps) for arg in args]
+    if kwargs:
+        task = (_apply, func, task_args, _to_task(dict(kwargs), deps))
+    else:
+        task = (func, *task_args)
+    if key is None:
+        key = f"{name or _name_of(func)}-{_token()}"
+    return Delayed(key, task, tuple(deps))
+
+
+class DelayedFunction:
+    """A function whose calls build tasks instead of running."""
+
+    __slots__ = ("func", "name", "__wrapped__")
+
+    def __init__(self, func: Callable, name: str | None = None):
+        self.func = func
+        self.name = name
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, dask_key_name: Hashable | None = None, **kwargs: Any) -> Delayed:
+        return _call(self.func, args, kwargs, name=self.name, key=dask_key_name)
+
+    def __repr__(self) -> str:
+        return f"delayed({_name_of(self.func)})"
+
+
+def delayed(obj: Any = None, *, name: str | None = None):
+    """Wrap a function (its calls become tasks) or a value (it becomes a task).
+
+    Works as a decorator, with or without arguments: ``@delayed`` or
+    ``@delayed(name="load")``.
+    """
+    if obj is None:
+        return lambda func: delayed(func, name=name)
+    if isinstance(obj, Delayed):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        return DelayedFunction(obj, name)
+    deps: list = []
+    task = _to_task(obj, deps)
+    if type(task) is tuple and task and callable(task[0]) and not deps:
+        task = (_identity, obj)  # a literal tuple that looks like a task stays data
+    key = f"{name or type(obj).__name__}-{_token()}"
+    return Delayed(key, task, tuple(deps))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def collect_graph(objs: tuple, traverse: bool = True):
+    """Merge the graphs of everything computable in ``objs``.
+
+    Returns ``(graph, keys, rebuild)``: ``rebuild(results)`` puts the computed values
+    back in the shape of ``objs``.
+    """
+    graph: dict = {}
+    keys: list = []
+
+    def visit(obj: Any) -> Callable[[tuple], Any]:
+        position = len(keys)
+        if isinstance(obj, Delayed):
+            graph.update(obj.__dask_graph__())
+            keys.append(obj._key)
+            return lambda results: results[position]
+        if hasattr(obj, "__dask_graph__") and hasattr(obj, "__dask_keys__"):
+            graph.update(obj.__dask_graph__())
+            keys.append(obj.__dask_keys__())
+            post, extra = obj.__dask_postcompute__()
+            return lambda results: post(results[position], *extra)
+        if traverse and type(obj) in (list, tuple, set) and _holds_delayed(obj):
+            parts = [visit(item) for item in obj]
+            typ = type(obj)
+            return lambda results: typ(part(results) for part in parts)
+        if traverse and type(obj) is dict and _holds_delayed(obj):
+            parts = {k: visit(v) for k, v in obj.items()}
+            return lambda results: {k: part(results) for k, part in parts.items()}
+        return lambda results: obj
+
+    finishers = [visit(obj) for obj in objs]
+
+    def rebuild(results: tuple) -> tuple:
+        return tuple(finish(results) for finish in finishers)
+
+    return graph, keys, rebuild

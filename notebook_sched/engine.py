@@ -1,0 +1,249 @@
+"""The graph-run state machine shared by every local backend, and the run envelope.
+
+:class:`RunState` is a pure object: it knows which tasks are ready, records results,
+releases intermediate results, and never touches a thread, a process or a clock.
+Backends drive it:
+
+* ``sync`` pops a ready task, runs it, calls :meth:`RunState.finish`, repeat;
+* ``threads`` does the same from several threads under one lock, and a thread that
+  makes a task ready usually runs it next itself (no queue hop);
+* ``processes`` pops batches, ships them to worker processes, and feeds the results
+  back; it :meth:`claims <RunState.claim_chain>` linear chains so a whole chain
+  travels in one message and stays in one worker.
+
+State, all indexed by task number (see :class:`~notebook_sched.graph.CompiledGraph`):
+
+``ready``     a stack of runnable tasks; the top is the next to run.  Newly ready tasks
+              are pushed on top in priority order, so work continues depth-first
+              where it just produced data (memory-friendly, cache-friendly).
+``waiting``   per task, how many of its dependencies are unfinished.
+``holders``   per task, how many unfinished tasks still read its result (+1 for
+              requested outputs); at zero the result is dropped.
+``values``    per task, its result (None once released).
+``claimed``   per task, 1 when a backend took it as part of a chain; it is then not
+              pushed to ``ready`` when it becomes runnable.
+
+:func:`execute_graph` is the envelope every backend shares: normalise the graph,
+compile (cull, validate, order), emit ``graph_started``, run the driver, emit
+``graph_finished`` and pack the requested results as nested tuples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .events import Dispatcher, RunInfo, dispatcher
+from .failure import TaskFailure, annotate, record_failure
+from .graph import (
+    ALIAS,
+    CALL,
+    EXPR,
+    VALUE,
+    CompiledGraph,
+    compile_graph,
+    evaluate,
+    flatten_keys,
+    to_mapping,
+)
+
+__all__ = ["RunState", "run_spec", "execute_graph", "task_failure", "check_workers"]
+
+
+class RunState:
+    """Ready/waiting/release bookkeeping of one run.  Not thread-safe: callers lock."""
+
+    __slots__ = (
+        "graph",
+        "ready",
+        "waiting",
+        "holders",
+        "values",
+        "claimed",
+        "remaining",
+        "_deps",
+        "_dependents",
+        "_priority",
+    )
+
+    def __init__(self, graph: CompiledGraph):
+        self.graph = graph
+        deps = graph.deps
+        n = len(deps)
+        self._deps = deps
+        self._dependents = graph.dependents
+        self._priority = graph.priority
+        self.waiting = [len(d) for d in deps]
+        holders = [len(users) for users in graph.dependents]
+        for out in graph.outputs:
+            holders[out] += 1  # requested results are never released
+        self.holders = holders
+        self.values: list = [None] * n
+        self.claimed = bytearray(n)
+        ready = [i for i in range(n) if not deps[i]]
+        ready.sort(key=self._priority.__getitem__, reverse=True)
+        self.ready = ready
+        self.remaining = n
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+    def finish(self, i: int, value: Any) -> None:
+        """Record the result of task ``i``; release inputs; push tasks it made ready."""
+        values = self.values
+        values[i] = value
+        self.remaining -= 1
+        holders = self.holders
+        for d in self._deps[i]:
+            left = holders[d] - 1
+            holders[d] = left
+            if not left:
+                values[d] = None
+        users = self._dependents[i]
+        if users:
+            waiting = self.waiting
+            claimed = self.claimed
+            newly = []
+            for u in users:
+                left = waiting[u] - 1
+                waiting[u] = left
+                if not left and not claimed[u]:
+                    newly.append(u)
+            if newly:
+                if len(newly) > 1:
+                    newly.sort(key=self._priority.__getitem__, reverse=True)
+                self.ready.extend(newly)
+
+    def claim_chain(self, i: int, shippable: Callable[[int], bool]) -> list[int]:
+        """Task ``i`` and the linear chain that continues from it, claimed as one unit.
+
+        A chain continues to ``j = chain_next[i]`` when ``j``'s only input is ``i`` and
+        ``i``'s only reader is ``j``; ``shippable(j)`` lets the backend stop early.
+        """
+        chain = [i]
+        nxt = self.graph.chain_next
+        claimed = self.claimed
+        j = nxt[i]
+        while j >= 0 and not claimed[j] and shippable(j):
+            claimed[j] = 1
+            chain.append(j)
+            j = nxt[j]
+        return chain
+
+
+def run_spec(spec: tuple, values: list) -> Any:
+    """Run one compiled task in this process, reading inputs from ``values``."""
+    kind = spec[0]
+    if kind == CALL:
+        slots = spec[3]
+        if slots:
+            args = list(spec[2])
+            for pos, dep in slots:
+                args[pos] = values[dep]
+            return spec[1](*args)
+        return spec[1](*spec[2])
+    if kind == VALUE:
+        return spec[1]
+    if kind == ALIAS:
+        return values[spec[1]]
+    refs = {k: values[d] for k, d in spec[2].items()}
+    if kind == EXPR:
+        return evaluate(spec[1], refs)
+    return spec[1](refs)  # a Dask GraphNode
+
+
+def task_failure(
+    graph: CompiledGraph,
+    values: list,
+    i: int,
+    exc: BaseException,
+    backend: str,
+    worker: str,
+    remote_traceback: str | None = None,
+) -> TaskFailure:
+    """Annotate ``exc`` and record the failure of task ``i`` with its inputs."""
+    key = graph.keys[i]
+    annotate(exc, key, backend, worker)
+    return record_failure(
+        TaskFailure(
+            key=key,
+            exception=exc,
+            backend=backend,
+            worker=worker,
+            spec=graph.specs[i],
+            inputs=graph.inputs_of(i, values),
+            remote_traceback=remote_traceback,
+            graph=graph.source,
+            requested_keys=[graph.keys[o] for o in graph.outputs],
+        )
+    )
+
+
+Driver = Callable[[CompiledGraph, RunState, Dispatcher], None]
+
+
+def execute_graph(
+    dsk: Any,
+    keys: Any,
+    driver: Driver,
+    backend: str,
+    *,
+    observers=None,
+    workers: int = 1,
+) -> Any:
+    """Compile ``dsk`` for ``keys``, run it with ``driver`` and pack the results.
+
+    ``driver(graph, state, events)`` must leave every requested output in
+    ``state.values`` or raise.
+    """
+    mapping = to_mapping(dsk)
+    if type(mapping) is not dict:
+        mapping = dict(mapping)  # one materialisation: HighLevelGraph lookups are slow
+    flat = flatten_keys(keys, mapping)
+    graph = compile_graph(mapping, flat)
+    events = dispatcher(observers)
+    run = None
+    if events.graph_started or events.graph_finished:
+        run = RunInfo(backend, flat, graph.keys, workers)
+        if events.graph_started:
+            events.graph_started(run)
+    state = RunState(graph)
+    try:
+        driver(graph, state, events)
+    except BaseException as exc:
+        if events.graph_finished:
+            events.graph_finished(run, exc)
+        raise
+    if events.graph_finished:
+        events.graph_finished(run, None)
+    return pack_results(keys, graph, state.values)
+
+
+def pack_results(keys: Any, graph: CompiledGraph, values: list) -> Any:
+    """Results shaped like ``keys``: a key gives a value, a list gives a tuple."""
+    index = graph.index
+    if not isinstance(keys, list):
+        return values[index[keys]]
+
+    def pack(item: Any) -> Any:
+        if isinstance(item, list):
+            return tuple(pack(sub) for sub in item)
+        return values[index[item]]
+
+    return pack(keys)
+
+
+
+def check_workers(num_workers: int | None) -> int:
+    """Validate ``num_workers``; None means one per CPU."""
+    cpus = os.cpu_count() or 1
+    if num_workers is None:
+        return cpus
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(
+            f"num_workers must be a positive integer; got {num_workers!r}. "
+            f"Use e.g. num_workers=4, or None for one per CPU ({cpus})."
+        )
+    return num_workers

@@ -1,0 +1,165 @@
+"""The event protocol every backend emits: a class of optional no-op hooks.
+
+Progress bars, the profiler and the debugger are *observers*: subclasses of
+:class:`Observer` that override the hooks they care about.  Every backend calls the
+same hooks in the same order for each run::
+
+    graph_started(run)                       once, before any task
+    task_started(key, worker)                per task, before task_finished/task_failed
+    task_finished(key, worker, start, stop)  per successful task; times from time.time()
+    task_failed(key, worker, error)          per failed task
+    graph_finished(run, error)               once; error is None on success
+
+``worker`` is a short name such as ``"sync"``, ``"thread-1"`` or ``"process-0"``.
+Under ``threads`` the task hooks run on worker threads, so an observer that keeps
+state must guard it (a lock or atomic appends).  Under ``processes`` they run in the
+calling process; ``task_started`` fires when the worker receives the task.
+
+Register an observer globally with :func:`register` / :func:`unregister`, for a
+block with ``with observer:``, or for one call with ``get(..., observers=[obs])``.
+Emitting is cheap when nobody listens: backends ask :func:`dispatcher` once per run
+and skip every hook that no observer overrides.  A hook that raises is reported with
+a warning and switched off for the rest of the run, so a broken view cannot lose a
+computation.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Observer", "RunInfo", "register", "unregister", "observers", "dispatcher"]
+
+
+@dataclass
+class RunInfo:
+    """What a graph run is about: handed to ``graph_started`` and ``graph_finished``."""
+
+    scheduler: str
+    keys: list  # the requested keys, flattened
+    task_keys: list  # every task key that will run
+    workers: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> int:
+        return len(self.task_keys)
+
+    def __repr__(self) -> str:
+        return f"<RunInfo scheduler={self.scheduler!r} tasks={self.tasks} workers={self.workers}>"
+
+
+class Observer:
+    """Base class of event listeners.  Override only the hooks you need."""
+
+    def graph_started(self, run: RunInfo) -> None:
+        """A graph is about to run."""
+
+    def task_started(self, key: Hashable, worker: str) -> None:
+        """A task started on ``worker``."""
+
+    def task_finished(self, key: Hashable, worker: str, start: float, stop: float) -> None:
+        """A task succeeded; ``start``/``stop`` are ``time.time()`` seconds."""
+
+    def task_failed(self, key: Hashable, worker: str, error: BaseException) -> None:
+        """A task raised ``error``."""
+
+    def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
+        """The graph run ended, with ``error`` if it failed or was interrupted."""
+
+    def __enter__(self):
+        register(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        unregister(self)
+
+
+# Guards _registered; readers take a snapshot tuple, so emitting never takes the lock.
+_lock = threading.Lock()
+_registered: tuple[Observer, ...] = ()
+
+
+def register(observer: Observer) -> None:
+    """Listen to every run from now on (until :func:`unregister`)."""
+    global _registered
+    if not isinstance(observer, Observer):
+        raise TypeError(
+            f"observers must subclass notebook_sched.events.Observer; got "
+            f"{type(observer).__name__}. Subclass Observer and override the hooks you need."
+        )
+    with _lock:
+        if observer not in _registered:
+            _registered = _registered + (observer,)
+
+
+def unregister(observer: Observer) -> None:
+    global _registered
+    with _lock:
+        _registered = tuple(o for o in _registered if o is not observer)
+
+
+def observers() -> tuple[Observer, ...]:
+    """The globally registered observers."""
+    return _registered
+
+
+_HOOKS = ("graph_started", "task_started", "task_finished", "task_failed", "graph_finished")
+
+
+class Dispatcher:
+    """Calls one hook on every observer that overrides it.  Built once per run.
+
+    ``task_started`` etc. are attributes holding a callable, or None when nobody
+    listens, so a backend writes ``if ev.task_finished: ev.task_finished(...)``.
+    """
+
+    def __init__(self, listeners: Iterable[Observer]):
+        self.listeners = tuple(listeners)
+        for hook in _HOOKS:
+            base = getattr(Observer, hook)
+            bound = [
+                getattr(o, hook) for o in self.listeners if getattr(type(o), hook, base) is not base
+            ]
+            setattr(self, hook, self._fan_out(hook, bound) if bound else None)
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, hook) is not None for hook in _HOOKS)
+
+    def _fan_out(self, hook: str, bound: list):
+        broken: set = set()
+
+        def call(*args: Any) -> None:
+            for method in bound:
+                if id(method) in broken:
+                    continue
+                try:
+                    method(*args)
+                except Exception as exc:  # a view must not lose the computation
+                    broken.add(id(method))
+                    warnings.warn(
+                        f"observer {method.__self__!r} raised {exc!r} in {hook}; "
+                        f"it is switched off for the rest of this run",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+
+        return call
+
+
+def dispatcher(extra: Iterable[Observer] | None = None) -> Dispatcher:
+    """The dispatcher for one run: global observers plus ``extra`` (per call)."""
+    listeners = list(_registered)
+    if extra:
+        for obs in extra:
+            if not isinstance(obs, Observer):
+                raise TypeError(
+                    f"observers= takes Observer instances; got {type(obs).__name__}. "
+                    f"Subclass notebook_sched.events.Observer."
+                )
+            if obs not in listeners:
+                listeners.append(obs)
+    return Dispatcher(listeners)

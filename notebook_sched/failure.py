@@ -1,0 +1,89 @@
+"""The record of a failed task, kept so it can be inspected and rerun locally.
+
+When a task raises, the backend that ran it builds a :class:`TaskFailure` (the key,
+the exception, the backend and worker, the remote traceback text for process-based
+backends, and the task's inputs where the caller holds them) and stores it as the
+*last failure*.  The exception the user receives is the task's own exception, with a
+note naming the key and backend added by :func:`annotate`, and a reference to the
+record in ``exception.__notebook_sched_failure__``.
+
+The debugging layer (``debug.py``) reads this record to rerun the task in the
+caller, so ``%debug`` lands in the task's frame; nothing here depends on it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TaskFailure", "last_failure", "record_failure", "annotate", "RemoteTraceback"]
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of a task that failed in another process.
+
+    Set as the ``__cause__`` of the task's exception, so Python prints the remote
+    frames above the local ones ("The above exception was the direct cause ...").
+    """
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+@dataclass
+class TaskFailure:
+    """Everything known about a failed task."""
+
+    key: Hashable
+    exception: BaseException
+    backend: str
+    worker: str
+    spec: Any = None  # the engine's spec of the task (see graph.py)
+    inputs: dict | None = None  # {dependency key: value}, when the caller holds them
+    remote_traceback: str | None = None
+    graph: Any = None  # the graph mapping the task came from, for a whole-graph rerun
+    requested_keys: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskFailure key={self.key!r} backend={self.backend!r} worker={self.worker!r} "
+            f"raised {type(self.exception).__name__}: {self.exception}>"
+        )
+
+
+_lock = threading.Lock()  # guards _last
+_last: TaskFailure | None = None
+
+
+def record_failure(failure: TaskFailure) -> TaskFailure:
+    global _last
+    with _lock:
+        _last = failure
+    try:
+        failure.exception.__notebook_sched_failure__ = failure  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # exceptions with __slots__
+        pass
+    return failure
+
+
+def last_failure() -> TaskFailure | None:
+    """The most recent task failure in this process, or None."""
+    return _last
+
+
+def annotate(exc: BaseException, key: Hashable, backend: str, worker: str) -> None:
+    """Add a note naming the failed key and where it ran (once per exception)."""
+    note = f"[notebook_sched] task {key!r} failed on the {backend!r} scheduler ({worker})"
+    notes = getattr(exc, "__notes__", None) or []
+    if note not in notes:
+        try:
+            exc.add_note(note)
+        except (AttributeError, TypeError):
+            pass

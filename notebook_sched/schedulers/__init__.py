@@ -1,0 +1,108 @@
+"""The backend registry: names and aliases -> modules with a ``get`` function.
+
+Backends are imported on first use, so ``import notebook_sched`` stays cheap (the
+process backend pulls in cloudpickle and multiprocessing only when chosen).  Layers
+above register more backends with :func:`register_backend` (the local cluster and
+dask.distributed do).
+
+A ``scheduler`` value is one of:
+
+* a registered name or alias, e.g. ``"threads"`` or ``"single-threaded"``;
+* a ``concurrent.futures.Executor`` (thread pool, process pool, loky): run by
+  ``executor.py``, with cloudpickled tasks for anything but a thread pool;
+* a callable with Dask's get signature ``get(dsk, keys, **options)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+__all__ = ["register_backend", "resolve", "validate_scheduler", "names", "canonical_name"]
+
+_modules: dict[str, str] = {}
+_aliases: dict[str, str] = {}
+_hints: dict[str, str] = {}
+
+
+def register_backend(name: str, module: str, aliases: tuple[str, ...] = (), hint: str = "") -> None:
+    """Make ``name`` (and ``aliases``) select the ``get`` function of ``module``."""
+    _modules[name] = module
+    _aliases[name] = name
+    for alias in aliases:
+        _aliases[alias] = name
+    _hints[name] = hint
+
+
+register_backend(
+    "sync", "notebook_sched.schedulers.sync", ("synchronous", "single-threaded"),
+    "one task at a time in this thread: debugging, profiling, %debug",
+)
+register_backend(
+    "threads", "notebook_sched.schedulers.threads", ("threading",),
+    "a thread pool: NumPy, pandas and other code that releases the GIL",
+)
+register_backend(
+    "processes", "notebook_sched.schedulers.processes", ("multiprocessing",),
+    "worker processes: pure-Python code with small inputs and outputs",
+)
+
+
+def names() -> dict[str, list[str]]:
+    """``{name: [aliases]}`` of every registered backend."""
+    out: dict[str, list[str]] = {name: [] for name in _modules}
+    for alias, name in _aliases.items():
+        if alias != name:
+            out[name].append(alias)
+    return out
+
+
+def hint(name: str) -> str:
+    return _hints.get(canonical_name(name), "")
+
+
+def _choices() -> str:
+    parts = []
+    for name, aliases in names().items():
+        parts.append(f"{name} ({', '.join(aliases)})" if aliases else name)
+    return ", ".join(parts)
+
+
+def canonical_name(name: str) -> str:
+    try:
+        return _aliases[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown scheduler {name!r}. Valid names: {_choices()}; or pass a "
+            f"concurrent.futures.Executor, or a get function."
+        ) from None
+
+
+def validate_scheduler(scheduler: Any) -> Any:
+    """Check a ``scheduler`` value; names are returned in canonical form."""
+    if isinstance(scheduler, str):
+        return canonical_name(scheduler)
+    if isinstance(scheduler, Executor) or callable(scheduler):
+        return scheduler
+    raise TypeError(
+        f"scheduler must be a name ({_choices()}), a concurrent.futures.Executor or a get "
+        f"function; got {type(scheduler).__name__}: {scheduler!r}"
+    )
+
+
+def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:
+    """``(backend name, get function)`` for a scheduler value."""
+    scheduler = validate_scheduler(scheduler)
+    if isinstance(scheduler, str):
+        module = importlib.import_module(_modules[scheduler])
+        return scheduler, module.get
+    if isinstance(scheduler, Executor):
+        from .executor import get as executor_get
+
+        def get_on_executor(dsk, keys, *, observers=None, **options):
+            return executor_get(dsk, keys, executor=scheduler, observers=observers)
+
+        return f"executor:{type(scheduler).__name__}", get_on_executor
+    return getattr(scheduler, "__name__", "custom"), scheduler

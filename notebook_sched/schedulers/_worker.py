@@ -1,0 +1,198 @@
+"""What runs inside a worker process (and inside foreign executors' workers).
+
+Kept tiny on purpose: a spawned worker imports this module, ``cloudpickle`` and the
+small ``graph`` module, nothing from Jupyter.
+
+A *job* is one task made self-contained by the caller::
+
+    (task, kind, func_or_expr, args_or_refs, local, send_back)
+
+``task`` is the caller's task number; ``kind`` is graph.CALL, EXPR or NODE;
+``args_or_refs`` holds the input values the caller already has; ``local`` lists
+inputs produced earlier in the same batch, as ``(argument position or key, batch
+position)``: this is how a linear chain runs inside one worker without sending its
+intermediate results home; ``send_back`` is False for such intermediates.
+
+Worker-to-caller messages (pickled tuples):
+
+``("R", batch, results, final)``   results: ``[(task, value, start, stop), ...]``;
+                                   sent when the batch ends, and every FLUSH_SECONDS
+                                   meanwhile so progress stays live.
+``("E", batch, results, task, exception_bytes, traceback_text, local_inputs)``
+                                   a task raised; sent at once, the rest of the batch
+                                   is dropped.
+``("U", batch, results, task, message)``  a result could not be pickled.
+
+The shared ``current`` value holds the task being run (-1 when idle), so when a worker
+dies the caller can name the task that killed it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+
+import cloudpickle
+
+from ..graph import CALL, EXPR, evaluate
+
+FLUSH_SECONDS = 0.1
+MAIN_GUARD_EXIT = 87  # exit code of a worker whose parent script has no __main__ guard
+NOT_SENT = None  # the value slot of a result that stays in the worker
+
+
+def run_job(job: tuple, produced: list):
+    _task, kind, target, inputs, local, _send = job
+    if kind == CALL:
+        if local:
+            inputs = list(inputs)
+            for pos, batch_pos in local:
+                inputs[pos] = produced[batch_pos]
+                produced[batch_pos] = None  # a chain intermediate has one reader
+        return target(*inputs)
+    for ref_key, batch_pos in local:
+        inputs[ref_key] = produced[batch_pos]
+        produced[batch_pos] = None
+    if kind == EXPR:
+        return evaluate(target, inputs)
+    return target(inputs)
+
+
+def _dump_exception(exc: BaseException) -> bytes:
+    try:
+        data = cloudpickle.dumps(exc)
+        pickle.loads(data)  # exceptions with custom __init__ often fail only here
+        return data
+    except Exception:
+        return cloudpickle.dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"))
+
+
+def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
+    """``[(task, value)]`` of a failed job's in-batch inputs, for the caller's record."""
+    out = []
+    for _ref, batch_pos in job[4]:
+        value = produced[batch_pos]
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            continue
+        out.append((jobs[batch_pos][0], value))
+    return out
+
+
+def _send(conn, batch: int, results: list, final: bool) -> None:
+    try:
+        data = cloudpickle.dumps(("R", batch, results, final), protocol=5)
+    except Exception:
+        # Find the culprit, send what can be sent and report the rest as an error.
+        good = []
+        for item in results:
+            try:
+                cloudpickle.dumps(item[1])
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                conn.send_bytes(cloudpickle.dumps(("U", batch, good, item[0], reason)))
+                raise _BatchAborted from None
+            good.append(item)
+        raise
+    conn.send_bytes(data)
+
+
+class _BatchAborted(Exception):
+    pass
+
+
+def run_batch(conn, current, batch: int, jobs: list) -> None:
+    """Run ``jobs`` in order, streaming results to ``conn``."""
+    clock = time.time
+    produced = [None] * len(jobs)
+    results: list = []
+    last_flush = clock()
+    try:
+        for pos, job in enumerate(jobs):
+            current.value = job[0]
+            start = clock()
+            try:
+                value = run_job(job, produced)
+            except BaseException as exc:
+                current.value = -1
+                tb_text = "".join(traceback.format_exception(exc))
+                local_inputs = _local_inputs(job, jobs, produced)
+                _send(conn, batch, results, False)
+                results = []
+                message = ("E", batch, [], job[0], _dump_exception(exc), tb_text, local_inputs)
+                conn.send_bytes(cloudpickle.dumps(message, protocol=5))
+                return
+            stop = clock()
+            if job[5]:
+                results.append((job[0], value, start, stop))
+            else:
+                produced[pos] = value
+                results.append((job[0], NOT_SENT, start, stop))
+            value = None
+            if stop - last_flush > FLUSH_SECONDS and pos + 1 < len(jobs):
+                _send(conn, batch, results, False)
+                results = []
+                last_flush = stop
+        current.value = -1
+        _send(conn, batch, results, True)
+    except _BatchAborted:
+        current.value = -1
+
+
+def worker_main(conn, current, name: str) -> None:
+    """Entry point of a pool worker process: run batches until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles interrupts
+    os.environ["NOTEBOOK_SCHED_WORKER"] = name
+    loads = pickle.loads
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the caller went away
+        message = loads(data)
+        if message is None:
+            return
+        batch, jobs = message
+        run_batch(conn, current, batch, jobs)
+        sys.stdout.flush()
+
+
+def run_payload(payload):
+    """Run a list of jobs in a foreign executor's worker; returns results or an error.
+
+    ``payload`` is cloudpickled bytes for process-based executors (so lambdas and
+    notebook functions travel) and the plain list for thread pools.
+    """
+    pickled = isinstance(payload, bytes)
+    jobs = pickle.loads(payload) if pickled else payload
+    produced = [None] * len(jobs)
+    results = []
+    clock = time.time
+    for pos, job in enumerate(jobs):
+        start = clock()
+        try:
+            value = run_job(job, produced)
+        except Exception as exc:
+            if not pickled:
+                return ("E", results, job[0], exc, None, [])
+            tb_text = "".join(traceback.format_exception(exc))
+            local = _local_inputs(job, jobs, produced)
+            return cloudpickle.dumps(("E", results, job[0], _dump_exception(exc), tb_text, local))
+        produced[pos] = value
+        results.append((job[0], value if job[5] else NOT_SENT, start, clock()))
+    if not pickled:
+        return ("R", results)
+    try:
+        return cloudpickle.dumps(("R", results))
+    except Exception as exc:
+        for item in results:
+            try:
+                cloudpickle.dumps(item[1])
+            except Exception:
+                return cloudpickle.dumps(("U", [], item[0], f"{type(exc).__name__}: {exc}"))
+        raise

@@ -1,0 +1,385 @@
+"""The process backend: batches of tasks run in a reusable pool of worker processes.
+
+For pure-Python code that holds the GIL.  Data returns to the caller: the caller
+keeps every result, ships a task's inputs with it and gets its output back.
+
+How work flows (one run; the pool itself lives across runs, see ``_pool.py``)::
+
+    RunState.ready --take--> batch of jobs --cloudpickle--> worker k (up to 2 batches
+         ^                                                  in flight per worker)
+         |                                                        |
+         +--finish(task, value) <-- results, streamed ------------+
+
+* **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work (the
+  running mean of task times decides; unknown tasks go 4 at a time), and never more
+  than half a worker's share of the ready stack.  While a worker runs one batch the
+  next is already in its pipe, so it never waits for the caller.
+* **Chains stay together.**  A task whose only reader reads nothing else is claimed
+  with it (``RunState.claim_chain``); the whole chain travels in one batch and its
+  intermediate results never leave the worker.
+* **Errors come back at once.**  A failing task's exception (with its remote
+  traceback as ``__cause__``) is sent as soon as it raises; the rest of its batch is
+  dropped, and workers still busy with this run are killed and replaced, so nothing
+  keeps computing for a run that has failed.  The same happens on KeyboardInterrupt.
+* **Dead workers are noticed at once**: the caller waits on every busy worker's
+  process sentinel together with its pipe, reads the task the worker was running
+  from shared memory, and raises an error naming it and the exit code.
+
+Cheap tasks (literals and aliases) run in the caller and never travel.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import time
+from multiprocessing.connection import wait
+from typing import Any
+
+import cloudpickle
+
+from ..engine import check_workers, execute_graph, run_spec, task_failure
+from ..events import Dispatcher
+from ..failure import RemoteTraceback
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
+from . import _pool
+from ._pool import MainGuardError, WorkerHandle
+from ._worker import MAIN_GUARD_EXIT
+
+__all__ = ["get", "WorkerDiedError", "TaskPicklingError", "MainGuardError", "shutdown"]
+
+BACKEND = "processes"
+CALLER = "caller"  # worker name of tasks that run in the calling process
+TARGET_BATCH_SECONDS = 0.02
+FIRST_BATCH = 4
+MAX_BATCH = 1024
+PIPELINE_BYTES = 64 * 1024  # a second batch is queued in the pipe only below this size
+
+shutdown = _pool.shutdown
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process died while running a task (segfault, os._exit, OOM kill...)."""
+
+
+class TaskPicklingError(TypeError):
+    """A task, its inputs or its result could not be pickled to cross processes."""
+
+
+def get(dsk: Any, keys: Any, *, num_workers: int | None = None, pool=None, observers=None,
+        **options: Any) -> Any:
+    """Compute ``keys`` of ``dsk`` on worker processes (Dask's ``get`` contract)."""
+    if pool is not None:
+        from .executor import get as executor_get
+
+        return executor_get(dsk, keys, executor=pool, observers=observers)
+    workers = check_workers(num_workers)
+    worker_pool = _pool.acquire(workers)
+    with worker_pool.lock:
+        worker_pool.replace_dead()
+
+        def drive(graph, state, events):
+            _ProcessRun(graph, state, events, worker_pool).drive()
+
+        return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+
+
+def make_job(task: int, spec: tuple, values: list, local: dict | None, send_back: bool) -> tuple:
+    """A self-contained job for task ``task`` (format in ``_worker.py``)."""
+    kind = spec[0]
+    in_batch = []
+    if kind == CALL:
+        args = spec[2]
+        slots = spec[3]
+        if slots:
+            args = list(args)
+            for pos, dep in slots:
+                if local and dep in local:
+                    in_batch.append((pos, local[dep]))
+                else:
+                    args[pos] = values[dep]
+        return (task, CALL, spec[1], args, tuple(in_batch), send_back)
+    refs = {}
+    for ref_key, dep in spec[2].items():
+        if local and dep in local:
+            in_batch.append((ref_key, local[dep]))
+        else:
+            refs[ref_key] = values[dep]
+    return (task, kind, spec[1], refs, tuple(in_batch), send_back)
+
+
+class _Batch:
+    __slots__ = ("id", "worker", "tasks", "next_start", "data", "sent")
+
+    def __init__(self, batch_id: int, worker: WorkerHandle, tasks: list, data: bytes):
+        self.id = batch_id
+        self.worker = worker
+        self.tasks = tasks
+        self.next_start = 0  # index in tasks of the next task_started event
+        self.data = data
+        self.sent = False
+
+
+class _ProcessRun:
+    """One run on the pool: dispatch batches, collect results, handle failures."""
+
+    def __init__(self, graph, state, events: Dispatcher, pool: _pool.WorkerPool):
+        self.graph = graph
+        self.state = state
+        self.events = events
+        self.pool = pool
+        self.batches: dict[int, _Batch] = {}
+        self.next_id = 0
+        self.mean_seconds: float | None = None
+        specs = graph.specs
+        self._shippable = lambda j: specs[j][0] in (CALL, EXPR, NODE)
+
+    # -- main loop -------------------------------------------------------------
+    def drive(self) -> None:
+        try:
+            while self.state.remaining:
+                self._dispatch()
+                if not self.batches:
+                    if self.state.remaining and not self.state.ready:
+                        raise RuntimeError("notebook_sched: no runnable task left (internal error)")
+                    continue
+                self._receive()
+        except BaseException:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        """Kill and replace every worker still busy with this run."""
+        for worker in list(self.pool.workers):
+            if worker.outstanding:
+                self.pool.replace(worker)
+        self.batches.clear()
+
+    # -- sending ---------------------------------------------------------------
+    def _batch_size(self) -> int:
+        share = max(1, -(-len(self.state.ready) // (2 * self.pool.size)))
+        if self.mean_seconds is None:
+            return min(share, FIRST_BATCH)
+        by_time = int(TARGET_BATCH_SECONDS / max(self.mean_seconds, 1e-7))
+        return max(1, min(share, by_time, MAX_BATCH))
+
+    def _dispatch(self) -> None:
+        state = self.state
+        for worker in self.pool.workers:
+            if not state.ready:
+                return
+            if len(worker.outstanding) >= 2:
+                continue
+            tasks, jobs = self._take(self._batch_size())
+            if not jobs:
+                continue
+            batch = _Batch(self.next_id, worker, tasks, self._pickle(jobs))
+            self.next_id += 1
+            self.batches[batch.id] = batch
+            worker.outstanding.append(batch.id)
+            if len(worker.outstanding) == 1:
+                self._send(batch)
+                self._started_next(batch)
+            elif len(batch.data) <= PIPELINE_BYTES:
+                self._send(batch)
+
+    def _take(self, size: int) -> tuple[list, list]:
+        state = self.state
+        graph = self.graph
+        specs = graph.specs
+        values = state.values
+        chain_next = graph.chain_next
+        ready = state.ready
+        tasks: list = []
+        jobs: list = []
+        while ready and len(jobs) < size:
+            i = ready.pop()
+            kind = specs[i][0]
+            if kind == VALUE or kind == ALIAS:
+                self._run_here(i)
+                continue
+            if chain_next[i] >= 0:
+                chain = state.claim_chain(i, self._shippable)
+            else:
+                chain = (i,)
+            last = len(chain) - 1
+            for n, t in enumerate(chain):
+                local = {chain[n - 1]: len(jobs) - 1} if n else None
+                jobs.append(make_job(t, specs[t], values, local, n == last))
+                tasks.append(t)
+        return tasks, jobs
+
+    def _run_here(self, i: int) -> None:
+        key = self.graph.keys[i]
+        events = self.events
+        if events.task_started:
+            events.task_started(key, CALLER)
+        start = time.time()
+        value = run_spec(self.graph.specs[i], self.state.values)
+        self.state.finish(i, value)
+        if events.task_finished:
+            events.task_finished(key, CALLER, start, time.time())
+
+    def _pickle(self, jobs: list) -> bytes:
+        batch_id = self.next_id
+        try:
+            return cloudpickle.dumps((batch_id, jobs), protocol=5)
+        except Exception:
+            for job in jobs:
+                try:
+                    cloudpickle.dumps(job, protocol=5)
+                except Exception as exc:
+                    key = self.graph.keys[job[0]]
+                    raise TaskPicklingError(
+                        f"Task {key!r} cannot be sent to a worker process: its function or "
+                        f"an input cannot be pickled ({type(exc).__name__}: {exc}). "
+                        f"Worker processes need picklable functions and data; run this "
+                        f"graph with scheduler='threads', or build the object inside "
+                        f"the task instead of passing it in."
+                    ) from exc
+            raise
+
+    def _send(self, batch: _Batch) -> None:
+        batch.sent = True
+        try:
+            batch.worker.conn.send_bytes(batch.data)
+        except OSError:
+            self._worker_died(batch.worker)
+        batch.data = b""
+
+    # -- receiving -------------------------------------------------------------
+    def _receive(self) -> None:
+        busy = [w for w in self.pool.workers if w.outstanding]
+        by_conn = {w.conn: w for w in busy}
+        by_sentinel = {w.sentinel: w for w in busy}
+        for ready in wait(list(by_conn) + list(by_sentinel)):
+            worker = by_conn.get(ready)
+            if worker is not None:
+                self._read(worker)
+        for worker in by_sentinel.values():
+            if worker.outstanding and not worker.process.is_alive():
+                self._read(worker)  # it may have sent results before dying
+                if worker.outstanding:
+                    self._worker_died(worker)
+
+    def _read(self, worker: WorkerHandle) -> None:
+        conn = worker.conn
+        try:
+            while worker.outstanding and conn.poll():
+                self._handle(worker, pickle.loads(conn.recv_bytes()))
+        except (EOFError, OSError):
+            self._worker_died(worker)
+
+    def _handle(self, worker: WorkerHandle, message: tuple) -> None:
+        kind = message[0]
+        batch = self.batches[message[1]]
+        results = message[2]
+        if results:
+            self._record(batch, results)
+        if kind == "R":
+            if message[3]:
+                self._batch_done(worker, batch)
+            else:
+                self._started_next(batch)
+        elif kind == "E":
+            self._batch_done(worker, batch)
+            self._task_raised(worker, *message[3:])
+        else:  # "U": a result could not be pickled
+            self._batch_done(worker, batch)
+            key = self.graph.keys[message[3]]
+            raise TaskPicklingError(
+                f"The result of task {key!r} cannot be sent back from its worker process "
+                f"({message[4]}). The processes scheduler returns every result to the "
+                f"caller, so results must be picklable; return plain data, or run this "
+                f"graph with scheduler='threads'."
+            )
+
+    def _record(self, batch: _Batch, results: list) -> None:
+        finish = self.state.finish
+        finished = self.events.task_finished
+        name = batch.worker.name
+        keys = self.graph.keys
+        spent = 0.0
+        for task, value, start, stop in results:
+            finish(task, value)
+            spent += stop - start
+            if finished:
+                finished(keys[task], name, start, stop)
+        batch.next_start += len(results)
+        mean = spent / len(results)
+        self.mean_seconds = mean if self.mean_seconds is None else 0.5 * (self.mean_seconds + mean)
+
+    def _started_next(self, batch: _Batch) -> None:
+        started = self.events.task_started
+        if started and batch.next_start < len(batch.tasks):
+            started(self.graph.keys[batch.tasks[batch.next_start]], batch.worker.name)
+
+    def _batch_done(self, worker: WorkerHandle, batch: _Batch) -> None:
+        worker.outstanding.remove(batch.id)
+        del self.batches[batch.id]
+        if worker.outstanding:
+            following = self.batches[worker.outstanding[0]]
+            if not following.sent:
+                self._send(following)
+            self._started_next(following)
+
+    # -- failures --------------------------------------------------------------
+    def _task_raised(self, worker, task, exc_bytes, tb_text, local_inputs) -> None:
+        try:
+            exc = pickle.loads(exc_bytes)
+        except Exception as unpickle_error:
+            exc = RuntimeError(f"(the task's exception could not be unpickled: {unpickle_error})")
+        exc.__cause__ = RemoteTraceback(tb_text)
+        failure = task_failure(
+            self.graph, self.state.values, task, exc, BACKEND, worker.name, tb_text
+        )
+        keys = self.graph.keys
+        for dep, value in local_inputs:
+            failure.inputs[keys[dep]] = value
+        if self.events.task_failed:
+            self.events.task_failed(keys[task], worker.name, exc)
+        raise exc
+
+    def _worker_died(self, worker: WorkerHandle) -> None:
+        process = worker.process
+        process.join(0.5)
+        code = process.exitcode
+        if code == MAIN_GUARD_EXIT:
+            raise MainGuardError(_pool._main_guard_message())
+        task = worker.current.value
+        if task < 0 and worker.outstanding:
+            pending = self.batches.get(worker.outstanding[0])
+            if pending is not None and pending.next_start < len(pending.tasks):
+                task = pending.tasks[pending.next_start]
+        what = f"task {self.graph.keys[task]!r}" if task >= 0 else "a batch of tasks"
+        exc = WorkerDiedError(
+            f"Worker {worker.name} (pid {process.pid}) died while running {what}: "
+            f"exit code {code} ({describe_exit(code)}). This can be caused by a "
+            f"segmentation fault in native code, os._exit() in the task, or the "
+            f"out-of-memory killer. The worker is replaced; the next compute runs on "
+            f"fresh workers. To debug the task, run it with scheduler='sync'."
+        )
+        if task >= 0:
+            task_failure(self.graph, self.state.values, task, exc, BACKEND, worker.name)
+            if self.events.task_failed:
+                self.events.task_failed(self.graph.keys[task], worker.name, exc)
+        raise exc
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = {
+            "SIGKILL": "killed, often by the out-of-memory killer",
+            "SIGSEGV": "segmentation fault",
+            "SIGABRT": "aborted",
+            "SIGTERM": "terminated",
+            "SIGBUS": "bus error",
+        }.get(name, "killed by a signal")
+        return f"{name}: {hint}"
+    return "the process exited by itself, e.g. os._exit() or sys.exit() in native code"

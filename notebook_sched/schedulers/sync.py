@@ -1,0 +1,65 @@
+"""The synchronous backend: every task runs in the calling thread, one at a time.
+
+For debugging and profiling: exceptions keep the task's live frames, so ``%debug``,
+``%pdb`` and ``%prun`` see the task itself.  The loop pops the top of the ready stack,
+runs it and records the result; see ``engine.py`` for the state it drives.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..engine import execute_graph, run_spec, task_failure
+from ..events import Dispatcher
+
+__all__ = ["get"]
+
+BACKEND = "sync"
+WORKER = "sync"
+
+
+def get(dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
+    """Compute ``keys`` of ``dsk`` in the calling thread (Dask's ``get`` contract).
+
+    Extra options accepted by other backends (``num_workers``, ``pool``) are ignored.
+    """
+    return execute_graph(dsk, keys, _drive, BACKEND, observers=observers)
+
+
+def _drive(graph, state, events: Dispatcher) -> None:
+    specs = graph.specs
+    values = state.values
+    ready = state.ready
+    pop = ready.pop
+    finish = state.finish
+    started, finished, failed = events.task_started, events.task_finished, events.task_failed
+    if not (started or finished or failed):
+        while ready:
+            i = pop()
+            try:
+                value = run_spec(specs[i], values)
+            except Exception as exc:
+                task_failure(graph, values, i, exc, BACKEND, WORKER)
+                raise
+            finish(i, value)
+        return
+    keys = graph.keys
+    clock = time.time
+    while ready:
+        i = pop()
+        key = keys[i]
+        if started:
+            started(key, WORKER)
+        t0 = clock()
+        try:
+            value = run_spec(specs[i], values)
+        except Exception as exc:
+            task_failure(graph, values, i, exc, BACKEND, WORKER)
+            if failed:
+                failed(key, WORKER, exc)
+            raise
+        t1 = clock()
+        finish(i, value)
+        if finished:
+            finished(key, WORKER, t0, t1)

@@ -1,0 +1,173 @@
+"""The threaded backend: worker threads share one RunState under one lock.
+
+For NumPy, pandas and other code that releases the GIL.  Each run starts its own
+``num_workers`` threads (default: the number of CPUs) and joins them, so a task may
+itself call ``get`` without waiting on a shared pool (no nested-compute deadlock).
+
+How work flows::
+
+    worker thread:   lock -> record last result, pop next ready -> unlock -> run task
+                       ^                                                      |
+                       +------------------------------------------------------+
+
+A thread that finishes a task records it and pops the top of the ready stack in the
+same critical section; tasks it made ready are on top, so it usually continues with
+them itself: no queue, no hand-off.  Idle threads wait on a condition and are woken
+only when ready work exceeds what the running threads will take.
+
+The calling thread only waits.  A failed task is reported at once: the task's own
+exception with its live traceback, plus a note.  On KeyboardInterrupt the caller
+stops the run, raises an asynchronous ``TaskCancelled`` in threads that are inside a
+task (pure-Python work stops at its next bytecode; a blocking C call finishes first),
+and returns within a few hundred milliseconds.
+
+When ``pool=`` is a ``concurrent.futures`` executor, the executor backend runs the
+graph instead (see ``executor.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import Any
+
+from ..engine import check_workers, execute_graph, run_spec, task_failure
+from ..events import Dispatcher
+
+__all__ = ["get", "TaskCancelled"]
+
+BACKEND = "threads"
+INTERRUPT_GRACE = 0.3  # seconds to let cancelled threads unwind before returning
+
+
+class TaskCancelled(BaseException):
+    """Raised inside worker threads when the run they belong to is interrupted."""
+
+
+def get(dsk: Any, keys: Any, *, num_workers: int | None = None, pool=None, observers=None,
+        **options: Any) -> Any:
+    """Compute ``keys`` of ``dsk`` on ``num_workers`` threads (Dask's ``get`` contract)."""
+    if pool is not None:
+        from .executor import get as executor_get
+
+        return executor_get(dsk, keys, executor=pool, observers=observers)
+    workers = check_workers(num_workers)
+
+    def drive(graph, state, events):
+        _Run(graph, state, events, workers).drive()
+
+    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+
+
+class _Run:
+    """One threaded run.  ``cond`` guards every field below and the RunState."""
+
+    def __init__(self, graph, state, events: Dispatcher, workers: int):
+        self.graph = graph
+        self.state = state
+        self.events = events
+        self.cond = threading.Condition(threading.Lock())
+        self.done = threading.Event()
+        self.stop = False  # set on failure or interrupt: take no new task
+        self.failure = None  # the first TaskFailure
+        self.idle = 0  # threads waiting on cond
+        self.in_task: dict[int, bool] = {}  # thread ident -> currently inside a task
+        self.workers = min(workers, max(1, len(graph)))
+
+    def drive(self) -> None:
+        threads = [
+            threading.Thread(
+                target=self._work, args=(f"thread-{n}",), name=f"notebook_sched-thread-{n}",
+                daemon=True,
+            )
+            for n in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self.done.wait()
+        except BaseException:
+            self._cancel(threads)
+            raise
+        if self.failure is not None:
+            raise self.failure.exception
+        for thread in threads:
+            thread.join()
+
+    def _cancel(self, threads: list) -> None:
+        with self.cond:
+            self.stop = True
+            self.cond.notify_all()
+            running = [ident for ident, busy in self.in_task.items() if busy]
+        for ident in running:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ident), ctypes.py_object(TaskCancelled)
+            )
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _work(self, name: str) -> None:
+        try:
+            self._loop(name)
+        except TaskCancelled:
+            pass  # the run was interrupted; the caller already raised
+
+    def _loop(self, name: str) -> None:
+        graph, state, events, cond = self.graph, self.state, self.events, self.cond
+        specs, keys, values = graph.specs, graph.keys, state.values
+        ready = state.ready
+        finish = state.finish
+        started, finished, failed = events.task_started, events.task_finished, events.task_failed
+        timed = bool(started or finished or failed)
+        ident = threading.get_ident()
+        clock = time.time
+        i = -1
+        value = None
+        while True:
+            with cond:
+                if i >= 0:
+                    finish(i, value)
+                    value = None
+                    if not state.remaining:
+                        self.done.set()
+                        cond.notify_all()
+                        return
+                while True:
+                    if self.stop:
+                        return
+                    if ready:
+                        i = ready.pop()
+                        break
+                    if not state.remaining:
+                        return
+                    self.idle += 1
+                    cond.wait()
+                    self.idle -= 1
+                if ready and self.idle:
+                    cond.notify(min(self.idle, len(ready)))
+                self.in_task[ident] = True
+            try:
+                if timed:
+                    key = keys[i]
+                    if started:
+                        started(key, name)
+                    t0 = clock()
+                    value = run_spec(specs[i], values)
+                    if finished:
+                        finished(key, name, t0, clock())
+                else:
+                    value = run_spec(specs[i], values)
+            except Exception as exc:
+                with cond:
+                    self.in_task[ident] = False
+                    if self.failure is None and not self.stop:
+                        self.failure = task_failure(graph, values, i, exc, BACKEND, name)
+                    self.stop = True
+                    cond.notify_all()
+                if failed:
+                    failed(keys[i], name, exc)
+                self.done.set()
+                return
+            self.in_task[ident] = False
