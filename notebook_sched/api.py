@@ -20,8 +20,19 @@ __all__ = ["get", "compute", "add_run_hook"]
 # Options a backend understands; Dask-specific ones it may pass along are ignored.
 _OPTIONS = ("num_workers", "pool", "observers", "progress", "rerun")
 _DASK_OPTIONS = frozenset(
-    {"optimize_graph", "traverse", "rerun_exceptions_locally", "callbacks", "cache",
-     "get_id", "pack_exception", "raise_exception", "chunksize", "func_dumps", "func_loads"}
+    {
+        "optimize_graph",
+        "traverse",
+        "rerun_exceptions_locally",
+        "callbacks",
+        "cache",
+        "get_id",
+        "pack_exception",
+        "raise_exception",
+        "chunksize",
+        "func_dumps",
+        "func_loads",
+    }
 )
 
 # Layers above (progress bars, failure reruns) wrap runs through these hooks:
@@ -97,4 +108,3 @@ def compute(*args: Any, scheduler: Any = None, traverse: bool = True, **options:
         return tuple(args)
     results = get(graph, keys, scheduler=scheduler, **options)
     return rebuild(results)
-

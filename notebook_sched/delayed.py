@@ -131,18 +131,33 @@ def _unary(op: Callable):
 
 
 for _name, _op in [
-    ("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
-    ("truediv", operator.truediv), ("floordiv", operator.floordiv), ("mod", operator.mod),
-    ("pow", operator.pow), ("matmul", operator.matmul), ("and", operator.and_),
-    ("or", operator.or_), ("xor", operator.xor),
+    ("add", operator.add),
+    ("sub", operator.sub),
+    ("mul", operator.mul),
+    ("truediv", operator.truediv),
+    ("floordiv", operator.floordiv),
+    ("mod", operator.mod),
+    ("pow", operator.pow),
+    ("matmul", operator.matmul),
+    ("and", operator.and_),
+    ("or", operator.or_),
+    ("xor", operator.xor),
 ]:
     setattr(Delayed, f"__{_name}__", _binary(_op))
     setattr(Delayed, f"__r{_name}__", _binary(_op, reflected=True))
-for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt),
-                   ("ge", operator.ge)]:
+for _name, _op in [
+    ("lt", operator.lt),
+    ("le", operator.le),
+    ("gt", operator.gt),
+    ("ge", operator.ge),
+]:
     setattr(Delayed, f"__{_name}__", _binary(_op))
-for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
-                   ("invert", operator.invert)]:
+for _name, _op in [
+    ("neg", operator.neg),
+    ("pos", operator.pos),
+    ("abs", operator.abs),
+    ("invert", operator.invert),
+]:
     setattr(Delayed, f"__{_name}__", _unary(_op))
 
 
@@ -174,8 +189,9 @@ def _holds_delayed(value: Any) -> bool:
     return False
 
 
-def _call(func: Callable, args: tuple, kwargs: dict, name: str | None = None,
-          key: Hashable | None = None) -> Delayed:
+def _call(
+    func: Callable, args: tuple, kwargs: dict, name: str | None = None, key: Hashable | None = None
+) -> Delayed:
     deps: list = []
     task_args = [_to_task(arg, deps) for arg in args]
     if kwargs:

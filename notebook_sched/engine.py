@@ -235,7 +235,6 @@ def pack_results(keys: Any, graph: CompiledGraph, values: list) -> Any:
     return pack(keys)
 
 
-
 def check_workers(num_workers: int | None) -> int:
     """Validate ``num_workers``; None means one per CPU."""
     cpus = os.cpu_count() or 1

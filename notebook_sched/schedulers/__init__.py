@@ -37,15 +37,21 @@ def register_backend(name: str, module: str, aliases: tuple[str, ...] = (), hint
 
 
 register_backend(
-    "sync", "notebook_sched.schedulers.sync", ("synchronous", "single-threaded"),
+    "sync",
+    "notebook_sched.schedulers.sync",
+    ("synchronous", "single-threaded"),
     "one task at a time in this thread: debugging, profiling, %debug",
 )
 register_backend(
-    "threads", "notebook_sched.schedulers.threads", ("threading",),
+    "threads",
+    "notebook_sched.schedulers.threads",
+    ("threading",),
     "a thread pool: NumPy, pandas and other code that releases the GIL",
 )
 register_backend(
-    "processes", "notebook_sched.schedulers.processes", ("multiprocessing",),
+    "processes",
+    "notebook_sched.schedulers.processes",
+    ("multiprocessing",),
     "worker processes: pure-Python code with small inputs and outputs",
 )
 

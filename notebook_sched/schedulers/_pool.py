@@ -49,7 +49,7 @@ def _main_guard_message() -> str:
         f"starts a computation while it is being imported. Worker processes import the "
         f"main script again, so that computation ran inside each worker too.\n"
         f"Put the code that computes under a main guard:\n\n"
-        f"    if __name__ == \"__main__\":\n"
+        f'    if __name__ == "__main__":\n'
         f"        result = compute(...)   # now only the main process runs this\n\n"
         f"(Notebooks and the interactive prompt do not need this.)"
     )

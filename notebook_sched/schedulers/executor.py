@@ -122,8 +122,9 @@ class _ExecutorRun:
         if isinstance(exc, bytes):
             exc = pickle.loads(exc)
             exc.__cause__ = RemoteTraceback(tb_text)
-        task_failure(self.graph, self.state.values, failed_task, exc, self.backend,
-                     self.backend, tb_text)
+        task_failure(
+            self.graph, self.state.values, failed_task, exc, self.backend, self.backend, tb_text
+        )
         if events.task_failed:
             events.task_failed(keys[failed_task], self.backend, exc)
         raise exc

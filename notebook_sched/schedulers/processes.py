@@ -66,8 +66,15 @@ class TaskPicklingError(TypeError):
     """A task, its inputs or its result could not be pickled to cross processes."""
 
 
-def get(dsk: Any, keys: Any, *, num_workers: int | None = None, pool=None, observers=None,
-        **options: Any) -> Any:
+def get(
+    dsk: Any,
+    keys: Any,
+    *,
+    num_workers: int | None = None,
+    pool=None,
+    observers=None,
+    **options: Any,
+) -> Any:
     """Compute ``keys`` of ``dsk`` on worker processes (Dask's ``get`` contract)."""
     if pool is not None:
         from .executor import get as executor_get

@@ -45,8 +45,15 @@ class TaskCancelled(BaseException):
     """Raised inside worker threads when the run they belong to is interrupted."""
 
 
-def get(dsk: Any, keys: Any, *, num_workers: int | None = None, pool=None, observers=None,
-        **options: Any) -> Any:
+def get(
+    dsk: Any,
+    keys: Any,
+    *,
+    num_workers: int | None = None,
+    pool=None,
+    observers=None,
+    **options: Any,
+) -> Any:
     """Compute ``keys`` of ``dsk`` on ``num_workers`` threads (Dask's ``get`` contract)."""
     if pool is not None:
         from .executor import get as executor_get
@@ -78,7 +85,9 @@ class _Run:
     def drive(self) -> None:
         threads = [
             threading.Thread(
-                target=self._work, args=(f"thread-{n}",), name=f"notebook_sched-thread-{n}",
+                target=self._work,
+                args=(f"thread-{n}",),
+                name=f"notebook_sched-thread-{n}",
                 daemon=True,
             )
             for n in range(self.workers)
