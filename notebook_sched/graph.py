@@ -371,7 +371,7 @@ def compile_graph(dsk: Mapping, output_keys: list) -> CompiledGraph:
                     elif typ is list or is_graph_node(arg):
                         break
                 else:
-                    if value in dsk and value != key:
+                    if value != key and _is_key(value, dsk):
                         spec, dep_keys = (ALIAS, value), [value]
                     else:
                         spec = (CALL, value[0], value[1:], slots)

@@ -52,11 +52,9 @@ def run_job(job: tuple, produced: list):
             inputs = list(inputs)
             for pos, batch_pos in local:
                 inputs[pos] = produced[batch_pos]
-                produced[batch_pos] = None  # a chain intermediate has one reader
         return target(*inputs)
     for ref_key, batch_pos in local:
         inputs[ref_key] = produced[batch_pos]
-        produced[batch_pos] = None
     if kind == EXPR:
         return evaluate(target, inputs)
     return target(inputs)
@@ -128,6 +126,8 @@ def run_batch(conn, current, batch: int, jobs: list) -> None:
                 conn.send_bytes(cloudpickle.dumps(message, protocol=5))
                 return
             stop = clock()
+            for _ref, batch_pos in job[4]:
+                produced[batch_pos] = None  # a chain intermediate has one reader
             if job[5]:
                 results.append((job[0], value, start, stop))
             else:

@@ -116,13 +116,14 @@ def make_job(task: int, spec: tuple, values: list, local: dict | None, send_back
 
 
 class _Batch:
-    __slots__ = ("id", "worker", "tasks", "next_start", "data", "sent")
+    __slots__ = ("id", "worker", "tasks", "reported", "announced", "data", "sent")
 
     def __init__(self, batch_id: int, worker: WorkerHandle, tasks: list, data: bytes):
         self.id = batch_id
         self.worker = worker
         self.tasks = tasks
-        self.next_start = 0  # index in tasks of the next task_started event
+        self.reported = 0  # tasks whose results arrived (results come in order)
+        self.announced = 0  # tasks whose task_started event was emitted
         self.data = data
         self.sent = False
 
@@ -303,23 +304,28 @@ class _ProcessRun:
 
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish
-        finished = self.events.task_finished
+        started, finished = self.events.task_started, self.events.task_finished
         name = batch.worker.name
         keys = self.graph.keys
         spent = 0.0
         for task, value, start, stop in results:
             finish(task, value)
             spent += stop - start
+            if started and batch.announced <= batch.reported:
+                started(keys[task], name)  # it ran between two of our reads
+                batch.announced = batch.reported + 1
+            batch.reported += 1
             if finished:
                 finished(keys[task], name, start, stop)
-        batch.next_start += len(results)
         mean = spent / len(results)
         self.mean_seconds = mean if self.mean_seconds is None else 0.5 * (self.mean_seconds + mean)
 
     def _started_next(self, batch: _Batch) -> None:
+        """Announce the task the worker is on now: the first one not yet reported."""
         started = self.events.task_started
-        if started and batch.next_start < len(batch.tasks):
-            started(self.graph.keys[batch.tasks[batch.next_start]], batch.worker.name)
+        if started and batch.announced <= batch.reported < len(batch.tasks):
+            started(self.graph.keys[batch.tasks[batch.reported]], batch.worker.name)
+            batch.announced = batch.reported + 1
 
     def _batch_done(self, worker: WorkerHandle, batch: _Batch) -> None:
         worker.outstanding.remove(batch.id)
@@ -356,8 +362,8 @@ class _ProcessRun:
         task = worker.current.value
         if task < 0 and worker.outstanding:
             pending = self.batches.get(worker.outstanding[0])
-            if pending is not None and pending.next_start < len(pending.tasks):
-                task = pending.tasks[pending.next_start]
+            if pending is not None and pending.reported < len(pending.tasks):
+                task = pending.tasks[pending.reported]
         what = f"task {self.graph.keys[task]!r}" if task >= 0 else "a batch of tasks"
         exc = WorkerDiedError(
             f"Worker {worker.name} (pid {process.pid}) died while running {what}: "
