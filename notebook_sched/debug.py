@@ -1,0 +1,453 @@
+"""Debugging failed tasks: local reruns, trimmed tracebacks, readable failure records.
+
+Under ``sync`` and ``threads`` a failed task's exception already carries the task's
+live frames, so ``%debug`` lands in the task.  A task that failed in another process
+(``processes``, ``distributed``, a process-pool executor) comes back as a pickled
+exception with the worker's traceback as text: no frames, no locals.  So, as the
+failure propagates out of ``get``, :func:`failure_hook` (a run hook, see
+``api.add_run_hook``) reruns the failed task *here*, on the calling thread, with the
+inputs recorded in its :class:`~notebook_sched.failure.TaskFailure`, and raises what
+the rerun raised.  ``sys.last_traceback`` then ends in the task function's frame with
+its locals, which is where ``%debug`` and ``%pdb on`` go.
+
+Policy (``config.rerun`` or ``get(..., rerun=)``): ``"always"``; ``"never"`` (tasks with
+side effects); ``"auto"``: only when an IPython shell is running in this process (a
+notebook kernel or terminal IPython), i.e. when a debugger can use the frames.
+
+Honesty rules of the rerun:
+
+* it runs only tasks that raised a Python exception in another process (a worker that
+  died, e.g. from a segfault, is never rerun in the kernel);
+* if the rerun does not fail, the original error is raised with a note saying so;
+  the rerun's result is never returned;
+* if the rerun raises an exception of another type, the original error is raised
+  (the rerun did not reproduce it) and the rerun's exception is kept in the record.
+
+Rendering: in IPython, exceptions from a run get a ``_render_traceback_`` that shows
+the key, the worker's traceback (for remote failures) and the local frames, with the
+frames of notebook_sched itself (and IPython's ``run_code``) left out.  The real
+``__traceback__`` is untouched, so the debugger still sees every frame.
+:func:`register_formatters` makes ``last_failure()`` render as text and HTML.
+
+Nothing here imports IPython; the shell is looked up only when already imported.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+import threading
+import types
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any
+
+from .failure import RemoteTraceback, TaskFailure, last_failure
+
+__all__ = [
+    "RerunUnavailable",
+    "failure_hook",
+    "rerun_task",
+    "rerun_graph",
+    "render_traceback",
+    "trim_remote_traceback",
+    "format_failure",
+    "failure_html",
+    "register_formatters",
+    "ipython_shell",
+    "in_kernel",
+]
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+RERUN_NOTE = "[notebook_sched] rerun"  # prefix of the notes this module adds
+MAX_REPR = 120
+
+
+class RerunUnavailable(RuntimeError):
+    """The failed task cannot be rerun here (no graph, or inputs that did not come back)."""
+
+
+# -- environment -------------------------------------------------------------------
+
+
+def ipython_shell() -> Any:
+    """The running IPython shell, or None; never imports IPython itself."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None
+    try:
+        return ipython.get_ipython()
+    except Exception:
+        return None
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (not terminal IPython, not a plain script)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    shell = ipython_shell()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+# -- local rerun -------------------------------------------------------------------
+
+
+class _RerunGraph(Mapping):
+    """The failed task over the full graph's key set, every other key a placeholder.
+
+    Compiling it parses the task exactly as the original run did (a value is a
+    dependency iff it is a key of the full graph), but culls at the task's direct
+    inputs, so the cost does not depend on the graph's size.
+    """
+
+    def __init__(self, full: Mapping, key: Hashable):
+        self.full = full
+        self.key = key
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return key in self.full
+        except TypeError:
+            return False
+
+    def __getitem__(self, key: Hashable) -> Any:
+        if key == self.key:
+            return self.full[key]
+        if key in self.full:
+            return None
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.full)
+
+    def __len__(self) -> int:
+        return len(self.full)
+
+
+def _compile_for_rerun(failure: TaskFailure) -> tuple[tuple, list]:
+    """``(spec, values)`` that run the failed task in this process."""
+    from .graph import compile_graph
+
+    graph = failure.graph
+    if graph is None or not _has_key(graph, failure.key):
+        raise RerunUnavailable(
+            f"the graph of task {failure.key!r} was not recorded, so it cannot be rerun here"
+        )
+    compiled = compile_graph(_RerunGraph(graph, failure.key), [failure.key])
+    inputs = failure.inputs or {}
+    values: list = [None] * len(compiled)
+    for dep_key, i in compiled.index.items():
+        if dep_key == failure.key:
+            continue
+        if dep_key not in inputs:
+            raise RerunUnavailable(
+                f"input {dep_key!r} of task {failure.key!r} could not be brought back "
+                f"from the {failure.backend!r} scheduler"
+            )
+        values[i] = inputs[dep_key]
+    return compiled.specs[compiled.index[failure.key]], values
+
+
+def _has_key(graph: Any, key: Hashable) -> bool:
+    try:
+        return key in graph
+    except TypeError:
+        return False
+
+
+def rerun_task(failure: TaskFailure) -> BaseException | None:
+    """Run the failed task here with its recorded inputs.
+
+    Returns the exception the rerun raised (its traceback holds the task's frames),
+    or None if it did not fail.  Raises :class:`RerunUnavailable` when it cannot run.
+    """
+    from .engine import run_spec
+
+    spec, values = _compile_for_rerun(failure)
+    try:
+        run_spec(spec, values)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _should_rerun(failure: TaskFailure, policy: str | None) -> bool:
+    if failure.remote_traceback is None:
+        return False  # local frames exist already, or the worker died (never rerun that)
+    if policy == "always":
+        return True
+    if policy == "auto":
+        return ipython_shell() is not None
+    return False
+
+
+def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseException | None:
+    """The exception to raise instead of ``original``, or None to raise ``original``."""
+    where = f"{failure.worker} of the {failure.backend!r} scheduler"
+    try:
+        again = rerun_task(failure)
+    except RerunUnavailable as why:
+        failure.extra["rerun"] = f"not possible: {why}"
+        original.add_note(f"{RERUN_NOTE} here was not possible: {why}.")
+        return None
+    except BaseException:
+        failure.extra["rerun"] = "interrupted"
+        raise
+    if again is None:
+        failure.extra["rerun"] = "did not fail"
+        original.add_note(
+            f"{RERUN_NOTE}: task {failure.key!r} failed in {where}, but rerunning it here "
+            f"with the same inputs did NOT fail, so there are no local frames to debug. "
+            f"The failure depends on where it ran (environment, memory, files, state of "
+            f"the worker). The error above is the worker's; its traceback is in "
+            f"notebook_sched.last_failure().remote_traceback."
+        )
+        return None
+    failure.extra["rerun_exception"] = again
+    if type(again) is not type(original):
+        failure.extra["rerun"] = f"raised a different error: {type(again).__name__}: {again}"
+        original.add_note(
+            f"{RERUN_NOTE} here with the same inputs raised a different error "
+            f"({type(again).__name__}: {again}); the error above is the worker's. The "
+            f"rerun's exception is in notebook_sched.last_failure().extra['rerun_exception']."
+        )
+        return None
+    failure.extra["rerun"] = "raised the same error"
+    for note in getattr(original, "__notes__", None) or ():
+        if not note.startswith(RERUN_NOTE) and note not in (getattr(again, "__notes__", ()) or ()):
+            again.add_note(note)
+    again.add_note(
+        f"{RERUN_NOTE}: the task failed in {where}; it was rerun here with the same "
+        f"inputs and failed the same way, so this traceback holds its frames and "
+        f"locals (%debug lands in the task). The worker's traceback is in "
+        f"notebook_sched.last_failure().remote_traceback."
+    )
+    try:
+        again.__notebook_sched_failure__ = failure  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass
+    return again
+
+
+def failure_hook(call, backend: str, options: dict) -> Any:
+    """Run hook: rerun remote failures locally (per policy) and attach the renderer."""
+    try:
+        return call()
+    except Exception as exc:
+        failure = getattr(exc, "__notebook_sched_failure__", None)
+        if not isinstance(failure, TaskFailure) or failure.exception is not exc:
+            raise
+        in_shell = ipython_shell() is not None
+        if _should_rerun(failure, options.get("rerun")):
+            again = _rerun_for_debugging(failure, exc)
+            if again is not None:
+                if in_shell:
+                    _attach_renderer(again, failure)
+                raise again from exc.__cause__
+        if in_shell:
+            _attach_renderer(exc, failure)
+        raise
+
+
+def rerun_graph(failure: TaskFailure | None = None, **options: Any) -> None:
+    """Rerun the whole graph of ``failure`` (default: the last) on the ``sync`` scheduler.
+
+    An error is raised from the task's own frame.  Returns None when the graph ran
+    without error (the caller says so; results are not returned).
+    """
+    failure = failure if failure is not None else last_failure()
+    if failure is None:
+        raise RerunUnavailable("no task has failed in this process yet")
+    if failure.graph is None or not failure.requested_keys:
+        raise RerunUnavailable(
+            f"the graph of the failed task {failure.key!r} was not recorded "
+            f"(backend {failure.backend!r}), so it cannot be rerun"
+        )
+    from .api import get
+
+    options.setdefault("rerun", "never")
+    get(failure.graph, list(failure.requested_keys), scheduler="sync", **options)
+
+
+# -- tracebacks --------------------------------------------------------------------
+
+
+def _is_ours(frame: types.FrameType) -> bool:
+    name = frame.f_globals.get("__name__", "") or ""
+    if name == "notebook_sched" or name.startswith("notebook_sched."):
+        return True
+    return name.startswith("IPython.core.")  # run_code and magic plumbing
+
+
+def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames."""
+    kept = []
+    while tb is not None:
+        if not _is_ours(tb.tb_frame):
+            kept.append(tb)
+        tb = tb.tb_next
+    chain = None
+    for entry in reversed(kept):
+        chain = types.TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return chain
+
+
+def trim_remote_traceback(text: str) -> str:
+    """The worker's traceback text without frames from notebook_sched's files."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith('  File "'):
+            path = line[len('  File "') :].split('"', 1)[0]
+            skipping = os.path.abspath(path).startswith(PACKAGE_DIR)
+            if skipping:
+                continue
+        elif skipping and line.startswith("    "):
+            continue
+        else:
+            skipping = False
+        out.append(line)
+    return "".join(out)
+
+
+def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> list[str]:
+    """The lines IPython shows for ``exc``: key, worker traceback, trimmed local frames."""
+    failure = failure or getattr(exc, "__notebook_sched_failure__", None)
+    shell = ipython_shell()
+    lines = []
+    if failure is not None:
+        lines.append(
+            f"notebook_sched: task {failure.key!r} failed on the {failure.backend!r} "
+            f"scheduler ({failure.worker})"
+        )
+        if failure.remote_traceback:
+            lines.append("Traceback in the worker (notebook_sched frames left out):")
+            lines.append(trim_remote_traceback(failure.remote_traceback).rstrip("\n"))
+            rerun = failure.extra.get("rerun")
+            if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
+                lines.append("Rerun here with the same inputs; %debug lands in these frames:")
+    if shell is None:
+        import traceback
+
+        lines.extend(traceback.format_exception(type(exc), exc, trim_traceback(exc.__traceback__)))
+        return lines
+    cause, suppress = exc.__cause__, exc.__suppress_context__
+    if isinstance(cause, RemoteTraceback):
+        exc.__cause__, exc.__suppress_context__ = None, True  # shown above already
+    try:
+        lines.extend(
+            shell.InteractiveTB.structured_traceback(
+                type(exc), exc, trim_traceback(exc.__traceback__), tb_offset=0
+            )
+        )
+    finally:
+        exc.__cause__, exc.__suppress_context__ = cause, suppress
+    return lines
+
+
+def _attach_renderer(exc: BaseException, failure: TaskFailure) -> None:
+    def _render_traceback_() -> list[str]:
+        return render_traceback(exc, failure)
+
+    try:
+        exc._render_traceback_ = _render_traceback_  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass
+    _ensure_formatters()
+
+
+# -- the failure record, readable ---------------------------------------------------
+
+
+def _short(value: Any, limit: int = MAX_REPR) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object (repr failed)>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_failure(failure: TaskFailure) -> str:
+    """A plain-text report of a failure: key, error, worker, inputs, trimmed traceback."""
+    exc = failure.exception
+    lines = [
+        f"TaskFailure: task {failure.key!r} failed on the {failure.backend!r} scheduler "
+        f"(worker {failure.worker})",
+        f"  error:  {type(exc).__name__}: {exc}",
+    ]
+    if failure.inputs is None:
+        lines.append("  inputs: not brought back")
+    elif not failure.inputs:
+        lines.append("  inputs: none (the task reads no other key)")
+    else:
+        lines.append("  inputs:")
+        lines.extend(f"    {_short(k, 50)}: {_short(v)}" for k, v in failure.inputs.items())
+    if "rerun" in failure.extra:
+        lines.append(f"  local rerun: {failure.extra['rerun']}")
+    if failure.remote_traceback:
+        lines.append("  worker traceback (notebook_sched frames left out):")
+        text = trim_remote_traceback(failure.remote_traceback).rstrip("\n")
+        lines.extend("    " + line for line in text.splitlines())
+    lines.append(
+        "  %debug after the error opens the task's frame; %sched_rerun reruns the whole "
+        "graph on the sync scheduler."
+    )
+    return "\n".join(lines)
+
+
+def failure_html(failure: TaskFailure) -> str:
+    """An HTML table of the same report, for notebooks."""
+    esc = html.escape
+    exc = failure.exception
+    rows = [
+        ("key", f"<code>{esc(_short(failure.key))}</code>"),
+        ("error", f"<b>{esc(type(exc).__name__)}</b>: {esc(str(exc))}"),
+        ("scheduler", f"{esc(failure.backend)} (worker {esc(str(failure.worker))})"),
+    ]
+    if failure.inputs is None:
+        rows.append(("inputs", "<i>not brought back</i>"))
+    else:
+        items = "".join(
+            f"<li><code>{esc(_short(k, 50))}</code>: <code>{esc(_short(v))}</code></li>"
+            for k, v in failure.inputs.items()
+        )
+        rows.append(("inputs", f"<ul style='margin:0'>{items}</ul>" if items else "<i>none</i>"))
+    if "rerun" in failure.extra:
+        rows.append(("local rerun", esc(str(failure.extra["rerun"]))))
+    if failure.remote_traceback:
+        text = esc(trim_remote_traceback(failure.remote_traceback))
+        rows.append(("worker traceback", f"<pre style='margin:0'>{text}</pre>"))
+    body = "".join(
+        f"<tr><th style='text-align:left;vertical-align:top'>{k}</th>"
+        f"<td style='text-align:left'>{v}</td></tr>"
+        for k, v in rows
+    )
+    return (
+        f"<div><b>notebook_sched task failure</b><table>{body}</table>"
+        f"<small>%debug opens the task's frame; %sched_rerun reruns the graph on sync."
+        f"</small></div>"
+    )
+
+
+_formatters_lock = threading.Lock()
+_formatters_shell: Any = None
+
+
+def register_formatters(shell: Any) -> None:
+    """Make IPython display :class:`TaskFailure` records as text and HTML."""
+    global _formatters_shell
+    with _formatters_lock:
+        if _formatters_shell is shell:
+            return
+        _formatters_shell = shell
+    formatters = shell.display_formatter.formatters
+    formatters["text/plain"].for_type(
+        TaskFailure, lambda obj, p, cycle: p.text(format_failure(obj))
+    )
+    formatters["text/html"].for_type(TaskFailure, failure_html)
+
+
+def _ensure_formatters() -> None:
+    shell = ipython_shell()
+    if shell is not None and getattr(shell, "display_formatter", None) is not None:
+        register_formatters(shell)

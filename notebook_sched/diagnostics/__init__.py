@@ -1,0 +1,44 @@
+"""Listeners of the event protocol: progress bars, the profiler, task-stream plots.
+
+Everything here observes runs through ``notebook_sched.events``, so it works the same
+on every backend.  Modules load on first use: importing this package costs nothing,
+and ipywidgets / matplotlib are imported only by the widget view and the plots.
+
+``progress``     context manager turning inline progress on for a block (``hooks.py``)
+``ProgressBar``  the observer behind it: model + view + ticker thread (``bar.py``)
+``Profiler``     records every task; ``.plot()`` and ``.summary()`` (``profiler.py``)
+
+:func:`install_run_hooks` (called by ``notebook_sched/__init__.py``) registers the two
+run hooks: the failure hook of ``debug.py`` (local rerun, traceback rendering) and the
+progress hook.  Hooks run outermost-first in registration order, so a failure is
+rerun after the progress bar has turned red.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["progress", "ProgressBar", "Profiler", "install_run_hooks"]
+
+_LAZY = {
+    "progress": "notebook_sched.diagnostics.hooks",
+    "ProgressBar": "notebook_sched.diagnostics.bar",
+    "Profiler": "notebook_sched.diagnostics.profiler",
+}
+
+
+def install_run_hooks() -> None:
+    """Register the failure and progress run hooks with ``api`` (idempotent)."""
+    from ..api import add_run_hook
+    from ..debug import failure_hook
+    from .hooks import progress_hook
+
+    add_run_hook(failure_hook)
+    add_run_hook(progress_hook)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'notebook_sched.diagnostics' has no attribute {name!r}")

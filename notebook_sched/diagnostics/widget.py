@@ -1,0 +1,158 @@
+"""The widget progress view: a bar per task prefix, live while the cell is blocked.
+
+::
+
+    notebook_sched · threads, 4 workers · 5200 / 10000 tasks · 1.3 s
+    inc   [####################]  5000 / 5000
+    add   [#                   ]   200 / 5000
+    (on failure, in red:) task 'add-17' raised ZeroDivisionError: division by zero
+
+Built by the ticker thread of :class:`~notebook_sched.diagnostics.bar.ProgressBar`
+when a run outlasts its delay, and updated by setting traits only: each changed trait
+is one comm message that ipykernel sends from its IOPub thread, so updates reach the
+front end while the kernel's main thread is still inside the compute.  Only traits
+whose value changed are set, and a bar's ``value`` and ``bar_style`` change together
+in one message (``hold_sync``).  Colours follow ipywidgets' bar styles: running bars
+are blue, ``success`` (green) when the run is done, the failing prefix ``danger``
+(red) with the key and message below, ``warning`` when interrupted.  The view stays
+in the output after the run, like tqdm's notebook bar.
+
+The box's text repr (what front ends without widget support show) is the same line
+the text view prints.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+
+from .progress import DONE, FAILED, RUNNING, PrefixCount, Snapshot
+from .text import format_line
+
+__all__ = ["WidgetView", "MAX_ROWS"]
+
+MAX_ROWS = 12  # prefixes beyond this are summed in an "other" row
+
+
+class _ProgressBox(widgets.VBox):
+    """The view's container; its text repr is the text view's line."""
+
+    line = ""
+
+    def __repr__(self) -> str:
+        return self.line or "<notebook_sched progress>"
+
+
+def _rows(prefixes: list[PrefixCount]) -> list[PrefixCount]:
+    if len(prefixes) <= MAX_ROWS:
+        return prefixes
+    head = prefixes[: MAX_ROWS - 1]
+    rest = prefixes[MAX_ROWS - 1 :]
+    other = PrefixCount(
+        f"other ({len(rest)})",
+        sum(p.done for p in rest),
+        sum(p.total for p in rest),
+        any(p.failed for p in rest),
+    )
+    return head + [other]
+
+
+class _Row:
+    def __init__(self, count: PrefixCount):
+        self.label = widgets.HTML(
+            f"<code>{html.escape(count.name)}</code>", layout=widgets.Layout(width="14em")
+        )
+        self.bar = widgets.IntProgress(
+            value=count.done,
+            min=0,
+            max=max(count.total, 1),
+            layout=widgets.Layout(flex="1 1 auto", width="auto"),
+        )
+        self.counts = widgets.HTML(self._counts_text(count), layout=widgets.Layout(width="9em"))
+        self.box = widgets.HBox([self.label, self.bar, self.counts])
+
+    @staticmethod
+    def _counts_text(count: PrefixCount) -> str:
+        return f"{count.done} / {count.total}"
+
+    def draw(self, count: PrefixCount, style: str) -> None:
+        value = min(count.done, self.bar.max)
+        text = self._counts_text(count)
+        if self.bar.value != value or self.bar.bar_style != style:
+            with self.bar.hold_sync():
+                self.bar.value = value
+                self.bar.bar_style = style
+        if self.counts.value != text:
+            self.counts.value = text
+
+
+class WidgetView:
+    """Draws snapshots with ipywidgets (see module docstring)."""
+
+    interval = 0.1
+
+    def __init__(self, title: str = ""):
+        self.title = title
+        self.header = widgets.HTML()
+        self.message = widgets.HTML()
+        self.rows: list[_Row] = []
+        self.box = _ProgressBox([self.header, self.message])
+
+    def show(self, snap: Snapshot) -> None:
+        from IPython.display import display
+
+        self.rows = [_Row(count) for count in _rows(snap.prefixes)]
+        self.box.children = [self.header, *(row.box for row in self.rows), self.message]
+        self.update(snap)
+        display(self.box)
+
+    def update(self, snap: Snapshot) -> None:
+        header = self._header(snap)
+        if self.header.value != header:
+            self.header.value = header
+        for row, count in zip(self.rows, _rows(snap.prefixes), strict=False):
+            row.draw(count, self._style(snap, count))
+        message = self._message(snap)
+        if self.message.value != message:
+            self.message.value = message
+        self.box.line = format_line(snap, self.title)
+
+    def final(self, snap: Snapshot) -> None:
+        self.update(snap)
+
+    @staticmethod
+    def _style(snap: Snapshot, count: PrefixCount) -> str:
+        if snap.state == RUNNING:
+            return ""
+        if snap.state == DONE:
+            return "success"
+        if snap.state == FAILED:
+            return "danger" if count.failed else ""
+        return "warning"
+
+    def _header(self, snap: Snapshot) -> str:
+        colour = {DONE: "green", FAILED: "#c00", RUNNING: "inherit"}.get(snap.state, "#b60")
+        status = {DONE: "done", FAILED: "failed", RUNNING: ""}.get(snap.state, snap.state)
+        parts = [
+            "<b>notebook_sched</b>",
+            html.escape(self.title),
+            f"{snap.done} / {snap.total} tasks",
+            f"{snap.elapsed:.1f} s",
+        ]
+        if status:
+            parts.append(f"<b style='color:{colour}'>{status}</b>")
+        return " · ".join(p for p in parts if p)
+
+    @staticmethod
+    def _message(snap: Snapshot) -> str:
+        if snap.state == FAILED and snap.error:
+            key = f"task <code>{html.escape(repr(snap.failed_key))}</code> raised "
+            where = key if snap.failed_key is not None else ""
+            return f"<span style='color:#c00'>{where}{html.escape(snap.error)}</span>"
+        if snap.state not in (RUNNING, DONE, FAILED):
+            return f"<span style='color:#b60'>{html.escape(snap.state)}</span>"
+        return ""
+
+    def __repr__(self) -> str:
+        return f"<WidgetView title={self.title!r} rows={len(self.rows)}>"

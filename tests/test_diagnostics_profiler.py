@@ -1,0 +1,139 @@
+"""The Profiler on every backend, its summary table, and the task-stream plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import matplotlib
+import pytest
+
+import notebook_sched as ns
+from notebook_sched.diagnostics.profiler import Profiler, ProfileSummary
+
+matplotlib.use("Agg")
+
+
+def _backends() -> list[str]:
+    names = ["sync", "threads", "processes"]
+    if importlib.util.find_spec("notebook_sched.distributed.backend") is not None:
+        importlib.import_module("notebook_sched.distributed.backend")
+        if "distributed" in ns.schedulers.names():
+            names.append("distributed")
+    return names
+
+
+BACKENDS = _backends()
+
+
+def work(x, seconds=0.004):
+    time.sleep(seconds)
+    return x + 1
+
+
+def broken(x):
+    raise KeyError(f"no column {x!r}")
+
+
+def graph(n=12):
+    dsk = {f"load-{i}": (work, i) for i in range(n)}
+    dsk.update({f"clean-{i}": (work, f"load-{i}") for i in range(n)})
+    dsk["total"] = (sum, [f"clean-{i}" for i in range(n)])
+    return dsk
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_backends():
+    """Start the shared process pool and local cluster outside the leak checks."""
+    for backend in BACKENDS:
+        if backend not in ("sync", "threads"):
+            ns.get({"warm": (work, 1)}, "warm", scheduler=backend)
+    yield
+    if "distributed" in BACKENDS:
+        from notebook_sched.distributed import backend
+
+        backend.shutdown()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_profiler_records_every_task(backend, no_leaks):
+    with Profiler() as prof:
+        assert ns.get(graph(), "total", scheduler=backend) == sum(i + 2 for i in range(12))
+    ns.get(graph(), "total", scheduler="sync")  # after the block: not recorded
+    keys = sorted(str(r.key) for r in prof.records)
+    assert keys == sorted(graph())
+    for record in prof.records:
+        assert record.stop >= record.start and record.error is None
+        assert isinstance(record.worker, str) and record.worker
+    loads = [r for r in prof.records if str(r.key).startswith("load")]
+    assert all(r.duration >= 0.003 for r in loads)  # the task's own sleep is inside
+    assert len(prof.runs) == 1 and prof.runs[0][3] is None
+    summary = prof.summary()
+    assert [row.prefix for row in summary][:2] in (["load", "clean"], ["clean", "load"])
+    assert summary["load"].count == 12 and summary["total"].count == 1
+    assert summary["load"].total == pytest.approx(sum(r.duration for r in loads))
+    assert summary["load"].mean == pytest.approx(summary["load"].total / 12)
+
+
+def test_threads_spread_over_workers(no_leaks):
+    with Profiler() as prof:
+        ns.get(graph(20), "total", scheduler="threads", num_workers=2)
+    assert set(prof.workers) == {"thread-0", "thread-1"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_profiler_marks_failed_task(backend, no_leaks):
+    dsk = {"a": (work, 1), "bad-1": (broken, "a"), "out": (work, "bad-1")}
+    with Profiler() as prof:
+        with pytest.raises(KeyError):
+            ns.get(dsk, "out", scheduler=backend, rerun="never")
+    failed = prof.failed
+    assert [r.key for r in failed] == ["bad-1"]
+    assert isinstance(failed[0].error, KeyError)
+    assert failed[0].stop >= failed[0].start
+    assert prof.summary()["bad"].failed == 1
+    assert isinstance(prof.runs[0][3], KeyError)
+
+
+def test_summary_renders_as_text_and_html():
+    prof = Profiler()
+    ns.get(graph(3), "total", scheduler="sync", observers=[prof])
+    summary = prof.summary()
+    assert isinstance(summary, ProfileSummary) and len(summary) == 3
+    text = repr(summary).splitlines()
+    assert text[0].split() == ["prefix", "count", "failed", "total", "(s)", "mean", "(s)"]
+    assert any(line.split()[:3] == ["load", "3", "0"] for line in text)
+    assert "<table>" in summary._repr_html_() and "<td>clean</td>" in summary._repr_html_()
+    with pytest.raises(KeyError, match="prefixes"):
+        summary["nothing"]
+    assert "tasks=7" in repr(prof)
+
+
+def test_plot_draws_a_row_per_worker_and_marks_failures(no_leaks):
+    import matplotlib.pyplot as plt
+
+    prof = Profiler()
+    ns.get(graph(8), "total", scheduler="threads", num_workers=2, observers=[prof])
+    dsk = {"a": (work, 1), "bad-1": (broken, "a")}
+    with pytest.raises(KeyError):
+        ns.get(dsk, "bad-1", scheduler="sync", observers=[prof])
+    ax = prof.plot()
+    try:
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels == sorted(prof.workers) and "sync" in labels
+        bars = ax.collections
+        n_spans = sum(len(c.get_paths()) for c in bars)
+        assert n_spans == len(prof.records)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"load", "clean", "total", "failed"} <= set(legend)
+        assert "1 failed" in ax.get_title()
+        hatched = [c for c in bars if c.get_hatch()]
+        assert len(hatched) == 1 and len(hatched[0].get_paths()) == 1
+    finally:
+        plt.close(ax.figure)
+    fig, own = plt.subplots()
+    try:
+        assert prof.plot(ax=own, title="mine") is own and own.get_title() == "mine"
+    finally:
+        plt.close(fig)
