@@ -16,6 +16,7 @@ from typing import Any
 from . import config, events
 from .api import compute, get
 from .delayed import Delayed, delayed
+from .diagnostics import install_run_hooks as _install_run_hooks
 from .failure import TaskFailure, last_failure
 from .graph import CycleError, GraphError
 
@@ -34,13 +35,37 @@ __all__ = [
     "GraphError",
     "CycleError",
     "WorkerDiedError",
+    "picker",
+    "progress",
+    "Profiler",
+    "load_ipython_extension",
+    "unload_ipython_extension",
     "__version__",
 ]
 
 _LAZY = {
     "schedulers": ("notebook_sched.schedulers", None),
     "WorkerDiedError": ("notebook_sched.schedulers.processes", "WorkerDiedError"),
+    "picker": ("notebook_sched.ipython.picker", "picker"),
+    "progress": ("notebook_sched.diagnostics.hooks", "progress"),
+    "Profiler": ("notebook_sched.diagnostics.profiler", "Profiler"),
 }
+
+# Progress bars and local reruns of failed tasks plug into every get (cheap to load).
+_install_run_hooks()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext notebook_sched``: the %schedule magics and failure rendering."""
+    from .ipython import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .ipython import unload_ipython_extension as unload
+
+    unload(ipython)
 
 
 def __getattr__(name: str) -> Any:
