@@ -74,14 +74,16 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
         config._validate("rerun", options.get("rerun"))
 
     ours = isinstance(scheduler, str) or isinstance(scheduler, Executor)
-    if ours:
-        backend_options = {name: options.get(name) for name in ("num_workers", "pool", "observers")}
-    else:  # a foreign get function knows Dask's options only
-        backend_options = {
-            name: options[name] for name in ("num_workers", "pool") if options[name] is not None
-        }
 
     def call() -> Any:
+        # Read the options only now: run hooks may add observers (a progress bar).
+        if ours:
+            names = ("num_workers", "pool", "observers")
+            backend_options = {name: options.get(name) for name in names}
+        else:  # a foreign get function knows Dask's options only
+            backend_options = {
+                name: options[name] for name in ("num_workers", "pool") if options[name] is not None
+            }
         return backend_get(dsk, keys, **backend_options)
 
     run = call
