@@ -54,6 +54,12 @@ register_backend(
     ("multiprocessing",),
     "worker processes: pure-Python code with small inputs and outputs",
 )
+register_backend(
+    "distributed",
+    "notebook_sched.distributed.backend",
+    ("local-distributed",),
+    "a local cluster: futures, data that stays in worker processes, a live status",
+)
 
 
 def names() -> dict[str, list[str]]:

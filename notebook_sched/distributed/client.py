@@ -1,0 +1,598 @@
+"""``Client``, ``Future`` and ``as_completed``: the futures API over a LocalCluster.
+
+A :class:`Future` names a task by its *key*; its result stays on the worker that
+computed it until ``result()``/``gather`` brings it here.  Each client counts the live
+Future objects per key (``_refs``) and shares one :class:`_FutureState` per key
+between them; the scheduler holds one reference per (client, key), taken with the
+first Future and dropped with the last, which frees the data on the workers.  A
+request and the reference it creates are posted to the scheduler as one function, so
+a quick task cannot finish and be forgotten before the client holds it.
+
+Who runs what:
+
+* client threads: ``submit``, ``gather`` and friends post functions to the scheduler
+  and wait on their own ``Waiter``; values are unpickled here, never on the I/O thread;
+* the scheduler's I/O thread updates ``_FutureState`` (status, event) and runs the
+  internal callbacks (``as_completed`` queues);
+* one callback thread per client (started on first use) runs the user's
+  ``add_done_callback`` functions, so a slow callback never stalls the scheduler.
+
+``_lock`` guards ``_refs``, ``_states`` and ``status``; ``_FutureState.lock`` guards its
+callback list.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..failure import TaskFailure, annotate, record_failure
+from . import protocol
+from .cluster import LocalCluster
+from .run import BACKEND, Waiter, fetch, rebuild_error, request_ids, run_graph
+from .state import CancelledError
+
+__all__ = ["Client", "Future", "as_completed", "CancelledError", "current_client"]
+
+PENDING, FINISHED, ERROR, CANCELLED = "pending", "finished", "error", "cancelled"
+
+
+class _FutureState:
+    """Status of one key as this client sees it (shared by its Future objects)."""
+
+    __slots__ = ("key", "status", "error", "exception", "event", "callbacks", "lock")
+
+    def __init__(self, key):
+        self.key = key
+        self.status = PENDING
+        self.error = None  # the scheduler's error record, or a cancel reason
+        self.exception: BaseException | None = None  # rebuilt once from ``error``
+        self.event = threading.Event()
+        self.callbacks: list = []
+        self.lock = threading.Lock()
+
+    def notify(self, kind: str, payload: Any = None) -> None:
+        """From the scheduler's I/O thread."""
+        if kind == "pending":
+            self.status = PENDING
+            self.event.clear()
+            return
+        if kind == "finished":
+            self.status = FINISHED
+        elif kind == "erred":
+            self.status = ERROR
+            self.error = payload
+        else:
+            self.status = CANCELLED
+            self.error = payload
+        self.event.set()
+        with self.lock:
+            callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        with self.lock:
+            if not self.event.is_set():
+                self.callbacks.append(callback)
+                return
+        callback()
+
+
+class Future:
+    """A task's result that stays on the cluster until you ask for it."""
+
+    __slots__ = ("key", "_client", "_state", "__weakref__")
+
+    def __init__(self, key, client: Client, state: _FutureState):
+        self.key = key
+        self._client = client
+        self._state = state
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    def done(self) -> bool:
+        """True when the task finished, failed or was cancelled."""
+        return self._state.event.is_set()
+
+    def cancelled(self) -> bool:
+        return self._state.status == CANCELLED
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's value (fetched from its worker), or its exception raised."""
+        return self._client._gather_keys([self.key], timeout)[0]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception once it is done, or None if it succeeded."""
+        if not self._state.event.wait(timeout):
+            raise TimeoutError(f"{self.key!r} is not done after {timeout} s")
+        if self._state.status == ERROR:
+            return self._client._exception(self._state)
+        if self._state.status == CANCELLED:
+            return CancelledError(f"{self.key!r} was cancelled: {self._state.error}")
+        return None
+
+    def cancel(self) -> None:
+        self._client.cancel([self])
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` once the task is done (on the client's callback thread)."""
+        self._client._add_callback(self, fn)
+
+    def __del__(self) -> None:
+        try:
+            self._client._decref(self.key)
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __reduce__(self):
+        raise TypeError(
+            f"A Future ({self.key!r}) cannot be pickled. Pass it directly as an argument "
+            f"of submit() (or inside lists, tuples and dicts there) and the task receives "
+            f"its value; or call .result() first."
+        )
+
+    def __repr__(self) -> str:
+        state = self._state
+        extra = ""
+        if state.status == ERROR and state.error is not None:
+            exc = state.exception
+            name = type(exc).__name__ if exc is not None else "an exception"
+            extra = f" raised {name}"
+        return f"<Future at {id(self):#x} key={self.key!r} state={state.status}{extra}>"
+
+
+class Client:
+    """Submit work to a :class:`LocalCluster` and get futures back.
+
+    With no ``cluster``, the shared default cluster (the one ``scheduler=
+    "distributed"`` uses) is started or reused.  The newest open client is the one
+    ``scheduler="distributed"`` runs on.
+    """
+
+    def __init__(self, cluster: LocalCluster | None = None, *, set_as_default: bool = True):
+        if cluster is None:
+            from .backend import default_cluster
+
+            cluster = default_cluster()
+        if not isinstance(cluster, LocalCluster):
+            raise TypeError(
+                f"Client(cluster=...) takes a notebook_sched.LocalCluster; got "
+                f"{type(cluster).__name__}. Use Client() for the default local cluster."
+            )
+        self.cluster = cluster
+        self._scheduler = cluster.scheduler
+        self._lock = threading.Lock()
+        self._refs: dict = {}
+        self._states: dict = {}
+        self._callbacks: queue.SimpleQueue | None = None
+        self._callback_thread: threading.Thread | None = None
+        self.status = "running"
+        if set_as_default:
+            _clients.append(weakref.ref(self))
+
+    # -- plumbing --------------------------------------------------------------
+    def _post(self, fn) -> None:
+        if self.status != "running" or self.cluster.status != "running":
+            raise RuntimeError(
+                f"this Client is {self.status} and its cluster {self.cluster.status}; "
+                f"create a new Client (and LocalCluster) to compute again"
+            )
+        self._scheduler.post(fn)
+
+    def _future(self, key) -> tuple[Future, _FutureState | None]:
+        """A new Future for ``key``; the state is returned when the scheduler must be told."""
+        with self._lock:
+            count = self._refs.get(key, 0)
+            self._refs[key] = count + 1
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = _FutureState(key)
+        return Future(key, self, state), (state if count == 0 else None)
+
+    def _decref(self, key) -> None:
+        with self._lock:
+            count = self._refs.get(key, 0) - 1
+            if count > 0:
+                self._refs[key] = count
+                return
+            self._refs.pop(key, None)
+            state = self._states.pop(key, None)
+            if self.status != "running":
+                return
+        if self.cluster.status == "running":
+            self._scheduler.post(lambda s: s.release(key, state))
+
+    def _submit_many(self, add: Callable, keys: list) -> list[Future]:
+        """Post ``add(state)`` and take references to ``keys``, as one step."""
+        made = [self._future(key) for key in keys]
+        new = [(key, state) for key, (_, state) in zip(keys, made, strict=True) if state]
+
+        def run(scheduler_state) -> None:
+            add(scheduler_state)
+            for key, state in new:
+                scheduler_state.acquire(key, state)
+
+        self._post(run)
+        return [future for future, _ in made]
+
+    # -- submitting ------------------------------------------------------------
+    def submit(self, fn: Callable, *args: Any, key=None, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a worker.  Futures among the arguments (also in
+        lists, tuples and dicts) are replaced by their values, on the workers."""
+        if not callable(fn):
+            raise TypeError(
+                f"submit() needs a function first; got {type(fn).__name__}. Write "
+                f"client.submit(f, x) (correct), not client.submit(f(x)) (incorrect)."
+            )
+        key = _new_key(fn) if key is None else key
+        item = (key, *_build_call(fn, args, kwargs))
+        return self._submit_many(lambda state: state.submit([item]), [key])[0]
+
+    def map(self, fn: Callable, *iterables: Iterable, key=None, **kwargs: Any) -> list[Future]:
+        """``submit(fn, *args, **kwargs)`` for each tuple of ``zip(*iterables)``."""
+        argument_lists = list(zip(*iterables, strict=False))
+        if key is None:
+            keys = [_new_key(fn) for _ in argument_lists]
+        else:
+            keys = list(key)
+        if len(keys) != len(argument_lists):
+            raise ValueError(f"map: {len(keys)} keys for {len(argument_lists)} calls")
+        calls = zip(keys, argument_lists, strict=True)
+        items = [(k, *_build_call(fn, args, kwargs)) for k, args in calls]
+        return self._submit_many(lambda state: state.submit(items), keys)
+
+    def scatter(self, data: Any, timeout: float | None = 60.0) -> Any:
+        """Put local data on the workers; returns futures shaped like ``data`` (a value,
+        a list or a dict)."""
+        if isinstance(data, dict):
+            keys, values = list(data), list(data.values())
+        elif isinstance(data, list | tuple):
+            keys, values = list(range(len(data))), list(data)
+        else:
+            keys, values = [None], [data]
+        names = [f"{type(v).__name__}-{uuid.uuid4().hex}" for v in values]
+        items = [(name, value, None) for name, value in zip(names, values, strict=True)]
+        futures = self._submit_many(lambda state: state.scatter(items), names)
+        for future in futures:
+            if not future._state.event.wait(timeout):
+                raise TimeoutError("scatter: the workers did not take the data in time")
+        if isinstance(data, dict):
+            return dict(zip(keys, futures, strict=True))
+        if isinstance(data, list | tuple):
+            return type(data)(futures)
+        return futures[0]
+
+    def compute(self, *collections: Any) -> Any:
+        """Start computing delayed objects (or Dask collections); returns futures.
+
+        One argument gives one Future; several give a list."""
+        from ..graph import compile_graph
+        from ..graph import to_mapping as _to_mapping
+
+        graph: dict = {}
+        keys = []
+        for obj in collections:
+            graph.update(_to_mapping(obj))
+            keys.append(_output_key(obj, graph))
+        compiled = compile_graph(graph, keys)
+        futures = self._submit_many(lambda state: state.add_graph(compiled), keys)
+        return futures[0] if len(futures) == 1 else futures
+
+    def get(self, dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
+        """Dask's get contract on this cluster: ``scheduler=client.get`` works anywhere."""
+        return run_graph(self, dsk, keys, observers=observers)
+
+    # -- results ---------------------------------------------------------------
+    def gather(self, futures: Any, timeout: float | None = None) -> Any:
+        """Values of futures; lists, tuples and dicts of futures keep their shape."""
+        found: list = []
+        _collect_futures(futures, found)
+        values = self._gather_keys([f.key for f in found], timeout)
+        by_key = dict(zip([f.key for f in found], values, strict=True))
+        return _rebuild(futures, by_key)
+
+    def _gather_keys(self, keys: list, timeout: float | None) -> list:
+        if not keys:
+            return []
+        waiter = Waiter()
+        rid = next(request_ids)
+        self._post(lambda state: state.request_keys(rid, keys, waiter))
+        kind, payload = waiter.wait(timeout)
+        if kind == "data":
+            return [protocol.unpack(value) for value in payload]
+        if kind == "error":
+            key, error = payload
+            with self._lock:
+                state = self._states.get(key)
+            if state is None:
+                state = _FutureState(key)
+                state.error = error
+            raise self._exception(state)
+        raise CancelledError(f"cannot get the result: {payload}")
+
+    def _exception(self, state: _FutureState) -> BaseException:
+        """The exception of a failed key, rebuilt once, annotated and recorded."""
+        if state.exception is None:
+            exc, worker, traceback_text = rebuild_error(state.error)
+            annotate(exc, state.key, BACKEND, worker)
+            record_failure(
+                TaskFailure(
+                    key=state.key,
+                    exception=exc,
+                    backend=BACKEND,
+                    worker=worker,
+                    inputs=self._failed_inputs(state.key),
+                    remote_traceback=traceback_text,
+                )
+            )
+            state.exception = exc
+        return state.exception
+
+    def _failed_inputs(self, key) -> dict | None:
+        try:
+            deps = self._scheduler.call(
+                lambda s: [(d.key, d.tid) for d in s.named[key].deps] if key in s.named else []
+            )
+            values = fetch(self, [tid for _, tid in deps], 30.0)
+        except Exception:
+            return None
+        return dict(zip([k for k, _ in deps], values, strict=True))
+
+    def _add_callback(self, future: Future, fn: Callable) -> None:
+        with self._lock:
+            if self._callbacks is None:
+                self._callbacks = queue.SimpleQueue()
+                self._callback_thread = threading.Thread(
+                    target=_run_callbacks,
+                    args=(self._callbacks,),
+                    name="notebook_sched-callbacks",
+                    daemon=True,
+                )
+                self._callback_thread.start()
+            callbacks = self._callbacks
+        future._state.add_callback(lambda: callbacks.put((fn, future)))
+
+    def cancel(self, futures: Any) -> None:
+        """Stop computing ``futures`` (and what depends on them); free their data."""
+        found: list = []
+        _collect_futures(futures, found)
+        keys = [f.key for f in found]
+        self._post(lambda state: state.cancel(keys))
+
+    def who_has(self, futures: Any = None) -> dict:
+        """``{key: worker name}`` of where each result is (None when not in memory)."""
+        if futures is None:
+            with self._lock:
+                keys = list(self._refs)
+        else:
+            found: list = []
+            _collect_futures(futures, found)
+            keys = [f.key for f in found]
+        return self._scheduler.call(lambda state: state.who_has(keys))
+
+    # -- life cycle ------------------------------------------------------------
+    def restart(self) -> None:
+        """Kill and restart the workers; every future is cancelled."""
+        self.cluster.restart()
+
+    def close(self) -> None:
+        """Release this client's futures and stop its callback thread."""
+        with self._lock:
+            if self.status == "closed":
+                return
+            self.status = "closed"
+            held = list(self._states.items())
+            self._refs.clear()
+            self._states.clear()
+            callbacks, thread = self._callbacks, self._callback_thread
+        if held and self.cluster.status == "running":
+
+            def release_all(state) -> None:
+                for key, future_state in held:
+                    state.release(key, future_state)
+
+            self._scheduler.post(release_all)
+        if callbacks is not None:
+            callbacks.put(None)
+            thread.join(5)
+        _clients[:] = [ref for ref in _clients if ref() not in (None, self)]
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client status={self.status} futures={len(self._refs)} cluster={self.cluster!r}>"
+
+    def _repr_html_(self) -> str:
+        return f"<p>Client ({self.status}, {len(self._refs)} futures)</p>" + (
+            self.cluster._repr_html_()
+        )
+
+
+class as_completed:  # noqa: N801 - the dask.distributed / concurrent.futures name
+    """Iterate over futures in the order they finish (also failed or cancelled)."""
+
+    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._left = 0
+        self.with_results = with_results
+        for future in futures:
+            self.add(future)
+
+    def add(self, future: Future) -> None:
+        self._left += 1
+        future._state.add_callback(lambda: self._queue.put(future))
+
+    def count(self) -> int:
+        return self._left
+
+    def is_empty(self) -> bool:
+        return self._left == 0
+
+    def __iter__(self) -> as_completed:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._left:
+            raise StopIteration
+        future = self._queue.get()
+        self._left -= 1
+        if self.with_results:
+            return future, future.result()
+        return future
+
+
+_clients: list = []  # weak references to open clients, newest last
+
+
+def current_client() -> Client | None:
+    """The newest open Client created with ``set_as_default=True``, or None."""
+    for ref in reversed(_clients):
+        client = ref()
+        if client is not None and client.status == "running":
+            if client.cluster.status == "running":
+                return client
+    return None
+
+
+def _run_callbacks(callbacks: queue.SimpleQueue) -> None:
+    while True:
+        item = callbacks.get()
+        if item is None:
+            return
+        fn, future = item
+        try:
+            fn(future)
+        except Exception:
+            import logging
+
+            logging.getLogger("notebook_sched.distributed").exception(
+                "a done-callback of %r raised", future
+            )
+
+
+def _new_key(fn: Any) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{'lambda' if name == '<lambda>' else name}-{uuid.uuid4().hex}"
+
+
+def _output_key(obj: Any, graph: dict) -> Any:
+    """The key whose value is ``obj``'s result; adds a finalize task when needed."""
+    from ..delayed import Delayed
+
+    if isinstance(obj, Delayed):
+        return obj.key
+    keys = obj.__dask_keys__()
+    post, extra = obj.__dask_postcompute__()
+    key = f"finalize-{uuid.uuid4().hex}"
+    graph[key] = (_finalize, post, list(extra), keys)
+    return key
+
+
+def _finalize(post: Callable, extra: list, results: Any) -> Any:
+    return post(results, *extra)
+
+
+class _Ref:
+    """Placeholder for the n-th future inside a nested argument."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int):
+        self.n = n
+
+
+def _build_call(fn: Callable, args: tuple, kwargs: dict) -> tuple:
+    """``(func, args, ((position, dependency key), ...))`` for a CALL spec."""
+    nested = any(_holds_future(v) for v in kwargs.values()) or any(
+        not isinstance(a, Future) and _holds_future(a) for a in args
+    )
+    if not nested:
+        slots = tuple((n, a.key) for n, a in enumerate(args) if isinstance(a, Future))
+        call_args = tuple(None if isinstance(a, Future) else a for a in args)
+        if kwargs:
+            return _call_with_kwargs, (fn, kwargs, *call_args), tuple((n + 2, k) for n, k in slots)
+        return fn, call_args, slots
+    found: list = []
+    template = _template((args, kwargs), found)
+    slots = tuple((n + 2, key) for n, key in enumerate(found))
+    return _call_nested, (fn, template, *([None] * len(found))), slots
+
+
+def _call_with_kwargs(fn: Callable, kwargs: dict, *args: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _call_nested(fn: Callable, template: Any, *values: Any) -> Any:
+    args, kwargs = _fill(template, values)
+    return fn(*args, **kwargs)
+
+
+def _holds_future(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Future):
+            return True
+        if type(item) in (list, tuple, set, frozenset):
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())
+    return False
+
+
+def _template(value: Any, found: list) -> Any:
+    """``value`` with futures replaced by placeholders (their keys appended to ``found``)."""
+    if isinstance(value, Future):
+        found.append(value.key)
+        return _Ref(len(found) - 1)
+    typ = type(value)
+    if typ in (list, tuple, set, frozenset):
+        return typ(_template(item, found) for item in value)
+    if typ is dict:
+        return {k: _template(v, found) for k, v in value.items()}
+    return value
+
+
+def _fill(template: Any, values: tuple) -> Any:
+    if type(template) is _Ref:
+        return values[template.n]
+    typ = type(template)
+    if typ in (list, tuple, set, frozenset):
+        return typ(_fill(item, values) for item in template)
+    if typ is dict:
+        return {k: _fill(v, values) for k, v in template.items()}
+    return template
+
+
+def _collect_futures(value: Any, found: list) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Future):
+            found.append(item)
+        elif type(item) in (list, tuple, set):
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())
+
+
+def _rebuild(value: Any, by_key: dict) -> Any:
+    if isinstance(value, Future):
+        return by_key[value.key]
+    typ = type(value)
+    if typ in (list, tuple, set):
+        return typ(_rebuild(item, by_key) for item in value)
+    if typ is dict:
+        return {k: _rebuild(v, by_key) for k, v in value.items()}
+    return value

@@ -1,0 +1,431 @@
+"""Authenticated, framed messages between the scheduler, the workers and their peers.
+
+Transport
+    ``multiprocessing.connection`` sockets: an AF_UNIX socket in a private (0700)
+    temporary directory where the platform has them, else 127.0.0.1.  Nothing listens
+    on another interface.
+
+Authentication
+    Every accepted connection runs ``multiprocessing.connection``'s HMAC challenge in
+    both directions (``deliver_challenge`` then ``answer_challenge``, exactly what
+    ``Listener(authkey=...)`` does) with the cluster's 32-byte random secret, *before*
+    a single byte from it is unpickled.  The handshake runs on its own short-lived
+    thread, so a peer that connects and stays silent blocks nobody; it is cut off
+    after HANDSHAKE_SECONDS.  A connection that fails is closed and logged; it never
+    reaches the code that unpickles.
+
+Framing
+    A message is one *head* frame, optionally followed by buffer frames.  Frames use
+    the wire format of ``Connection.send_bytes`` (4-byte big-endian length, or -1 and
+    an 8-byte length).  The head is ``b"\\x00" + pickle`` when there are no
+    out-of-band buffers, else ``b"\\x01" + count + lengths + pickle``.  Large
+    contiguous buffers (NumPy arrays, bytes-like data) are pickled with protocol 5
+    *out of band*: they are written straight from the array's memory, and read
+    straight into a fresh ``bytearray`` that becomes the array's memory on the other
+    side (``os.readv`` into the buffer: one copy, from the kernel, and no other).
+
+Objects are pickled with cloudpickle, so functions and classes defined in a notebook
+travel by value.  Writers of a connection shared by threads hold its send lock
+(``Channel.send_lock``); each connection has one reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import (
+    AuthenticationError,
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
+from multiprocessing.connection import Client as _connect
+from typing import Any
+
+import cloudpickle
+
+__all__ = [
+    "Channel",
+    "AuthListener",
+    "connect",
+    "dumps",
+    "loads",
+    "pack",
+    "unpack",
+    "private_dir",
+    "listen_address",
+    "sizeof",
+    "parse_bytes",
+    "format_bytes",
+    "AuthenticationError",
+]
+
+logger = logging.getLogger("notebook_sched.distributed")
+
+OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers stay inside the pickle
+HANDSHAKE_SECONDS = 10.0
+_HEAD_PLAIN = b"\x00"
+_HEAD_BUFFERS = b"\x01"
+_LEN = struct.Struct("!i")
+_LEN64 = struct.Struct("!Q")
+
+
+def dumps(obj: Any) -> tuple[bytes, list]:
+    """``(head frame, out-of-band buffers)`` for ``obj``."""
+    buffers: list = []
+
+    def callback(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: pickle it in band
+            return True
+        if raw.nbytes < OUT_OF_BAND_MIN:
+            return True
+        buffers.append(raw)
+        return False
+
+    body = cloudpickle.dumps(obj, protocol=5, buffer_callback=callback)
+    if not buffers:
+        return _HEAD_PLAIN + body, buffers
+    sizes = struct.pack(f"!I{len(buffers)}Q", len(buffers), *(b.nbytes for b in buffers))
+    return _HEAD_BUFFERS + sizes + body, buffers
+
+
+def pack(value: Any) -> tuple:
+    """A user value pickled on its own, to travel inside a message.
+
+    Its large buffers stay out of band in the message too, so the receiving I/O
+    thread can read a message without unpickling user objects (which might fail, or
+    be slow): whoever asked for the value calls :func:`unpack`.
+    """
+    buffers: list = []
+
+    def callback(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:
+            return True
+        if raw.nbytes < OUT_OF_BAND_MIN:
+            return True
+        buffers.append(pickle.PickleBuffer(raw))
+        return False
+
+    return (cloudpickle.dumps(value, protocol=5, buffer_callback=callback), buffers)
+
+
+def unpack(packed: tuple) -> Any:
+    return pickle.loads(packed[0], buffers=packed[1])
+
+
+def loads(head: bytes | bytearray | memoryview, buffers: list | None = None) -> Any:
+    view = memoryview(head)
+    if view[0] == 0:
+        return pickle.loads(view[1:])
+    return pickle.loads(view[_buffers_offset(view) :], buffers=buffers)
+
+
+def _buffer_sizes(view: memoryview) -> list[int]:
+    (count,) = struct.unpack_from("!I", view, 1)
+    return list(struct.unpack_from(f"!{count}Q", view, 5))
+
+
+def _buffers_offset(view: memoryview) -> int:
+    (count,) = struct.unpack_from("!I", view, 1)
+    return 5 + 8 * count
+
+
+class Channel:
+    """One authenticated connection: whole messages out, whole messages in.
+
+    ``send`` may be called from several threads (it holds ``send_lock`` for the
+    frames of one message); ``recv`` from one thread only.
+    """
+
+    __slots__ = ("conn", "fd", "send_lock", "peer")
+
+    def __init__(self, conn: Connection, peer: str = ""):
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.send_lock = threading.Lock()
+        self.peer = peer
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def send(self, obj: Any) -> None:
+        head, buffers = dumps(obj)
+        self.send_frames(head, buffers)
+
+    def send_frames(self, head: bytes, buffers: list) -> None:
+        send = self.conn.send_bytes
+        with self.send_lock:
+            send(head)
+            for buffer in buffers:
+                send(buffer)
+
+    def recv(self) -> Any:
+        """The next message; raises EOFError when the other side closed."""
+        head = self._read_frame()
+        if head[0] == 0:
+            return pickle.loads(memoryview(head)[1:])
+        view = memoryview(head)
+        buffers = [self._read_frame() for _ in _buffer_sizes(view)]
+        return pickle.loads(view[_buffers_offset(view) :], buffers=buffers)
+
+    def _read_frame(self) -> bytes | bytearray:
+        (size,) = _LEN.unpack(self._read_exact(4))
+        if size == -1:
+            (size,) = _LEN64.unpack(self._read_exact(8))
+        if size <= OUT_OF_BAND_MIN:
+            return self._read_exact(size)
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        fd = self.fd
+        while got < size:
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
+                raise EOFError("connection closed in the middle of a message")
+            got += n
+        return buffer
+
+    def _read_exact(self, size: int) -> bytes:
+        data = os.read(self.fd, size)
+        if len(data) == size:
+            return data
+        if not data:
+            raise EOFError("connection closed")
+        parts = [data]
+        got = len(data)
+        while got < size:
+            chunk = os.read(self.fd, size - got)
+            if not chunk:
+                raise EOFError("connection closed in the middle of a message")
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def shutdown_socket(fd: int) -> None:
+    """Wake up any thread blocked reading ``fd`` (close alone does not, on Linux)."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def connect(address: Any, secret: bytes) -> Channel:
+    """Open an authenticated channel to ``address`` (both sides prove the secret)."""
+    conn = _connect(address, authkey=secret)
+    return Channel(conn, str(address))
+
+
+class AuthListener:
+    """Accepts connections on ``address``; authenticated ones go to ``on_channel``.
+
+    ``on_channel(channel)`` runs on the handshake thread of that connection.  A
+    thread accepts, and each connection gets a short-lived daemon thread for its
+    handshake.  ``close`` stops accepting and cuts handshakes still running.
+    """
+
+    def __init__(self, address: Any, secret: bytes, on_channel: Callable[[Channel], None], name):
+        self.secret = secret
+        self.on_channel = on_channel
+        self.name = name
+        family = "AF_UNIX" if isinstance(address, str) else "AF_INET"
+        self.listener = Listener(address, family=family, backlog=64)
+        self.address = self.listener.address
+        self.closed = False
+        self._pending: set = set()  # connections in handshake; guarded by _lock
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept_loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self.closed:
+            try:
+                conn = self.listener.accept()
+            except OSError:
+                if self.closed:
+                    return
+                logger.warning("%s: accept failed", self.name, exc_info=True)
+                continue
+            if self.closed:
+                conn.close()
+                return
+            with self._lock:
+                self._pending.add(conn)
+            threading.Thread(
+                target=self._handshake, args=(conn,), name=f"{self.name}-auth", daemon=True
+            ).start()
+
+    def _handshake(self, conn: Connection) -> None:
+        timer = threading.Timer(HANDSHAKE_SECONDS, shutdown_socket, (conn.fileno(),))
+        timer.daemon = True
+        timer.start()
+        try:
+            deliver_challenge(conn, self.secret)
+            answer_challenge(conn, self.secret)
+        except (AuthenticationError, OSError, EOFError, ValueError) as exc:
+            logger.warning(
+                "%s: dropped a connection that failed authentication (%s: %s)",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
+            conn.close()
+            return
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._pending.discard(conn)
+        if self.closed:
+            conn.close()
+            return
+        try:
+            self.on_channel(Channel(conn, self.name))
+        except Exception:
+            logger.exception("%s: error while setting up a connection", self.name)
+            conn.close()
+
+    def close(self) -> None:
+        self.closed = True
+        _poke(self.address)  # wakes the blocked accept(); the loop then sees `closed`
+        self.thread.join(2)
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            pending = list(self._pending)
+        for conn in pending:
+            shutdown_socket(conn.fileno())
+
+
+def _poke(address: Any) -> None:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(address)
+    except OSError:
+        pass
+
+
+def private_dir() -> str:
+    """A fresh directory only this user can enter (``mkdtemp`` makes it 0700)."""
+    return tempfile.mkdtemp(prefix="notebook_sched-")
+
+
+def remove_dir(path: str | None) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def listen_address(directory: str | None, name: str) -> Any:
+    """An AF_UNIX path in ``directory`` where supported, else loopback TCP."""
+    if directory and hasattr(socket, "AF_UNIX") and sys.platform != "win32":
+        path = os.path.join(directory, name)
+        if len(path) < 100:  # sun_path is ~104-108 bytes
+            return path
+    return ("127.0.0.1", 0)
+
+
+def sizeof(value: Any) -> int:
+    """A cheap estimate of the bytes ``value`` holds (arrays: their buffer)."""
+    nbytes = getattr(value, "nbytes", None)
+    if type(nbytes) is int:
+        return nbytes
+    typ = type(value)
+    if typ in (bytes, bytearray, str):
+        return len(value) + 49
+    if typ in (list, tuple, set, frozenset) and len(value) < 1000:
+        return sys.getsizeof(value) + sum(_shallow(item) for item in value)
+    if typ is dict and len(value) < 1000:
+        return sys.getsizeof(value) + sum(_shallow(k) + _shallow(v) for k, v in value.items())
+    try:
+        return sys.getsizeof(value)
+    except TypeError:
+        return 64
+
+
+def _shallow(value: Any) -> int:
+    nbytes = getattr(value, "nbytes", None)
+    if type(nbytes) is int:
+        return nbytes
+    try:
+        return sys.getsizeof(value)
+    except TypeError:
+        return 64
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+}
+
+
+def parse_bytes(value: int | float | str | None) -> int | None:
+    """``"2GB"``, ``"512 MiB"``, ``1e9`` or None -> bytes (None means no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"memory_limit must be a size like '2GB' or a number of bytes; got {value}")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError(f"memory_limit must be positive; got {value!r}")
+        return int(value)
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    if unit not in _UNITS or not number:
+        raise ValueError(
+            f"memory_limit {value!r} is not a size; write e.g. memory_limit='2GB', "
+            f"'512MiB' or a number of bytes."
+        )
+    size = int(float(number) * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"memory_limit must be positive; got {value!r}")
+    return size
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "none"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"

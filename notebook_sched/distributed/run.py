@@ -1,0 +1,187 @@
+"""A ``get`` on the cluster: the caller's side of one graph run.
+
+The caller thread compiles the graph (``engine.execute_graph`` does: cull, validate,
+order), posts it to the scheduler as one run (a block of task ids, see ``state.py``),
+then waits on a queue that the scheduler's I/O thread fills with notices::
+
+    ("done", ([(index, start, stop), ...], worker))   only when observers listen
+    ("data", [packed output values])                  the run is complete
+    ("failed", (index, (exception, traceback, worker)))
+    ("cancelled", reason)
+
+Events are emitted here, in the caller thread, so observers need not be thread-safe.
+``task_started`` is emitted just before ``task_finished``, and while waiting the
+caller also looks (every POLL_SECONDS) at which tasks the workers are executing right
+now (shared memory), so long tasks show as running while they run.
+
+When a task fails, its inputs are gathered from the workers (they are kept while the
+failed task exists) and recorded with ``engine.task_failure``, so the debugging layer
+can rerun the task locally.  Whatever happens - success, failure, KeyboardInterrupt -
+the run is released at the end: its data is freed and its unfinished tasks are
+cancelled on the workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import queue
+from typing import Any
+
+from ..engine import execute_graph, task_failure
+from ..failure import RemoteTraceback
+from . import protocol
+from .state import CancelledError
+
+__all__ = ["run_graph", "rebuild_error", "request_ids", "Waiter"]
+
+BACKEND = "distributed"
+POLL_SECONDS = 0.1
+INPUTS_TIMEOUT = 30.0
+
+request_ids = itertools.count(1)  # ids of runs and data requests, unique per process
+
+
+def rebuild_error(error: tuple) -> tuple[BaseException, str, str | None]:
+    """``(exception, worker name, traceback text)`` from a scheduler error record."""
+    exc, traceback_text, worker = error
+    if isinstance(exc, bytes | bytearray):
+        try:
+            exc = pickle.loads(exc)
+        except Exception as unpickle_error:
+            exc = RuntimeError(f"(the task's exception could not be unpickled: {unpickle_error})")
+    if traceback_text:
+        exc.__cause__ = RemoteTraceback(traceback_text)
+    return exc, worker, traceback_text
+
+
+class Waiter:
+    """The target of one data request: keeps the first notice, wakes the caller."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def notify(self, kind: str, payload: Any) -> None:
+        self._queue.put((kind, payload))
+
+    def wait(self, timeout: float | None = None) -> tuple[str, Any]:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no answer from the cluster within {timeout} s") from None
+
+
+def fetch(client, tids: list, timeout: float | None = None) -> list:
+    """The values of tasks ``tids`` (any run), unpacked, in order."""
+    waiter = Waiter()
+    rid = next(request_ids)
+    client._post(lambda state: state.request_data(rid, tids, waiter))
+    kind, payload = waiter.wait(timeout)
+    if kind != "data":
+        raise RuntimeError(f"the inputs could not be gathered: {kind} {payload!r}")
+    return [protocol.unpack(value) for value in payload]
+
+
+def run_graph(client, dsk: Any, keys: Any, observers=None) -> Any:
+    """Compute ``keys`` of ``dsk`` on ``client``'s cluster (Dask's ``get`` contract)."""
+
+    def drive(graph, state, events):
+        _GraphRun(client, graph, state, events).run()
+
+    threads = client.cluster.n_workers * client.cluster.threads_per_worker
+    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=threads)
+
+
+class _GraphRun:
+    def __init__(self, client, graph, state, events):
+        self.client = client
+        self.graph = graph
+        self.state = state
+        self.events = events
+        self.base: list = []
+        self.started = bytearray(len(graph.keys)) if events.task_started else None
+
+    def run(self) -> None:
+        events = self.events
+        timed = bool(events.task_started or events.task_finished or events.task_failed)
+        notices = Waiter()
+        run_id = next(request_ids)
+        graph = self.graph
+        base = self.base
+        self.client._post(lambda state: base.append(state.add_run(run_id, graph, notices, timed)))
+        try:
+            self._wait(notices)
+        finally:
+            self.client._post(lambda state: state.release_run(run_id))
+
+    def _wait(self, notices: Waiter) -> None:
+        poll = POLL_SECONDS if self.started is not None else None
+        while True:
+            try:
+                kind, payload = notices.wait(poll)
+            except TimeoutError:
+                self._poll_started()
+                continue
+            if kind == "done":
+                self._done(*payload)
+            elif kind == "data":
+                values = self.state.values
+                for out, packed in zip(self.graph.outputs, payload, strict=True):
+                    values[out] = protocol.unpack(packed)
+                return
+            elif kind == "failed":
+                self._failed(*payload)
+            elif kind == "error":  # an output failed; "failed" normally comes first
+                raise rebuild_error(payload[1])[0]
+            elif kind == "cancelled":
+                raise CancelledError(f"the computation was cancelled: {payload}")
+
+    def _done(self, items: list, worker: str) -> None:
+        keys = self.graph.keys
+        started, finished = self.events.task_started, self.events.task_finished
+        flags = self.started
+        for i, start, stop in items:
+            key = keys[i]
+            if started and not flags[i]:
+                flags[i] = 1
+                started(key, worker)
+            if finished:
+                finished(key, worker, start, stop)
+
+    def _poll_started(self) -> None:
+        if not self.base:
+            return
+        base = self.base[0]
+        n = len(self.graph.keys)
+        for worker, tid in self.client.cluster.executing():
+            i = tid - base
+            if 0 <= i < n and not self.started[i]:
+                self.started[i] = 1
+                self.events.task_started(self.graph.keys[i], worker)
+
+    def _failed(self, i: int, error: tuple) -> None:
+        exc, worker, traceback_text = rebuild_error(error)
+        graph = self.graph
+        inputs: dict | None = None
+        deps = graph.deps[i]
+        if self.base:
+            base = self.base[0]
+            try:
+                values = fetch(self.client, [base + d for d in deps], INPUTS_TIMEOUT)
+                inputs = dict(zip(deps, values, strict=True))
+            except Exception:
+                inputs = None  # e.g. the worker holding them died meanwhile
+        failure = task_failure(
+            graph, inputs or {d: None for d in deps}, i, exc, BACKEND, worker, traceback_text
+        )
+        if inputs is None:
+            failure.inputs = None
+        events = self.events
+        key = graph.keys[i]
+        if events.task_started and not self.started[i]:
+            events.task_started(key, worker)
+        if events.task_failed:
+            events.task_failed(key, worker, exc)
+        raise exc

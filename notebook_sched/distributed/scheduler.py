@@ -1,0 +1,271 @@
+"""The scheduler's I/O thread: sockets in, :class:`SchedulerState` stimuli, messages out.
+
+::
+
+    client threads --post(fn)--> inbox --+
+                                         |     one I/O thread, the only one that
+    worker channels --messages-----------+-->  touches ``state``:  read what is ready,
+                                               run the inbox, dispatch, then send one
+    workers <--one message per worker------+   message per worker and hand notices to
+    client objects <--notify(kind, payload)+   the client objects they name
+
+The I/O thread waits on an ``epoll``/``kqueue`` selector holding every worker's
+channel and the read end of a wake-up pipe.  ``post`` appends a function to the inbox
+and writes to the pipe only if the loop may be asleep (``_sleeping``), so a burst of
+client calls costs one wake-up.  Messages that are already readable are all taken
+(up to MAX_ROUNDS rounds) before anything is sent, so many finished tasks produce one
+dispatch and one message per worker.
+
+Values (results sent back, gathered data) arrive as *packed* values (see
+``protocol.pack``): the I/O thread never unpickles user objects; the client thread
+that asked for them does.
+
+A worker channel that reaches EOF means a dead worker: the loop asks the cluster for
+its exit code and the tasks it was executing (shared memory), tells the state, which
+reschedules, and the cluster starts a replacement.
+
+The listener authenticates each connection on its own thread (``protocol.py``); the
+first message of a worker is ``register``, after which the channel is handed to the
+loop through the inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .state import SchedulerState
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger("notebook_sched.distributed")
+
+MAX_ROUNDS = 16
+CALL_TIMEOUT = 30.0
+
+
+class Scheduler:
+    """The listener, the worker channels and the state, driven by one thread.
+
+    ``hooks`` (the cluster) provides ``worker_joined(wid, pid)``,
+    ``worker_lost(wid) -> (exit code, executing tids)``.
+    """
+
+    def __init__(self, directory: str | None, secret: bytes, hooks: Any):
+        self.state = SchedulerState()
+        self.hooks = hooks
+        self.channels: dict[int, protocol.Channel] = {}
+        self.inbox: deque = deque()
+        self._sleeping = False
+        self._closing = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.handlers = {
+            "done": lambda wid, m: self.state.handle_done(wid, m[1], m[2]),
+            "error": lambda wid, m: self.state.handle_error(wid, m[1], m[2], m[3]),
+            "data": lambda wid, m: self.state.handle_data(wid, m[1], m[2], m[3]),
+            "paused": lambda wid, m: self.state.set_paused(wid, m[1]),
+        }
+        self.listener = protocol.AuthListener(
+            protocol.listen_address(directory, "scheduler.sock"),
+            secret,
+            self._on_channel,
+            "notebook_sched-scheduler-listener",
+        )
+        self.address = self.listener.address
+        self.thread = threading.Thread(
+            target=self._run, name="notebook_sched-scheduler", daemon=True
+        )
+        self.thread.start()
+
+    # -- from other threads ----------------------------------------------------
+    def post(self, fn: Callable[[SchedulerState], Any]) -> None:
+        """Run ``fn(state)`` on the I/O thread soon."""
+        self.inbox.append(fn)
+        if self._sleeping:
+            try:
+                os.write(self._wake_w, b"x")
+            except (BlockingIOError, OSError):
+                pass
+
+    def call(self, fn: Callable[[SchedulerState], Any], timeout: float = CALL_TIMEOUT) -> Any:
+        """Run ``fn(state)`` on the I/O thread and return its result."""
+        if threading.current_thread() is self.thread:
+            return fn(self.state)
+        done = threading.Event()
+        box: list = []
+
+        def run(state: SchedulerState) -> None:
+            try:
+                box.append((True, fn(state)))
+            except BaseException as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        self.post(run)
+        if not done.wait(timeout):
+            raise TimeoutError("the scheduler thread did not answer (is it stuck or closed?)")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Tell the workers to exit, stop the loop and the listener."""
+        if self._closing:
+            return
+        self.listener.close()
+        self.post(self._begin_close)
+        self.thread.join(5)
+        self.selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # -- the loop --------------------------------------------------------------
+    def _on_channel(self, channel: protocol.Channel) -> None:
+        """A new authenticated connection (handshake thread): expect ``register``."""
+        message = channel.recv()
+        if type(message) is not tuple or message[0] != "register":
+            logger.warning("notebook_sched scheduler: dropped a connection that did not register")
+            channel.close()
+            return
+        self.post(lambda state: self._add_worker(channel, message))
+
+    def _add_worker(self, channel: protocol.Channel, message: tuple) -> None:
+        _, wid, name, pid, nthreads, address = message
+        if self._closing:
+            channel.close()
+            return
+        self.channels[wid] = channel
+        self.selector.register(channel.fd, selectors.EVENT_READ, wid)
+        self.state.add_worker(wid, name, nthreads, address)
+        self.hooks.worker_joined(wid, pid)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            logger.exception("notebook_sched scheduler thread crashed")
+            raise
+        finally:
+            for channel in self.channels.values():
+                channel.close()
+            self.channels.clear()
+
+    def _loop(self) -> None:
+        select = self.selector.select
+        inbox = self.inbox
+        state = self.state
+        while not self._closing:
+            self._sleeping = True
+            events = select(0 if inbox else None)
+            self._sleeping = False
+            rounds = 0
+            while events:
+                for key, _ in events:
+                    if key.data is None:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        self._read(key.data)
+                rounds += 1
+                if rounds >= MAX_ROUNDS:
+                    break
+                events = select(0)
+            while inbox:
+                fn = inbox.popleft()
+                try:
+                    fn(state)
+                except Exception:
+                    logger.exception("notebook_sched scheduler: a request failed")
+            state.dispatch()
+            self._flush()
+
+    def _read(self, wid: int) -> None:
+        channel = self.channels.get(wid)
+        if channel is None:
+            return
+        try:
+            message = channel.recv()
+        except (EOFError, OSError):
+            self._lost(wid)
+            return
+        self.handlers[message[0]](wid, message)
+
+    def _lost(self, wid: int) -> None:
+        channel = self.channels.pop(wid)
+        try:
+            self.selector.unregister(channel.fd)
+        except (KeyError, ValueError):
+            pass
+        channel.close()
+        exit_code, executing = self.hooks.worker_lost(wid)
+        self.state.remove_worker(wid, exit_code, executing)
+
+    def _flush(self) -> None:
+        state = self.state
+        for _ in range(8):  # failures found while pickling may add operations
+            outbox = state.take_outbox()
+            if not outbox:
+                break
+            for wid, ops in outbox.items():
+                channel = self.channels.get(wid)
+                if channel is not None:
+                    self._send(wid, channel, ops)
+            state.dispatch()
+        for target, kind, payload in state.take_notices():
+            try:
+                target.notify(kind, payload)
+            except Exception:
+                logger.exception("notebook_sched scheduler: a notice failed")
+
+    def _send(self, wid: int, channel: protocol.Channel, ops: list) -> None:
+        try:
+            head, buffers = protocol.dumps(ops)
+        except Exception:
+            ops = self._drop_unsendable(ops)
+            head, buffers = protocol.dumps(ops)
+        try:
+            channel.send_frames(head, buffers)
+        except OSError:
+            pass  # the worker died; its EOF is handled by _read
+
+    def _drop_unsendable(self, ops: list) -> list:
+        """Fail the tasks that cannot be pickled; keep the rest of the message."""
+        kept = []
+        for op, items in ops:
+            if op != "compute":
+                kept.append((op, items))
+                continue
+            good = []
+            for item in items:
+                try:
+                    protocol.dumps(item)
+                    good.append(item)
+                except Exception as exc:
+                    self.state.task_unsendable(item[0], exc)
+            kept.append((op, good))
+        return kept
+
+    def _begin_close(self, state: SchedulerState) -> None:
+        self._closing = True
+        for channel in self.channels.values():
+            try:
+                channel.send(None)
+            except OSError:
+                pass

@@ -1,0 +1,959 @@
+"""The scheduler's state machine: a pure object, no threads, sockets or clocks.
+
+The I/O thread (``scheduler.py``) feeds it *stimuli* (a worker joined or died, tasks
+finished or failed, data arrived, the client submitted, asked for data, released) and
+takes out *instructions*: per worker, an ordered list of operations to send in one
+message (``take_outbox``), and notices for client-side objects (``take_notices``).
+Tests drive it with plain calls and asserts.
+
+Tasks
+    Every task has an integer id (``tid``) and a :class:`TaskState`.  A ``get`` run
+    takes a block of ids, ``base + graph index``, so its compiled specs only need
+    their dependency indices shifted; futures and ``compute`` tasks are *named*: their
+    key is their identity (``named``), as in dask.distributed.  States::
+
+        WAITING -> QUEUED -> PROCESSING -> MEMORY -> RELEASED
+           ^          (on a worker)          |   (data freed; spec kept, so a lost
+           +---------------------------------+    result can be recomputed)
+        any unfinished state -> ERRED (the task or one of its inputs failed)
+
+    ``waiting`` counts inputs not in memory (meaningful in WAITING).  ``holders`` is
+    client references plus dependents that are not finished (WAITING, QUEUED,
+    PROCESSING, ERRED - an erred task keeps its inputs, so the failure can be
+    inspected with its real inputs); at zero, data is freed on the worker.
+
+Placement
+    * Tasks without inputs (roots) wait in ``root_heap`` (priority order) and go out in
+      *chunks*: each worker with room takes a contiguous run of the heap, about
+      ``queue_target`` tasks per thread, where ``queue_target`` holds ~50 ms of work
+      at the measured mean task time.  Contiguous chunks keep subtrees together.
+    * When a task is assigned, a dependent whose inputs are all on the same worker,
+      each read by that dependent only (chains, in-trees), is assigned there at once
+      (*eager*), in the same message: no round trip per task, and a linear chain
+      stays on one worker.  The worker holds it until its inputs exist.
+    * Any other task becomes ready once its inputs are in memory and goes to the
+      worker with the lowest estimated start: queued work there plus the time to
+      fetch the input bytes it lacks (so it runs where most input bytes are).
+      Workers fetch missing inputs from each other directly (``remote`` in the
+      compute operation says where).
+
+Failures of workers
+    ``remove_worker``: results held only there are *lost*; those still needed are
+    recomputed from their specs, walking back through released inputs as far as
+    needed (iteratively).  Tasks that were executing there (the I/O layer reads that
+    from shared memory) get a *suspicious* mark; at MAX_SUSPICIOUS the task fails
+    with :class:`KilledWorker`.  Tasks waiting elsewhere for a lost input stay
+    there; when the input is made again, its holder is sent a ``where``.
+
+Operations to workers (``(name, [items])``, consecutive items of one name merged)::
+
+    compute  (tid, spec, dep tids, priority, ((dep, holder wid), ...), send_back)
+    release  tid             forget the task: drop its data, cancel it if pending/running
+    where    (tid, wid)      an input you wait for is now held by worker wid
+    send     (request, tid)  send this result to the scheduler
+    peers    {wid: address}
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from typing import Any
+
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, CompiledGraph
+from ..schedulers.processes import TaskPicklingError, WorkerDiedError, describe_exit
+
+__all__ = [
+    "SchedulerState",
+    "TaskState",
+    "WorkerState",
+    "KilledWorker",
+    "CancelledError",
+    "WAITING",
+    "QUEUED",
+    "PROCESSING",
+    "MEMORY",
+    "RELEASED",
+    "ERRED",
+    "FORGOTTEN",
+]
+
+WAITING, QUEUED, PROCESSING, MEMORY, RELEASED, ERRED, FORGOTTEN = range(7)
+STATE_NAMES = ("waiting", "queued", "processing", "memory", "released", "erred", "forgotten")
+UNFINISHED = (WAITING, QUEUED, PROCESSING, ERRED)
+
+MAX_SUSPICIOUS = 3  # worker deaths while a task runs before it is blamed
+TARGET_QUEUE_SECONDS = 0.05  # work per worker thread the root queue keeps in flight
+TASK_OVERHEAD = 2e-5  # seconds of bookkeeping per task, added to measured run times
+FIRST_QUEUE = 4  # root tasks per thread before any duration is known
+MAX_QUEUE = 8192
+BANDWIDTH = 1e9  # bytes/s between local workers, for placement estimates
+LATENCY = 1e-4  # seconds per input fetched from another worker
+
+
+class KilledWorker(WorkerDiedError):
+    """A task was running on MAX_SUSPICIOUS workers when each of them died."""
+
+
+class CancelledError(RuntimeError):
+    """The future was cancelled, or the cluster restarted or closed."""
+
+
+class TaskState:
+    __slots__ = (
+        "tid",
+        "key",
+        "spec",
+        "deps",
+        "dependents",
+        "state",
+        "waiting",
+        "holders",
+        "refs",
+        "worker",
+        "priority",
+        "nbytes",
+        "deaths",
+        "run",
+        "error",
+        "send_back",
+        "watchers",
+        "gathers",
+        "pinned",
+    )
+
+    def __init__(self, tid: int, key: Hashable, spec: Any, deps: tuple, priority: int, run=None):
+        self.tid = tid
+        self.key = key
+        self.spec = spec
+        self.deps = deps
+        self.dependents: list = []
+        self.state = WAITING
+        self.waiting = 0
+        self.holders = 0
+        self.refs = 0
+        self.worker: WorkerState | None = None
+        self.priority = priority
+        self.nbytes = 0
+        self.deaths: list | None = None  # [(worker name, exit code)] while it ran
+        self.run = run
+        self.error = None  # (exception or pickled exception, traceback text, worker)
+        self.send_back = False
+        self.watchers: list | None = None
+        self.gathers: list | None = None
+        self.pinned: WorkerState | None = None
+
+    def __repr__(self) -> str:
+        where = f" on {self.worker.name}" if self.worker is not None else ""
+        return f"<TaskState {self.key!r} {STATE_NAMES[self.state]}{where}>"
+
+
+class WorkerState:
+    __slots__ = ("wid", "name", "nthreads", "address", "processing", "has", "nbytes", "paused")
+
+    def __init__(self, wid: int, name: str, nthreads: int, address: Any):
+        self.wid = wid
+        self.name = name
+        self.nthreads = nthreads
+        self.address = address
+        self.processing: set = set()  # TaskStates assigned here, not finished
+        self.has: set = set()  # TaskStates whose result lives here
+        self.nbytes = 0
+        self.paused = False
+
+    def __repr__(self) -> str:
+        return f"<WorkerState {self.name} processing={len(self.processing)} has={len(self.has)}>"
+
+
+class RunRecord:
+    """A ``get`` run: a block of task ids and the caller's handle."""
+
+    __slots__ = ("run_id", "target", "base", "tasks", "events")
+
+    def __init__(self, run_id: int, target: Any, base: int, events: bool):
+        self.run_id = run_id
+        self.target = target
+        self.base = base
+        self.tasks: list = []
+        self.events = events
+
+
+class _Gather:
+    """A client's request for results: answered once, with all values in ``order``."""
+
+    __slots__ = ("rid", "target", "order", "pending", "values")
+
+    def __init__(self, rid: int, target: Any, order: list):
+        self.rid = rid
+        self.target = target
+        self.order = order
+        self.pending = set(order)
+        self.values: dict = {}
+
+    def answer(self) -> list:
+        values = self.values
+        return [values[tid] for tid in self.order]
+
+
+class SchedulerState:
+    """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, TaskState] = {}
+        self.named: dict[Hashable, TaskState] = {}
+        self.workers: dict[int, WorkerState] = {}
+        self.runs: dict[int, RunRecord] = {}
+        self.gathers: dict[int, _Gather] = {}
+        self.root_heap: list = []
+        self.ready_deps: list = []
+        self.next_tid = 0
+        self.seq = 0
+        self.mean_seconds: float | None = None
+        self.queue_target = FIRST_QUEUE
+        self.outbox: dict[int, list] = {}
+        self.notices: list = []
+        self.exit_codes: list = []  # (worker name, exit code) of workers that died
+
+    # -- instructions ----------------------------------------------------------
+    def _emit(self, worker: WorkerState, op: str, item: Any) -> None:
+        ops = self.outbox.get(worker.wid)
+        if ops is None:
+            self.outbox[worker.wid] = [(op, [item])]
+        elif ops[-1][0] == op:
+            ops[-1][1].append(item)
+        else:
+            ops.append((op, [item]))
+
+    def _notify(self, target: Any, kind: str, payload: Any = None) -> None:
+        self.notices.append((target, kind, payload))
+
+    def take_outbox(self) -> dict[int, list]:
+        out, self.outbox = self.outbox, {}
+        return out
+
+    def take_notices(self) -> list:
+        out, self.notices = self.notices, []
+        return out
+
+    # -- workers ---------------------------------------------------------------
+    def add_worker(self, wid: int, name: str, nthreads: int, address: Any) -> None:
+        worker = WorkerState(wid, name, nthreads, address)
+        self.workers[wid] = worker
+        peers = {w.wid: w.address for w in self.workers.values()}
+        for other in self.workers.values():
+            self._emit(other, "peers", peers)
+
+    def set_paused(self, wid: int, paused: bool) -> None:
+        worker = self.workers.get(wid)
+        if worker is not None:
+            worker.paused = paused
+
+    def remove_worker(self, wid: int, exit_code: int | None, executing: list) -> None:
+        """A worker died: recompute what it held and ran, blame what it was running."""
+        worker = self.workers.pop(wid, None)
+        if worker is None:
+            return
+        self.exit_codes.append((worker.name, exit_code))
+        self.outbox.pop(wid, None)
+        killers = []
+        for tid in executing:
+            ts = self.tasks.get(tid)
+            if ts is not None and ts.state == PROCESSING and ts.worker is worker:
+                if ts.deaths is None:
+                    ts.deaths = []
+                ts.deaths.append((worker.name, exit_code))
+                if len(ts.deaths) >= MAX_SUSPICIOUS:
+                    killers.append(ts)
+        lost = list(worker.has)
+        for ts in lost:
+            ts.state = RELEASED
+            ts.worker = None
+            for user in ts.dependents:
+                if user.state == WAITING:
+                    user.waiting += 1
+                elif user.state == QUEUED:
+                    user.state = WAITING
+                    user.waiting = 1
+        orphans = list(worker.processing)
+        for ts in orphans:
+            ts.state = WAITING
+            ts.worker = None
+            ts.waiting = sum(1 for dep in ts.deps if dep.state != MEMORY)
+        for gather in self.gathers.values():  # answers the dead worker still owed
+            for tid in gather.pending:
+                ts = self.tasks.get(tid)
+                if ts is not None and ts.state == RELEASED and gather not in (ts.gathers or ()):
+                    ts.send_back = True
+                    ts.gathers = (ts.gathers or []) + [gather]
+        for ts in killers:
+            self._fail(ts, (self._killed_error(ts), None, worker.name))
+        for ts in lost:
+            if ts.state == RELEASED and ts.holders > 0:
+                self._recompute(ts)
+        for ts in orphans:
+            if ts.state == WAITING and ts.waiting == 0:
+                self._ready(ts)
+        for ts in lost + orphans:
+            if ts.watchers and ts.state in (WAITING, QUEUED):
+                for target in ts.watchers:
+                    self._notify(target, "pending")
+
+    def _killed_error(self, ts: TaskState) -> KilledWorker:
+        deaths = ", ".join(
+            f"{name}: exit code {code} ({describe_exit(code)})" for name, code in ts.deaths
+        )
+        return KilledWorker(
+            f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
+            f"those workers died while running it ({deaths}). The task probably crashes its "
+            f"process (a segmentation fault in native code, os._exit(), or more memory than "
+            f"the machine has). To debug it, run it with scheduler='sync'."
+        )
+
+    # -- adding work -----------------------------------------------------------
+    def add_run(self, run_id: int, graph: CompiledGraph, target: Any, events: bool) -> int:
+        """Add a ``get`` run; returns the base of its task ids.  Outputs come back to
+        ``target`` as ``("data", [values of graph.outputs])``; task events as
+        ``("done", ([(index, start, stop)], worker name))``."""
+        base = self.next_tid
+        n = len(graph.keys)
+        self.next_tid += n
+        self.seq += 1
+        run = RunRecord(run_id, target, base, events)
+        self.runs[run_id] = run
+        prefix = self.seq << 32
+        keys, specs, deps, priority = graph.keys, graph.specs, graph.deps, graph.priority
+        tasks = [
+            TaskState(base + i, keys[i], _shift(specs[i], base), (), prefix + priority[i], run)
+            for i in range(n)
+        ]
+        for i, ts in enumerate(tasks):
+            ts.deps = tuple([tasks[d] for d in deps[i]])
+            self.tasks[ts.tid] = ts
+        run.tasks = tasks
+        for out in graph.outputs:
+            tasks[out].refs += 1
+            tasks[out].holders += 1
+        for ts in tasks:
+            for dep in ts.deps:
+                dep.dependents.append(ts)
+                dep.holders += 1
+            ts.waiting = len(ts.deps)
+        ready = [ts for ts in tasks if not ts.deps]
+        for ts in ready:
+            self._ready(ts)
+        self.request_data(run_id, [base + out for out in graph.outputs], target)
+        return base
+
+    def submit(self, items: list) -> None:
+        """Add named tasks: ``(key, func, args, ((position, dep key), ...))`` each.
+
+        A key that exists already is not replaced (same key, same result)."""
+        for key, func, args, slots in items:
+            if key in self.named:
+                continue
+            deps = []
+            for _pos, dep_key in slots:
+                dep = self.named.get(dep_key)
+                if dep is None:
+                    raise KeyError(dep_key)
+                deps.append(dep)
+            spec = (CALL, func, args, tuple((pos, self.named[k].tid) for pos, k in slots))
+            self._add_named(key, spec, tuple(dict.fromkeys(deps)))
+
+    def add_graph(self, graph: CompiledGraph) -> None:
+        """Add the tasks of ``graph`` as named tasks (``Client.compute``)."""
+        tids = [0] * len(graph.keys)
+        new = []
+        for i, key in enumerate(graph.keys):
+            existing = self.named.get(key)
+            if existing is not None:
+                tids[i] = existing.tid
+            else:
+                tids[i] = self.next_tid + len(new)
+                new.append(i)
+        self.next_tid += len(new)
+        pending: dict[int, TaskState] = {}
+        for i in new:
+            spec = _remap(graph.specs[i], tids)
+            pending[tids[i]] = TaskState(tids[i], graph.keys[i], spec, (), 0)
+        for i in new:
+            ts = pending[tids[i]]
+            ts.deps = tuple(pending.get(tids[d]) or self.tasks[tids[d]] for d in graph.deps[i])
+        self.seq += 1
+        prefix = self.seq << 32
+        for i in new:
+            ts = pending[tids[i]]
+            ts.priority = prefix + graph.priority[i]
+            self.tasks[ts.tid] = ts
+            self.named[ts.key] = ts
+        for i in sorted(new, key=graph.priority.__getitem__):
+            self._link(pending[tids[i]])
+
+    def scatter(self, items: list) -> None:
+        """Put data on workers: ``(key, value, wid or None)``; becomes a named task."""
+        workers = list(self.workers.values())
+        for n, (key, value, wid) in enumerate(items):
+            if key in self.named:
+                continue
+            ts = self._add_named(key, (VALUE, value), (), link=False)
+            ts.send_back = False
+            if wid is not None and wid in self.workers:
+                ts.pinned = self.workers[wid]
+            elif workers:
+                ts.pinned = workers[n % len(workers)]
+            self._link(ts)
+
+    def _add_named(self, key: Hashable, spec: Any, deps: tuple, link: bool = True) -> TaskState:
+        self.seq += 1
+        ts = TaskState(self.next_tid, key, spec, deps, self.seq << 32)
+        self.next_tid += 1
+        self.tasks[ts.tid] = ts
+        self.named[key] = ts
+        if link:
+            self._link(ts)
+        return ts
+
+    def _link(self, ts: TaskState) -> None:
+        """Connect a new task to its inputs; ready it, fail it or wait."""
+        waiting = 0
+        failed = None
+        for dep in ts.deps:
+            dep.dependents.append(ts)
+            dep.holders += 1
+            if dep.state != MEMORY:
+                waiting += 1
+            if dep.state == RELEASED:
+                self._recompute(dep)
+            elif dep.state == ERRED:
+                failed = dep.error
+        ts.waiting = waiting
+        if failed is not None:
+            self._fail(ts, failed)
+        elif waiting == 0:
+            self._ready(ts)
+
+    # -- client references -----------------------------------------------------
+    def acquire(self, key: Hashable, target: Any) -> None:
+        """A client holds a future for ``key``; ``target`` hears its state changes."""
+        ts = self.named.get(key)
+        if ts is None:
+            self._notify(target, "cancelled", f"{key!r} is not known to the scheduler")
+            return
+        ts.refs += 1
+        ts.holders += 1
+        if target is not None:
+            if ts.watchers is None:
+                ts.watchers = []
+            ts.watchers.append(target)
+            if ts.state == MEMORY:
+                self._notify(target, "finished")
+            elif ts.state == ERRED:
+                self._notify(target, "erred", ts.error)
+
+    def release(self, key: Hashable, target: Any) -> None:
+        """The client dropped its last future for ``key``."""
+        ts = self.named.get(key)
+        if ts is None:
+            return
+        ts.refs -= 1
+        ts.holders -= 1
+        if ts.watchers and target in ts.watchers:
+            ts.watchers.remove(target)
+        if ts.holders == 0:
+            self._unneeded(ts)
+
+    def cancel(self, keys: list, reason: str = "cancelled") -> None:
+        """Forget named tasks (and what depends on them), wherever they are."""
+        doomed: dict = {}
+        stack = [self.named[k] for k in keys if k in self.named]
+        while stack:
+            ts = stack.pop()
+            if ts.tid in doomed:
+                continue
+            doomed[ts.tid] = ts
+            stack.extend(ts.dependents)
+        for ts in doomed.values():
+            for target in ts.watchers or ():
+                self._notify(target, "cancelled", reason)
+            ts.watchers = None
+            self._fail_gathers(ts, CancelledError(f"{ts.key!r} was {reason}"))
+        for ts in doomed.values():
+            self._forget(ts)
+
+    def release_run(self, run_id: int) -> None:
+        """The caller is done with a ``get`` run (finished, failed or interrupted)."""
+        run = self.runs.pop(run_id, None)
+        if run is None:
+            return
+        tasks = self.tasks
+        for ts in run.tasks:
+            if tasks.pop(ts.tid, None) is None:
+                continue
+            worker = ts.worker
+            if worker is not None:
+                self._emit(worker, "release", ts.tid)
+                if ts.state == MEMORY:
+                    worker.has.discard(ts)
+                    worker.nbytes -= ts.nbytes
+                else:
+                    worker.processing.discard(ts)
+            ts.state = FORGOTTEN
+            ts.worker = None
+            ts.gathers = None
+        for rid in [rid for rid, g in self.gathers.items() if g.target is run.target]:
+            del self.gathers[rid]
+
+    def reset(self, reason: str) -> None:
+        """Forget everything (restart/close): every future and run hears ``reason``."""
+        for run in list(self.runs.values()):
+            self._notify(run.target, "cancelled", reason)
+            self.release_run(run.run_id)
+        for ts in list(self.tasks.values()):
+            for target in ts.watchers or ():
+                self._notify(target, "cancelled", reason)
+        for gather in self.gathers.values():
+            self._notify(gather.target, "cancelled", reason)
+        self.tasks.clear()
+        self.named.clear()
+        self.gathers.clear()
+        self.root_heap.clear()
+        self.ready_deps.clear()
+        for worker in self.workers.values():
+            worker.processing.clear()
+            worker.has.clear()
+            worker.nbytes = 0
+
+    # -- data to the client ----------------------------------------------------
+    def request_data(self, rid: int, tids: list, target: Any) -> None:
+        """Send the results of ``tids`` to ``target`` as one ``("data", [packed values])``."""
+        gather = _Gather(rid, target, list(tids))
+        self.gathers[rid] = gather
+        for tid in gather.pending.copy():
+            ts = self.tasks.get(tid)
+            if ts is None:
+                self._notify(target, "cancelled", f"task {tid} is gone")
+                del self.gathers[rid]
+                return
+            if ts.state == MEMORY:
+                self._emit(ts.worker, "send", (rid, tid))
+            elif ts.state == ERRED:
+                self._notify(target, "error", (ts.key, ts.error))
+                del self.gathers[rid]
+                return
+            else:
+                ts.send_back = True
+                if ts.gathers is None:
+                    ts.gathers = []
+                ts.gathers.append(gather)
+        if not gather.pending:
+            del self.gathers[rid]
+            self._notify(target, "data", gather.answer())
+
+    def request_keys(self, rid: int, keys: list, target: Any) -> None:
+        tids = []
+        for key in keys:
+            ts = self.named.get(key)
+            if ts is None:
+                self._notify(target, "cancelled", f"{key!r} is not known to the scheduler")
+                return
+            tids.append(ts.tid)
+        self.request_data(rid, tids, target)
+
+    def _deliver(self, gather: _Gather, tid: int, value: Any) -> None:
+        if tid in gather.pending:
+            gather.pending.discard(tid)
+            gather.values[tid] = value
+            if not gather.pending and self.gathers.pop(gather.rid, None) is not None:
+                self._notify(gather.target, "data", gather.answer())
+
+    def _fail_gathers(self, ts: TaskState, error: Any) -> None:
+        for gather in ts.gathers or ():
+            if self.gathers.pop(gather.rid, None) is not None:
+                if isinstance(error, BaseException):
+                    self._notify(gather.target, "cancelled", str(error))
+                else:
+                    self._notify(gather.target, "error", (ts.key, error))
+        ts.gathers = None
+
+    def handle_data(self, wid: int, items: list, missing: list, errors: list) -> None:
+        """A worker answered ``send``: ``items`` ``(rid, tid, value)``; ``missing`` and
+        ``errors`` (results that could not be pickled) ``(rid, tid[, message])``."""
+        for rid, tid, value in items:
+            gather = self.gathers.get(rid)
+            if gather is not None:
+                self._deliver(gather, tid, value)
+        for rid, tid in missing:
+            gather = self.gathers.get(rid)
+            ts = self.tasks.get(tid)
+            if gather is None or ts is None:
+                continue
+            if ts.state == MEMORY and ts.worker.wid != wid:
+                self._emit(ts.worker, "send", (rid, tid))
+            elif ts.state in (WAITING, QUEUED, PROCESSING):
+                ts.gathers = (ts.gathers or []) + [gather]
+        for rid, tid, exc in errors:
+            gather = self.gathers.pop(rid, None)
+            ts = self.tasks.get(tid)
+            if gather is not None and ts is not None:
+                self._notify(gather.target, "error", (ts.key, (exc, None, "")))
+
+    # -- results from workers --------------------------------------------------
+    def handle_done(self, wid: int, items: list, values: dict | None) -> None:
+        """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop)`` each;
+        ``values`` holds the results of tasks sent with ``send_back``."""
+        worker = self.workers.get(wid)
+        if worker is None:
+            return
+        tasks = self.tasks
+        events: dict = {}
+        wanted = []
+        spent = 0.0
+        for tid, nbytes, start, stop in items:
+            ts = tasks.get(tid)
+            if ts is None or ts.state != PROCESSING or ts.worker is not worker:
+                if ts is None or ts.worker is not worker:
+                    self._emit(worker, "release", tid)
+                continue
+            spent += stop - start
+            worker.processing.discard(ts)
+            worker.has.add(ts)
+            worker.nbytes += nbytes
+            ts.state = MEMORY
+            ts.nbytes = nbytes
+            run = ts.run
+            if run is not None:
+                if run.events:
+                    events.setdefault(run, []).append((tid - run.base, start, stop))
+            elif ts.watchers:
+                for target in ts.watchers:
+                    self._notify(target, "finished")
+                if ts.pinned is not None:
+                    ts.spec = None  # scattered data lives on the worker now
+            for dep in ts.deps:
+                dep.holders -= 1
+                if not dep.holders:
+                    self._unneeded(dep)
+            for user in ts.dependents:
+                state = user.state
+                if state == WAITING:
+                    user.waiting -= 1
+                    if not user.waiting:
+                        self._ready(user)
+                elif state == PROCESSING and user.worker is not worker:
+                    self._emit(user.worker, "where", (tid, wid))
+            if ts.gathers:
+                wanted.append(ts)
+            elif not ts.holders:
+                self._unneeded(ts)
+        for run, done in events.items():
+            self._notify(run.target, "done", (done, worker.name))
+        for ts in wanted:  # after the events: a run ends when its outputs arrive
+            self._send_gathers(ts, worker, values)
+            if not ts.holders:
+                self._unneeded(ts)
+        if items:
+            mean = spent / len(items)
+            self.mean_seconds = (
+                mean if self.mean_seconds is None else 0.7 * self.mean_seconds + 0.3 * mean
+            )
+            target = int(TARGET_QUEUE_SECONDS / (self.mean_seconds + TASK_OVERHEAD))
+            self.queue_target = max(2, min(MAX_QUEUE, target))
+
+    def _send_gathers(self, ts: TaskState, worker: WorkerState, values: dict | None) -> None:
+        gathers, ts.gathers = ts.gathers, None
+        if values is not None and ts.tid in values:
+            value = values[ts.tid]
+            for gather in gathers:
+                self._deliver(gather, ts.tid, value)
+            return
+        for gather in gathers:
+            if gather.rid in self.gathers:
+                self._emit(worker, "send", (gather.rid, ts.tid))
+
+    def task_unsendable(self, tid: int, exc: BaseException) -> None:
+        """Task ``tid`` could not be pickled to go to its worker."""
+        ts = self.tasks.get(tid)
+        if ts is None or ts.state != PROCESSING:
+            return
+        error = TaskPicklingError(
+            f"Task {ts.key!r} cannot be sent to a worker process: its function or an input "
+            f"cannot be pickled ({type(exc).__name__}: {exc}). Worker processes need "
+            f"picklable functions and data; run this graph with scheduler='threads', or "
+            f"build the object inside the task instead of passing it in."
+        )
+        self._fail(ts, (error, None, ts.worker.name))
+
+    def handle_error(self, wid: int, tid: int, error: Any, traceback_text: str) -> None:
+        """Task ``tid`` raised on ``wid``; ``error`` is the pickled exception (bytes)."""
+        worker = self.workers.get(wid)
+        ts = self.tasks.get(tid)
+        if worker is None or ts is None or ts.state != PROCESSING or ts.worker is not worker:
+            return
+        self._fail(ts, (error, traceback_text, worker.name))
+
+    def _fail(self, ts: TaskState, error: tuple) -> None:
+        """Mark ``ts`` and everything that depends on it as failed with ``error``."""
+        run = ts.run
+        if run is not None and run.run_id in self.runs:
+            self._notify(run.target, "failed", (ts.tid - run.base, error))
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state in (ERRED, MEMORY, RELEASED, FORGOTTEN):
+                continue
+            if t.state == PROCESSING:
+                self._emit(t.worker, "release", t.tid)
+                t.worker.processing.discard(t)
+            t.state = ERRED
+            t.error = error
+            t.worker = None
+            for target in t.watchers or ():
+                self._notify(target, "erred", error)
+            self._fail_gathers(t, error)
+            stack.extend(t.dependents)
+
+    # -- releasing -------------------------------------------------------------
+    def _unneeded(self, ts: TaskState) -> None:
+        """Nothing holds ``ts`` any more: free its data; forget it if nothing refers to it."""
+        if ts.state == MEMORY:
+            self._free(ts)
+        if ts.run is None and not ts.dependents and not ts.refs:
+            self._forget(ts)
+
+    def _free(self, ts: TaskState) -> None:
+        worker = ts.worker
+        self._emit(worker, "release", ts.tid)
+        worker.has.discard(ts)
+        worker.nbytes -= ts.nbytes
+        ts.state = RELEASED
+        ts.worker = None
+
+    def _forget(self, ts: TaskState) -> None:
+        """Remove a named task (and inputs nothing else refers to) from the scheduler.
+
+        Iterative, so dropping the last future of a long chain does not recurse."""
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if self.tasks.pop(t.tid, None) is None:
+                continue
+            if self.named.get(t.key) is t:
+                del self.named[t.key]
+            worker = t.worker
+            if worker is not None:
+                self._emit(worker, "release", t.tid)
+                if t.state == MEMORY:
+                    worker.has.discard(t)
+                    worker.nbytes -= t.nbytes
+                else:
+                    worker.processing.discard(t)
+            was_unfinished = t.state in UNFINISHED
+            t.state = FORGOTTEN
+            t.worker = None
+            for dep in t.deps:
+                if t in dep.dependents:
+                    dep.dependents.remove(t)
+                if was_unfinished:
+                    dep.holders -= 1
+                    if not dep.holders and dep.state == MEMORY:
+                        self._free(dep)
+                if dep.run is None and not dep.refs and not dep.holders and not dep.dependents:
+                    stack.append(dep)
+
+    def _recompute(self, ts: TaskState) -> None:
+        """``ts`` (RELEASED, its data gone) is needed again: compute it and, first, the
+        released inputs it needs.  Iterative: chains of any length."""
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state != RELEASED:
+                continue
+            if t.spec is None:
+                error = CancelledError(
+                    f"The data of {t.key!r} was lost with its worker; scattered data cannot be "
+                    f"recomputed. Scatter it again."
+                )
+                self._fail(t, (error, None, ""))
+                continue
+            t.state = WAITING
+            waiting = 0
+            for dep in t.deps:
+                dep.holders += 1
+                if dep.state != MEMORY:
+                    waiting += 1
+                    if dep.state == RELEASED:
+                        stack.append(dep)
+            t.waiting = waiting
+            if not waiting:
+                self._ready(t)
+
+    # -- placement -------------------------------------------------------------
+    def _ready(self, ts: TaskState) -> None:
+        ts.state = QUEUED
+        if ts.deps or ts.pinned is not None:
+            self.ready_deps.append(ts)
+        else:
+            heapq.heappush(self.root_heap, (ts.priority, ts.tid, ts))
+
+    def dispatch(self) -> None:
+        """Assign ready tasks to workers (call after every batch of stimuli)."""
+        if not self.workers:
+            return
+        if self.ready_deps:
+            pending, self.ready_deps = self.ready_deps, []
+            for ts in pending:
+                if ts.state != QUEUED:
+                    continue
+                worker = self._decide_worker(ts)
+                if worker is None:
+                    self.ready_deps.append(ts)
+                else:
+                    self._assign(ts, worker)
+        if self.root_heap:
+            self._dispatch_roots()
+
+    def _accepting(self) -> list:
+        workers = [w for w in self.workers.values() if not w.paused]
+        if not workers and not any(w.processing for w in self.workers.values()):
+            # Every worker is over its memory limit and idle: waiting would hang.
+            workers = list(self.workers.values())
+        return workers
+
+    def _dispatch_roots(self) -> None:
+        heap = self.root_heap
+        target = self.queue_target
+        while heap:
+            open_workers = [
+                w
+                for w in self._accepting()
+                if len(w.processing) * 2 <= target * w.nthreads or not w.processing
+            ]
+            if not open_workers:
+                return
+            open_workers.sort(key=lambda w: len(w.processing))
+            share = -(-len(heap) // len(open_workers))
+            progressed = False
+            for worker in open_workers:
+                room = min(share, target * worker.nthreads - len(worker.processing))
+                while room > 0 and heap:
+                    ts = heapq.heappop(heap)[2]
+                    if ts.state != QUEUED:
+                        continue
+                    room -= self._assign(ts, worker)
+                    progressed = True
+            if not progressed:
+                return
+
+    def _decide_worker(self, ts: TaskState) -> WorkerState | None:
+        pinned = ts.pinned
+        if pinned is not None and pinned.wid in self.workers:
+            return pinned
+        candidates = self._accepting()
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        held: dict = {}
+        count: dict = {}
+        total = 0
+        for dep in ts.deps:
+            holder = dep.worker
+            total += dep.nbytes
+            if holder is not None:
+                held[holder] = held.get(holder, 0) + dep.nbytes
+                count[holder] = count.get(holder, 0) + 1
+        per_task = (self.mean_seconds or 0.0) + TASK_OVERHEAD
+        ndeps = len(ts.deps)
+        best = None
+        best_cost = 0.0
+        for worker in candidates:
+            cost = (
+                len(worker.processing) * per_task / worker.nthreads
+                + (total - held.get(worker, 0)) / BANDWIDTH
+                + (ndeps - count.get(worker, 0)) * LATENCY
+            )
+            if best is None or cost < best_cost:
+                best, best_cost = worker, cost
+        return best
+
+    def _assign(self, ts: TaskState, worker: WorkerState) -> int:
+        """Send ``ts`` to ``worker``, with the dependents that can follow it there
+        without a round trip.  Returns how many tasks were assigned."""
+        emit = self._emit
+        processing = worker.processing
+        assigned = 0
+        ts.state = PROCESSING
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            t.worker = worker
+            processing.add(t)
+            assigned += 1
+            remote = ()
+            deps = t.deps
+            if deps:
+                remote = tuple(
+                    [
+                        (d.tid, d.worker.wid)
+                        for d in deps
+                        if d.state == MEMORY and d.worker is not worker
+                    ]
+                )
+            emit(
+                worker,
+                "compute",
+                (t.tid, t.spec, tuple([d.tid for d in deps]), t.priority, remote, t.send_back),
+            )
+            for user in t.dependents:
+                if user.state == WAITING and user.pinned is None and _follows(user, worker):
+                    user.state = PROCESSING
+                    stack.append(user)
+        return assigned
+
+    # -- views -----------------------------------------------------------------
+    def who_has(self, keys: list) -> dict:
+        out = {}
+        for key in keys:
+            ts = self.named.get(key)
+            out[key] = ts.worker.name if ts is not None and ts.state == MEMORY else None
+        return out
+
+    def worker_summary(self) -> dict:
+        """``{wid: (processing count, bytes held, results held, paused)}``."""
+        workers = self.workers.values()
+        return {w.wid: (len(w.processing), w.nbytes, len(w.has), w.paused) for w in workers}
+
+
+def _follows(user: TaskState, worker: WorkerState) -> bool:
+    """True when every input of ``user`` is on ``worker`` and read by ``user`` only."""
+    for dep in user.deps:
+        if dep.worker is not worker or len(dep.dependents) != 1:
+            return False
+        if dep.state != PROCESSING and dep.state != MEMORY:
+            return False
+    return True
+
+
+def _shift(spec: tuple, base: int) -> tuple:
+    """A compiled spec with its dependency indices turned into task ids."""
+    kind = spec[0]
+    if kind == CALL:
+        slots = spec[3]
+        if not slots:
+            return spec
+        return (CALL, spec[1], spec[2], tuple([(pos, base + d) for pos, d in slots]))
+    if kind == ALIAS:
+        return (ALIAS, base + spec[1])
+    if kind == EXPR or kind == NODE:
+        return (kind, spec[1], {key: base + d for key, d in spec[2].items()})
+    return spec
+
+
+def _remap(spec: tuple, tids: list) -> tuple:
+    """Like :func:`_shift`, with an arbitrary index -> task id table."""
+    kind = spec[0]
+    if kind == CALL:
+        return (CALL, spec[1], spec[2], tuple([(pos, tids[d]) for pos, d in spec[3]]))
+    if kind == ALIAS:
+        return (ALIAS, tids[spec[1]])
+    if kind == EXPR or kind == NODE:
+        return (kind, spec[1], {key: tids[d] for key, d in spec[2].items()})
+    return spec

@@ -1,0 +1,537 @@
+"""A worker process of the local cluster: runs tasks, keeps their results, serves them.
+
+::
+
+    scheduler (client process)                     worker process
+       |  compute/release/where/send/peers  ---->  receiver thread (never sends, never
+       |                                             blocks but on ``lock``) updates the
+       |                                             tables below, wakes executors
+       |  <---- done batches, errors        ----   executor threads (slot 0 is the main
+       |                                             thread): pop ready, run, store result
+       |  <---- data for the client, paused ----   sender thread: answers ``send``
+                                                   fetcher thread --get--> peer workers
+                           peer workers --get-->   peer server (one thread per peer)
+
+State (all guarded by ``lock``; ``ready_cond``/``fetch_cond`` are conditions on it):
+
+``data``     tid -> value: results computed here (*home* data, freed when the
+             scheduler says ``release``) and *copies* fetched from peers.
+``copies``   tid -> how many local tasks still read that copy; at zero it is dropped.
+``tasks``    tid -> :class:`_Task` assigned here and not finished (waiting for inputs,
+             ready, or running).  ``missing`` counts inputs not yet in ``data``.
+``waiters``  input tid -> tasks waiting for it (produced here, or fetched).
+``ready``    heap of ``(priority, tid)``: lowest first, so a reduction finishes one
+             branch before starting the next.
+``outbox``   finished tasks not yet reported; flushed when the worker runs out of
+             ready work, every FLUSH_SECONDS, or at MAX_BATCH.  Many small tasks thus
+             cost one message, and a task made ready here runs without a round trip.
+
+The receiver thread never writes to the scheduler connection: a worker always drains
+what the scheduler sends, so the scheduler's blocking sends cannot deadlock with
+ours.  Executors report results on the connection (under ``Channel.send_lock``).
+
+Cancelling: ``release`` of a running task sets its cancel flag and interrupts the
+thread running it - with SIGUSR1 for the main thread (so ``time.sleep`` and other
+blocking calls stop at once), with an asynchronous exception for other threads.  The
+shared array ``current`` holds the task each slot runs (-1 idle): the scheduler
+reads it for its status view and, when this process dies, to know whom to blame.
+
+The process ignores SIGINT (the client handles interrupts) and exits as soon as its
+connection to the scheduler closes, so a killed client leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from ..engine import run_spec
+from ..schedulers._worker import _dump_exception
+from . import protocol
+from .protocol import Channel, sizeof
+
+FLUSH_SECONDS = 0.01
+MAX_BATCH = 4096
+_CANCEL_SIGNAL = getattr(signal, "SIGUSR1", None)
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a running task whose result nobody wants any more."""
+
+
+class _Task:
+    __slots__ = ("tid", "spec", "deps", "priority", "missing", "send_back", "cancelled")
+
+    def __init__(self, tid, spec, deps, priority, send_back):
+        self.tid = tid
+        self.spec = spec
+        self.deps = deps
+        self.priority = priority
+        self.missing = 0
+        self.send_back = send_back
+        self.cancelled = False
+
+
+class Worker:
+    def __init__(self, settings: dict):
+        self.wid = settings["wid"]
+        self.name = settings["name"]
+        self.secret = settings["secret"]
+        self.nthreads = settings["nthreads"]
+        self.current = settings["current"]
+        self.memory_limit = settings["memory_limit"]
+        self.lock = threading.Lock()
+        self.ready_cond = threading.Condition(self.lock)
+        self.fetch_cond = threading.Condition(self.lock)
+        self.data: dict = {}
+        self.sizes: dict = {}
+        self.bytes_held = 0
+        self.paused = False
+        self.copies: dict = {}
+        self.tasks: dict = {}
+        self.waiters: dict = {}
+        self.ready: list = []
+        self.outbox: list = []
+        self.values: dict = {}
+        self.last_flush = time.time()
+        self.peers: dict = {}
+        self.to_fetch: dict = {}
+        self.fetching: set = set()
+        self.running: list = [None] * self.nthreads
+        self.in_task = [False] * self.nthreads
+        self.idents: list = [0] * self.nthreads
+        self.replies: queue.SimpleQueue = queue.SimpleQueue()
+        self.channel = protocol.connect(settings["address"], self.secret)
+        self.server = protocol.AuthListener(
+            protocol.listen_address(settings["directory"], f"{self.name}.sock"),
+            self.secret,
+            self._serve_peer,
+            f"notebook_sched-{self.name}-peers",
+        )
+        self.handlers = {
+            "compute": self._on_compute,
+            "release": self._on_release,
+            "where": self._on_where,
+            "send": self.replies.put,
+            "peers": self._on_peers,
+        }
+
+    # -- life cycle ------------------------------------------------------------
+    def start(self) -> None:
+        self.channel.send(
+            ("register", self.wid, self.name, os.getpid(), self.nthreads, self.server.address)
+        )
+        for target, name in (
+            (self._receive_loop, "receiver"),
+            (self._fetch_loop, "fetcher"),
+            (self._reply_loop, "sender"),
+        ):
+            threading.Thread(target=target, name=f"notebook_sched-{name}", daemon=True).start()
+        for slot in range(1, self.nthreads):
+            thread = threading.Thread(target=self._execute_loop, args=(slot,), daemon=True)
+            thread.name = f"notebook_sched-task-{slot}"
+            thread.start()
+        if _CANCEL_SIGNAL is not None:
+            signal.signal(_CANCEL_SIGNAL, self._on_cancel_signal)
+        self._execute_loop(0)
+
+    def _receive_loop(self) -> None:
+        handlers = self.handlers
+        recv = self.channel.recv
+        while True:
+            try:
+                message = recv()
+            except (EOFError, OSError):
+                _exit()  # the scheduler is gone: so are we
+            if message is None:
+                _exit()
+            for op, items in message:
+                handlers[op](items)
+
+    # -- scheduler operations (receiver thread) --------------------------------
+    def _on_compute(self, items: list) -> None:
+        data, copies, tasks, waiters, ready = (
+            self.data,
+            self.copies,
+            self.tasks,
+            self.waiters,
+            self.ready,
+        )
+        done_here = []
+        with self.lock:
+            pushed = False
+            fetch = False
+            for tid, spec, deps, priority, remote, send_back in items:
+                if tid in data:  # a copy we fetched earlier becomes the home copy
+                    copies.pop(tid, None)
+                    done_here.append((tid, self.sizes.setdefault(tid, sizeof(data[tid]))))
+                    continue
+                task = _Task(tid, spec, deps, priority, send_back)
+                tasks[tid] = task
+                missing = 0
+                for dep in deps:
+                    if dep in data:
+                        if dep in copies:
+                            copies[dep] += 1
+                    else:
+                        missing += 1
+                        users = waiters.get(dep)
+                        if users is None:
+                            waiters[dep] = [task]
+                        else:
+                            users.append(task)
+                task.missing = missing
+                if not missing:
+                    heapq.heappush(ready, (priority, tid))
+                    pushed = True
+                for dep, wid in remote:
+                    if dep not in data and dep not in self.fetching:
+                        self._want(dep, wid)
+                        fetch = True
+            if done_here:
+                now = time.time()
+                for tid, nbytes in done_here:
+                    self.outbox.append((tid, nbytes, now, now))
+                    self._wake_users(tid)
+                pushed = True
+            if pushed:
+                self.ready_cond.notify(self.nthreads)
+            if fetch:
+                self.fetch_cond.notify()
+
+    def _want(self, tid: int, wid: int) -> None:
+        self.fetching.add(tid)
+        wanted = self.to_fetch.get(wid)
+        if wanted is None:
+            self.to_fetch[wid] = [tid]
+        else:
+            wanted.append(tid)
+
+    def _on_where(self, items: list) -> None:
+        with self.lock:
+            for tid, wid in items:
+                if tid not in self.data and tid in self.waiters and tid not in self.fetching:
+                    self._want(tid, wid)
+            self.fetch_cond.notify()
+
+    def _on_peers(self, items: list) -> None:
+        with self.lock:
+            for peers in items:
+                self.peers.update(peers)
+
+    def _on_release(self, tids: list) -> None:
+        interrupt = []
+        with self.lock:
+            for tid in tids:
+                task = self.tasks.pop(tid, None)
+                if task is not None:
+                    task.cancelled = True
+                    self._forget_inputs(task)
+                    for slot, running in enumerate(self.running):
+                        if running is task:
+                            interrupt.append(slot)
+                if tid in self.data and tid not in self.copies:
+                    del self.data[tid]
+                    self.bytes_held -= self.sizes.pop(tid, 0)
+            self._check_memory()
+        for slot in interrupt:
+            self._interrupt(slot)
+
+    def _forget_inputs(self, task: _Task) -> None:
+        """A cancelled task no longer waits for, or reads, its inputs."""
+        for dep in task.deps:
+            users = self.waiters.get(dep)
+            if users is not None and task in users:
+                users.remove(task)
+                if not users:
+                    del self.waiters[dep]
+            elif dep in self.copies:
+                self._drop_copy(dep)
+
+    def _drop_copy(self, tid: int) -> None:
+        left = self.copies[tid] - 1
+        if left:
+            self.copies[tid] = left
+        else:
+            del self.copies[tid]
+            self.data.pop(tid, None)
+
+    def _interrupt(self, slot: int) -> None:
+        if slot == 0 and _CANCEL_SIGNAL is not None:
+            signal.pthread_kill(threading.main_thread().ident, _CANCEL_SIGNAL)
+        elif self.idents[slot]:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.idents[slot]), ctypes.py_object(TaskCancelled)
+            )
+
+    def _on_cancel_signal(self, signum, frame) -> None:
+        task = self.running[0]
+        if task is not None and task.cancelled and self.in_task[0]:
+            raise TaskCancelled
+
+    def _check_memory(self) -> None:
+        """Pause (take no new tasks) above the memory limit.  Called under ``lock``."""
+        if self.memory_limit is None:
+            return
+        paused = self.bytes_held > self.memory_limit
+        if paused != self.paused:
+            self.paused = paused
+            self.replies.put(("paused", paused))
+
+    # -- running tasks (executor threads) --------------------------------------
+    def _execute_loop(self, slot: int) -> None:
+        self.idents[slot] = threading.get_ident()
+        while True:
+            try:
+                self._execute(slot)
+            except TaskCancelled:  # arrived between tasks: nothing to undo
+                self.in_task[slot] = False
+
+    def _execute(self, slot: int) -> None:
+        lock, ready, tasks, data = self.lock, self.ready, self.tasks, self.data
+        current, running, in_task = self.current, self.running, self.in_task
+        clock = time.time
+        while True:
+            with lock:
+                while not ready:
+                    if self.outbox:
+                        batch = self._take_outbox()
+                        lock.release()
+                        try:
+                            self._send_done(*batch)
+                        finally:
+                            lock.acquire()
+                        continue
+                    self.ready_cond.wait()
+                tid = heapq.heappop(ready)[1]
+                task = tasks.get(tid)
+                if task is None or task.cancelled:
+                    continue
+                running[slot] = task
+                current[slot] = tid
+            start = clock()
+            error = None
+            value = None
+            try:
+                in_task[slot] = True
+                value = run_spec(task.spec, data)
+                in_task[slot] = False
+            except TaskCancelled:
+                in_task[slot] = False
+                task.cancelled = True
+            except BaseException as exc:
+                in_task[slot] = False
+                error = exc
+            stop = clock()
+            self._finished(slot, task, value, error, start, stop)
+
+    def _finished(self, slot: int, task: _Task, value: Any, error, start: float, stop: float):
+        with self.lock:
+            self.running[slot] = None
+            self.current[slot] = -1
+            for dep in task.deps:
+                if dep in self.copies:
+                    self._drop_copy(dep)
+            if task.cancelled:
+                return
+            del self.tasks[task.tid]
+            if error is None:
+                self._store(task, value, start, stop)
+                if not (
+                    self.ready
+                    and len(self.outbox) < MAX_BATCH
+                    and stop - self.last_flush < FLUSH_SECONDS
+                ):
+                    batch = self._take_outbox()
+                else:
+                    batch = None
+            else:
+                batch = self._take_outbox()
+        if error is not None:
+            self._send_done(*batch)
+            self._send_error(task.tid, error)
+        elif batch is not None:
+            self._send_done(*batch)
+
+    def _store(self, task: _Task, value: Any, start: float, stop: float) -> None:
+        tid = task.tid
+        nbytes = sizeof(value)
+        self.data[tid] = value
+        self.sizes[tid] = nbytes
+        self.bytes_held += nbytes
+        self.outbox.append((tid, nbytes, start, stop))
+        if task.send_back:
+            self.values[tid] = value
+        self._wake_users(tid)
+        self._check_memory()
+
+    def _wake_users(self, tid: int) -> None:
+        users = self.waiters.pop(tid, None)
+        if users:
+            ready = self.ready
+            for user in users:
+                user.missing -= 1
+                if not user.missing:
+                    heapq.heappush(ready, (user.priority, user.tid))
+            if self.nthreads > 1:
+                self.ready_cond.notify(self.nthreads)
+
+    def _take_outbox(self) -> tuple[list, dict | None]:
+        batch, values = self.outbox, self.values
+        self.outbox = []
+        self.values = {}
+        self.last_flush = time.time()
+        return batch, values or None
+
+    def _send_done(self, batch: list, values: dict | None) -> None:
+        if not batch:
+            return
+        errors = []
+        if values:
+            packed, errors = _pack_values(list(values.items()))
+            if errors:
+                bad = {item[0] for item in errors}
+                batch = [item for item in batch if item[0] not in bad]
+            values = dict(packed)
+        if batch:
+            self._send_frames(*protocol.dumps(("done", batch, values)))
+        for tid, exc in errors:
+            self._send_error(tid, exc)
+
+    def _send_error(self, tid: int, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(exc))
+        head, buffers = protocol.dumps(("error", tid, _dump_exception(exc), text))
+        self._send_frames(head, buffers)
+
+    def _send_frames(self, head: bytes, buffers: list) -> None:
+        try:
+            self.channel.send_frames(head, buffers)
+        except OSError:
+            _exit()
+
+    # -- data for the scheduler (sender thread) and for peers ------------------
+    def _reply_loop(self) -> None:
+        while True:
+            request = self.replies.get()
+            if type(request) is tuple:  # ("paused", flag)
+                self._send_frames(*protocol.dumps(request))
+                continue
+            with self.lock:
+                items = [(rid, tid, self.data[tid]) for rid, tid in request if tid in self.data]
+                missing = [(rid, tid) for rid, tid in request if tid not in self.data]
+            packed, errors = _pack_values(items)
+            del items
+            self._send_frames(*protocol.dumps(("data", packed, missing, errors)))
+
+    def _serve_peer(self, channel: Channel) -> None:
+        """Answer ``("get", [tids])`` from one peer until it hangs up."""
+        try:
+            while True:
+                message = channel.recv()
+                with self.lock:
+                    items = [(tid, self.data[tid]) for tid in message[1] if tid in self.data]
+                    missing = [tid for tid in message[1] if tid not in self.data]
+                packed, errors = _pack_values(items)
+                del items
+                channel.send(("data", packed, missing, errors))
+        except (EOFError, OSError):
+            channel.close()
+
+    def _fetch_loop(self) -> None:
+        channels: dict = {}
+        while True:
+            with self.lock:
+                while not self.to_fetch:
+                    self.fetch_cond.wait()
+                wid, tids = self.to_fetch.popitem()
+                address = self.peers.get(wid)
+            try:
+                channel = channels.get(wid)
+                if channel is None:
+                    channel = channels[wid] = protocol.connect(address, self.secret)
+                channel.send(("get", tids))
+                _, items, missing, errors = channel.recv()
+            except (OSError, EOFError, TypeError, protocol.AuthenticationError):
+                # The peer died: its data will be made again and announced by ``where``.
+                dead = channels.pop(wid, None)
+                if dead is not None:
+                    dead.close()
+                with self.lock:
+                    self.fetching.difference_update(tids)
+                continue
+            self._fetched(items, missing, errors)
+
+    def _fetched(self, items: list, missing: list, errors: list) -> None:
+        failed = []
+        for n, (tid, packed) in enumerate(items):
+            try:
+                items[n] = (tid, protocol.unpack(packed))
+            except Exception as exc:
+                items[n] = None
+                errors.append((tid, _unpicklable_result(exc, "unpickled here")))
+        with self.lock:
+            for item in items:
+                if item is None:
+                    continue
+                tid, value = item
+                self.fetching.discard(tid)
+                users = self.waiters.get(tid)
+                if not users or tid in self.data:
+                    continue
+                self.data[tid] = value
+                self.copies[tid] = len(users)
+                self._wake_users(tid)
+            self.fetching.difference_update(missing)
+            for tid, exc in errors:
+                self.fetching.discard(tid)
+                for user in self.waiters.pop(tid, ()):
+                    if self.tasks.pop(user.tid, None) is not None:
+                        failed.append((user.tid, exc))
+            self.ready_cond.notify(self.nthreads)
+        for tid, exc in failed:
+            self._send_error(tid, exc)
+
+
+def _pack_values(items: list) -> tuple[list, list]:
+    """Pack the value (last field) of each item; items that cannot be pickled become
+    ``(fields but the value..., exception)`` errors."""
+    packed, errors = [], []
+    for item in items:
+        try:
+            packed.append((*item[:-1], protocol.pack(item[-1])))
+        except Exception as exc:
+            errors.append((*item[:-1], _unpicklable_result(exc)))
+    return packed, errors
+
+
+def _unpicklable_result(exc: BaseException, how: str = "sent from its worker process"):
+    from ..schedulers.processes import TaskPicklingError
+
+    return TaskPicklingError(
+        f"A result cannot be {how} ({type(exc).__name__}: {exc}). "
+        f"Results that travel between processes must be picklable: return plain data, "
+        f"or use scheduler='threads'."
+    )
+
+
+def _exit() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+def main(settings: dict) -> None:
+    """Entry point of a worker process (spawned by ``cluster.py``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["NOTEBOOK_SCHED_WORKER"] = settings["name"]
+    Worker(settings).start()

@@ -1,0 +1,201 @@
+"""The futures API of the local cluster: Client, Future, as_completed."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import notebook_sched as ns
+from notebook_sched.distributed import CancelledError, Client, LocalCluster, as_completed
+from notebook_sched.failure import RemoteTraceback
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y=0):
+    return x + y
+
+
+def boom(x):
+    denominator = x - x
+    return x / denominator
+
+
+def slow(x, seconds=0.2):
+    time.sleep(seconds)
+    return x
+
+
+def worker_name(*inputs):
+    return os.environ["NOTEBOOK_SCHED_WORKER"]
+
+
+def total(items, extra=None):
+    return sum(items) + sum((extra or {}).values())
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(n_workers=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster):
+    with Client(cluster) as client:
+        yield client
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def test_submit_result_and_repr(client):
+    future = client.submit(slow, 41, 0.2)
+    assert "state=pending" in repr(future) and not future.done()
+    assert future.result(timeout=10) == 41
+    assert future.done() and future.status == "finished"
+    assert "state=finished" in repr(future)
+    assert client.submit(inc, 1, key="my-key").key == "my-key"
+
+
+def test_futures_as_arguments_become_dependencies(client):
+    a = client.submit(inc, 1)
+    b = client.submit(add, a, y=a)  # positional and keyword
+    c = client.submit(total, [a, b, 10], extra={"b": b})  # nested in lists and dicts
+    assert b.result() == 4
+    assert c.result() == 2 + 4 + 10 + 4
+
+
+def test_same_key_is_computed_once(client):
+    first = client.submit(inc, 1, key="shared")
+    second = client.submit(inc, 100, key="shared")  # same key: same task, same result
+    assert first.result() == second.result() == 2
+
+
+def test_map_gather_and_shapes(client):
+    futures = client.map(add, range(10), range(10))
+    assert client.gather(futures) == [2 * i for i in range(10)]
+    assert client.gather({"a": futures[1], "b": [futures[2], 7]}) == {"a": 2, "b": [4, 7]}
+
+
+def test_errors_keep_their_type_remote_traceback_and_inputs(client):
+    x = client.submit(inc, 2)
+    bad = client.submit(boom, x, key="bad-key")
+    error = bad.exception(timeout=10)
+    assert isinstance(error, ZeroDivisionError)
+    with pytest.raises(ZeroDivisionError) as info:
+        bad.result()
+    assert info.value is error
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "x / denominator" in info.value.__cause__.text
+    assert "'bad-key'" in "\n".join(info.value.__notes__)
+    assert "raised ZeroDivisionError" in repr(bad)
+    failure = ns.last_failure()
+    assert failure.key == "bad-key" and failure.backend == "distributed"
+    assert failure.inputs == {x.key: 3}
+    dependent = client.submit(inc, bad)
+    with pytest.raises(ZeroDivisionError):
+        dependent.result(timeout=10)
+
+
+def test_done_callbacks_and_as_completed(client):
+    called = threading.Event()
+    seen = []
+
+    def callback(future):
+        seen.append(future.key)
+        called.set()
+
+    quick = client.submit(slow, "quick", 0.01)
+    quick.add_done_callback(callback)
+    assert called.wait(10)
+    assert seen == [quick.key]
+    futures = [client.submit(slow, "slow", 0.6), client.submit(slow, "fast", 0.05)]
+    assert [f.result() for f in as_completed(futures)] == ["fast", "slow"]
+    pairs = list(as_completed(futures, with_results=True))
+    assert sorted(value for _, value in pairs) == ["fast", "slow"]
+
+
+def test_cancel_stops_a_running_task(client, cluster):
+    future = client.submit(slow, 1, 30.0)
+    wait_for(lambda: any(w.running for w in cluster.workers))
+    future.cancel()
+    wait_for(future.done)
+    assert future.cancelled()
+    with pytest.raises(CancelledError):
+        future.result(timeout=5)
+    wait_for(lambda: not any(w.running for w in cluster.workers), timeout=3)
+
+
+def test_scatter_and_compute(client):
+    data = client.scatter([np.arange(5), np.arange(3)])
+    assert all(f.done() for f in data)
+    assert client.submit(np.sum, data[0]).result() == 10
+    named = client.scatter({"x": 5})
+    assert client.submit(inc, named["x"]).result() == 6
+
+    @ns.delayed
+    def square(x):
+        return x * x
+
+    total_future = client.compute(ns.delayed(sum)([square(i) for i in range(5)]))
+    assert total_future.result() == 30
+    first, second = client.compute(square(3), square(4))
+    assert (first.result(), second.result()) == (9, 16)
+
+
+def test_results_stay_on_workers_and_are_freed_with_the_future(client, cluster):
+    future = client.submit(np.ones, 1_000_000)  # 8 MB
+    future.result()
+    holder = client.who_has([future])[future.key]
+    assert holder in {w.name for w in cluster.workers}
+    held = {w.name: w.bytes_held for w in cluster.workers}
+    assert held[holder] >= 8_000_000
+    del future
+    wait_for(lambda: all(w.bytes_held < 1_000_000 for w in cluster.workers))
+
+
+def test_a_dependent_runs_where_its_large_input_is(client):
+    big, small = client.scatter([np.ones(5_000_000), np.ones(10)])  # placed round-robin
+    places = client.who_has([big, small])
+    assert places[big.key] != places[small.key]
+    for _ in range(3):
+        assert client.submit(worker_name, big, small, key=None).result() == places[big.key]
+        assert client.submit(worker_name, small, big).result() == places[big.key]
+
+
+def test_get_contract_and_default_scheduler_use_the_current_client(client, cluster):
+    dsk = {"a": 1, "b": (inc, "a"), "who": (worker_name, "b")}
+    assert client.get(dsk, ["b", ["a"]]) == (2, (1,))
+    names = {w.name for w in cluster.workers}
+    assert ns.get(dsk, "who", scheduler="distributed") in names
+    assert ns.get(dsk, "who", scheduler=client.get) in names
+
+
+def test_restart_cancels_futures_and_replaces_workers(cluster):
+    with Client(cluster) as client:
+        before = set(cluster.pids)
+        pending = client.submit(slow, 1, 30.0)
+        client.restart()
+        assert pending.cancelled()
+        assert set(cluster.pids).isdisjoint(before)
+        assert len(cluster.workers) == 2
+        assert client.submit(inc, 1).result(timeout=10) == 2
+
+
+def test_closed_client_refuses_work(cluster):
+    client = Client(cluster)
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.submit(inc, 1)

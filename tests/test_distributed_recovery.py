@@ -1,0 +1,129 @@
+"""Dead workers, tasks that kill workers, and interrupts, on a real local cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from notebook_sched.distributed import Client, KilledWorker, LocalCluster
+
+
+def slow_inc(x, seconds=0.01):
+    time.sleep(seconds)
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def suicide(x):
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def ticking(path, seconds):
+    """Append to ``path`` every 20 ms for ``seconds``: shows whether it still runs."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path, "a") as f:
+            f.write(".")
+        time.sleep(0.02)
+    return seconds
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def tree_graph(leaves, seconds):
+    dsk = {("leaf", i): (slow_inc, i, seconds) for i in range(leaves)}
+    names = [("leaf", i) for i in range(leaves)]
+    level = 0
+    while len(names) > 1:
+        level += 1
+        new = []
+        for j in range(0, len(names), 2):
+            key = ("sum", level, j)
+            dsk[key] = (
+                (add, names[j], names[j + 1]) if j + 1 < len(names) else (slow_inc, names[j], 0)
+            )
+            new.append(key)
+        names = new
+    return dsk, names[0]
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_in_the_middle_of_a_graph_gives_the_right_answer(no_leaks):
+    dsk, root = tree_graph(128, 0.01)
+    expected = _expected(dsk, root)
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        victim = cluster.pids[0]
+        killer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+        killer.start()
+        start = time.monotonic()
+        assert client.get(dsk, root) == expected
+        assert time.monotonic() - start > 0.3  # the kill happened mid-graph
+        killer.join()
+        wait_for(lambda: len(cluster.workers) == 2 and victim not in cluster.pids)
+        assert all(w.status == "running" for w in cluster.workers)
+        assert client.get(dsk, root) == expected  # and the replacement works
+
+
+def _expected(dsk, root):
+    from notebook_sched.schedulers.sync import get
+
+    return get(dsk, root)
+
+
+@pytest.mark.timeout(60)
+def test_data_held_only_by_a_dead_worker_is_recomputed(no_leaks):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        a = client.submit(slow_inc, 1)
+        b = client.submit(slow_inc, a)
+        assert b.result() == 3
+        holder = client.who_has([b])[b.key]
+        pid = next(w.pid for w in cluster.workers if w.name == holder)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: pid not in cluster.pids)
+        assert b.result(timeout=10) == 3
+        assert client.submit(add, a, b).result(timeout=10) == 5
+
+
+@pytest.mark.timeout(60)
+def test_a_task_that_kills_every_worker_fails_after_three(no_leaks):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        with pytest.raises(KilledWorker) as info:
+            client.get({"x": 1, "deadly": (suicide, "x")}, "deadly")
+        message = str(info.value)
+        assert "'deadly'" in message and "3 different workers" in message
+        assert "SIGKILL" in message
+        wait_for(lambda: len(cluster.workers) == 2)
+        assert client.get({"x": (slow_inc, 1)}, "x") == 2
+
+
+@pytest.mark.timeout(60)
+def test_interrupt_cancels_the_graph_and_stops_the_workers(no_leaks, tmp_path):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        dsk = {f"t{i}": (ticking, str(tmp_path / f"t{i}"), 20.0) for i in range(6)}
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            client.get(dsk, list(dsk))
+        assert time.monotonic() - start < 2.0
+        timer.join()
+        wait_for(lambda: not any(w.running or w.queued for w in cluster.workers), timeout=2)
+        sizes = [p.stat().st_size for p in sorted(tmp_path.iterdir())]
+        assert len(sizes) == 2  # two workers each started one task; the rest never ran
+        time.sleep(0.3)
+        assert [p.stat().st_size for p in sorted(tmp_path.iterdir())] == sizes
+        assert client.get({"x": (slow_inc, 1)}, "x") == 2  # the next compute works
