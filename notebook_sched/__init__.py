@@ -40,6 +40,10 @@ __all__ = [
     "Profiler",
     "load_ipython_extension",
     "unload_ipython_extension",
+    "LocalCluster",
+    "Client",
+    "Future",
+    "as_completed",
     "__version__",
 ]
 
@@ -49,6 +53,10 @@ _LAZY = {
     "picker": ("notebook_sched.ipython.picker", "picker"),
     "progress": ("notebook_sched.diagnostics.hooks", "progress"),
     "Profiler": ("notebook_sched.diagnostics.profiler", "Profiler"),
+    "LocalCluster": ("notebook_sched.distributed.cluster", "LocalCluster"),
+    "Client": ("notebook_sched.distributed.client", "Client"),
+    "Future": ("notebook_sched.distributed.client", "Future"),
+    "as_completed": ("notebook_sched.distributed.client", "as_completed"),
 }
 
 # Progress bars and local reruns of failed tasks plug into every get (cheap to load).
