@@ -335,7 +335,8 @@ def test_widget_view_styles_and_message():
     keys = [f"p{n}-{i}" for n in range(15) for i in range(2)]
     model = ProgressModel(keys, "threads")
     view = widget_module.WidgetView("threads")
-    view.rows = [widget_module._Row(c) for c in widget_module._rows(model.snapshot().prefixes)]
+    assert view.box is None  # no widget (no comm message) before the view is shown
+    view.build(model.snapshot())
     assert len(view.rows) == widget_module.MAX_ROWS  # 15 prefixes: 11 rows + "other"
     model.done.extend(keys[:4])
     view.update(model.snapshot())
@@ -352,7 +353,7 @@ def test_widget_view_styles_and_message():
     done.done.append("a-1")
     done.finish(None)
     view = widget_module.WidgetView("sync")
-    view.rows = [widget_module._Row(c) for c in done.snapshot().prefixes]
+    view.build(done.snapshot())
     view.final(done.snapshot())
     assert view.rows[0].bar.bar_style == "success" and view.rows[0].bar.value == 1
     assert "done" in view.header.value

@@ -94,17 +94,23 @@ class WidgetView:
 
     def __init__(self, title: str = ""):
         self.title = title
+        self.rows: list[_Row] = []
+        self.header: widgets.HTML | None = None  # widgets exist only once shown:
+        self.message: widgets.HTML | None = None  # each one is a comm_open message
+        self.box: _ProgressBox | None = None
+
+    def build(self, snap: Snapshot) -> None:
+        """Create the widgets for ``snap``'s prefixes (without displaying them)."""
         self.header = widgets.HTML()
         self.message = widgets.HTML()
-        self.rows: list[_Row] = []
-        self.box = _ProgressBox([self.header, self.message])
+        self.rows = [_Row(count) for count in _rows(snap.prefixes)]
+        self.box = _ProgressBox([self.header, *(row.box for row in self.rows), self.message])
+        self.update(snap)
 
     def show(self, snap: Snapshot) -> None:
         from IPython.display import display
 
-        self.rows = [_Row(count) for count in _rows(snap.prefixes)]
-        self.box.children = [self.header, *(row.box for row in self.rows), self.message]
-        self.update(snap)
+        self.build(snap)
         display(self.box)
 
     def update(self, snap: Snapshot) -> None:
