@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..failure import TaskFailure, annotate, record_failure
-from . import protocol
+from . import arguments, protocol
+from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
 from .run import BACKEND, Waiter, fetch, rebuild_error, request_ids, run_graph
 from .state import CancelledError
@@ -148,6 +149,9 @@ class Future:
         return f"<Future at {id(self):#x} key={self.key!r} state={state.status}{extra}>"
 
 
+arguments.FUTURE_TYPE = Future
+
+
 class Client:
     """Submit work to a :class:`LocalCluster` and get futures back.
 
@@ -232,7 +236,7 @@ class Client:
                 f"client.submit(f, x) (correct), not client.submit(f(x)) (incorrect)."
             )
         key = _new_key(fn) if key is None else key
-        item = (key, *_build_call(fn, args, kwargs))
+        item = (key, *build_call(fn, args, kwargs))
         return self._submit_many(lambda state: state.submit([item]), [key])[0]
 
     def map(self, fn: Callable, *iterables: Iterable, key=None, **kwargs: Any) -> list[Future]:
@@ -245,7 +249,7 @@ class Client:
         if len(keys) != len(argument_lists):
             raise ValueError(f"map: {len(keys)} keys for {len(argument_lists)} calls")
         calls = zip(keys, argument_lists, strict=True)
-        items = [(k, *_build_call(fn, args, kwargs)) for k, args in calls]
+        items = [(k, *build_call(fn, args, kwargs)) for k, args in calls]
         return self._submit_many(lambda state: state.submit(items), keys)
 
     def scatter(self, data: Any, timeout: float | None = 60.0) -> Any:
@@ -293,10 +297,10 @@ class Client:
     def gather(self, futures: Any, timeout: float | None = None) -> Any:
         """Values of futures; lists, tuples and dicts of futures keep their shape."""
         found: list = []
-        _collect_futures(futures, found)
+        collect_futures(futures, found)
         values = self._gather_keys([f.key for f in found], timeout)
         by_key = dict(zip([f.key for f in found], values, strict=True))
-        return _rebuild(futures, by_key)
+        return rebuild(futures, by_key)
 
     def _gather_keys(self, keys: list, timeout: float | None) -> list:
         if not keys:
@@ -362,7 +366,7 @@ class Client:
     def cancel(self, futures: Any) -> None:
         """Stop computing ``futures`` (and what depends on them); free their data."""
         found: list = []
-        _collect_futures(futures, found)
+        collect_futures(futures, found)
         keys = [f.key for f in found]
         self._post(lambda state: state.cancel(keys))
 
@@ -373,7 +377,7 @@ class Client:
                 keys = list(self._refs)
         else:
             found: list = []
-            _collect_futures(futures, found)
+            collect_futures(futures, found)
             keys = [f.key for f in found]
         return self._scheduler.call(lambda state: state.who_has(keys))
 
@@ -501,98 +505,3 @@ def _output_key(obj: Any, graph: dict) -> Any:
 
 def _finalize(post: Callable, extra: list, results: Any) -> Any:
     return post(results, *extra)
-
-
-class _Ref:
-    """Placeholder for the n-th future inside a nested argument."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int):
-        self.n = n
-
-
-def _build_call(fn: Callable, args: tuple, kwargs: dict) -> tuple:
-    """``(func, args, ((position, dependency key), ...))`` for a CALL spec."""
-    nested = any(_holds_future(v) for v in kwargs.values()) or any(
-        not isinstance(a, Future) and _holds_future(a) for a in args
-    )
-    if not nested:
-        slots = tuple((n, a.key) for n, a in enumerate(args) if isinstance(a, Future))
-        call_args = tuple(None if isinstance(a, Future) else a for a in args)
-        if kwargs:
-            return _call_with_kwargs, (fn, kwargs, *call_args), tuple((n + 2, k) for n, k in slots)
-        return fn, call_args, slots
-    found: list = []
-    template = _template((args, kwargs), found)
-    slots = tuple((n + 2, key) for n, key in enumerate(found))
-    return _call_nested, (fn, template, *([None] * len(found))), slots
-
-
-def _call_with_kwargs(fn: Callable, kwargs: dict, *args: Any) -> Any:
-    return fn(*args, **kwargs)
-
-
-def _call_nested(fn: Callable, template: Any, *values: Any) -> Any:
-    args, kwargs = _fill(template, values)
-    return fn(*args, **kwargs)
-
-
-def _holds_future(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Future):
-            return True
-        if type(item) in (list, tuple, set, frozenset):
-            stack.extend(item)
-        elif type(item) is dict:
-            stack.extend(item.values())
-    return False
-
-
-def _template(value: Any, found: list) -> Any:
-    """``value`` with futures replaced by placeholders (their keys appended to ``found``)."""
-    if isinstance(value, Future):
-        found.append(value.key)
-        return _Ref(len(found) - 1)
-    typ = type(value)
-    if typ in (list, tuple, set, frozenset):
-        return typ(_template(item, found) for item in value)
-    if typ is dict:
-        return {k: _template(v, found) for k, v in value.items()}
-    return value
-
-
-def _fill(template: Any, values: tuple) -> Any:
-    if type(template) is _Ref:
-        return values[template.n]
-    typ = type(template)
-    if typ in (list, tuple, set, frozenset):
-        return typ(_fill(item, values) for item in template)
-    if typ is dict:
-        return {k: _fill(v, values) for k, v in template.items()}
-    return template
-
-
-def _collect_futures(value: Any, found: list) -> None:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Future):
-            found.append(item)
-        elif type(item) in (list, tuple, set):
-            stack.extend(item)
-        elif type(item) is dict:
-            stack.extend(item.values())
-
-
-def _rebuild(value: Any, by_key: dict) -> Any:
-    if isinstance(value, Future):
-        return by_key[value.key]
-    typ = type(value)
-    if typ in (list, tuple, set):
-        return typ(_rebuild(item, by_key) for item in value)
-    if typ is dict:
-        return {k: _rebuild(v, by_key) for k, v in value.items()}
-    return value

@@ -23,19 +23,9 @@ Tasks
     inspected with its real inputs); at zero, data is freed on the worker.
 
 Placement
-    * Tasks without inputs (roots) wait in ``root_heap`` (priority order) and go out in
-      *chunks*: each worker with room takes a contiguous run of the heap, about
-      ``queue_target`` tasks per thread, where ``queue_target`` holds ~50 ms of work
-      at the measured mean task time.  Contiguous chunks keep subtrees together.
-    * When a task is assigned, a dependent whose inputs are all on the same worker,
-      each read by that dependent only (chains, in-trees), is assigned there at once
-      (*eager*), in the same message: no round trip per task, and a linear chain
-      stays on one worker.  The worker holds it until its inputs exist.
-    * Any other task becomes ready once its inputs are in memory and goes to the
-      worker with the lowest estimated start: queued work there plus the time to
-      fetch the input bytes it lacks (so it runs where most input bytes are).
-      Workers fetch missing inputs from each other directly (``remote`` in the
-      compute operation says where).
+    See ``placement.py``: root tasks go out in contiguous chunks, chains and
+    in-trees follow their inputs to one worker in the same message, and every
+    other task goes where most of its input bytes are.
 
 Failures of workers
     ``remove_worker``: results held only there are *lost*; those still needed are
@@ -56,146 +46,37 @@ Operations to workers (``(name, [items])``, consecutive items of one name merged
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Hashable
 from typing import Any
 
-from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, CompiledGraph
-from ..schedulers.processes import TaskPicklingError, WorkerDiedError, describe_exit
+from ..graph import CALL, VALUE, CompiledGraph
+from ..schedulers.processes import TaskPicklingError, describe_exit
+from .gathers import DataRequests
+from .placement import FIRST_QUEUE, Placement
+from .tasks import (
+    ERRED,
+    FORGOTTEN,
+    MAX_SUSPICIOUS,
+    MEMORY,
+    PROCESSING,
+    QUEUED,
+    RELEASED,
+    UNFINISHED,
+    WAITING,
+    CancelledError,
+    Gather,
+    KilledWorker,
+    RunRecord,
+    TaskState,
+    WorkerState,
+    remap_spec,
+    shift_spec,
+)
 
-__all__ = [
-    "SchedulerState",
-    "TaskState",
-    "WorkerState",
-    "KilledWorker",
-    "CancelledError",
-    "WAITING",
-    "QUEUED",
-    "PROCESSING",
-    "MEMORY",
-    "RELEASED",
-    "ERRED",
-    "FORGOTTEN",
-]
-
-WAITING, QUEUED, PROCESSING, MEMORY, RELEASED, ERRED, FORGOTTEN = range(7)
-STATE_NAMES = ("waiting", "queued", "processing", "memory", "released", "erred", "forgotten")
-UNFINISHED = (WAITING, QUEUED, PROCESSING, ERRED)
-
-MAX_SUSPICIOUS = 3  # worker deaths while a task runs before it is blamed
-TARGET_QUEUE_SECONDS = 0.05  # work per worker thread the root queue keeps in flight
-TASK_OVERHEAD = 2e-5  # seconds of bookkeeping per task, added to measured run times
-FIRST_QUEUE = 4  # root tasks per thread before any duration is known
-MAX_QUEUE = 8192
-BANDWIDTH = 1e9  # bytes/s between local workers, for placement estimates
-LATENCY = 1e-4  # seconds per input fetched from another worker
+__all__ = ["SchedulerState", "KilledWorker", "CancelledError"]
 
 
-class KilledWorker(WorkerDiedError):
-    """A task was running on MAX_SUSPICIOUS workers when each of them died."""
-
-
-class CancelledError(RuntimeError):
-    """The future was cancelled, or the cluster restarted or closed."""
-
-
-class TaskState:
-    __slots__ = (
-        "tid",
-        "key",
-        "spec",
-        "deps",
-        "dependents",
-        "state",
-        "waiting",
-        "holders",
-        "refs",
-        "worker",
-        "priority",
-        "nbytes",
-        "deaths",
-        "run",
-        "error",
-        "send_back",
-        "watchers",
-        "gathers",
-        "pinned",
-    )
-
-    def __init__(self, tid: int, key: Hashable, spec: Any, deps: tuple, priority: int, run=None):
-        self.tid = tid
-        self.key = key
-        self.spec = spec
-        self.deps = deps
-        self.dependents: list = []
-        self.state = WAITING
-        self.waiting = 0
-        self.holders = 0
-        self.refs = 0
-        self.worker: WorkerState | None = None
-        self.priority = priority
-        self.nbytes = 0
-        self.deaths: list | None = None  # [(worker name, exit code)] while it ran
-        self.run = run
-        self.error = None  # (exception or pickled exception, traceback text, worker)
-        self.send_back = False
-        self.watchers: list | None = None
-        self.gathers: list | None = None
-        self.pinned: WorkerState | None = None
-
-    def __repr__(self) -> str:
-        where = f" on {self.worker.name}" if self.worker is not None else ""
-        return f"<TaskState {self.key!r} {STATE_NAMES[self.state]}{where}>"
-
-
-class WorkerState:
-    __slots__ = ("wid", "name", "nthreads", "address", "processing", "has", "nbytes", "paused")
-
-    def __init__(self, wid: int, name: str, nthreads: int, address: Any):
-        self.wid = wid
-        self.name = name
-        self.nthreads = nthreads
-        self.address = address
-        self.processing: set = set()  # TaskStates assigned here, not finished
-        self.has: set = set()  # TaskStates whose result lives here
-        self.nbytes = 0
-        self.paused = False
-
-    def __repr__(self) -> str:
-        return f"<WorkerState {self.name} processing={len(self.processing)} has={len(self.has)}>"
-
-
-class RunRecord:
-    """A ``get`` run: a block of task ids and the caller's handle."""
-
-    __slots__ = ("run_id", "target", "base", "tasks", "events")
-
-    def __init__(self, run_id: int, target: Any, base: int, events: bool):
-        self.run_id = run_id
-        self.target = target
-        self.base = base
-        self.tasks: list = []
-        self.events = events
-
-
-class _Gather:
-    """A client's request for results: answered once, with all values in ``order``."""
-
-    __slots__ = ("rid", "target", "order", "pending", "values")
-
-    def __init__(self, rid: int, target: Any, order: list):
-        self.rid = rid
-        self.target = target
-        self.order = order
-        self.pending = set(order)
-        self.values: dict = {}
-
-    def answer(self) -> list:
-        values = self.values
-        return [values[tid] for tid in self.order]
-
-
-class SchedulerState:
+class SchedulerState(Placement, DataRequests):
     """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread)."""
 
     def __init__(self) -> None:
@@ -203,7 +84,7 @@ class SchedulerState:
         self.named: dict[Hashable, TaskState] = {}
         self.workers: dict[int, WorkerState] = {}
         self.runs: dict[int, RunRecord] = {}
-        self.gathers: dict[int, _Gather] = {}
+        self.gathers: dict[int, Gather] = {}
         self.root_heap: list = []
         self.ready_deps: list = []
         self.next_tid = 0
@@ -323,7 +204,7 @@ class SchedulerState:
         prefix = self.seq << 32
         keys, specs, deps, priority = graph.keys, graph.specs, graph.deps, graph.priority
         tasks = [
-            TaskState(base + i, keys[i], _shift(specs[i], base), (), prefix + priority[i], run)
+            TaskState(base + i, keys[i], shift_spec(specs[i], base), (), prefix + priority[i], run)
             for i in range(n)
         ]
         for i, ts in enumerate(tasks):
@@ -374,7 +255,7 @@ class SchedulerState:
         self.next_tid += len(new)
         pending: dict[int, TaskState] = {}
         for i in new:
-            spec = _remap(graph.specs[i], tids)
+            spec = remap_spec(graph.specs[i], tids)
             pending[tids[i]] = TaskState(tids[i], graph.keys[i], spec, (), 0)
         for i in new:
             ts = pending[tids[i]]
@@ -523,80 +404,6 @@ class SchedulerState:
             worker.has.clear()
             worker.nbytes = 0
 
-    # -- data to the client ----------------------------------------------------
-    def request_data(self, rid: int, tids: list, target: Any) -> None:
-        """Send the results of ``tids`` to ``target`` as one ``("data", [packed values])``."""
-        gather = _Gather(rid, target, list(tids))
-        self.gathers[rid] = gather
-        for tid in gather.pending.copy():
-            ts = self.tasks.get(tid)
-            if ts is None:
-                self._notify(target, "cancelled", f"task {tid} is gone")
-                del self.gathers[rid]
-                return
-            if ts.state == MEMORY:
-                self._emit(ts.worker, "send", (rid, tid))
-            elif ts.state == ERRED:
-                self._notify(target, "error", (ts.key, ts.error))
-                del self.gathers[rid]
-                return
-            else:
-                ts.send_back = True
-                if ts.gathers is None:
-                    ts.gathers = []
-                ts.gathers.append(gather)
-        if not gather.pending:
-            del self.gathers[rid]
-            self._notify(target, "data", gather.answer())
-
-    def request_keys(self, rid: int, keys: list, target: Any) -> None:
-        tids = []
-        for key in keys:
-            ts = self.named.get(key)
-            if ts is None:
-                self._notify(target, "cancelled", f"{key!r} is not known to the scheduler")
-                return
-            tids.append(ts.tid)
-        self.request_data(rid, tids, target)
-
-    def _deliver(self, gather: _Gather, tid: int, value: Any) -> None:
-        if tid in gather.pending:
-            gather.pending.discard(tid)
-            gather.values[tid] = value
-            if not gather.pending and self.gathers.pop(gather.rid, None) is not None:
-                self._notify(gather.target, "data", gather.answer())
-
-    def _fail_gathers(self, ts: TaskState, error: Any) -> None:
-        for gather in ts.gathers or ():
-            if self.gathers.pop(gather.rid, None) is not None:
-                if isinstance(error, BaseException):
-                    self._notify(gather.target, "cancelled", str(error))
-                else:
-                    self._notify(gather.target, "error", (ts.key, error))
-        ts.gathers = None
-
-    def handle_data(self, wid: int, items: list, missing: list, errors: list) -> None:
-        """A worker answered ``send``: ``items`` ``(rid, tid, value)``; ``missing`` and
-        ``errors`` (results that could not be pickled) ``(rid, tid[, message])``."""
-        for rid, tid, value in items:
-            gather = self.gathers.get(rid)
-            if gather is not None:
-                self._deliver(gather, tid, value)
-        for rid, tid in missing:
-            gather = self.gathers.get(rid)
-            ts = self.tasks.get(tid)
-            if gather is None or ts is None:
-                continue
-            if ts.state == MEMORY and ts.worker.wid != wid:
-                self._emit(ts.worker, "send", (rid, tid))
-            elif ts.state in (WAITING, QUEUED, PROCESSING):
-                ts.gathers = (ts.gathers or []) + [gather]
-        for rid, tid, exc in errors:
-            gather = self.gathers.pop(rid, None)
-            ts = self.tasks.get(tid)
-            if gather is not None and ts is not None:
-                self._notify(gather.target, "error", (ts.key, (exc, None, "")))
-
     # -- results from workers --------------------------------------------------
     def handle_done(self, wid: int, items: list, values: dict | None) -> None:
         """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop)`` each;
@@ -652,23 +459,7 @@ class SchedulerState:
             if not ts.holders:
                 self._unneeded(ts)
         if items:
-            mean = spent / len(items)
-            self.mean_seconds = (
-                mean if self.mean_seconds is None else 0.7 * self.mean_seconds + 0.3 * mean
-            )
-            target = int(TARGET_QUEUE_SECONDS / (self.mean_seconds + TASK_OVERHEAD))
-            self.queue_target = max(2, min(MAX_QUEUE, target))
-
-    def _send_gathers(self, ts: TaskState, worker: WorkerState, values: dict | None) -> None:
-        gathers, ts.gathers = ts.gathers, None
-        if values is not None and ts.tid in values:
-            value = values[ts.tid]
-            for gather in gathers:
-                self._deliver(gather, ts.tid, value)
-            return
-        for gather in gathers:
-            if gather.rid in self.gathers:
-                self._emit(worker, "send", (gather.rid, ts.tid))
+            self._measured(spent / len(items))
 
     def task_unsendable(self, tid: int, exc: BaseException) -> None:
         """Task ``tid`` could not be pickled to go to its worker."""
@@ -787,127 +578,6 @@ class SchedulerState:
             if not waiting:
                 self._ready(t)
 
-    # -- placement -------------------------------------------------------------
-    def _ready(self, ts: TaskState) -> None:
-        ts.state = QUEUED
-        if ts.deps or ts.pinned is not None:
-            self.ready_deps.append(ts)
-        else:
-            heapq.heappush(self.root_heap, (ts.priority, ts.tid, ts))
-
-    def dispatch(self) -> None:
-        """Assign ready tasks to workers (call after every batch of stimuli)."""
-        if not self.workers:
-            return
-        if self.ready_deps:
-            pending, self.ready_deps = self.ready_deps, []
-            for ts in pending:
-                if ts.state != QUEUED:
-                    continue
-                worker = self._decide_worker(ts)
-                if worker is None:
-                    self.ready_deps.append(ts)
-                else:
-                    self._assign(ts, worker)
-        if self.root_heap:
-            self._dispatch_roots()
-
-    def _accepting(self) -> list:
-        workers = [w for w in self.workers.values() if not w.paused]
-        if not workers and not any(w.processing for w in self.workers.values()):
-            # Every worker is over its memory limit and idle: waiting would hang.
-            workers = list(self.workers.values())
-        return workers
-
-    def _dispatch_roots(self) -> None:
-        heap = self.root_heap
-        target = self.queue_target
-        while heap:
-            open_workers = [
-                w
-                for w in self._accepting()
-                if len(w.processing) * 2 <= target * w.nthreads or not w.processing
-            ]
-            if not open_workers:
-                return
-            open_workers.sort(key=lambda w: len(w.processing))
-            share = -(-len(heap) // len(open_workers))
-            progressed = False
-            for worker in open_workers:
-                room = min(share, target * worker.nthreads - len(worker.processing))
-                while room > 0 and heap:
-                    ts = heapq.heappop(heap)[2]
-                    if ts.state != QUEUED:
-                        continue
-                    room -= self._assign(ts, worker)
-                    progressed = True
-            if not progressed:
-                return
-
-    def _decide_worker(self, ts: TaskState) -> WorkerState | None:
-        pinned = ts.pinned
-        if pinned is not None and pinned.wid in self.workers:
-            return pinned
-        candidates = self._accepting()
-        if len(candidates) <= 1:
-            return candidates[0] if candidates else None
-        held: dict = {}
-        count: dict = {}
-        total = 0
-        for dep in ts.deps:
-            holder = dep.worker
-            total += dep.nbytes
-            if holder is not None:
-                held[holder] = held.get(holder, 0) + dep.nbytes
-                count[holder] = count.get(holder, 0) + 1
-        per_task = (self.mean_seconds or 0.0) + TASK_OVERHEAD
-        ndeps = len(ts.deps)
-        best = None
-        best_cost = 0.0
-        for worker in candidates:
-            cost = (
-                len(worker.processing) * per_task / worker.nthreads
-                + (total - held.get(worker, 0)) / BANDWIDTH
-                + (ndeps - count.get(worker, 0)) * LATENCY
-            )
-            if best is None or cost < best_cost:
-                best, best_cost = worker, cost
-        return best
-
-    def _assign(self, ts: TaskState, worker: WorkerState) -> int:
-        """Send ``ts`` to ``worker``, with the dependents that can follow it there
-        without a round trip.  Returns how many tasks were assigned."""
-        emit = self._emit
-        processing = worker.processing
-        assigned = 0
-        ts.state = PROCESSING
-        stack = [ts]
-        while stack:
-            t = stack.pop()
-            t.worker = worker
-            processing.add(t)
-            assigned += 1
-            remote = ()
-            deps = t.deps
-            if deps:
-                remote = tuple(
-                    [
-                        (d.tid, d.worker.wid)
-                        for d in deps
-                        if d.state == MEMORY and d.worker is not worker
-                    ]
-                )
-            emit(
-                worker,
-                "compute",
-                (t.tid, t.spec, tuple([d.tid for d in deps]), t.priority, remote, t.send_back),
-            )
-            for user in t.dependents:
-                if user.state == WAITING and user.pinned is None and _follows(user, worker):
-                    user.state = PROCESSING
-                    stack.append(user)
-        return assigned
-
     # -- views -----------------------------------------------------------------
     def who_has(self, keys: list) -> dict:
         out = {}
@@ -920,40 +590,3 @@ class SchedulerState:
         """``{wid: (processing count, bytes held, results held, paused)}``."""
         workers = self.workers.values()
         return {w.wid: (len(w.processing), w.nbytes, len(w.has), w.paused) for w in workers}
-
-
-def _follows(user: TaskState, worker: WorkerState) -> bool:
-    """True when every input of ``user`` is on ``worker`` and read by ``user`` only."""
-    for dep in user.deps:
-        if dep.worker is not worker or len(dep.dependents) != 1:
-            return False
-        if dep.state != PROCESSING and dep.state != MEMORY:
-            return False
-    return True
-
-
-def _shift(spec: tuple, base: int) -> tuple:
-    """A compiled spec with its dependency indices turned into task ids."""
-    kind = spec[0]
-    if kind == CALL:
-        slots = spec[3]
-        if not slots:
-            return spec
-        return (CALL, spec[1], spec[2], tuple([(pos, base + d) for pos, d in slots]))
-    if kind == ALIAS:
-        return (ALIAS, base + spec[1])
-    if kind == EXPR or kind == NODE:
-        return (kind, spec[1], {key: base + d for key, d in spec[2].items()})
-    return spec
-
-
-def _remap(spec: tuple, tids: list) -> tuple:
-    """Like :func:`_shift`, with an arbitrary index -> task id table."""
-    kind = spec[0]
-    if kind == CALL:
-        return (CALL, spec[1], spec[2], tuple([(pos, tids[d]) for pos, d in spec[3]]))
-    if kind == ALIAS:
-        return (ALIAS, tids[spec[1]])
-    if kind == EXPR or kind == NODE:
-        return (kind, spec[1], {key: tids[d] for key, d in spec[2].items()})
-    return spec

@@ -1,0 +1,181 @@
+"""Where tasks run: the placement half of the scheduler state (pure, no I/O).
+
+A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`; it reads and
+changes the same fields and is driven by ``dispatch()`` after every batch of stimuli.
+
+* Tasks without inputs (roots) wait in ``root_heap`` (priority order) and go out in
+  *chunks*: each worker with room takes a contiguous run of the heap, up to
+  ``queue_target`` tasks per thread, where ``queue_target`` holds ~50 ms of work at
+  the measured mean task time (FIRST_QUEUE before anything was measured).  A worker
+  gets more only when half its queue is done, so messages stay large.  Contiguous
+  chunks keep the leaves of a subtree on one worker.
+* When a task is assigned, each dependent whose inputs are all on that worker and
+  read by that dependent only (chains, in-trees) is assigned there too, at once
+  (*eager*), in the same message: no round trip per task, and a linear chain stays
+  on one worker.  The worker holds it until its inputs exist.  Fan-outs are not
+  followed (that would pile a wide graph onto one worker).
+* Any other task becomes ready once its inputs are in memory and goes to the worker
+  with the lowest estimated start: its queued work plus the time to fetch the input
+  bytes it lacks (BANDWIDTH, LATENCY per input), so it runs where most of its input
+  bytes are unless that worker is much busier.  The compute operation lists the
+  inputs to fetch and who holds them; workers fetch from each other directly.
+* Paused workers (over their memory limit) get nothing - unless every worker is
+  paused and idle, where waiting would hang the computation.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from .tasks import MEMORY, PROCESSING, QUEUED, WAITING, TaskState, WorkerState
+
+__all__ = ["Placement"]
+
+TARGET_QUEUE_SECONDS = 0.05  # work per worker thread the root queue keeps in flight
+TASK_OVERHEAD = 2e-5  # seconds of bookkeeping per task, added to measured run times
+FIRST_QUEUE = 4  # root tasks per thread before any duration is known
+MAX_QUEUE = 8192
+BANDWIDTH = 1e9  # bytes/s between local workers, for placement estimates
+LATENCY = 1e-4  # seconds per input fetched from another worker
+
+
+class Placement:
+    """Placement methods of SchedulerState (see the module docstring)."""
+
+    def _measured(self, mean: float) -> None:
+        """Workers reported tasks taking ``mean`` seconds: size the root queues."""
+        self.mean_seconds = (
+            mean if self.mean_seconds is None else 0.7 * self.mean_seconds + 0.3 * mean
+        )
+        target = int(TARGET_QUEUE_SECONDS / (self.mean_seconds + TASK_OVERHEAD))
+        self.queue_target = max(2, min(MAX_QUEUE, target))
+
+    def _ready(self, ts: TaskState) -> None:
+        ts.state = QUEUED
+        if ts.deps or ts.pinned is not None:
+            self.ready_deps.append(ts)
+        else:
+            heapq.heappush(self.root_heap, (ts.priority, ts.tid, ts))
+
+    def dispatch(self) -> None:
+        """Assign ready tasks to workers (call after every batch of stimuli)."""
+        if not self.workers:
+            return
+        if self.ready_deps:
+            pending, self.ready_deps = self.ready_deps, []
+            for ts in pending:
+                if ts.state != QUEUED:
+                    continue
+                worker = self._decide_worker(ts)
+                if worker is None:
+                    self.ready_deps.append(ts)
+                else:
+                    self._assign(ts, worker)
+        if self.root_heap:
+            self._dispatch_roots()
+
+    def _accepting(self) -> list:
+        workers = [w for w in self.workers.values() if not w.paused]
+        if not workers and not any(w.processing for w in self.workers.values()):
+            # Every worker is over its memory limit and idle: waiting would hang.
+            workers = list(self.workers.values())
+        return workers
+
+    def _dispatch_roots(self) -> None:
+        heap = self.root_heap
+        target = self.queue_target
+        while heap:
+            open_workers = [
+                w
+                for w in self._accepting()
+                if len(w.processing) * 2 <= target * w.nthreads or not w.processing
+            ]
+            if not open_workers:
+                return
+            open_workers.sort(key=lambda w: len(w.processing))
+            share = -(-len(heap) // len(open_workers))
+            progressed = False
+            for worker in open_workers:
+                room = min(share, target * worker.nthreads - len(worker.processing))
+                while room > 0 and heap:
+                    ts = heapq.heappop(heap)[2]
+                    if ts.state != QUEUED:
+                        continue
+                    room -= self._assign(ts, worker)
+                    progressed = True
+            if not progressed:
+                return
+
+    def _decide_worker(self, ts: TaskState) -> WorkerState | None:
+        pinned = ts.pinned
+        if pinned is not None and pinned.wid in self.workers:
+            return pinned
+        candidates = self._accepting()
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        held: dict = {}
+        count: dict = {}
+        total = 0
+        for dep in ts.deps:
+            holder = dep.worker
+            total += dep.nbytes
+            if holder is not None:
+                held[holder] = held.get(holder, 0) + dep.nbytes
+                count[holder] = count.get(holder, 0) + 1
+        per_task = (self.mean_seconds or 0.0) + TASK_OVERHEAD
+        ndeps = len(ts.deps)
+        best = None
+        best_cost = 0.0
+        for worker in candidates:
+            cost = (
+                len(worker.processing) * per_task / worker.nthreads
+                + (total - held.get(worker, 0)) / BANDWIDTH
+                + (ndeps - count.get(worker, 0)) * LATENCY
+            )
+            if best is None or cost < best_cost:
+                best, best_cost = worker, cost
+        return best
+
+    def _assign(self, ts: TaskState, worker: WorkerState) -> int:
+        """Send ``ts`` to ``worker``, with the dependents that can follow it there
+        without a round trip.  Returns how many tasks were assigned."""
+        emit = self._emit
+        processing = worker.processing
+        assigned = 0
+        ts.state = PROCESSING
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            t.worker = worker
+            processing.add(t)
+            assigned += 1
+            remote = ()
+            deps = t.deps
+            if deps:
+                remote = tuple(
+                    [
+                        (d.tid, d.worker.wid)
+                        for d in deps
+                        if d.state == MEMORY and d.worker is not worker
+                    ]
+                )
+            emit(
+                worker,
+                "compute",
+                (t.tid, t.spec, tuple([d.tid for d in deps]), t.priority, remote, t.send_back),
+            )
+            for user in t.dependents:
+                if user.state == WAITING and user.pinned is None and _follows(user, worker):
+                    user.state = PROCESSING
+                    stack.append(user)
+        return assigned
+
+
+def _follows(user: TaskState, worker: WorkerState) -> bool:
+    """True when every input of ``user`` is on ``worker`` and read by ``user`` only."""
+    for dep in user.deps:
+        if dep.worker is not worker or len(dep.dependents) != 1:
+            return False
+        if dep.state != PROCESSING and dep.state != MEMORY:
+            return False
+    return True
