@@ -346,7 +346,8 @@ def test_widget_view_styles_and_message():
     view.final(model.snapshot())
     styles = [r.bar.bar_style for r in view.rows]
     assert styles[-1] == "danger" and set(styles[:-1]) == {""}  # p0 is in "other"
-    assert "p0-0" in view.message.value and "bad &lt;value&gt;" in view.message.value
+    assert "p0-0" in view.header.value and "bad &lt;value&gt;" in view.header.value
+    assert view.rows[-1].bar.description == "other (4) 4 / 8"  # p0 and p1 are done
     assert "FAILED" in repr(view.box)
 
     done = ProgressModel(["a-1"], "sync")

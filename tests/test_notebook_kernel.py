@@ -165,17 +165,10 @@ dsk["total"] = (sum, [f"clean-{{i}}" for i in range({n})])
 
 
 def bars_by_prefix(messages: list) -> dict[str, list]:
-    """{prefix: [bar states]} from the widget traffic of one cell."""
-    states = widget_states(messages)
-    labels = {}
-    for history in states.values():
-        first = history[0][0]
-        if first.get("_model_name") == "HBoxModel":
-            label_id, bar_id = (ref.replace("IPY_MODEL_", "") for ref in first["children"][:2])
-            labels[bar_id] = states[label_id][0][0]["value"]
+    """{prefix: [bar states]} from the widget traffic of one cell (bars read "name n / N")."""
     return {
-        labels[comm_id].replace("<code>", "").replace("</code>", ""): history
-        for comm_id, history in models(messages, "IntProgressModel").items()
+        history[0][0]["description"].split()[0]: history
+        for history in models(messages, "IntProgressModel").values()
     }
 
 
@@ -200,6 +193,7 @@ def test_progress_widget_updates_live_and_turns_green(kn):
     for history in bars.values():
         final = {k: v for s, _ in history for k, v in s.items()}
         assert final["bar_style"] == "success" and final["value"] == final["max"]
+        assert final["description"].endswith(f"{final['max']} / {final['max']}")
     displays = ex.of_type("display_data")
     assert any("application/vnd.jupyter.widget-view+json" in d["content"]["data"] for d in displays)
     assert all(m["parent_header"]["msg_id"] == ex.msg_id for m in ex.messages)
@@ -221,7 +215,8 @@ def test_progress_widget_turns_red_with_key_and_message(kn):
         for prefix, history in bars.items()
     }
     assert styles["clean"] == "danger" and styles["load"] != "danger"
-    texts = [s.get("value", "") for h in widget_states(ex.messages).values() for s, _ in h]
+    states = [s for h in models(ex.messages, "HTMLModel").values() for s, _ in h]
+    texts = [s["value"] for s in states if "value" in s]
     assert any("clean-30" in t and "ValueError: bad row 30" in t for t in texts)
 
 

@@ -3,18 +3,21 @@
 ::
 
     notebook_sched · threads, 4 workers · 5200 / 10000 tasks · 1.3 s
-    inc   [####################]  5000 / 5000
-    add   [#                   ]   200 / 5000
     (on failure, in red:) task 'add-17' raised ZeroDivisionError: division by zero
+    inc 5000 / 5000   [####################]
+    add 200 / 5000    [#                   ]
 
 Built by the ticker thread of :class:`~notebook_sched.diagnostics.bar.ProgressBar`
 when a run outlasts its delay, and updated by setting traits only: each changed trait
 is one comm message that ipykernel sends from its IOPub thread, so updates reach the
 front end while the kernel's main thread is still inside the compute.  Only traits
-whose value changed are set, and a bar's ``value`` and ``bar_style`` change together
-in one message (``hold_sync``).  Colours follow ipywidgets' bar styles: running bars
-are blue, ``success`` (green) when the run is done, the failing prefix ``danger``
-(red) with the key and message below, ``warning`` when interrupted.  The view stays
+whose value changed are set, and a bar's ``value``, ``description`` (its counts) and
+``bar_style`` change together in one message (``hold_sync``).  The view is few
+widgets on purpose (an HTML header and one IntProgress per prefix): each widget is
+three comm models, created while the compute runs.  Colours follow ipywidgets' bar
+styles: running bars are blue, ``success`` (green) when the run is done, the failing
+prefix ``danger`` (red) with the key and message in the header, ``warning`` when
+interrupted.  The view stays
 in the output after the run, like tqdm's notebook bar.
 
 The box's text repr (what front ends without widget support show) is the same line
@@ -59,32 +62,37 @@ def _rows(prefixes: list[PrefixCount]) -> list[PrefixCount]:
 
 
 class _Row:
+    """One prefix: an IntProgress whose description reads ``name done / total``.
+
+    One widget per row (three comm models with its layout and style) keeps showing
+    the view cheap: it is built while the compute runs.
+    """
+
     def __init__(self, count: PrefixCount):
-        self.label = widgets.HTML(
-            f"<code>{html.escape(count.name)}</code>", layout=widgets.Layout(width="14em")
-        )
+        self.name = count.name
         self.bar = widgets.IntProgress(
             value=count.done,
             min=0,
             max=max(count.total, 1),
-            layout=widgets.Layout(flex="1 1 auto", width="auto"),
+            description=self._text(count),
+            description_allow_html=False,
+            style={"description_width": "16em"},
+            layout=widgets.Layout(width="auto", max_width="48em"),
         )
-        self.counts = widgets.HTML(self._counts_text(count), layout=widgets.Layout(width="9em"))
-        self.box = widgets.HBox([self.label, self.bar, self.counts])
 
     @staticmethod
-    def _counts_text(count: PrefixCount) -> str:
-        return f"{count.done} / {count.total}"
+    def _text(count: PrefixCount) -> str:
+        return f"{count.name} {count.done} / {count.total}"
 
     def draw(self, count: PrefixCount, style: str) -> None:
-        value = min(count.done, self.bar.max)
-        text = self._counts_text(count)
-        if self.bar.value != value or self.bar.bar_style != style:
-            with self.bar.hold_sync():
-                self.bar.value = value
-                self.bar.bar_style = style
-        if self.counts.value != text:
-            self.counts.value = text
+        bar = self.bar
+        value = min(count.done, bar.max)
+        text = self._text(count)
+        if bar.value != value or bar.bar_style != style or bar.description != text:
+            with bar.hold_sync():  # one comm message for the three traits
+                bar.value = value
+                bar.bar_style = style
+                bar.description = text
 
 
 class WidgetView:
@@ -96,15 +104,13 @@ class WidgetView:
         self.title = title
         self.rows: list[_Row] = []
         self.header: widgets.HTML | None = None  # widgets exist only once shown:
-        self.message: widgets.HTML | None = None  # each one is a comm_open message
-        self.box: _ProgressBox | None = None
+        self.box: _ProgressBox | None = None  # each one costs comm_open messages
 
     def build(self, snap: Snapshot) -> None:
         """Create the widgets for ``snap``'s prefixes (without displaying them)."""
         self.header = widgets.HTML()
-        self.message = widgets.HTML()
         self.rows = [_Row(count) for count in _rows(snap.prefixes)]
-        self.box = _ProgressBox([self.header, *(row.box for row in self.rows), self.message])
+        self.box = _ProgressBox([self.header, *(row.bar for row in self.rows)])
         self.update(snap)
 
     def show(self, snap: Snapshot) -> None:
@@ -114,14 +120,11 @@ class WidgetView:
         display(self.box)
 
     def update(self, snap: Snapshot) -> None:
-        header = self._header(snap)
+        header = self._header(snap) + self._message(snap)
         if self.header.value != header:
             self.header.value = header
         for row, count in zip(self.rows, _rows(snap.prefixes), strict=False):
             row.draw(count, self._style(snap, count))
-        message = self._message(snap)
-        if self.message.value != message:
-            self.message.value = message
         self.box.line = format_line(snap, self.title)
 
     def final(self, snap: Snapshot) -> None:
@@ -155,9 +158,9 @@ class WidgetView:
         if snap.state == FAILED and snap.error:
             key = f"task <code>{html.escape(repr(snap.failed_key))}</code> raised "
             where = key if snap.failed_key is not None else ""
-            return f"<span style='color:#c00'>{where}{html.escape(snap.error)}</span>"
+            return f"<br><span style='color:#c00'>{where}{html.escape(snap.error)}</span>"
         if snap.state not in (RUNNING, DONE, FAILED):
-            return f"<span style='color:#b60'>{html.escape(snap.state)}</span>"
+            return f"<br><span style='color:#b60'>{html.escape(snap.state)}</span>"
         return ""
 
     def __repr__(self) -> str:
