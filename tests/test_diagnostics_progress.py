@@ -243,6 +243,20 @@ def test_quick_run_shows_nothing_and_leaves_no_thread(no_leaks):
     assert not bar.shown
 
 
+class BrokenView:
+    interval = 0.01
+
+    def show(self, snap):
+        raise RuntimeError("cannot draw")
+
+
+def test_a_broken_view_is_switched_off_without_losing_the_result(no_leaks):
+    bar = ProgressBar(BrokenView(), delay=0.0)
+    with pytest.warns(RuntimeWarning, match="progress view failed"):
+        assert ns.get(two_prefix_graph(20), "total", scheduler="threads", observers=[bar]) == 230
+    assert not bar.shown
+
+
 # -- the run hook and progress() -----------------------------------------------------
 
 

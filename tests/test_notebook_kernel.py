@@ -226,6 +226,41 @@ def test_no_progress_option_hides_the_bar(kn):
     assert models(ex.messages, "IntProgressModel") == {}
 
 
+def test_interrupt_leaves_the_bar_orange_and_the_kernel_usable(kn):
+    kn.ok(SLOW_GRAPH.format(n=200, fail_at=-1))
+    msg_id = kn.send("ns.get(dsk, 'total', scheduler='sync')")
+    time.sleep(1.5)  # the bar is up after 0.5 s
+    kn.manager.interrupt_kernel()
+    ex = kn.collect(msg_id, timeout=30)
+    assert ex.status == "error" and ex.error["ename"] == "KeyboardInterrupt"
+    bars = bars_by_prefix(ex.messages)
+    final = {k: v for s, _ in bars["load"] for k, v in s.items()}
+    assert final["bar_style"] == "warning" and 0 < final["value"] < 200
+    texts = [s["value"] for h in models(ex.messages, "HTMLModel").values() for s, _ in h]
+    assert "interrupted" in texts[-1]
+    assert kn.ok("ns.get({'a': 2, 'b': (sum, ['a', 'a'])}, 'b')").result["text/plain"] == "4"
+
+
+def test_threads_failure_keeps_the_task_frame(kn):
+    ex = kn.execute(
+        "def halve(n):\n"
+        "    half = n // 2\n"
+        "    return 1 / (n - 2 * half)\n"
+        "ns.get({'n': 4, 'halve-1': (halve, 'n')}, 'halve-1', scheduler='threads')"
+    )
+    assert ex.error["ename"] == "ZeroDivisionError"
+    shown = "\n".join(ex.error["traceback"])
+    assert "task 'halve-1' failed on the 'threads' scheduler (thread-0)" in shown
+    assert "threads.py" not in shown and "engine.py" not in shown
+    ex = kn.ok(
+        "tb = sys.last_traceback\n"
+        "while tb.tb_next is not None:\n"
+        "    tb = tb.tb_next\n"
+        "print(tb.tb_frame.f_code.co_name, tb.tb_frame.f_locals['half'])"
+    )
+    assert ex.stdout.strip() == "halve 2"
+
+
 # -- picker --------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ Views implement ``show(snapshot)``, ``update(snapshot)`` and ``final(snapshot)``
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Hashable
 from typing import Any
 
@@ -129,7 +130,18 @@ class ProgressBar(Observer):
 
     # -- ticker thread ------------------------------------------------------------------
     def _tick(self) -> None:
-        self._adopt_parent()
+        try:
+            self._adopt_parent()
+            self._draw_until_stopped()
+        except Exception as exc:  # a broken view must not lose the computation
+            self.shown = False  # graph_finished then leaves the view alone
+            warnings.warn(
+                f"notebook_sched: the progress view failed and is switched off: {exc!r}",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+    def _draw_until_stopped(self) -> None:
         stop, model, view = self._stop, self.model, self.view
         if stop.wait(self.delay):
             return
