@@ -38,6 +38,8 @@ from .describe import backend_choices, describe_settings, describe_value
 
 __all__ = ["ScheduleMagics"]
 
+_LABELS = {"num_workers": "workers"}
+
 
 def _workers(text: str) -> int | str:
     if text == "auto":
@@ -109,7 +111,9 @@ class ScheduleMagics(Magics):
                 print(describe_settings())
                 return None
             config.set(**changes)
-            shown = ", ".join(f"{k}: {describe_value(k, v)}" for k, v in changes.items())
+            shown = ", ".join(
+                f"{_LABELS.get(k, k)}: {describe_value(k, v)}" for k, v in changes.items()
+            )
             print(f"notebook_sched: {shown} (for later cells)")
             return None
         with config.set(**changes):
