@@ -196,6 +196,9 @@ def test_progress_widget_updates_live_and_turns_green(kn):
         assert final["description"].endswith(f"{final['max']} / {final['max']}")
     displays = ex.of_type("display_data")
     assert any("application/vnd.jupyter.widget-view+json" in d["content"]["data"] for d in displays)
+    updated = ex.of_type("update_display_data")  # the text fallback ends on the final line
+    assert len(updated) == 1
+    assert updated[0]["content"]["data"]["text/plain"].startswith("notebook_sched done: 81/81")
     assert all(m["parent_header"]["msg_id"] == ex.msg_id for m in ex.messages)
 
 
@@ -218,6 +221,8 @@ def test_progress_widget_turns_red_with_key_and_message(kn):
     states = [s for h in models(ex.messages, "HTMLModel").values() for s, _ in h]
     texts = [s["value"] for s in states if "value" in s]
     assert any("clean-30" in t and "ValueError: bad row 30" in t for t in texts)
+    fallback = ex.of_type("update_display_data")[0]["content"]["data"]["text/plain"]
+    assert fallback.startswith("notebook_sched FAILED: task 'clean-30' raised ValueError: bad")
 
 
 def test_no_progress_option_hides_the_bar(kn):

@@ -20,8 +20,9 @@ prefix ``danger`` (red) with the key and message in the header, ``warning`` when
 interrupted.  The view stays
 in the output after the run, like tqdm's notebook bar.
 
-The box's text repr (what front ends without widget support show) is the same line
-the text view prints.
+The box's text repr (what front ends without widget support show) is a short
+summary line (:func:`short_line`); the display is re-sent once at the end (``update_display_data``)
+so that fallback shows the final state.
 """
 
 from __future__ import annotations
@@ -31,11 +32,19 @@ import html
 import ipywidgets as widgets
 
 from .progress import DONE, FAILED, RUNNING, PrefixCount, Snapshot
-from .text import format_line
 
-__all__ = ["WidgetView", "MAX_ROWS"]
+__all__ = ["WidgetView", "MAX_ROWS", "short_line"]
 
 MAX_ROWS = 12  # prefixes beyond this are summed in an "other" row
+
+
+def short_line(snap: Snapshot) -> str:
+    """The state in a few words, most important first (ipywidgets cuts reprs at 110)."""
+    counts = f"{snap.done}/{snap.total} tasks in {snap.elapsed:.1f}s"
+    if snap.state == FAILED:
+        where = f"task {snap.failed_key!r} " if snap.failed_key is not None else ""
+        return f"notebook_sched FAILED: {where}raised {snap.error} ({counts})"
+    return f"notebook_sched {snap.state}: {counts}"
 
 
 class _ProgressBox(widgets.VBox):
@@ -105,6 +114,7 @@ class WidgetView:
         self.rows: list[_Row] = []
         self.header: widgets.HTML | None = None  # widgets exist only once shown:
         self.box: _ProgressBox | None = None  # each one costs comm_open messages
+        self.handle = None  # the DisplayHandle of the shown box
 
     def build(self, snap: Snapshot) -> None:
         """Create the widgets for ``snap``'s prefixes (without displaying them)."""
@@ -117,7 +127,7 @@ class WidgetView:
         from IPython.display import display
 
         self.build(snap)
-        display(self.box)
+        self.handle = display(self.box, display_id=True)
 
     def update(self, snap: Snapshot) -> None:
         header = self._header(snap) + self._message(snap)
@@ -125,10 +135,15 @@ class WidgetView:
             self.header.value = header
         for row, count in zip(self.rows, _rows(snap.prefixes), strict=False):
             row.draw(count, self._style(snap, count))
-        self.box.line = format_line(snap, self.title)
+        self.box.line = short_line(snap)
 
     def final(self, snap: Snapshot) -> None:
         self.update(snap)
+        if self.handle is not None:
+            # Re-send the display: widget front ends keep the same live view, and the
+            # text/plain fallback (front ends without widgets, saved outputs) now
+            # reads the final line instead of the one from when the bar appeared.
+            self.handle.update(self.box)
 
     @staticmethod
     def _style(snap: Snapshot, count: PrefixCount) -> str:
