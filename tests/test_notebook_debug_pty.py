@@ -2,7 +2,8 @@
 
 A task fails in a worker process; the failure hook reruns it in the session, so the
 post-mortem debugger opens in the task function's frame and can print its locals.
-``%sched_rerun`` then reruns the graph on ``sync`` and ``%debug`` lands there too.
+``%sched_rerun`` then reruns the graph on ``sync`` and ``%debug`` lands there too;
+with ``%pdb on`` the debugger opens in the task by itself.
 """
 
 from __future__ import annotations
@@ -93,5 +94,17 @@ def test_debug_lands_in_the_task_frame_after_a_process_failure(ipython):
     ipython.expect(r"ipdb> ")
     assert "ratio()" in ipython.before
     assert "'sync'" in debugger(ipython, "p ns.last_failure().backend")
+    ipython.sendline("q")
+    ipython.expect(PROMPT)
+
+    # %pdb on: the debugger opens by itself, in the task, after a processes failure.
+    run(ipython, "%pdb on")
+    ipython.sendline(
+        'ns.get({"total": 7, "count": 0, "ratio-2": (ratio, "total", "count")}, "ratio-2",'
+        ' scheduler="processes")'
+    )
+    ipython.expect(r"ipdb> ")
+    assert "task 'ratio-2' failed" in ipython.before and "ratio()" in ipython.before
+    assert "(7, 0)" in debugger(ipython, "p (total, count)")
     ipython.sendline("q")
     ipython.expect(PROMPT)
