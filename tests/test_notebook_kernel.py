@@ -173,20 +173,20 @@ def bars_by_prefix(messages: list) -> dict[str, list]:
 
 
 def test_progress_widget_updates_live_and_turns_green(kn):
-    kn.ok(SLOW_GRAPH.format(n=40, fail_at=-1))
+    kn.ok(SLOW_GRAPH.format(n=60, fail_at=-1))
     ex = kn.ok(
         "r = ns.get(dsk, 'total', scheduler='threads', num_workers=2)\n"
         "print('END', repr(time.time()))\n"
         "r"
     )
     end = float(ex.stdout.split("END ")[1])
-    assert ex.result["text/plain"] == str(sum(range(40)))
+    assert ex.result["text/plain"] == str(sum(range(60)))
     bars = bars_by_prefix(ex.messages)
     assert set(bars) == {"load", "clean", "total"}
     clean = bars["clean"]
-    assert clean[0][0]["max"] == 40
-    live = [s["value"] for s, m in clean if "value" in s and 0 < s["value"] < 40]
-    live_sent = [sent_at(m) for s, m in clean if "value" in s and 0 < s["value"] < 40]
+    assert clean[0][0]["max"] == 60
+    live = [s["value"] for s, m in clean if "value" in s and 0 < s["value"] < 60]
+    live_sent = [sent_at(m) for s, m in clean if "value" in s and 0 < s["value"] < 60]
     assert len(set(live)) >= 2, clean  # advanced at least twice during the run
     assert max(live_sent) < end  # ... and those updates left the kernel before it ended
     assert live == sorted(live)
@@ -198,7 +198,7 @@ def test_progress_widget_updates_live_and_turns_green(kn):
     assert any("application/vnd.jupyter.widget-view+json" in d["content"]["data"] for d in displays)
     updated = ex.of_type("update_display_data")  # the text fallback ends on the final line
     assert len(updated) == 1
-    assert updated[0]["content"]["data"]["text/plain"].startswith("notebook_sched done: 81/81")
+    assert updated[0]["content"]["data"]["text/plain"].startswith("notebook_sched done: 121/121")
     assert all(m["parent_header"]["msg_id"] == ex.msg_id for m in ex.messages)
 
 
