@@ -20,12 +20,20 @@ GRACE_SECONDS = 3.0
 
 
 def pool_worker_pids() -> set[int]:
+    """Long-lived helpers by design: the shared pool's workers and multiprocessing's
+    resource tracker (one per process, started with the first spawned worker)."""
+    from multiprocessing import resource_tracker
+
     from notebook_sched.schedulers import _pool
 
+    pids = set()
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    if tracker is not None:
+        pids.add(tracker)
     pool = _pool.current_pool()
-    if pool is None:
-        return set()
-    return {w.process.pid for w in pool.workers if w.process.is_alive()}
+    if pool is not None:
+        pids.update(w.process.pid for w in pool.workers if w.process.is_alive())
+    return pids
 
 
 def extra_children(before: set[int]) -> set[int]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.util  # registers its atexit hook first, so ours runs before it
 import threading
 
 from ._worker import MAIN_GUARD_EXIT, worker_main
@@ -174,4 +175,6 @@ def current_pool() -> WorkerPool | None:
     return _pool
 
 
+# atexit runs hooks last-registered-first: ours must stop the (non-daemon) workers
+# before multiprocessing's own hook joins them, or exit would wait forever.
 atexit.register(shutdown)

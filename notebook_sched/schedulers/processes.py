@@ -358,7 +358,7 @@ class _ProcessRun:
         process.join(0.5)
         code = process.exitcode
         if code == MAIN_GUARD_EXIT:
-            raise MainGuardError(_pool._main_guard_message())
+            raise MainGuardError(_pool._main_guard_message()) from None
         task = worker.current.value
         if task < 0 and worker.outstanding:
             pending = self.batches.get(worker.outstanding[0])
@@ -376,7 +376,7 @@ class _ProcessRun:
             task_failure(self.graph, self.state.values, task, exc, BACKEND, worker.name)
             if self.events.task_failed:
                 self.events.task_failed(self.graph.keys[task], worker.name, exc)
-        raise exc
+        raise exc from None  # the pipe's EOFError is noise next to this
 
 
 def describe_exit(code: int | None) -> str:
