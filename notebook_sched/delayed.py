@@ -170,8 +170,11 @@ def _to_task(value: Any, deps: list) -> Any:
     if typ is list:
         return [_to_task(item, deps) for item in value]
     if typ in (tuple, set, frozenset):
-        items = [_to_task(item, deps) for item in value]
-        return (typ, items) if _holds_delayed(value) else value
+        if _holds_delayed(value):
+            return (typ, [_to_task(item, deps) for item in value])
+        if typ is tuple and value and callable(value[0]):
+            return (_unwrap, _Literal(value))  # data that looks like a task stays data
+        return value
     if typ is dict:
         if not any(isinstance(v, Delayed) or _holds_delayed(v) for v in value.values()):
             return value
@@ -234,14 +237,21 @@ def delayed(obj: Any = None, *, name: str | None = None):
         return DelayedFunction(obj, name)
     deps: list = []
     task = _to_task(obj, deps)
-    if type(task) is tuple and task and callable(task[0]) and not deps:
-        task = (_identity, obj)  # a literal tuple that looks like a task stays data
     key = f"{name or type(obj).__name__}-{_token()}"
     return Delayed(key, task, tuple(deps))
 
 
-def _identity(value: Any) -> Any:
-    return value
+class _Literal:
+    """Hides a value from the graph walker (a tuple starting with a callable is data)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def _unwrap(literal: _Literal) -> Any:
+    return literal.value
 
 
 def collect_graph(objs: tuple, traverse: bool = True):

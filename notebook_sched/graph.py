@@ -291,15 +291,15 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
 
 def _parse_expression(expr: Any, dsk: Mapping) -> tuple[tuple, list]:
     """Dependencies of a nested task/list expression, found without recursion."""
-    found: dict = {}
+    found: dict = {}  # insertion-ordered: dependencies in reading order
     stack = [expr]
     while stack:
         item = stack.pop()
         typ = type(item)
         if typ is tuple and item and callable(item[0]):
-            stack.extend(item[1:])
+            stack.extend(reversed(item[1:]))
         elif typ is list:
-            stack.extend(item)
+            stack.extend(reversed(item))
         elif typ is not tuple and is_graph_node(item):
             for dep in item.dependencies:
                 found[dep] = None
