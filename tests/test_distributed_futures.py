@@ -199,3 +199,23 @@ def test_closed_client_refuses_work(cluster):
     client.close()
     with pytest.raises(RuntimeError, match="closed"):
         client.submit(inc, 1)
+
+
+def test_long_tasks_are_reported_as_started_while_they_run(client):
+    from notebook_sched.events import Observer
+
+    class Clock(Observer):
+        def __init__(self):
+            self.seen = {}
+
+        def task_started(self, key, worker):
+            self.seen["started"] = (time.monotonic(), worker)
+
+        def task_finished(self, key, worker, start, stop):
+            self.seen["finished"] = (time.monotonic(), worker)
+
+    clock = Clock()
+    assert client.get({"s": (slow, 1, 0.8)}, "s", observers=[clock]) == 1
+    started, finished = clock.seen["started"], clock.seen["finished"]
+    assert finished[0] - started[0] > 0.4  # seen running, not only when done
+    assert started[1] == finished[1] and started[1].startswith("worker-")

@@ -127,3 +127,58 @@ def test_interrupt_cancels_the_graph_and_stops_the_workers(no_leaks, tmp_path):
         time.sleep(0.3)
         assert [p.stat().st_size for p in sorted(tmp_path.iterdir())] == sizes
         assert client.get({"x": (slow_inc, 1)}, "x") == 2  # the next compute works
+
+
+SCRIPT = """
+import os, sys, time
+import notebook_sched as ns
+
+if __name__ == "__main__":
+    assert ns.get({"a": (os.getpid,)}, "a", scheduler="distributed") != os.getpid()
+    from notebook_sched.distributed.backend import current_cluster
+    print(" ".join(map(str, current_cluster().pids)), flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(60)
+"""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _script_workers(tmp_path, mode):
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    pids = [int(pid) for pid in process.stdout.readline().split()]
+    assert len(pids) == (os.cpu_count() or 1)
+    return process, pids
+
+
+@pytest.mark.timeout(60)
+def test_the_default_cluster_is_closed_at_exit(tmp_path):
+    process, pids = _script_workers(tmp_path, "exit")
+    assert process.wait(30) == 0
+    wait_for(lambda: not any(_alive(pid) for pid in pids))
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_client_process_leaves_no_workers_behind(tmp_path):
+    process, pids = _script_workers(tmp_path, "hang")
+    assert all(_alive(pid) for pid in pids)
+    process.kill()
+    process.wait(10)
+    wait_for(lambda: not any(_alive(pid) for pid in pids))

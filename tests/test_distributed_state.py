@@ -350,3 +350,17 @@ def test_cancel_forgets_dependents_and_tells_watchers():
     sim.pump()
     assert watcher.kinds().count("cancelled") == 2
     assert sim.state.named == {}
+
+
+def test_wide_reductions_dispatch_in_linear_time():
+    import time
+
+    sim = Sim(4)
+    sim.state.queue_target = 8192
+    dsk = {("n", i): (inc, i) for i in range(40_000)}
+    dsk["total"] = (sum, [("n", i) for i in range(40_000)])
+    add_run(sim, dsk, "total")
+    start = time.perf_counter()
+    sim.state.dispatch()
+    assert time.perf_counter() - start < 0.6  # ~0.05 s; quadratic placement took ~2 s
+    assert sum(len(w.processing) for w in sim.state.workers.values()) == 4 * 8192

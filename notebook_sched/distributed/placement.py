@@ -13,7 +13,8 @@ changes the same fields and is driven by ``dispatch()`` after every batch of sti
   read by that dependent only (chains, in-trees) is assigned there too, at once
   (*eager*), in the same message: no round trip per task, and a linear chain stays
   on one worker.  The worker holds it until its inputs exist.  Fan-outs are not
-  followed (that would pile a wide graph onto one worker).
+  followed (that would pile a wide graph onto one worker), nor are reductions of
+  more than EAGER_MAX_INPUTS inputs.
 * Any other task becomes ready once its inputs are in memory and goes to the worker
   with the lowest estimated start: its queued work plus the time to fetch the input
   bytes it lacks (BANDWIDTH, LATENCY per input), so it runs where most of its input
@@ -37,6 +38,7 @@ FIRST_QUEUE = 4  # root tasks per thread before any duration is known
 MAX_QUEUE = 8192
 BANDWIDTH = 1e9  # bytes/s between local workers, for placement estimates
 LATENCY = 1e-4  # seconds per input fetched from another worker
+EAGER_MAX_INPUTS = 32  # a dependent with more inputs never follows them eagerly
 
 
 class Placement:
@@ -172,7 +174,12 @@ class Placement:
 
 
 def _follows(user: TaskState, worker: WorkerState) -> bool:
-    """True when every input of ``user`` is on ``worker`` and read by ``user`` only."""
+    """True when every input of ``user`` is on ``worker`` and read by ``user`` only.
+
+    Wide reductions (more than EAGER_MAX_INPUTS inputs) wait for their inputs at the
+    scheduler instead: checking them on every assignment would be quadratic."""
+    if len(user.deps) > EAGER_MAX_INPUTS:
+        return False
     for dep in user.deps:
         if dep.worker is not worker or len(dep.dependents) != 1:
             return False

@@ -105,7 +105,7 @@ class _GraphRun:
 
     def run(self) -> None:
         events = self.events
-        timed = bool(events.task_started or events.task_finished or events.task_failed)
+        timed = events.per_task or bool(events.task_done)
         notices = Waiter()
         run_id = next(request_ids)
         graph = self.graph
@@ -141,6 +141,7 @@ class _GraphRun:
     def _done(self, items: list, worker: str) -> None:
         keys = self.graph.keys
         started, finished = self.events.task_started, self.events.task_finished
+        done = self.events.task_done
         flags = self.started
         for i, start, stop in items:
             key = keys[i]
@@ -149,6 +150,8 @@ class _GraphRun:
                 started(key, worker)
             if finished:
                 finished(key, worker, start, stop)
+            if done:
+                done(key)
 
     def _poll_started(self) -> None:
         if not self.base:
