@@ -175,3 +175,26 @@ def test_bad_arguments_are_explained():
         LocalCluster(memory_limit="lots")
     assert parse_bytes("2 GiB") == 2 * 2**30 and parse_bytes("1.5kB") == 1500
     assert parse_bytes(None) is None
+
+
+def busy(seconds):
+    """Pure-Python work (no blocking call), so a cancel must interrupt the bytecode."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return os.getpid()
+
+
+def test_threads_per_worker_run_tasks_side_by_side(no_leaks):
+    with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
+        assert cluster.workers[0].nthreads == 2
+        start = time.monotonic()
+        pids = client.get({f"s{i}": (time.sleep, 0.4) for i in range(2)}, ["s0", "s1"])
+        assert pids == (None, None)
+        assert time.monotonic() - start < 0.75  # two at a time, not one after the other
+        futures = [client.submit(busy, 30.0) for _ in range(2)]
+        wait_for(lambda: len(cluster.workers[0].running) == 2)
+        client.cancel(futures)
+        wait_for(lambda: not cluster.workers[0].running, timeout=3)
+        assert client.submit(busy, 0.01).result(timeout=10) == cluster.pids[0]

@@ -19,7 +19,7 @@ from ..engine import check_workers
 from .client import Client, current_client
 from .cluster import LocalCluster
 
-__all__ = ["get", "default_cluster", "shutdown"]
+__all__ = ["get", "default_cluster", "shutdown", "current_cluster", "resident"]
 
 _lock = threading.Lock()
 _cluster: LocalCluster | None = None
@@ -86,6 +86,15 @@ def current_cluster() -> LocalCluster | None:
     """The default cluster if it runs (for leak checks and status views)."""
     cluster = _cluster
     return cluster if cluster is not None and cluster.status == "running" else None
+
+
+def resident() -> tuple[set[int], set[int]]:
+    """Process ids and thread idents of the default cluster, which lives across
+    computes by design (for leak checks, like the process pool's workers)."""
+    cluster = current_cluster()
+    if cluster is None:
+        return set(), set()
+    return set(cluster.pids), {thread.ident for thread in cluster.threads}
 
 
 atexit.register(shutdown)

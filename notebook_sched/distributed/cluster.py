@@ -209,6 +209,11 @@ class LocalCluster:
         return [(p.name, tid) for p in procs for tid in p.current if tid >= 0]
 
     @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads this cluster runs in this process (scheduler I/O, listener)."""
+        return [self.scheduler.thread, self.scheduler.listener.thread]
+
+    @property
     def pids(self) -> list[int]:
         with self._lock:
             return [p.pid for p in self._processes.values()]

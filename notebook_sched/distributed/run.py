@@ -114,7 +114,8 @@ class _GraphRun:
         try:
             self._wait(notices)
         finally:
-            self.client._post(lambda state: state.release_run(run_id))
+            if self.client.cluster.status == "running":
+                self.client._scheduler.post(lambda state: state.release_run(run_id))
 
     def _wait(self, notices: Waiter) -> None:
         poll = POLL_SECONDS if self.started is not None else None
