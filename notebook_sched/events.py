@@ -5,8 +5,10 @@ Progress bars, the profiler and the debugger are *observers*: subclasses of
 same hooks in the same order for each run::
 
     graph_started(run)                       once, before any task
+    worker_started(worker)                   once per worker thread, on that thread
     task_started(key, worker)                per task, before task_finished/task_failed
     task_finished(key, worker, start, stop)  per successful task; times from time.time()
+    task_done(key)                           per successful task, the cheapest hook
     task_failed(key, worker, error)          per failed task
     graph_finished(run, error)               once; error is None on success
 
@@ -14,6 +16,13 @@ same hooks in the same order for each run::
 Under ``threads`` the task hooks run on worker threads, so an observer that keeps
 state must guard it (a lock or atomic appends).  Under ``processes`` they run in the
 calling process; ``task_started`` fires when the worker receives the task.
+
+``task_done`` exists for counters such as progress bars: no clock is read for it, and
+an observer may set it to a C-level callable (``self.task_done = keys.append``), which
+the backends then call directly, so counting costs a few tens of nanoseconds per task.
+``worker_started`` fires on each worker thread of the ``threads`` backend (and, per
+task, on thread-pool executors) so an observer can set thread-local state once, e.g.
+route output to the cell that started the run.
 
 Register an observer globally with :func:`register` / :func:`unregister`, for a
 block with ``with observer:``, or for one call with ``get(..., observers=[obs])``.
@@ -26,6 +35,7 @@ computation.
 from __future__ import annotations
 
 import threading
+import types
 import warnings
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
@@ -63,6 +73,12 @@ class Observer:
 
     def task_finished(self, key: Hashable, worker: str, start: float, stop: float) -> None:
         """A task succeeded; ``start``/``stop`` are ``time.time()`` seconds."""
+
+    def task_done(self, key: Hashable) -> None:
+        """A task succeeded (no times: the cheapest hook, for counters)."""
+
+    def worker_started(self, worker: str) -> None:
+        """A worker thread started; called on that thread."""
 
     def task_failed(self, key: Hashable, worker: str, error: BaseException) -> None:
         """A task raised ``error``."""
@@ -107,7 +123,16 @@ def observers() -> tuple[Observer, ...]:
     return _registered
 
 
-_HOOKS = ("graph_started", "task_started", "task_finished", "task_failed", "graph_finished")
+_HOOKS = (
+    "graph_started",
+    "worker_started",
+    "task_started",
+    "task_finished",
+    "task_done",
+    "task_failed",
+    "graph_finished",
+)
+_C_CALLABLES = (types.BuiltinMethodType, types.BuiltinFunctionType)
 
 
 class Dispatcher:
@@ -120,14 +145,19 @@ class Dispatcher:
     def __init__(self, listeners: Iterable[Observer]):
         self.listeners = tuple(listeners)
         for hook in _HOOKS:
-            base = getattr(Observer, hook)
-            bound = [
-                getattr(o, hook) for o in self.listeners if getattr(type(o), hook, base) is not base
-            ]
-            setattr(self, hook, self._fan_out(hook, bound) if bound else None)
+            bound = [getattr(o, hook) for o in self.listeners if _overrides(o, hook)]
+            if len(bound) == 1 and isinstance(bound[0], _C_CALLABLES):
+                setattr(self, hook, bound[0])  # e.g. list.append: cannot fail, call directly
+            else:
+                setattr(self, hook, self._fan_out(hook, bound) if bound else None)
 
     def __bool__(self) -> bool:
         return any(getattr(self, hook) is not None for hook in _HOOKS)
+
+    @property
+    def per_task(self) -> bool:
+        """True when some observer wants per-task hooks with worker names or times."""
+        return bool(self.task_started or self.task_finished or self.task_failed)
 
     def _fan_out(self, hook: str, bound: list):
         broken: set = set()
@@ -140,14 +170,22 @@ class Dispatcher:
                     method(*args)
                 except Exception as exc:  # a view must not lose the computation
                     broken.add(id(method))
+                    owner = getattr(method, "__self__", method)
                     warnings.warn(
-                        f"observer {method.__self__!r} raised {exc!r} in {hook}; "
+                        f"observer {owner!r} raised {exc!r} in {hook}; "
                         f"it is switched off for the rest of this run",
                         RuntimeWarning,
                         stacklevel=2,
                     )
 
         return call
+
+
+def _overrides(observer: Observer, hook: str) -> bool:
+    """Does ``observer`` implement ``hook`` (in its class or as an instance attribute)?"""
+    if hook in getattr(observer, "__dict__", ()):
+        return True
+    return getattr(type(observer), hook, None) is not getattr(Observer, hook)
 
 
 def dispatcher(extra: Iterable[Observer] | None = None) -> Dispatcher:

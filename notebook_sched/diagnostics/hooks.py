@@ -117,7 +117,8 @@ def progress_hook(call, backend: str, options: dict) -> Any:
 
 def _observers_for(backend: str, setting: Any, nested: bool) -> list:
     show = not nested and _wanted(setting)
-    route = backend == "threads" and _kernel_loaded()
+    threaded = backend in ("threads", "executor:ThreadPoolExecutor")
+    route = threaded and _kernel_loaded()
     if not (show or route):
         return []
     from .output import OutputRouter, current_parent

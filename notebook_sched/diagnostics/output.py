@@ -8,15 +8,14 @@ a task that is still running after its cell ended (an interrupted run whose task
 stuck in C code; a compute started from a background thread) would land in a later
 cell.  ipykernel 6.25+ has a per-thread API for this, ``set_thread_parent`` on the
 output streams and the display publisher; :func:`adopt_parent` applies it to the
-current thread, and :class:`OutputRouter` does so in every worker thread when it
-starts its first task of a run (one thread-local check per task afterwards).
+current thread, and :class:`OutputRouter` does so in every worker thread from the
+``worker_started`` event (once per thread, so it costs nothing per task).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Hashable
 from typing import Any
 
 from ..events import Observer
@@ -65,7 +64,7 @@ class OutputRouter(Observer):
         self._local = threading.local()
         self._main = threading.main_thread()
 
-    def task_started(self, key: Hashable, worker: str) -> None:
+    def worker_started(self, worker: str) -> None:
         local = self._local
         if getattr(local, "adopted", False):
             return

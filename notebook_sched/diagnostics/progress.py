@@ -4,7 +4,7 @@ A run may have a million tasks of a few microseconds each, and under ``threads``
 events arrive on several threads at once.  So the model does the least possible per
 event and defers the rest to whoever looks at it:
 
-* ``task_finished`` appends the key to :attr:`ProgressModel.done` (``list.append`` is
+* ``task_done`` appends the key to :attr:`ProgressModel.done` (``list.append`` is
   atomic under the GIL: no lock, no per-prefix bookkeeping);
 * ``task_failed`` records the first failure under a lock (rare);
 * :meth:`ProgressModel.snapshot` (called by a view, at most ~10 times a second)
@@ -86,12 +86,16 @@ class Snapshot:
 class ProgressModel:
     """Counters of one run.  Event methods are safe from any thread."""
 
-    def __init__(self, task_keys: list, scheduler: str = "", workers: int = 1):
+    def __init__(
+        self, task_keys: list, scheduler: str = "", workers: int = 1, done: list | None = None
+    ):
         self.task_keys = task_keys  # not copied: the engine's list, read-only
         self.total = len(task_keys)
         self.scheduler = scheduler
         self.workers = workers
-        self.done: list = []  # keys of finished tasks; appended from any thread
+        # keys of finished tasks; appended from any thread (a caller may pass the list
+        # whose append it handed to the engine as the observer's task_done hook)
+        self.done: list = [] if done is None else done
         self.started_at = time.monotonic()
         self.stopped_at: float | None = None
         self.failure: tuple | None = None  # (key, error) of the first failed task

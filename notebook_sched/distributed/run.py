@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import queue
+import time
 from typing import Any
 
 from ..engine import execute_graph, task_failure
@@ -38,6 +39,7 @@ __all__ = ["run_graph", "rebuild_error", "request_ids", "Waiter"]
 BACKEND = "distributed"
 POLL_SECONDS = 0.1
 INPUTS_TIMEOUT = 30.0
+ALIVE_CHECK_SECONDS = 1.0
 
 request_ids = itertools.count(1)  # ids of runs and data requests, unique per process
 
@@ -56,26 +58,43 @@ def rebuild_error(error: tuple) -> tuple[BaseException, str, str | None]:
 
 
 class Waiter:
-    """The target of one data request: keeps the first notice, wakes the caller."""
+    """The target of a request or run: queues notices, wakes the caller.
 
-    __slots__ = ("_queue",)
+    ``wait`` checks every ALIVE_CHECK_SECONDS that the scheduler thread still runs, so
+    a crash there raises instead of hanging the caller."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_queue", "_scheduler")
+
+    def __init__(self, scheduler=None) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._scheduler = scheduler
 
     def notify(self, kind: str, payload: Any) -> None:
         self._queue.put((kind, payload))
 
     def wait(self, timeout: float | None = None) -> tuple[str, Any]:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no answer from the cluster within {timeout} s") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = ALIVE_CHECK_SECONDS
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                return self._queue.get(timeout=step)
+            except queue.Empty:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no answer from the cluster within {timeout} s")
+            thread = getattr(self._scheduler, "thread", None)
+            if thread is not None and not thread.is_alive():
+                raise RuntimeError(
+                    "the cluster's scheduler thread stopped (see the log above for why); "
+                    "close this cluster and start a new one"
+                )
 
 
 def fetch(client, tids: list, timeout: float | None = None) -> list:
     """The values of tasks ``tids`` (any run), unpacked, in order."""
-    waiter = Waiter()
+    waiter = Waiter(client._scheduler)
     rid = next(request_ids)
     client._post(lambda state: state.request_data(rid, tids, waiter))
     kind, payload = waiter.wait(timeout)
@@ -106,7 +125,7 @@ class _GraphRun:
     def run(self) -> None:
         events = self.events
         timed = events.per_task or bool(events.task_done)
-        notices = Waiter()
+        notices = Waiter(self.client._scheduler)
         run_id = next(request_ids)
         graph = self.graph
         base = self.base

@@ -77,11 +77,17 @@ class _ExecutorRun:
                     state.finish(i, run_spec(specs[i], values))
                     if events.task_finished:
                         events.task_finished(keys[i], self.backend, start, time.time())
+                    if events.task_done:
+                        events.task_done(keys[i])
                     continue
                 payload = [make_job(i, specs[i], values, None, True)]
                 if self.pickled:
                     payload = self._pickle(i, payload)
-                self.in_flight[self.executor.submit(run_payload, payload)] = i
+                if not self.pickled and events.worker_started:
+                    future = self.executor.submit(_announced, events.worker_started, payload)
+                else:
+                    future = self.executor.submit(run_payload, payload)
+                self.in_flight[future] = i
             if not self.in_flight:
                 continue
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
@@ -110,6 +116,8 @@ class _ExecutorRun:
                 self.state.finish(t, value)
                 if events.task_finished:
                     events.task_finished(keys[t], self.backend, start, stop)
+                if events.task_done:
+                    events.task_done(keys[t])
             return
         if outcome[0] == "U":
             from .processes import TaskPicklingError
@@ -128,3 +136,11 @@ class _ExecutorRun:
         if events.task_failed:
             events.task_failed(keys[failed_task], self.backend, exc)
         raise exc
+
+
+def _announced(worker_started, payload):
+    """Run jobs in a thread-pool thread after telling observers which thread it is."""
+    import threading
+
+    worker_started(threading.current_thread().name)
+    return run_payload(payload)

@@ -227,6 +227,8 @@ class _ProcessRun:
         self.state.finish(i, value)
         if events.task_finished:
             events.task_finished(key, CALLER, start, time.time())
+        if events.task_done:
+            events.task_done(key)
 
     def _pickle(self, jobs: list) -> bytes:
         batch_id = self.next_id
@@ -305,6 +307,7 @@ class _ProcessRun:
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish
         started, finished = self.events.task_started, self.events.task_finished
+        done = self.events.task_done
         name = batch.worker.name
         keys = self.graph.keys
         spent = 0.0
@@ -317,6 +320,8 @@ class _ProcessRun:
             batch.reported += 1
             if finished:
                 finished(keys[task], name, start, stop)
+            if done:
+                done(keys[task])
         mean = spent / len(results)
         self.mean_seconds = mean if self.mean_seconds is None else 0.5 * (self.mean_seconds + mean)
 

@@ -29,12 +29,14 @@ def get(dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
 
 def _drive(graph, state, events: Dispatcher) -> None:
     specs = graph.specs
+    keys = graph.keys
     values = state.values
     ready = state.ready
     pop = ready.pop
     finish = state.finish
     started, finished, failed = events.task_started, events.task_finished, events.task_failed
-    if not (started or finished or failed):
+    done = events.task_done
+    if not (started or finished or failed):  # the fast loops: no clock
         while ready:
             i = pop()
             try:
@@ -43,8 +45,9 @@ def _drive(graph, state, events: Dispatcher) -> None:
                 task_failure(graph, values, i, exc, BACKEND, WORKER)
                 raise
             finish(i, value)
+            if done:
+                done(keys[i])
         return
-    keys = graph.keys
     clock = time.time
     while ready:
         i = pop()
@@ -63,3 +66,5 @@ def _drive(graph, state, events: Dispatcher) -> None:
         finish(i, value)
         if finished:
             finished(key, WORKER, t0, t1)
+        if done:
+            done(key)

@@ -129,7 +129,10 @@ class _Run:
         ready = state.ready
         finish = state.finish
         started, finished, failed = events.task_started, events.task_finished, events.task_failed
-        timed = bool(started or finished or failed)
+        done = events.task_done
+        timed = events.per_task
+        if events.worker_started:
+            events.worker_started(name)
         ident = threading.get_ident()
         clock = time.time
         i = -1
@@ -139,6 +142,8 @@ class _Run:
                 if i >= 0:
                     finish(i, value)
                     value = None
+                    if done:
+                        done(keys[i])
                     if not state.remaining:
                         self.done.set()
                         cond.notify_all()
