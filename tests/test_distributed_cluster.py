@@ -198,3 +198,19 @@ def test_threads_per_worker_run_tasks_side_by_side(no_leaks):
         client.cancel(futures)
         wait_for(lambda: not cluster.workers[0].running, timeout=3)
         assert client.submit(busy, 0.01).result(timeout=10) == cluster.pids[0]
+
+
+def _crash(state):
+    raise SystemExit("simulated crash of the scheduler thread")
+
+
+def test_a_crashed_scheduler_thread_raises_instead_of_hanging(no_leaks):
+    with LocalCluster(n_workers=1) as cluster, Client(cluster) as client:
+        pid = cluster.pids[0]
+        slow = client.submit(time.sleep, 30)
+        cluster.scheduler.post(_crash)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="scheduler thread"):
+            slow.result()
+        assert time.monotonic() - start < 5
+        wait_for(lambda: not _alive(pid))  # its worker saw the connection close

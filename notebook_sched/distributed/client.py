@@ -305,7 +305,7 @@ class Client:
     def _gather_keys(self, keys: list, timeout: float | None) -> list:
         if not keys:
             return []
-        waiter = Waiter()
+        waiter = Waiter(self._scheduler)
         rid = next(request_ids)
         self._post(lambda state: state.request_keys(rid, keys, waiter))
         kind, payload = waiter.wait(timeout)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import html
 import multiprocessing
+import multiprocessing.util  # noqa: F401 - registers its exit handler before ours
 import os
 import secrets
 import threading

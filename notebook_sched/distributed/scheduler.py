@@ -101,6 +101,8 @@ class Scheduler:
         """Run ``fn(state)`` on the I/O thread and return its result."""
         if threading.current_thread() is self.thread:
             return fn(self.state)
+        if not self.thread.is_alive():
+            raise RuntimeError("the cluster's scheduler thread is not running")
         done = threading.Event()
         box: list = []
 
@@ -157,9 +159,8 @@ class Scheduler:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException:
+        except BaseException:  # logged, and waiting clients see the thread is gone
             logger.exception("notebook_sched scheduler thread crashed")
-            raise
         finally:
             for channel in self.channels.values():
                 channel.close()
