@@ -116,17 +116,21 @@ class RunState:
                     newly.sort(key=self._priority.__getitem__, reverse=True)
                 self.ready.extend(newly)
 
-    def claim_chain(self, i: int, shippable: Callable[[int], bool]) -> list[int]:
+    def claim_chain(
+        self, i: int, shippable: Callable[[int], bool], limit: int = 1 << 62
+    ) -> list[int]:
         """Task ``i`` and the linear chain that continues from it, claimed as one unit.
 
         A chain continues to ``j = chain_next[i]`` when ``j``'s only input is ``i`` and
-        ``i``'s only reader is ``j``; ``shippable(j)`` lets the backend stop early.
+        ``i``'s only reader is ``j``; ``shippable(j)`` lets the backend stop early, and
+        at most ``limit`` tasks are claimed (the rest of the chain becomes ready later,
+        when the last claimed task finishes).
         """
         chain = [i]
         nxt = self.graph.chain_next
         claimed = self.claimed
         j = nxt[i]
-        while j >= 0 and not claimed[j] and shippable(j):
+        while j >= 0 and len(chain) < limit and not claimed[j] and shippable(j):
             claimed[j] = 1
             chain.append(j)
             j = nxt[j]

@@ -149,17 +149,24 @@ def worker_main(conn, current, name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles interrupts
     os.environ["NOTEBOOK_SCHED_WORKER"] = name
     loads = pickle.loads
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the caller went away
-        message = loads(data)
-        if message is None:
-            return
-        batch, jobs = message
-        run_batch(conn, current, batch, jobs)
-        sys.stdout.flush()
+    try:
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the caller went away
+            message = loads(data)
+            if message is None:
+                return
+            batch, jobs = message
+            run_batch(conn, current, batch, jobs)
+            sys.stdout.flush()
+    finally:
+        # A task may have started a pool of its own (nested compute); its workers are
+        # not daemons, and multiprocessing would wait for them as this process exits.
+        pool_module = sys.modules.get("notebook_sched.schedulers._pool")
+        if pool_module is not None:
+            pool_module.shutdown()
 
 
 def run_payload(payload):

@@ -207,7 +207,9 @@ class _ProcessRun:
                 self._run_here(i)
                 continue
             if chain_next[i] >= 0:
-                chain = state.claim_chain(i, self._shippable)
+                # Long chains go in pieces, so the caller pickles the next piece while
+                # a worker runs this one.
+                chain = state.claim_chain(i, self._shippable, max(size, MAX_BATCH))
             else:
                 chain = (i,)
             last = len(chain) - 1

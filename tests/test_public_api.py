@@ -1,0 +1,74 @@
+"""The public surface is what we mean to export, and importing it stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import notebook_sched as ns
+
+EXPECTED = {
+    "get",
+    "compute",
+    "delayed",
+    "Delayed",
+    "config",
+    "events",
+    "schedulers",
+    "last_failure",
+    "TaskFailure",
+    "GraphError",
+    "CycleError",
+    "WorkerDiedError",
+    "picker",
+    "progress",
+    "Profiler",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+    "LocalCluster",
+    "Client",
+    "Future",
+    "as_completed",
+    "__version__",
+}
+
+
+def test_all_is_exactly_the_public_surface():
+    assert set(ns.__all__) == EXPECTED
+    for name in ns.__all__:
+        assert getattr(ns, name) is not None, name
+
+
+def test_backend_modules_have_the_get_contract():
+    from notebook_sched.schedulers import processes, sync, threads
+
+    for module in (sync, threads, processes):
+        assert module.get({"a": 1, "b": (abs, "a")}, [["b"], "a"]) == ((1,), 1)
+
+
+def test_import_is_cheap_and_needs_no_jupyter_or_heavy_modules():
+    code = (
+        "import sys, notebook_sched\n"
+        "heavy = ['IPython', 'ipywidgets', 'matplotlib', 'numpy', 'cloudpickle', 'dask',"
+        " 'multiprocessing.connection', 'ipykernel']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_py_typed_ships():
+    from importlib.resources import files
+
+    assert files("notebook_sched").joinpath("py.typed").is_file()
+
+
+def test_reprs_show_state():
+    from notebook_sched.graph import compile_graph
+
+    assert repr(compile_graph({"a": 1, "b": (abs, "a")}, ["b"])) == (
+        "<CompiledGraph tasks=2 outputs=1>"
+    )
+    assert repr(ns.delayed(abs, name="absolute")(1)).startswith("Delayed('absolute-")
