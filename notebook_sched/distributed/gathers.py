@@ -92,9 +92,14 @@ class DataRequests:
             ts = self.tasks.get(tid)
             if gather is None or ts is None:
                 continue
-            if ts.state == MEMORY and ts.worker.wid != wid:
+            if ts.state == MEMORY and ts.worker.wid == wid:
+                self._mark_lost(ts)  # should not happen; if it does, make it again
+                if ts.holders:
+                    self._recompute(ts)
+            if ts.state == MEMORY:
                 self._emit(ts.worker, "send", (rid, tid))
             elif ts.state in (WAITING, QUEUED, PROCESSING):
+                ts.send_back = True
                 ts.gathers = (ts.gathers or []) + [gather]
         for rid, tid, exc in errors:
             gather = self.gathers.pop(rid, None)

@@ -147,14 +147,7 @@ class SchedulerState(Placement, DataRequests):
                     killers.append(ts)
         lost = list(worker.has)
         for ts in lost:
-            ts.state = RELEASED
-            ts.worker = None
-            for user in ts.dependents:
-                if user.state == WAITING:
-                    user.waiting += 1
-                elif user.state == QUEUED:
-                    user.state = WAITING
-                    user.waiting = 1
+            self._mark_lost(ts)
         orphans = list(worker.processing)
         for ts in orphans:
             ts.state = WAITING
@@ -178,6 +171,21 @@ class SchedulerState(Placement, DataRequests):
             if ts.watchers and ts.state in (WAITING, QUEUED):
                 for target in ts.watchers:
                     self._notify(target, "pending")
+
+    def _mark_lost(self, ts: TaskState) -> None:
+        """The result of ``ts`` (MEMORY) is gone: back to RELEASED; readers wait again."""
+        worker = ts.worker
+        if worker is not None:
+            worker.has.discard(ts)
+            worker.nbytes -= ts.nbytes
+        ts.state = RELEASED
+        ts.worker = None
+        for user in ts.dependents:
+            if user.state == WAITING:
+                user.waiting += 1
+            elif user.state == QUEUED:
+                user.state = WAITING
+                user.waiting = 1
 
     def _killed_error(self, ts: TaskState) -> KilledWorker:
         deaths = ", ".join(

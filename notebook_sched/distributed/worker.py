@@ -68,7 +68,7 @@ class TaskCancelled(BaseException):
 
 
 class _Task:
-    __slots__ = ("tid", "spec", "deps", "priority", "missing", "send_back", "cancelled")
+    __slots__ = ("tid", "spec", "deps", "priority", "missing", "send_back", "cancelled", "started")
 
     def __init__(self, tid, spec, deps, priority, send_back):
         self.tid = tid
@@ -78,6 +78,7 @@ class _Task:
         self.missing = 0
         self.send_back = send_back
         self.cancelled = False
+        self.started = False  # popped from ``ready`` (a task id may be queued twice)
 
 
 class Worker:
@@ -313,8 +314,9 @@ class Worker:
                     self.ready_cond.wait()
                 tid = heapq.heappop(ready)[1]
                 task = tasks.get(tid)
-                if task is None or task.cancelled:
+                if task is None or task.cancelled or task.started:
                     continue
+                task.started = True
                 running[slot] = task
                 current[slot] = tid
             start = clock()
@@ -342,7 +344,8 @@ class Worker:
                     self._drop_copy(dep)
             if task.cancelled:
                 return
-            del self.tasks[task.tid]
+            if self.tasks.get(task.tid) is task:
+                del self.tasks[task.tid]
             if error is None:
                 self._store(task, value, start, stop)
                 if not (
