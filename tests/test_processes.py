@@ -36,6 +36,12 @@ def exit_hard(x):
     os._exit(3)
 
 
+def segfault(x):
+    import ctypes
+
+    return ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
 def slow(x, seconds=0.5):
     time.sleep(seconds)
     return x
@@ -74,7 +80,10 @@ def test_lambdas_and_closures_travel():
     assert ns.get(dsk, "b", scheduler="processes") == 11
 
 
-@pytest.mark.parametrize(("task", "code_text"), [(die_by_signal, "-9"), (exit_hard, "3")])
+@pytest.mark.parametrize(
+    ("task", "code_text"),
+    [(die_by_signal, "-9 (SIGKILL"), (exit_hard, "3 ("), (segfault, "-11 (SIGSEGV")],
+)
 def test_dead_worker_names_task_and_exit_code_quickly(task, code_text):
     ns.get({"warm": (inc, 1)}, "warm", scheduler="processes", num_workers=2)
     dsk = {"x": 1, "victim": (task, "x"), "other": (slow, "x", 5), "out": (max, "victim", "other")}
