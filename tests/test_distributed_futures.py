@@ -104,6 +104,10 @@ def test_errors_keep_their_type_remote_traceback_and_inputs(client):
     failure = ns.last_failure()
     assert failure.key == "bad-key" and failure.backend == "distributed"
     assert failure.inputs == {x.key: 3}
+    from notebook_sched.debug import rerun_task
+
+    again = rerun_task(failure)  # the debugging layer reruns it here, with its inputs
+    assert isinstance(again, ZeroDivisionError)
     dependent = client.submit(inc, bad)
     with pytest.raises(ZeroDivisionError):
         dependent.result(timeout=10)

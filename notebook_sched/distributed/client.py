@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..failure import TaskFailure, annotate, record_failure
+from ..graph import CALL
 from . import arguments, protocol
 from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
@@ -326,28 +327,31 @@ class Client:
         if state.exception is None:
             exc, worker, traceback_text = rebuild_error(state.error)
             annotate(exc, state.key, BACKEND, worker)
+            inputs, graph = self._failure_context(state.key)
             record_failure(
                 TaskFailure(
                     key=state.key,
                     exception=exc,
                     backend=BACKEND,
                     worker=worker,
-                    inputs=self._failed_inputs(state.key),
+                    inputs=inputs,
                     remote_traceback=traceback_text,
+                    graph=graph,
+                    requested_keys=[state.key] if graph is not None else None,
                 )
             )
             state.exception = exc
         return state.exception
 
-    def _failed_inputs(self, key) -> dict | None:
+    def _failure_context(self, key) -> tuple[dict | None, dict | None]:
+        """The failed task's inputs (fetched from the workers, where an erred task keeps
+        them) and, for a submitted call, a one-task graph to rerun it locally."""
         try:
-            deps = self._scheduler.call(
-                lambda s: [(d.key, d.tid) for d in s.named[key].deps] if key in s.named else []
-            )
+            deps, graph = self._scheduler.call(lambda s: _task_graph(s, key))
             values = fetch(self, [tid for _, tid in deps], 30.0)
         except Exception:
-            return None
-        return dict(zip([k for k, _ in deps], values, strict=True))
+            return None, None
+        return dict(zip([k for k, _ in deps], values, strict=True)), graph
 
     def _add_callback(self, future: Future, fn: Callable) -> None:
         with self._lock:
@@ -483,6 +487,25 @@ def _run_callbacks(callbacks: queue.SimpleQueue) -> None:
             logging.getLogger("notebook_sched.distributed").exception(
                 "a done-callback of %r raised", future
             )
+
+
+def _task_graph(state, key) -> tuple[list, dict | None]:
+    """(On the scheduler thread) ``[(input key, tid)]`` of a named task, and a graph
+    ``{key: (func, *args), input key: None...}`` when it came from ``submit``."""
+    ts = state.named.get(key)
+    if ts is None:
+        return [], None
+    deps = [(dep.key, dep.tid) for dep in ts.deps]
+    spec = ts.spec
+    if spec is None or spec[0] != CALL:
+        return deps, None
+    key_of = {tid: dep_key for dep_key, tid in deps}
+    args = list(spec[2])
+    for pos, tid in spec[3]:
+        args[pos] = key_of[tid]
+    graph: dict = {dep_key: None for dep_key, _ in deps}
+    graph[key] = (spec[1], *args)
+    return deps, graph
 
 
 def _new_key(fn: Any) -> str:
