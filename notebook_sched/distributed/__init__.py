@@ -12,11 +12,21 @@
         cluster.workers                           # what each worker is doing
 
 ``scheduler="distributed"`` runs any graph on the newest Client, or on a default
-cluster started on first use.  Modules: ``protocol`` (authenticated messages),
-``state`` (the scheduler's pure state machine), ``scheduler`` (its I/O thread),
-``worker`` (the worker process), ``cluster``, ``client``, ``run`` (a ``get``),
-``backend`` (the registry entry).  Nothing here is imported by ``import
-notebook_sched``.
+cluster started on first use.  Modules, each opening with its design note:
+
+``protocol``   authenticated, framed messages; out-of-band buffers; sizes
+``tasks``      the scheduler's records (task and worker states)
+``state``      the scheduler's pure state machine: stimuli in, instructions out
+``placement``  where tasks run (chunks of roots, eager chains, locality)
+``gathers``    results requested by the client
+``scheduler``  the I/O thread around the state
+``worker``     the worker process
+``cluster``    LocalCluster: processes, secret, replacement of dead workers
+``client``     Client, Future, as_completed (``arguments``: futures inside arguments)
+``run``        one ``get`` on the cluster, events in the caller's thread
+``backend``    ``scheduler="distributed"`` and the default cluster
+
+Nothing here is imported by ``import notebook_sched``.
 """
 
 from __future__ import annotations

@@ -111,13 +111,15 @@ class Future:
         return self._client._gather_keys([self.key], timeout)[0]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The task's exception once it is done, or None if it succeeded."""
+        """The task's exception once it is done, or None if it succeeded.
+
+        Raises CancelledError for a cancelled future (as concurrent.futures does)."""
         if not self._state.event.wait(timeout):
             raise TimeoutError(f"{self.key!r} is not done after {timeout} s")
         if self._state.status == ERROR:
             return self._client._exception(self._state)
         if self._state.status == CANCELLED:
-            return CancelledError(f"{self.key!r} was cancelled: {self._state.error}")
+            raise CancelledError(f"{self.key!r} was cancelled: {self._state.error}")
         return None
 
     def cancel(self) -> None:
