@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.overhead
 
