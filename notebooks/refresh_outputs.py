@@ -10,7 +10,9 @@ Rules, the same nbval applies:
 
 * a cell whose first line is ``# NBVAL_SKIP`` is not run and keeps no output (those
   cells open the debugger and would wait for input);
-* a cell marked ``# NBVAL_RAISES_EXCEPTION`` must raise; any other cell must not.
+* a cell tagged ``raises-exception`` (or marked ``# NBVAL_RAISES_EXCEPTION``) must
+  raise; any other cell must not. The tag also lets JupyterLab's "Run All" go on
+  past the cell.
 
 The kernel is this interpreter (the venv's), started in ``notebooks/`` as nbval does.
 Widget state is stored in the notebook metadata, so nbviewer can draw the widgets.
@@ -67,7 +69,9 @@ def refresh(path: Path, timeout: int = 120) -> float:
         if cell.cell_type != "code":
             continue
         raised = any(out.output_type == "error" for out in cell.get("outputs", []))
-        expected = marker(cell, "NBVAL_RAISES_EXCEPTION")
+        expected = marker(cell, "NBVAL_RAISES_EXCEPTION") or "raises-exception" in (
+            cell.metadata.get("tags") or ()
+        )
         if raised != expected:
             problems.append(f"cell {index} {'raised' if raised else 'did not raise'}")
     if problems:
