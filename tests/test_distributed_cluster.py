@@ -214,3 +214,12 @@ def test_a_crashed_scheduler_thread_raises_instead_of_hanging(no_leaks):
             slow.result()
         assert time.monotonic() - start < 5
         wait_for(lambda: not _alive(pid))  # its worker saw the connection close
+
+
+def test_an_idle_worker_takes_over_queued_work(no_leaks):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        dsk = {"a": (time.sleep, 1.0), "b": (time.sleep, 1.0), "c": (time.sleep, 0.05)}
+        dsk["d"] = (time.sleep, 0.05)
+        start = time.monotonic()
+        client.get(dsk, ["a", "b", "c", "d"])  # a and b first go to the same worker
+        assert time.monotonic() - start < 1.6  # not 2 s: the other worker took b

@@ -88,6 +88,17 @@ class Sim:
     def _op_peers(self, wid, items):
         pass
 
+    auto_steal = True
+
+    def _op_steal(self, wid, tids):
+        """Give back every stolen task not run yet (all of them: the Sim runs nothing
+        concurrently), unless a test answers steals itself."""
+        if self.auto_steal:
+            queued = {item[0] for item in self.queue[wid]}
+            given = [tid for tid in tids if tid in queued]
+            self.queue[wid] = [item for item in self.queue[wid] if item[0] not in given]
+            self.state.handle_stolen(wid, given)
+
     def _op_send(self, wid, items):
         found = [(rid, tid, pack(self.data[wid][tid])) for rid, tid in items]
         self.state.handle_data(wid, found, [], [])
@@ -364,3 +375,41 @@ def test_wide_reductions_dispatch_in_linear_time():
     sim.state.dispatch()
     assert time.perf_counter() - start < 0.6  # ~0.05 s; quadratic placement took ~2 s
     assert sum(len(w.processing) for w in sim.state.workers.values()) == 4 * 8192
+
+
+def test_an_idle_worker_steals_unstarted_root_tasks():
+    sim = Sim(2)
+    sim.auto_steal = False
+    dsk = {f"t{i}": (inc, i) for i in range(8)}
+    graph, target, base = add_run(sim, dsk, list(dsk))
+    out = sim.pump()
+    first = {
+        wid: [i[0] for op, items in ops if op == "compute" for i in items]
+        for wid, ops in out.items()
+    }
+    assert len(first[0]) == len(first[1]) == 4
+    sim.step(1)  # worker 1 finishes its share; worker 0 has started nothing yet
+    out = sim.pump()
+    steal = [tid for op, items in out.get(0, []) if op == "steal" for tid in items]
+    assert len(steal) == 2 and set(steal) <= set(first[0])
+    # Worker 0 gives back one (it started the other meanwhile).
+    given, kept = steal
+    sim.queue[0] = [item for item in sim.queue[0] if item[0] != given]
+    sim.state.handle_stolen(0, [given])
+    out = sim.pump()
+    assert [i[0] for op, items in out.get(1, []) if op == "compute" for i in items] == [given]
+    sim.auto_steal = True
+    sim.run()
+    assert target.data() == [i + 1 for i in range(8)]
+
+
+def test_tasks_awaited_on_their_worker_are_not_stolen():
+    sim = Sim(2)
+    _, target, _ = add_run(sim, chain(10), "c9")
+    out = sim.pump()
+    holder = next(wid for wid, ops in out.items() if ops)
+    out = sim.pump()
+    assert not any(op == "steal" for ops in out.values() for op, _ in ops)
+    sim.run()
+    assert target.data() == [9]
+    del holder

@@ -22,11 +22,17 @@ changes the same fields and is driven by ``dispatch()`` after every batch of sti
   inputs to fetch and who holds them; workers fetch from each other directly.
 * Paused workers (over their memory limit) get nothing - unless every worker is
   paused and idle, where waiting would hang the computation.
+* Work stealing: when the root queue is empty and a worker is idle, the busiest
+  worker is asked (``steal``) to give back half of its unstarted root tasks that no
+  task there waits for; it answers with those it had not started (``stolen``), and
+  they are placed again.  Task times that vary a lot thus do not leave a worker idle
+  while another has a queue.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 
 from .tasks import MEMORY, PROCESSING, QUEUED, WAITING, TaskState, WorkerState
 
@@ -39,6 +45,7 @@ MAX_QUEUE = 8192
 BANDWIDTH = 1e9  # bytes/s between local workers, for placement estimates
 LATENCY = 1e-4  # seconds per input fetched from another worker
 EAGER_MAX_INPUTS = 32  # a dependent with more inputs never follows them eagerly
+STEAL_SCAN = 2048  # queued tasks of a busy worker examined per steal attempt
 
 
 class Placement:
@@ -75,6 +82,8 @@ class Placement:
                     self._assign(ts, worker)
         if self.root_heap:
             self._dispatch_roots()
+        elif len(self.workers) > 1:
+            self._balance()
 
     def _accepting(self) -> list:
         workers = [w for w in self.workers.values() if not w.paused]
@@ -107,6 +116,37 @@ class Placement:
                     progressed = True
             if not progressed:
                 return
+
+    def _balance(self) -> None:
+        """Work stealing: when a worker is idle, ask the busiest worker to give back
+        half of the root tasks it has not started (it answers with ``stolen``)."""
+        idle = [w for w in self.workers.values() if not w.processing and not w.paused]
+        if not idle:
+            return
+        victim = max(self.workers.values(), key=lambda w: len(w.processing))
+        if victim.stealing or len(victim.processing) <= victim.nthreads:
+            return
+        sample = itertools.islice(victim.processing, STEAL_SCAN)  # bounded work per call
+        stealable = [ts for ts in sample if not ts.deps and not _feeds(ts, victim)]
+        if len(stealable) < 2:
+            return
+        stealable.sort(key=lambda ts: ts.priority, reverse=True)  # those it would run last
+        victim.stealing = True
+        for ts in stealable[: len(stealable) // 2]:
+            self._emit(victim, "steal", ts.tid)
+
+    def handle_stolen(self, wid: int, tids: list) -> None:
+        """Worker ``wid`` gave back ``tids`` (unstarted): place them again."""
+        victim = self.workers.get(wid)
+        if victim is None:
+            return
+        victim.stealing = False
+        for tid in tids:
+            ts = self.tasks.get(tid)
+            if ts is not None and ts.state == PROCESSING and ts.worker is victim:
+                victim.processing.discard(ts)
+                ts.worker = None
+                self._ready(ts)
 
     def _decide_worker(self, ts: TaskState) -> WorkerState | None:
         pinned = ts.pinned
@@ -171,6 +211,11 @@ class Placement:
                     user.state = PROCESSING
                     stack.append(user)
         return assigned
+
+
+def _feeds(ts: TaskState, worker: WorkerState) -> bool:
+    """True when a task assigned to ``worker`` waits there for ``ts``."""
+    return any(user.worker is worker and user.state == PROCESSING for user in ts.dependents)
 
 
 def _follows(user: TaskState, worker: WorkerState) -> bool:

@@ -74,6 +74,7 @@ class Scheduler:
             "error": lambda wid, m: self.state.handle_error(wid, m[1], m[2], m[3]),
             "data": lambda wid, m: self.state.handle_data(wid, m[1], m[2], m[3]),
             "paused": lambda wid, m: self.state.set_paused(wid, m[1]),
+            "stolen": lambda wid, m: self.state.handle_stolen(wid, m[1]),
         }
         self.listener = protocol.AuthListener(
             protocol.listen_address(directory, "scheduler.sock"),

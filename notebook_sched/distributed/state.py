@@ -41,6 +41,7 @@ Operations to workers (``(name, [items])``, consecutive items of one name merged
     release  tid             forget the task: drop its data, cancel it if pending/running
     where    (tid, wid)      an input you wait for is now held by worker wid
     send     (request, tid)  send this result to the scheduler
+    steal    tid             give this task back if it has not started
     peers    {wid: address}
 """
 

@@ -100,7 +100,17 @@ class TaskState:
 
 
 class WorkerState:
-    __slots__ = ("wid", "name", "nthreads", "address", "processing", "has", "nbytes", "paused")
+    __slots__ = (
+        "wid",
+        "name",
+        "nthreads",
+        "address",
+        "processing",
+        "has",
+        "nbytes",
+        "paused",
+        "stealing",
+    )
 
     def __init__(self, wid: int, name: str, nthreads: int, address: Any):
         self.wid = wid
@@ -111,6 +121,7 @@ class WorkerState:
         self.has: set = set()  # TaskStates whose result lives here
         self.nbytes = 0
         self.paused = False
+        self.stealing = False  # a steal request to this worker is unanswered
 
     def __repr__(self) -> str:
         return f"<WorkerState {self.name} processing={len(self.processing)} has={len(self.has)}>"

@@ -8,7 +8,7 @@
        |                                             tables below, wakes executors
        |  <---- done batches, errors        ----   executor threads (slot 0 is the main
        |                                             thread): pop ready, run, store result
-       |  <---- data for the client, paused ----   sender thread: answers ``send``
+       |  <---- data, paused, stolen --------   sender thread: answers ``send``/``steal``
                                                    fetcher thread --get--> peer workers
                            peer workers --get-->   peer server (one thread per peer)
 
@@ -123,6 +123,7 @@ class Worker:
             "where": self._on_where,
             "send": self.replies.put,
             "peers": self._on_peers,
+            "steal": self._on_steal,
         }
 
     # -- life cycle ------------------------------------------------------------
@@ -245,6 +246,21 @@ class Worker:
             self._check_memory()
         for slot in interrupt:
             self._interrupt(slot)
+
+    def _on_steal(self, tids: list) -> None:
+        """Give back the tasks among ``tids`` that have not started (nor are awaited
+        here); the answer goes out through the sender thread."""
+        given = []
+        with self.lock:
+            for tid in tids:
+                task = self.tasks.get(tid)
+                if task is None or task.started or tid in self.waiters:
+                    continue
+                del self.tasks[tid]
+                task.cancelled = True
+                self._forget_inputs(task)
+                given.append(tid)
+        self.replies.put(("stolen", given))
 
     def _forget_inputs(self, task: _Task) -> None:
         """A cancelled task no longer waits for, or reads, its inputs."""
