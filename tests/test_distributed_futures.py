@@ -223,3 +223,18 @@ def test_long_tasks_are_reported_as_started_while_they_run(client):
     started, finished = clock.seen["started"], clock.seen["finished"]
     assert finished[0] - started[0] > 0.4  # seen running, not only when done
     assert started[1] == finished[1] and started[1].startswith("worker-")
+
+
+def test_concurrent_gets_with_the_same_keys_do_not_mix(client):
+    results = {}
+
+    def run(n):
+        dsk = {"x": n, "y": (slow, "x", 0.01), "z": (add, "y", "x")}
+        results[n] = [client.get(dsk, "z") for _ in range(5)]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {n: [2 * n] * 5 for n in range(4)}
