@@ -19,6 +19,7 @@ from .delayed import Delayed, delayed
 from .diagnostics import install_run_hooks as _install_run_hooks
 from .failure import TaskFailure, last_failure
 from .graph import CycleError, GraphError
+from .interop import install as _install_interop
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,8 @@ _LAZY = {
 
 # Progress bars and local reruns of failed tasks plug into every get (cheap to load).
 _install_run_hooks()
+# Dask's default scheduler follows config.set(scheduler=...) (Dask loads on first change).
+_install_interop()
 
 
 def load_ipython_extension(ipython: Any) -> None:

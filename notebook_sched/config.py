@@ -24,7 +24,10 @@ Names:
 manager, puts the previous values back on exit, also when the block raises.  The
 values are process-global, so a scope opened in one thread is seen by all threads.
 Observers registered with :func:`subscribe` hear every change (the picker widget
-stays in sync with ``%schedule`` this way).
+stays in sync with ``%schedule`` this way).  *Mirrors* registered with
+:func:`add_mirror` copy a change into another library's settings and are undone when
+the scope that made it ends (Dask's default scheduler follows ours this way; a
+subscriber cannot do it, since it cannot tell the end of a scope from a new change).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["set", "get", "subscribe", "unsubscribe", "DEFAULTS", "ENV_SCHEDULER"]
+__all__ = ["set", "get", "subscribe", "unsubscribe", "add_mirror", "DEFAULTS", "ENV_SCHEDULER"]
 
 ENV_SCHEDULER = "NOTEBOOK_SCHED_SCHEDULER"
 
@@ -49,10 +52,12 @@ DEFAULTS: dict[str, Any] = {
 
 RERUN_CHOICES = ("auto", "always", "never")
 
-# Guards _values and _subscribers.
+# Guards _values, _subscribers and _mirrors.
 _lock = threading.RLock()
 _values: dict[str, Any] = dict(DEFAULTS)
 _subscribers: list[Callable[[str, Any], None]] = []
+# mirror(changes) -> an undo callable, or None when it has nothing to undo.
+_mirrors: list[Callable[[dict[str, Any]], Callable[[], None] | None]] = []
 _MISSING = object()
 
 
@@ -93,7 +98,10 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
         with _lock:
             self._previous = {name: _values[name] for name in checked}
             _values.update(checked)
+            mirrors = list(_mirrors)
         _notify(checked)
+        undos = (mirror(checked) for mirror in mirrors)
+        self._undo = [undo for undo in undos if undo is not None]
 
     def __enter__(self) -> set:
         return self
@@ -102,6 +110,8 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
         with _lock:
             _values.update(self._previous)
         _notify(self._previous)
+        for undo in reversed(self._undo):
+            undo()
 
     def __repr__(self) -> str:
         return f"<config.set previous={self._previous!r}>"
@@ -134,6 +144,14 @@ def unsubscribe(callback: Callable[[str, Any], None]) -> None:
     with _lock:
         if callback in _subscribers:
             _subscribers.remove(callback)
+
+
+def add_mirror(mirror: Callable[[dict[str, Any]], Callable[[], None] | None]) -> None:
+    """Call ``mirror(changes)`` on every ``set``; the undo it returns runs when the
+    ``with`` block ends (a ``set`` not used as a context manager is never undone)."""
+    with _lock:
+        if mirror not in _mirrors:
+            _mirrors.append(mirror)
 
 
 def _notify(changes: dict[str, Any]) -> None:

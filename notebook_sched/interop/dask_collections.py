@@ -1,0 +1,75 @@
+"""Dask collections on our schedulers: the get function Dask calls.
+
+Dask 2026's ``compute`` optimises the collections into one expression and calls the
+scheduler as ``get(expr, keys, **kwargs)``; older paths pass a ``HighLevelGraph`` or a
+dict.  :func:`dask_get` accepts all of them (``__dask_graph__()`` materialises an
+expression), honours Dask's callbacks, and runs the graph through
+:func:`notebook_sched.get`, so our run hooks apply: the progress bar, output routing
+and the local rerun of failed tasks.  Graph values are legacy tuples, ``Task``,
+``Alias`` and ``DataNode`` objects; ``graph.py`` runs the latter through their public
+interface (``.dependencies``, called with ``{dependency: value}``), so no private Dask
+module is needed.
+
+Three ways in, one path:
+
+* ``x.compute(scheduler=notebook_sched.get)`` (no Dask callbacks: ``get`` is Dask-agnostic),
+* ``x.compute(scheduler=partial(dask_get, scheduler="processes"))``, and the same
+  callable set as Dask's default by our config scopes (``mirror.py``),
+* ``notebook_sched.compute(x)``, which merges the collections' own graphs
+  (``__dask_graph__``/``__dask_keys__``/``__dask_postcompute__``) without Dask's
+  optimisation pass; the results are the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import get
+from ..graph import to_mapping
+
+__all__ = ["dask_get", "active_callbacks"]
+
+
+def active_callbacks(callbacks: Any = None) -> list[tuple]:
+    """Dask's callback 5-tuples for this run: ``callbacks=`` or ``Callback.active``."""
+    import sys
+
+    module = sys.modules.get("dask.callbacks")
+    if module is None:  # nobody could have registered one
+        return []
+    if callbacks is None:
+        return list(module.Callback.active)
+    if not isinstance(callbacks, list | tuple | set):
+        callbacks = [callbacks]
+    return [module.normalize_callback(cb) for cb in callbacks]
+
+
+def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
+    """Dask's get contract on our schedulers: ``dask_get(expr_or_graph, keys, ...)``.
+
+    ``scheduler`` is one of ours (a name, an executor, a get function; None for the
+    config).  ``callbacks=`` and active ``dask.callbacks.Callback`` objects are fed
+    from our events (see ``callbacks.py``); other keywords go to
+    :func:`notebook_sched.get` (``num_workers``, ``pool``, ``observers``, ...).
+    """
+    given = kwargs.pop("callbacks", None)
+    callbacks = active_callbacks(given)
+    if not callbacks:
+        return get(dsk, keys, scheduler=scheduler, **kwargs)
+    from dask.callbacks import Callback
+
+    from .callbacks import DaskCallbacks
+
+    mapping = to_mapping(dsk)
+    if not isinstance(mapping, dict):
+        mapping = dict(mapping)  # one materialisation, shared by the run and the hooks
+    observer = DaskCallbacks(callbacks, mapping)
+    observers = [*(kwargs.pop("observers", None) or ()), observer]
+    if given is not None:
+        return get(mapping, keys, scheduler=scheduler, observers=observers, **kwargs)
+    # As dask.callbacks.local_callbacks: the outermost compute owns the global ones.
+    saved, Callback.active = Callback.active, set()
+    try:
+        return get(mapping, keys, scheduler=scheduler, observers=observers, **kwargs)
+    finally:
+        Callback.active = saved
