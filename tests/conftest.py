@@ -10,6 +10,7 @@ reaped.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 
@@ -19,14 +20,21 @@ import pytest
 GRACE_SECONDS = 3.0
 
 
+def _default_cluster() -> tuple[set[int], set[int]]:
+    """Pids and thread idents of the default local cluster, if one was started."""
+    backend = sys.modules.get("notebook_sched.distributed.backend")
+    return backend.resident() if backend is not None else (set(), set())
+
+
 def pool_worker_pids() -> set[int]:
-    """Long-lived helpers by design: the shared pool's workers and multiprocessing's
-    resource tracker (one per process, started with the first spawned worker)."""
+    """Long-lived helpers by design: the shared pool's workers, the default local
+    cluster's workers, and multiprocessing's resource tracker (one per process,
+    started with the first spawned worker)."""
     from multiprocessing import resource_tracker
 
     from notebook_sched.schedulers import _pool
 
-    pids = set()
+    pids = set(_default_cluster()[0])
     tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
     if tracker is not None:
         pids.add(tracker)
@@ -49,7 +57,12 @@ def extra_children(before: set[int]) -> set[int]:
 
 
 def extra_threads(before: set[int]) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    resident = _default_cluster()[1]
+    return [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.ident not in resident and t.is_alive()
+    ]
 
 
 @contextlib.contextmanager
