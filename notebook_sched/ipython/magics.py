@@ -11,7 +11,8 @@
 Arguments are parsed with ``IPython.core.magic_arguments`` (never evaluated); any
 mistake raises ``UsageError`` naming the valid choices.  Settings map to the config:
 ``--workers N|auto`` -> ``num_workers``, ``--progress/--no-progress`` -> ``progress``
-True/False, ``--rerun/--no-rerun`` -> ``rerun`` ``"always"``/``"never"``.
+True/False, ``--rerun/--no-rerun`` -> ``rerun`` ``"always"``/``"never"``,
+``--address tcp://host:8786`` -> ``dask_address`` (the cluster of the ``dask`` backend).
 
 The cell body of ``%%schedule`` runs the way ``%%time`` runs its cell: IPython's own
 input transformations, compiled under a cached file name (so tracebacks and the
@@ -67,6 +68,8 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
             ) from None
     if args.workers is not None:
         changes["num_workers"] = None if args.workers == "auto" else args.workers
+    if args.address is not None:
+        changes["dask_address"] = args.address
     for on, off, name, values in (
         ("progress_on", "progress_off", "progress", (True, False)),
         ("rerun_on", "rerun_off", "rerun", ("always", "never")),
@@ -93,6 +96,11 @@ class ScheduleMagics(Magics):
         "arguments for the list)",
     )
     @argument("-w", "--workers", type=_workers, default=None, help="workers per run, or 'auto'")
+    @argument(
+        "--address",
+        default=None,
+        help="dask.distributed scheduler for the dask backend, e.g. tcp://127.0.0.1:8786",
+    )
     @argument("--progress", dest="progress_on", action="store_true", help="show progress")
     @argument("--no-progress", dest="progress_off", action="store_true", help="hide progress")
     @argument(

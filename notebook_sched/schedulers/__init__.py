@@ -60,6 +60,12 @@ register_backend(
     ("local-distributed",),
     "a local cluster: futures, data that stays in worker processes, a live status",
 )
+register_backend(
+    "dask",
+    "notebook_sched.interop.dask_backend",
+    (),
+    "a dask.distributed cluster: the active Client, or --address tcp://host:8786",
+)
 
 
 def names() -> dict[str, list[str]]:

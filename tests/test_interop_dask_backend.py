@@ -1,0 +1,301 @@
+"""``scheduler="dask"``: our graphs on a real dask.distributed cluster, with our events.
+
+One ``distributed.LocalCluster`` (worker processes, loopback only) serves the module;
+it is made before any leak-check baseline.  Its client is *not* the default, so each
+test picks the cluster explicitly: ``client.as_current()`` or ``dask_address``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dask
+import dask.array as da
+import dask.bag as db
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+import notebook_sched as ns
+from notebook_sched.debug import rerun_task
+from notebook_sched.diagnostics.profiler import Profiler
+from notebook_sched.events import Observer
+from notebook_sched.interop import dask_backend
+
+from .conftest import leak_check
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    # dashboard_address=None still serves the scheduler's HTTP routes (on loopback);
+    # another cluster on this machine may hold the default port.
+    pytest.mark.filterwarnings("ignore:Port 8787 is already in use"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        yield cluster
+        dask_backend.shutdown()  # the clients made for dask_address, before the cluster
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2)
+        with client.as_current():  # starts the client's lazy helper threads before baselines
+            assert ns.get({"a": np.ones(3), "b": (np.sum, "a")}, "b", scheduler="dask") == 3
+        yield client
+
+
+@pytest.fixture
+def on_cluster(client):
+    """The cluster's client is current; a leak check around the test; configs restored."""
+    saved = ns.config.snapshot()
+    with client.as_current(), leak_check():
+        yield client
+    ns.config.set(**saved)
+
+
+class Recorder(Observer):
+    """Every event, in arrival order (they arrive on the calling thread)."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+        self.threads: set = set()
+
+    def graph_started(self, run):
+        self.events.append(("graph_started", run.scheduler, run.tasks))
+
+    def task_started(self, key, worker):
+        self.threads.add(threading.get_ident())
+        self.events.append(("started", key, worker))
+
+    def task_finished(self, key, worker, start, stop):
+        self.events.append(("finished", key, worker, start, stop))
+
+    def task_failed(self, key, worker, error):
+        self.events.append(("failed", key, worker, type(error).__name__))
+
+    def graph_finished(self, run, error):
+        self.events.append(("graph_finished", None if error is None else type(error).__name__))
+
+    def of(self, kind):
+        return [e for e in self.events if e[0] == kind]
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def scale_rows(rows, factor):
+    kept = [r for r in rows if r]
+    return len(kept) / factor
+
+
+def graph():
+    return {
+        "a": 1,
+        "b": (inc, "a"),
+        "c": "b",  # alias
+        "d": (sum, ["a", "b", (inc, "c")]),  # nested task in a list
+        ("x", 0): (add, "a", 10),
+        ("x", 1): (add, ("x", 0), "d"),
+        "data": (sorted, {3, 1, 2}),  # literals, also ones Dask would walk, stay data
+        "table": (dict.get, {"a": "b"}, "a"),
+    }
+
+
+def test_results_match_sync(on_cluster):
+    keys = ["c", "d", [("x", 1)], "b", "data", "table"]
+    assert ns.get(graph(), keys, scheduler="dask") == ns.get(graph(), keys, scheduler="sync")
+
+
+def test_same_key_names_in_later_and_concurrent_runs_stay_apart(on_cluster):
+    assert ns.get({"x": 1, "y": (inc, "x")}, "y", scheduler="dask") == 2
+    assert ns.get({"x": 5, "y": (inc, "x")}, "y", scheduler="dask") == 6
+    results = {}
+
+    def run(n):
+        with on_cluster.as_current():
+            results[n] = ns.get({"x": n, "y": (inc, "x")}, "y", scheduler="dask")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {n: n + 1 for n in range(4)}
+
+
+def test_events_carry_worker_addresses_and_times(on_cluster, cluster):
+    recorder = Recorder()
+    before = time.time()
+    ns.get(graph(), [("x", 1), "c"], scheduler="dask", observers=[recorder])
+    after = time.time()
+    tasks = {"a", "b", "c", "d", ("x", 0), ("x", 1)}
+    assert recorder.events[0] == ("graph_started", "dask", len(tasks))
+    assert recorder.events[-1] == ("graph_finished", None)
+    started, finished = recorder.of("started"), recorder.of("finished")
+    assert {e[1] for e in started} == {e[1] for e in finished} == tasks
+    workers = set(cluster.scheduler_info["workers"])
+    assert {e[2] for e in finished} <= workers
+    position = {(e[0], e[1]): n for n, e in enumerate(recorder.events)}
+    for _, key, _, start, stop in finished:
+        assert before <= start <= stop <= after
+        assert position["started", key] < position["finished", key]
+    assert recorder.threads == {threading.get_ident()}  # hooks run on the calling thread
+
+
+def test_profiler_and_task_done_counts(on_cluster):
+    dsk = {f"load-{i}": (inc, i) for i in range(20)}
+    dsk["total"] = (sum, [f"load-{i}" for i in range(20)])
+    with Profiler() as prof:
+        assert ns.get(dsk, "total", scheduler="dask") == sum(range(1, 21))
+    assert len(prof.records) == 21
+    assert {r.worker for r in prof.records} <= set(on_cluster.nthreads())
+    assert [row.prefix for row in prof.summary().rows] and prof.summary().rows[0].count
+
+
+def test_failure_records_inputs_from_the_cluster_and_reruns_in_the_task_frame(on_cluster):
+    dsk = {"rows": [1, 0, 3], "factor": 0, "scale-7": (scale_rows, "rows", "factor")}
+    dsk["after"] = (inc, "scale-7")
+    recorder = Recorder()
+    with pytest.raises(ZeroDivisionError) as info:
+        ns.get(dsk, "after", scheduler="dask", observers=[recorder], rerun="always")
+    failure = ns.last_failure()
+    assert failure.backend == "dask" and failure.key == "scale-7"
+    assert failure.inputs == {"rows": [1, 0, 3], "factor": 0}
+    assert failure.worker in on_cluster.nthreads()
+    assert "in scale_rows" in failure.remote_traceback
+    assert "_remote.py" not in failure.remote_traceback  # our wrapper's frames left out
+    assert failure.extra["rerun"] == "raised the same error"
+    tb = info.value.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb.tb_frame.f_code.co_name == "scale_rows"  # where %debug lands
+    assert tb.tb_frame.f_locals["kept"] == [1, 3]
+    assert any("failed on the 'dask' scheduler" in n for n in info.value.__notes__)
+    assert recorder.of("failed") == [("failed", "scale-7", failure.worker, "ZeroDivisionError")]
+    assert recorder.events[-1] == ("graph_finished", "ZeroDivisionError")
+    assert isinstance(rerun_task(failure), ZeroDivisionError)
+    # The cluster keeps nothing of ours once the run is over, failed or not.
+    assert ns.get({"x": 1, "y": (inc, "x")}, "y", scheduler="dask") == 2
+    assert wait_until(lambda: not on_cluster.run_on_scheduler(task_count))
+
+
+def task_count(dask_scheduler=None):
+    return len(dask_scheduler.tasks)
+
+
+def wait_until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_without_a_rerun_the_workers_traceback_is_the_cause(on_cluster):
+    with pytest.raises(ZeroDivisionError) as info:
+        ns.get({"a": 0, "b": (scale_rows, [1], "a")}, "b", scheduler="dask", rerun="never")
+    assert "in scale_rows" in str(info.value.__cause__)
+    assert ns.last_failure().inputs == {"a": 0}
+
+
+def test_intermediate_results_are_released_while_the_graph_runs(on_cluster):
+    def slow_chunk(i):
+        time.sleep(0.05)
+        return np.full(1000, i, dtype=float)
+
+    dsk = {f"chunk-{i}": (slow_chunk, i) for i in range(8)}
+    dsk.update({f"sum-{i}": (np.sum, f"chunk-{i}") for i in range(8)})
+    dsk["total"] = (sum, [f"sum-{i}" for i in range(8)])
+    peak = []
+
+    class Watch(Observer):
+        def task_finished(self, key, worker, start, stop):
+            if key == "sum-7":
+                peak.append(on_cluster.run_on_scheduler(held_chunks))
+
+    assert ns.get(dsk, "total", scheduler="dask", observers=[Watch()]) == 1000 * sum(range(8))
+    assert peak and peak[0] < 8  # chunks already summed were let go
+
+
+def held_chunks(dask_scheduler=None):
+    return sum(
+        1 for ts in dask_scheduler.tasks.values() if ts.state == "memory" and "chunk" in ts.key[0]
+    )
+
+
+def test_dask_collections_run_there_through_our_config(on_cluster):
+    x = da.random.RandomState(0).random((200, 200), chunks=(50, 50))
+    bag = db.from_sequence(range(30), npartitions=4).map(inc).sum()
+    want = dask.compute((x + x.T).mean(axis=0).sum(), x @ x.T, bag, scheduler="sync")
+    recorder = Recorder()
+    with recorder, ns.config.set(scheduler="dask"):
+        got = dask.compute((x + x.T).mean(axis=0).sum(), x @ x.T, bag)
+    assert got[0] == want[0] and np.allclose(got[1], want[1]) and got[2] == want[2]
+    assert recorder.events[0][:2] == ("graph_started", "dask")
+
+
+def test_address_setting_connects_its_own_client(cluster, client):
+    saved = ns.config.snapshot()
+    try:
+        with ns.config.set(scheduler="dask", dask_address=cluster.scheduler_address):
+            assert ns.get(graph(), "d") == 6
+            first = dask_backend.current_client()
+            assert first is not client and first.scheduler.address == cluster.scheduler_address
+            assert ns.get(graph(), "d") == 6
+            assert dask_backend.current_client() is first  # one client per address, reused
+    finally:
+        ns.config.set(**saved)
+
+
+def test_no_cluster_is_an_error_that_names_the_fixes(client):
+    with pytest.raises(RuntimeError, match="no distributed.Client is active") as info:
+        ns.get({"a": 1}, "a", scheduler="dask")
+    assert "dask_address=" in str(info.value) and "--address" in str(info.value)
+
+
+def test_unreachable_address_names_it(client, monkeypatch):
+    monkeypatch.setattr(dask_backend, "CONNECT_TIMEOUT", "1s")
+    with ns.config.set(dask_address="tcp://127.0.0.1:1"), pytest.raises(OSError) as info:
+        ns.get({"a": 1}, "a", scheduler="dask")
+    assert "tcp://127.0.0.1:1" in str(info.value) and "dask scheduler" in str(info.value)
+
+
+def test_interrupt_cancels_what_has_not_run(on_cluster):
+    def slow(x):
+        time.sleep(0.3)
+        return x
+
+    dsk = {f"s-{i}": (slow, i) for i in range(40)}
+    dsk["all"] = (sum, [f"s-{i}" for i in range(40)])
+    timer = threading.Timer(0.5, lambda: _interrupt_main())
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ns.get(dsk, "all", scheduler="dask")
+    assert time.monotonic() - started < 2.0
+    timer.join()
+    assert wait_until(lambda: not on_cluster.run_on_scheduler(task_count), timeout=5)
+    assert ns.get({"x": 1, "y": (inc, "x")}, "y", scheduler="dask") == 2
+
+
+def _interrupt_main():
+    import _thread
+
+    _thread.interrupt_main()
