@@ -73,14 +73,16 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     if options.get("rerun") not in config.RERUN_CHOICES:
         config._validate("rerun", options.get("rerun"))
 
-    ours = isinstance(scheduler, str) or isinstance(scheduler, Executor)
+    # Our backends (and get functions marked ``takes_observers``, such as
+    # ``Client.get``) take observers; a foreign get function knows Dask's options only.
+    ours = isinstance(scheduler, (str, Executor)) or getattr(scheduler, "takes_observers", False)
 
     def call() -> Any:
         # Read the options only now: run hooks may add observers (a progress bar).
         if ours:
             names = ("num_workers", "pool", "observers")
             backend_options = {name: options.get(name) for name in names}
-        else:  # a foreign get function knows Dask's options only
+        else:
             backend_options = {
                 name: options[name] for name in ("num_workers", "pool") if options[name] is not None
             }

@@ -130,3 +130,18 @@ def test_bad_environment_variable_is_explained():
     )
     assert out.returncode != 0
     assert "NOTEBOOK_SCHED_SCHEDULER='gpu' is not valid" in out.stderr
+
+
+def test_get_functions_marked_takes_observers_receive_them():
+    from notebook_sched.events import Observer
+
+    received = []
+
+    def my_get(dsk, keys, observers=None, **kwargs):
+        received.append(observers)
+        return ns.get(dsk, keys, scheduler="sync", observers=observers)
+
+    my_get.takes_observers = True
+    watcher = Observer()
+    assert ns.get({"a": 1}, "a", scheduler=my_get, observers=[watcher]) == 1
+    assert received and watcher in received[0]

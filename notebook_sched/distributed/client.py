@@ -296,6 +296,8 @@ class Client:
         """Dask's get contract on this cluster: ``scheduler=client.get`` works anywhere."""
         return run_graph(self, dsk, keys, observers=observers)
 
+    get.takes_observers = True  # api.get passes progress bars and profilers through
+
     # -- results ---------------------------------------------------------------
     def gather(self, futures: Any, timeout: float | None = None) -> Any:
         """Values of futures; lists, tuples and dicts of futures keep their shape."""
