@@ -15,6 +15,9 @@ One run measures our backends and Dask's on the same graphs and prints a report:
    workers.
 4. **Peak memory** (``memory.py``): a tree reduction over 64 arrays of 8 MB on our
    threads vs Dask's.  Target: ours <= Dask's.
+5. **dask.array** (``dask_array.py``): Dask collections (a 4,000 x 4,000 random array:
+   ``(x + x.T).mean(axis=0).sum()`` and ``x @ x.T``) computed by Dask on its threaded
+   scheduler and on ours: time and peak memory.  Target: ours <= Dask's for both.
 
 Then a summary of every target and an overall PASS/FAIL.  The exit code is 0 even
 when a target fails: this is a report, not a test.
@@ -40,7 +43,7 @@ from .workloads import OVERHEAD_GRAPHS, chain
 
 __all__ = ["main", "run_overhead", "run_deep_chain"]
 
-SECTIONS = ("overhead", "deep", "parallel", "memory")
+SECTIONS = ("overhead", "deep", "parallel", "memory", "dask-array")
 DEEP_CHAIN = 1_000_000
 
 
@@ -182,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-repeats", type=int, default=21, help="fresh processes per memory cell (median)"
     )
+    parser.add_argument(
+        "--dask-array-repeats", type=int, default=5, help="timed rounds per dask.array row"
+    )
+    parser.add_argument(
+        "--dask-array-memory-repeats",
+        type=int,
+        default=3,
+        help="fresh processes per dask.array memory cell (median)",
+    )
     args = parser.parse_args(argv)
     sections = list(SECTIONS) if args.all else [s.strip() for s in args.sections.split(",")]
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -213,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         from .memory import run_memory
 
         run_memory(args.workers, args.memory_repeats, tally)
+    if "dask-array" in sections:
+        from .dask_array import run_dask_array
+
+        run_dask_array(args.workers, args.dask_array_repeats, args.dask_array_memory_repeats, tally)
     tally.print_summary()
     print(f"Total time: {time.perf_counter() - started:.0f} s")
     return 0
