@@ -46,6 +46,7 @@ import queue
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
 from ..engine import execute_graph, task_failure
@@ -64,7 +65,7 @@ CONNECT_TIMEOUT = "10s"
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}  # address -> the Client we opened for it
-_routers: dict[str, _Router] = {}  # client id -> its event router
+_routers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Client -> _Router
 
 
 def get(
@@ -181,9 +182,9 @@ class _Router:
 
 def _router(client: Any) -> _Router:
     with _lock:
-        router = _routers.get(client.id)
+        router = _routers.get(client)
         if router is None:
-            router = _routers[client.id] = _Router(TOPIC.format(client=client.id))
+            router = _routers[client] = _Router(TOPIC.format(client=client.id))
             client.subscribe_topic(router.topic, router)
     return router
 
