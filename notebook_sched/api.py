@@ -55,6 +55,7 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     Options: ``num_workers``, ``pool``, ``observers`` (a list of
     :class:`~notebook_sched.events.Observer`), ``progress``, ``rerun``.
     """
+    __tracebackhide__ = True  # IPython, its debugger and pytest skip our frames
     unknown = [name for name in options if name not in _OPTIONS and name not in _DASK_OPTIONS]
     if unknown:
         raise TypeError(
@@ -78,6 +79,7 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     ours = isinstance(scheduler, (str, Executor)) or getattr(scheduler, "takes_observers", False)
 
     def call() -> Any:
+        __tracebackhide__ = True
         # Read the options only now: run hooks may add observers (a progress bar).
         if ours:
             names = ("num_workers", "pool", "observers")
@@ -95,7 +97,11 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
 
 
 def _wrap(hook, inner, backend, options):
-    return lambda: hook(inner, backend, options)
+    def run_with_hook() -> Any:
+        __tracebackhide__ = True
+        return hook(inner, backend, options)
+
+    return run_with_hook
 
 
 def compute(*args: Any, scheduler: Any = None, traverse: bool = True, **options: Any) -> tuple:

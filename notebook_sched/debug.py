@@ -161,6 +161,7 @@ def rerun_task(failure: TaskFailure) -> BaseException | None:
     Returns the exception the rerun raised (its traceback holds the task's frames),
     or None if it did not fail.  Raises :class:`RerunUnavailable` when it cannot run.
     """
+    __tracebackhide__ = True
     from .engine import run_spec
 
     spec, values = _compile_for_rerun(failure)
@@ -183,6 +184,7 @@ def _should_rerun(failure: TaskFailure, policy: str | None) -> bool:
 
 def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseException | None:
     """The exception to raise instead of ``original``, or None to raise ``original``."""
+    __tracebackhide__ = True
     where = f"{failure.worker} of the {failure.backend!r} scheduler"
     try:
         again = rerun_task(failure)
@@ -231,6 +233,7 @@ def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseE
 
 def failure_hook(call, backend: str, options: dict) -> Any:
     """Run hook: rerun remote failures locally (per policy) and attach the renderer."""
+    __tracebackhide__ = True
     try:
         return call()
     except Exception as exc:

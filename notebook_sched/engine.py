@@ -139,6 +139,7 @@ class RunState:
 
 def run_spec(spec: tuple, values: list) -> Any:
     """Run one compiled task in this process, reading inputs from ``values``."""
+    __tracebackhide__ = True
     kind = spec[0]
     if kind == CALL:
         slots = spec[3]
@@ -202,6 +203,7 @@ def execute_graph(
     ``driver(graph, state, events)`` must leave every requested output in
     ``state.values`` or raise.
     """
+    __tracebackhide__ = True
     mapping = to_mapping(dsk)
     if type(mapping) is not dict:
         mapping = dict(mapping)  # one materialisation: HighLevelGraph lookups are slow

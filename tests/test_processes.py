@@ -186,3 +186,24 @@ def test_resizing_the_pool_replaces_it():
     assert len(workers_pids()) == 1
     ns.get({"a": (inc, 1)}, "a", scheduler="processes", num_workers=2)
     assert len(workers_pids()) == 2
+
+
+def open_missing(path):
+    with open(path) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "process-pool"])
+def test_a_task_raising_oserror_is_a_task_error_not_a_dead_worker(tmp_path, scheduler):
+    from concurrent.futures import ProcessPoolExecutor
+
+    missing = str(tmp_path / "missing.csv")
+    dsk = {"path": missing, "data": (open_missing, "path")}
+    if scheduler == "process-pool":
+        with ProcessPoolExecutor(1) as pool:
+            with pytest.raises(FileNotFoundError, match="missing.csv"):
+                ns.get(dsk, "data", scheduler=pool)
+        return
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        ns.get(dsk, "data", scheduler=scheduler)
+    assert ns.last_failure().key == "data"

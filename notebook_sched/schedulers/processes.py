@@ -276,11 +276,16 @@ class _ProcessRun:
 
     def _read(self, worker: WorkerHandle) -> None:
         conn = worker.conn
-        try:
-            while worker.outstanding and conn.poll():
-                self._handle(worker, pickle.loads(conn.recv_bytes()))
-        except (EOFError, OSError):
-            self._worker_died(worker)
+        while worker.outstanding:
+            # Only the pipe's own errors mean a dead worker: a task's OSError (say,
+            # FileNotFoundError) is re-raised by _handle and must pass through as is.
+            try:
+                if not conn.poll():
+                    return
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                self._worker_died(worker)
+            self._handle(worker, pickle.loads(data))
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
         kind = message[0]

@@ -24,10 +24,12 @@ def get(dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
 
     Extra options accepted by other backends (``num_workers``, ``pool``) are ignored.
     """
+    __tracebackhide__ = True
     return execute_graph(dsk, keys, _drive, BACKEND, observers=observers)
 
 
 def _drive(graph, state, events: Dispatcher) -> None:
+    __tracebackhide__ = True
     specs = graph.specs
     keys = graph.keys
     values = state.values

@@ -83,6 +83,7 @@ class _Run:
         self.workers = min(workers, max(1, len(graph)))
 
     def drive(self) -> None:
+        __tracebackhide__ = True
         threads = [
             threading.Thread(
                 target=self._work,
@@ -118,12 +119,14 @@ class _Run:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self, name: str) -> None:
+        __tracebackhide__ = True
         try:
             self._loop(name)
         except TaskCancelled:
             pass  # the run was interrupted; the caller already raised
 
     def _loop(self, name: str) -> None:
+        __tracebackhide__ = True
         graph, state, events, cond = self.graph, self.state, self.events, self.cond
         specs, keys, values = graph.specs, graph.keys, state.values
         ready = state.ready
