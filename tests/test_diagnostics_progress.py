@@ -362,7 +362,9 @@ def test_widget_view_styles_and_message():
     assert styles[-1] == "danger" and set(styles[:-1]) == {""}  # p0 is in "other"
     assert "p0-0" in view.header.value and "bad &lt;value&gt;" in view.header.value
     assert view.rows[-1].bar.description == "other (4) 4 / 8"  # p0 and p1 are done
-    assert repr(view.box).startswith("notebook_sched FAILED: task 'p0-0' raised ValueError")
+    text = repr(view.box)
+    assert text.startswith("notebook_sched FAILED (") and "tasks in" in text.split(")")[0]
+    assert "): task 'p0-0' raised ValueError" in text
 
     done = ProgressModel(["a-1"], "sync")
     done.done.append("a-1")

@@ -53,7 +53,7 @@ def task_stream(records: list, ax: Any = None, title: str | None = None) -> Any:
             spans,
             (row - 0.4, 0.8),
             facecolors=FAILED_COLOUR if failed else colour_of[name],
-            edgecolor="black" if failed else "none",
+            edgecolor="black" if failed else "white",  # back-to-back tasks stay apart
             hatch="xx" if failed else None,
             linewidth=0.5,
         )

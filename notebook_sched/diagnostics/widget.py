@@ -43,7 +43,7 @@ def short_line(snap: Snapshot) -> str:
     counts = f"{snap.done}/{snap.total} tasks in {snap.elapsed:.1f}s"
     if snap.state == FAILED:
         where = f"task {snap.failed_key!r} " if snap.failed_key is not None else ""
-        return f"notebook_sched FAILED: {where}raised {snap.error} ({counts})"
+        return f"notebook_sched FAILED ({counts}): {where}raised {snap.error}"
     return f"notebook_sched {snap.state}: {counts}"
 
 
