@@ -156,8 +156,12 @@ class Dispatcher:
 
     @property
     def per_task(self) -> bool:
-        """True when some observer wants per-task hooks with worker names or times."""
-        return bool(self.task_started or self.task_finished or self.task_failed)
+        """True when some observer wants a call as each task starts or ends with times.
+
+        ``task_failed`` and ``task_done`` do not count: backends call them without
+        reading clocks, so observers that only count or wait for failures stay cheap.
+        """
+        return bool(self.task_started or self.task_finished)
 
     def _fan_out(self, hook: str, bound: list):
         broken: set = set()

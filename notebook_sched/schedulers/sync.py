@@ -38,13 +38,15 @@ def _drive(graph, state, events: Dispatcher) -> None:
     finish = state.finish
     started, finished, failed = events.task_started, events.task_finished, events.task_failed
     done = events.task_done
-    if not (started or finished or failed):  # the fast loops: no clock
+    if not (started or finished):  # the fast loop: no clock, no per-task call but done
         while ready:
             i = pop()
             try:
                 value = run_spec(specs[i], values)
             except Exception as exc:
                 task_failure(graph, values, i, exc, BACKEND, WORKER)
+                if failed:
+                    failed(keys[i], WORKER, exc)
                 raise
             finish(i, value)
             if done:
