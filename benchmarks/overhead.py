@@ -64,6 +64,7 @@ def run_overhead(backends: dict[str, Backend], repeats: int, tally: Tally) -> No
                 },
                 work.expected,
                 repeats,
+                backend.settle,
             )
             ours, dask = best.values()
             ratio = ours / dask

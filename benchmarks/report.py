@@ -23,23 +23,35 @@ def best_of(call: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def interleaved_best(calls: dict[str, Callable], expected: Any, repeats: int) -> dict[str, float]:
+def interleaved_best(
+    calls: dict[str, Callable],
+    expected: Any,
+    repeats: int,
+    settle: Callable[[], None] | None = None,
+) -> dict[str, float]:
     """Best time of each call over ``repeats`` rounds that run every call once in turn.
 
     Rounds spread each call's samples over the whole measurement, so a burst of load
     from another program hits every call alike instead of one call's every sample.
-    Each call runs once first, untimed, and must return ``expected``.
+    Each call runs once first, untimed, and must return ``expected``.  ``settle``
+    runs untimed after every call: backends that keep cleaning up after a call
+    returns (a cluster releasing thousands of tasks) finish that before the next
+    call is timed, so neither side is timed while the other's leftovers use a core.
     """
     for label, call in calls.items():
         result = call()
         if result != expected:
             raise AssertionError(f"{label} computed {result!r}; expected {expected!r}")
+        if settle is not None:
+            settle()
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(repeats):
         for label, call in calls.items():
             start = time.perf_counter()
             call()
             best[label] = min(best[label], time.perf_counter() - start)
+            if settle is not None:
+                settle()
     return best
 
 
