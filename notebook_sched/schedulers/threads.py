@@ -34,6 +34,7 @@ from typing import Any
 
 from ..engine import check_workers, execute_graph, run_spec, task_failure
 from ..events import Dispatcher
+from ._blas import limited_native_threads
 
 __all__ = ["get", "TaskCancelled"]
 
@@ -83,6 +84,11 @@ class _Run:
         self.workers = min(workers, max(1, len(graph)))
 
     def drive(self) -> None:
+        __tracebackhide__ = True
+        with limited_native_threads(self.workers):
+            self._drive()
+
+    def _drive(self) -> None:
         __tracebackhide__ = True
         threads = [
             threading.Thread(
