@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 CALL, VALUE, ALIAS, EXPR, NODE = range(5)
-KIND_NAMES = ("call", "value", "alias", "expression", "node")
 
 
 class GraphError(ValueError):

@@ -207,3 +207,11 @@ def test_a_task_raising_oserror_is_a_task_error_not_a_dead_worker(tmp_path, sche
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         ns.get(dsk, "data", scheduler=scheduler)
     assert ns.last_failure().key == "data"
+
+
+def test_unpicklable_result_on_a_process_executor_names_the_key():
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1) as pool:
+        with pytest.raises(TaskPicklingError, match=r"'lock'.*cannot pickle '_thread.lock'"):
+            ns.get({"x": 1, "lock": (make_lock, "x")}, "lock", scheduler=pool)

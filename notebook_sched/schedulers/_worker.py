@@ -82,21 +82,27 @@ def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
     return out
 
 
+def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
+    """``(results before it, task, reason)`` for the first result that cannot be pickled."""
+    for n, (task, value, _start, _stop) in enumerate(results):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            return results[:n], task, f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _send(conn, batch: int, results: list, final: bool) -> None:
     try:
         data = cloudpickle.dumps(("R", batch, results, final), protocol=5)
     except Exception:
         # Find the culprit, send what can be sent and report the rest as an error.
-        good = []
-        for item in results:
-            try:
-                cloudpickle.dumps(item[1])
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                conn.send_bytes(cloudpickle.dumps(("U", batch, good, item[0], reason)))
-                raise _BatchAborted from None
-            good.append(item)
-        raise
+        culprit = _first_unpicklable(results)
+        if culprit is None:
+            raise
+        good, task, reason = culprit
+        conn.send_bytes(cloudpickle.dumps(("U", batch, good, task, reason)))
+        raise _BatchAborted from None
     conn.send_bytes(data)
 
 
@@ -196,10 +202,9 @@ def run_payload(payload):
         return ("R", results)
     try:
         return cloudpickle.dumps(("R", results))
-    except Exception as exc:
-        for item in results:
-            try:
-                cloudpickle.dumps(item[1])
-            except Exception:
-                return cloudpickle.dumps(("U", [], item[0], f"{type(exc).__name__}: {exc}"))
-        raise
+    except Exception:
+        culprit = _first_unpicklable(results)
+        if culprit is None:
+            raise
+        _good, task, reason = culprit
+        return cloudpickle.dumps(("U", [], task, reason))
