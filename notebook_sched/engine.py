@@ -48,7 +48,14 @@ from .graph import (
     to_mapping,
 )
 
-__all__ = ["RunState", "run_spec", "execute_graph", "task_failure", "check_workers"]
+__all__ = [
+    "RunState",
+    "run_spec",
+    "execute_graph",
+    "task_failure",
+    "check_workers",
+    "check_positive",
+]
 
 
 class RunState:
@@ -241,14 +248,18 @@ def pack_results(keys: Any, graph: CompiledGraph, values: list) -> Any:
     return pack(keys)
 
 
+def check_positive(name: str, value: int | None, default: int) -> int:
+    """Validate a count option such as ``num_workers``; None means ``default``."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be a positive integer; got {value!r}. "
+            f"Use e.g. {name}=4, or None for the default ({default})."
+        )
+    return value
+
+
 def check_workers(num_workers: int | None) -> int:
     """Validate ``num_workers``; None means one per CPU."""
-    cpus = os.cpu_count() or 1
-    if num_workers is None:
-        return cpus
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(
-            f"num_workers must be a positive integer; got {num_workers!r}. "
-            f"Use e.g. num_workers=4, or None for one per CPU ({cpus})."
-        )
-    return num_workers
+    return check_positive("num_workers", num_workers, os.cpu_count() or 1)

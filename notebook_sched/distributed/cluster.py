@@ -41,6 +41,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine import check_positive
 from ..schedulers._pool import MainGuardError, _main_guard_message
 from ..schedulers._worker import MAIN_GUARD_EXIT
 from . import protocol, worker
@@ -105,8 +106,8 @@ class LocalCluster:
     ):
         if getattr(multiprocessing.current_process(), "_inheriting", False):
             raise SystemExit(MAIN_GUARD_EXIT)  # see _pool.WorkerPool: the parent explains
-        self.n_workers = _positive("n_workers", n_workers, os.cpu_count() or 1)
-        self.threads_per_worker = _positive("threads_per_worker", threads_per_worker, 1)
+        self.n_workers = check_positive("n_workers", n_workers, os.cpu_count() or 1)
+        self.threads_per_worker = check_positive("threads_per_worker", threads_per_worker, 1)
         self.memory_limit = protocol.parse_bytes(memory_limit)
         self.status = "starting"
         self._lock = threading.Lock()
@@ -354,14 +355,6 @@ class LocalCluster:
             f"<div><strong>{html.escape(self._summary())}</strong>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
-
-
-def _positive(name: str, value: Any, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return value
 
 
 _open_clusters: weakref.WeakSet = weakref.WeakSet()
