@@ -19,6 +19,11 @@ Names:
 ``rerun``        ``"auto"``, ``"always"`` or ``"never"``: rerun a task that failed in
                  another process locally, so a debugger lands in its frame.
 ``dask_address`` the address of a dask.distributed scheduler for the ``dask`` backend.
+``worker_timeout`` seconds a worker process may go without a sign of life (heartbeat)
+                 before it is taken for hung, killed and replaced; None turns the
+                 check off.  A worker busy in a long task still sends heartbeats, so
+                 only a stopped or wedged worker (SIGSTOP, a C deadlock holding the
+                 GIL, a machine deep in swap) reaches it.  Default 30 s.
 
 ``set`` changes the values at once (like ``dask.config.set``) and, used as a context
 manager, puts the previous values back on exit, also when the block raises.  The
@@ -48,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "progress": None,
     "rerun": "auto",
     "dask_address": None,
+    "worker_timeout": 30.0,
 }
 
 RERUN_CHOICES = ("auto", "always", "never")
@@ -84,6 +90,12 @@ def _validate(name: str, value: Any) -> Any:
             )
     if name == "progress" and value not in (None, True, False):
         raise ValueError(f"progress must be True, False or None (automatic); got {value!r}.")
+    if name == "worker_timeout" and value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(
+                f"worker_timeout must be a positive number of seconds or None (no check); "
+                f"got {value!r}. Use e.g. worker_timeout=60."
+            )
     if name == "rerun" and value not in RERUN_CHOICES:
         choices = ", ".join(map(repr, RERUN_CHOICES))
         raise ValueError(f"rerun must be one of {choices}; got {value!r}.")
