@@ -1,0 +1,96 @@
+"""The GIL probe tells a pure-Python loop from time.sleep and from a large NumPy operation.
+
+Each workload runs on its own thread for about half a second while the probe samples;
+the thresholds leave room for a loaded 2-core machine (see the limits in ``gil.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from notebook_sched.diagnostics.gil import GilProbe, attribute
+
+pytestmark = pytest.mark.timeout(60)
+
+SECONDS = 0.5
+
+
+def python_loop() -> None:
+    end = time.perf_counter() + SECONDS
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+
+
+def sleeping() -> None:
+    time.sleep(SECONDS)
+
+
+MATRIX = np.random.default_rng(0).random((1000, 1000))
+
+
+def numpy_matmul() -> None:
+    end = time.perf_counter() + SECONDS
+    while time.perf_counter() < end:
+        MATRIX @ MATRIX  # BLAS releases the GIL for the whole product
+
+
+def busy_share(work) -> tuple[float, int]:
+    with GilProbe() as probe:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    return probe.busy_fraction(), len(probe.samples)
+
+
+def test_pure_python_holds_the_gil(no_leaks):
+    busy, samples = busy_share(python_loop)
+    assert samples >= 20
+    assert busy > 0.6, f"a pure-Python loop read only {busy:.2f} GIL-busy"
+
+
+def test_sleep_leaves_the_gil_free(no_leaks):
+    busy, samples = busy_share(sleeping)
+    assert samples >= 50
+    assert busy < 0.25, f"time.sleep read {busy:.2f} GIL-busy"
+
+
+def test_numpy_kernel_releases_the_gil(no_leaks):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one core for BLAS, one for the probe
+        busy, samples = busy_share(numpy_matmul)
+    assert samples >= 50
+    assert busy < 0.35, f"a BLAS product read {busy:.2f} GIL-busy"
+
+
+def test_probe_stops_and_restarts(no_leaks):
+    probe = GilProbe(interval=0.001)
+    probe.start()
+    with pytest.raises(RuntimeError, match="already running"):
+        probe.start()
+    time.sleep(0.02)
+    first = len(probe.stop())
+    assert first > 0
+    assert probe.stop() is probe.samples  # stopping twice is harmless
+    time.sleep(0.01)
+    assert len(probe.samples) == first  # nothing samples after stop
+    with pytest.raises(ValueError, match="positive"):
+        GilProbe(interval=0)
+
+
+def test_attribute_spreads_samples_over_running_tasks():
+    samples = [(0.5, 1.0), (1.5, 0.0), (2.5, 1.0), (3.5, 0.5), (9.0, 1.0)]
+    intervals = [("parse", 0.0, 3.0), ("load", 1.0, 4.0), ("parse", 3.2, 3.4)]
+    shares = attribute(samples, intervals)
+    # parse alone at 0.5 (1.0); parse+load at 1.5 (0.0) and 2.5 (1.0); load alone at 3.5.
+    assert shares["parse"].samples == pytest.approx(2.0)
+    assert shares["parse"].gil_busy == pytest.approx((1.0 + 0.5 * 0.0 + 0.5 * 1.0) / 2.0)
+    assert shares["load"].samples == pytest.approx(2.0)
+    assert shares["load"].gil_busy == pytest.approx((0.5 * 0.0 + 0.5 * 1.0 + 0.5) / 2.0)
+    assert attribute([], intervals) == {}
+    assert attribute(samples, []) == {}
