@@ -1,0 +1,164 @@
+"""The advisor's model: from measured tasks to a verdict per prefix and a predicted time
+per backend.  Pure data in, numbers out: no threads, no clocks, no imports of backends.
+
+Inputs are :class:`TaskSample` records, one per task of a run, each with the indices
+of the tasks it read (the graph's dependencies), its wall time, the CPU time of the
+thread that ran it, the busy-GIL share measured while it ran (``gil.py``) and the
+bytes of its result.
+
+Verdicts (per task prefix, from the sums of its tasks):
+
+``holds-gil``     busy-GIL share >= 0.5: pure-Python work; threads take turns on it.
+``waits``         otherwise, when CPU is under half of the wall time: sleeping, I/O.
+``releases-gil``  otherwise: on a CPU without holding the GIL (NumPy, compression...).
+
+Prediction.  Each task gets an *isolated duration* (what it would take alone): its CPU
+time, plus its wall time off the CPU for tasks that wait (a sleep takes as long on any
+backend), and a *GIL-held part*, ``gil_busy * cpu``.  A list scheduler then replays
+the graph in its order on ``workers`` slots with backend-specific durations:
+
+* ``sync``: one slot, isolated durations.
+* ``threads``: ``workers`` slots; the GIL-held parts of all tasks cannot overlap, so
+  the run takes at least their sum: ``max(list schedule, sum of GIL-held parts)``.
+* ``processes``: ``workers`` slots, each task costs its isolated duration plus the
+  per-task overhead and the transfer of its inputs and result at the measured cost per
+  byte; no GIL is shared between processes.
+
+The costs (:class:`Costs`) are measured on the machine (``measure_costs``), not
+rules of thumb.  The model ignores memory pressure, cache effects and native thread
+pools inside tasks (BLAS threads are limited to one per worker by the backends).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "TaskSample",
+    "Costs",
+    "PrefixStats",
+    "verdict",
+    "prefix_stats",
+    "predict",
+    "BACKENDS",
+]
+
+HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
+BACKENDS = ("sync", "threads", "processes")
+GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
+ON_CPU = 0.5  # CPU share of wall time under which a prefix waits
+
+
+@dataclass(frozen=True)
+class TaskSample:
+    prefix: str
+    wall: float
+    cpu: float
+    gil_busy: float = 0.0
+    bytes_out: int = 0
+    deps: tuple[int, ...] = ()
+
+    @property
+    def isolated(self) -> float:
+        """Seconds this task would take alone: CPU, plus the waiting that is not GIL."""
+        if self.cpu >= self.wall * ON_CPU or self.gil_busy >= GIL_BOUND:
+            return self.cpu
+        return self.wall  # it waits: a sleep or a read lasts as long anywhere
+
+    @property
+    def gil_held(self) -> float:
+        return self.gil_busy * self.cpu
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What moving work costs on this machine, in seconds."""
+
+    per_task: dict[str, float] = field(
+        default_factory=lambda: {"sync": 2e-6, "threads": 3e-6, "processes": 5e-6}
+    )
+    per_byte: float = 1e-9  # pickle + pipe + unpickle, one way
+    pool_start: float = 0.0  # extra seconds before the first process task (0: pool warm)
+
+
+@dataclass(frozen=True)
+class PrefixStats:
+    prefix: str
+    tasks: int
+    wall: float
+    cpu: float
+    gil_busy: float  # 0..1, CPU-weighted over the prefix's tasks
+    bytes_out: int
+    verdict: str
+
+
+def verdict(wall: float, cpu: float, gil_busy: float) -> str:
+    """The kind of work behind these sums (see the module docstring)."""
+    if gil_busy >= GIL_BOUND:
+        return HOLDS_GIL
+    if cpu < wall * ON_CPU:
+        return WAITS
+    return RELEASES_GIL
+
+
+def prefix_stats(samples: Sequence[TaskSample]) -> list[PrefixStats]:
+    """One row per prefix, the largest total wall time first."""
+    sums: dict[str, list] = {}
+    for s in samples:
+        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0])
+        row[0] += 1
+        row[1] += s.wall
+        row[2] += s.cpu
+        row[3] += s.gil_busy * s.cpu
+        row[4] += s.bytes_out
+        row[5] += s.gil_busy
+    rows = []
+    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain) in sums.items():
+        busy = gil_cpu / cpu if cpu > 0 else gil_plain / n
+        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, verdict(wall, cpu, busy)))
+    rows.sort(key=lambda r: (-r.wall, r.prefix))
+    return rows
+
+
+def predict(samples: Sequence[TaskSample], backend: str, workers: int, costs: Costs) -> float:
+    """Predicted seconds for the whole graph on ``backend`` with ``workers`` slots."""
+    if backend not in BACKENDS:
+        raise ValueError(f"cannot predict backend {backend!r}; choose one of {BACKENDS}")
+    if not samples:
+        return 0.0
+    overhead = costs.per_task[backend]
+    if backend == "sync":
+        return sum(s.isolated for s in samples) + overhead * len(samples)
+    if backend == "threads":
+        durations = [s.isolated + overhead for s in samples]
+        schedule = list_schedule(samples, durations, workers)
+        return max(schedule, sum(s.gil_held for s in samples))
+    durations = []
+    for s in samples:
+        inputs = sum(samples[d].bytes_out for d in s.deps)
+        durations.append(s.isolated + overhead + (inputs + s.bytes_out) * costs.per_byte)
+    return costs.pool_start + list_schedule(samples, durations, workers)
+
+
+def list_schedule(samples: Sequence[TaskSample], durations: Sequence[float], slots: int) -> float:
+    """Makespan of a greedy list schedule: tasks in sample order, as soon as inputs exist.
+
+    Iterative (no recursion over depth): a heap of free slots and, per task, the time
+    its last input finished.  Samples must be in a topological order (a run's order is).
+    """
+    if slots < 1:
+        raise ValueError(f"slots must be at least 1; got {slots!r}")
+    free = [0.0] * min(slots, len(samples))
+    heapq.heapify(free)
+    finish = [0.0] * len(samples)
+    end = 0.0
+    for i, s in enumerate(samples):
+        ready = max((finish[d] for d in s.deps), default=0.0)
+        slot = heapq.heappop(free)
+        start = max(slot, ready)
+        finish[i] = start + durations[i]
+        heapq.heappush(free, finish[i])
+        end = max(end, finish[i])
+    return end

@@ -1,0 +1,99 @@
+"""The advisor's model: verdicts and predicted times from measured tasks (pure, no threads)."""
+
+from __future__ import annotations
+
+import pytest
+
+from notebook_sched.diagnostics.advice_model import (
+    Costs,
+    TaskSample,
+    list_schedule,
+    predict,
+    prefix_stats,
+    verdict,
+)
+
+COSTS = Costs(per_task={"sync": 0.0, "threads": 0.0, "processes": 0.001}, per_byte=1e-9)
+
+
+def independent(n: int, **sample) -> list[TaskSample]:
+    return [TaskSample(**sample) for _ in range(n)]
+
+
+def test_verdicts():
+    assert verdict(wall=1.0, cpu=1.0, gil_busy=0.95) == "holds-gil"
+    assert verdict(wall=1.0, cpu=0.98, gil_busy=0.02) == "releases-gil"
+    assert verdict(wall=1.0, cpu=0.01, gil_busy=0.0) == "waits"
+    # A pure-Python task slowed by GIL contention is still holding the GIL.
+    assert verdict(wall=2.0, cpu=0.5, gil_busy=0.9) == "holds-gil"
+
+
+def test_pure_python_goes_faster_on_processes():
+    tasks = independent(8, prefix="parse", wall=0.1, cpu=0.1, gil_busy=1.0)
+    assert predict(tasks, "sync", 2, COSTS) == pytest.approx(0.8)
+    assert predict(tasks, "threads", 2, COSTS) == pytest.approx(0.8)  # the GIL serialises
+    assert predict(tasks, "processes", 2, COSTS) == pytest.approx(0.4 + 4 * 0.001)
+
+
+def test_gil_releasing_work_goes_faster_on_threads():
+    tasks = independent(8, prefix="matmul", wall=0.1, cpu=0.1, gil_busy=0.0, bytes_out=8_000_000)
+    assert predict(tasks, "threads", 2, COSTS) == pytest.approx(0.4)
+    # processes also ship each 8 MB result back: slower than threads.
+    assert predict(tasks, "processes", 2, COSTS) > predict(tasks, "threads", 2, COSTS)
+
+
+def test_waiting_tasks_overlap_on_threads():
+    tasks = independent(8, prefix="fetch", wall=0.1, cpu=0.001, gil_busy=0.0)
+    assert predict(tasks, "sync", 2, COSTS) == pytest.approx(0.8)
+    assert predict(tasks, "threads", 4, COSTS) == pytest.approx(0.2)
+
+
+def test_moving_a_large_input_can_cost_more_than_the_gil():
+    big = TaskSample(prefix="load", wall=0.01, cpu=0.01, gil_busy=0.0, bytes_out=500_000_000)
+    users = [
+        TaskSample(prefix="scan", wall=0.05, cpu=0.05, gil_busy=1.0, deps=(0,)) for _ in range(4)
+    ]
+    tasks = [big, *users]
+    # Four 50 ms pure-Python scans over a 500 MB input: 0.5 s of transfer each way.
+    assert predict(tasks, "threads", 2, COSTS) < predict(tasks, "processes", 2, COSTS)
+
+
+def test_a_chain_cannot_go_faster_than_its_length():
+    chain = [
+        TaskSample(prefix="step", wall=0.1, cpu=0.1, deps=(i - 1,) if i else ()) for i in range(5)
+    ]
+    for backend in ("threads", "processes"):
+        assert predict(chain, backend, 8, COSTS) >= 0.5
+
+
+def test_list_schedule_is_iterative_and_exact_on_simple_shapes():
+    n = 200_000
+    chain = [TaskSample(prefix="c", wall=0, cpu=0, deps=(i - 1,) if i else ()) for i in range(n)]
+    assert list_schedule(chain, [1.0] * n, 4) == pytest.approx(n)
+    fan = [TaskSample(prefix="f", wall=0, cpu=0) for _ in range(10)]
+    assert list_schedule(fan, [1.0] * 10, 3) == pytest.approx(4.0)
+    assert list_schedule([], [], 2) == 0.0
+    with pytest.raises(ValueError, match="at least 1"):
+        list_schedule(fan, [1.0] * 10, 0)
+
+
+def test_prefix_stats_sum_and_weight_by_cpu():
+    tasks = [
+        TaskSample(prefix="a", wall=1.0, cpu=1.0, gil_busy=1.0, bytes_out=10),
+        TaskSample(prefix="a", wall=1.0, cpu=3.0, gil_busy=0.0, bytes_out=5),
+        TaskSample(prefix="b", wall=0.5, cpu=0.0, gil_busy=0.0),
+    ]
+    rows = {r.prefix: r for r in prefix_stats(tasks)}
+    assert rows["a"].tasks == 2
+    assert rows["a"].wall == pytest.approx(2.0)
+    assert rows["a"].gil_busy == pytest.approx(0.25)  # CPU-weighted: 1 of 4 CPU seconds
+    assert rows["a"].bytes_out == 15
+    assert rows["a"].verdict == "releases-gil"
+    assert rows["b"].verdict == "waits"
+    assert [r.prefix for r in prefix_stats(tasks)] == ["a", "b"]
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(ValueError, match="'gpu'"):
+        predict(independent(1, prefix="x", wall=1, cpu=1), "gpu", 1, COSTS)
+    assert predict([], "threads", 2, COSTS) == 0.0
