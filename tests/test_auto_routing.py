@@ -1,0 +1,57 @@
+"""The auto scheduler's routing state: pure, no threads."""
+
+from __future__ import annotations
+
+from notebook_sched.schedulers.auto_routing import PROBE_TASKS, PROCESSES, THREADS, Router
+
+
+def learn(router: Router, prefix: str, n: int, **measured) -> None:
+    for _ in range(n):
+        router.observe(prefix, **measured)
+
+
+def test_a_new_prefix_starts_on_threads_and_moves_once_it_holds_the_gil():
+    router = Router()
+    for _ in range(PROBE_TASKS):
+        assert router.route("parse") == THREADS
+        router.observe("parse", wall=0.02, cpu=0.02, gil_busy=0.97)
+    assert router.route("parse") == PROCESSES
+    assert "holds the GIL 97%" in router.reasons["parse"]
+
+
+def test_gil_releasing_and_waiting_prefixes_stay_on_threads():
+    router = Router()
+    learn(router, "matmul", 5, wall=0.05, cpu=0.05, gil_busy=0.02)
+    learn(router, "fetch", 5, wall=0.05, cpu=0.0005, gil_busy=0.0)
+    assert router.route("matmul") == THREADS
+    assert "releases the GIL" in router.reasons["matmul"]
+    assert router.route("fetch") == THREADS
+    assert "waits" in router.reasons["fetch"]
+
+
+def test_short_gil_holding_tasks_are_not_worth_a_hop():
+    router = Router()
+    learn(router, "inc", 5, wall=2e-6, cpu=2e-6, gil_busy=1.0)
+    assert router.route("inc") == THREADS
+    assert "short" in router.reasons["inc"]
+
+
+def test_a_large_input_keeps_pure_python_on_threads_unless_moving_pays():
+    router = Router(per_byte=1e-9)
+    learn(router, "scan", 3, wall=0.05, cpu=0.05, gil_busy=1.0)
+    assert router.route("scan", input_bytes=500_000_000) == THREADS  # 1 s to move 50 ms
+    assert "costs more" in router.reasons["scan"]
+    assert router.route("scan", input_bytes=1_000) == PROCESSES
+    learn(router, "crunch", 3, wall=5.0, cpu=5.0, gil_busy=1.0)
+    assert router.route("crunch", input_bytes=500_000_000) == PROCESSES  # 5 s freed
+
+
+def test_a_prefix_that_changes_is_relearned_within_a_few_tasks():
+    router = Router()
+    learn(router, "f", 3, wall=0.05, cpu=0.05, gil_busy=1.0)
+    assert router.route("f") == PROCESSES
+    learn(router, "f", 4, wall=0.05, cpu=0.05, gil_busy=0.0)
+    assert router.route("f") == THREADS
+    router.forget()
+    assert router.route("f") == THREADS
+    assert router.reasons["f"].startswith("new")
