@@ -97,3 +97,14 @@ def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="'gpu'"):
         predict(independent(1, prefix="x", wall=1, cpu=1), "gpu", 1, COSTS)
     assert predict([], "threads", 2, COSTS) == 0.0
+
+
+def test_transfer_cost_is_measured_on_this_machine():
+    from notebook_sched.diagnostics.costs import measured_costs, per_byte_transfer
+
+    per_byte = per_byte_transfer(nbytes=1 << 20, repeats=2)
+    # Between 100 GB/s and 10 MB/s: a real measurement, not a constant.
+    assert 1e-11 < per_byte < 1e-7
+    costs = measured_costs()
+    assert costs is measured_costs()  # measured once per process
+    assert costs.per_task["processes"] > costs.per_task["sync"]
