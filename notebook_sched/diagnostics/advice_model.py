@@ -9,12 +9,15 @@ bytes of its result.
 Verdicts (per task prefix, from the sums of its tasks):
 
 ``holds-gil``     busy-GIL share >= 0.5: pure-Python work; threads take turns on it.
-``waits``         otherwise, when CPU is under half of the wall time: sleeping, I/O.
+``waits``         otherwise, when CPU is under a quarter of the wall time: sleeping, I/O
+                  (not a half: a task whose BLAS runs on several native threads shows
+                  only its own thread's share of the CPU).
 ``releases-gil``  otherwise: on a CPU without holding the GIL (NumPy, compression...).
 
 Prediction.  Each task gets an *isolated duration* (what it would take alone): its CPU
-time, plus its wall time off the CPU for tasks that wait (a sleep takes as long on any
-backend), and a *GIL-held part*, ``gil_busy * cpu``.  A list scheduler then replays
+time when it holds the GIL (time spent waiting for the GIL is not its own), else its
+wall time (a sleep takes as long on any backend), and a *GIL-held part*,
+``gil_busy * cpu``.  A list scheduler then replays
 the graph in its order on ``workers`` slots with backend-specific durations:
 
 * ``sync``: one slot, isolated durations.
@@ -48,7 +51,7 @@ __all__ = [
 HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
 BACKENDS = ("sync", "threads", "processes")
 GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
-ON_CPU = 0.5  # CPU share of wall time under which a prefix waits
+ON_CPU = 0.25  # CPU share of wall time under which a prefix waits
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,11 @@ class TaskSample:
     @property
     def isolated(self) -> float:
         """Seconds this task would take alone: CPU, plus the waiting that is not GIL."""
-        if self.cpu >= self.wall * ON_CPU or self.gil_busy >= GIL_BOUND:
-            return self.cpu
-        return self.wall  # it waits: a sleep or a read lasts as long anywhere
+        if self.gil_busy >= GIL_BOUND:
+            return self.cpu  # time spent waiting for the GIL is not the task's own
+        # Releasing the GIL or waiting: wall time, since a sleep lasts as long anywhere
+        # and native thread pools (BLAS) work on threads whose CPU we do not see.
+        return self.wall
 
     @property
     def gil_held(self) -> float:

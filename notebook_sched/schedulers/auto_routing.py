@@ -74,7 +74,7 @@ class Router:
             self.reasons[prefix] = "new: measured on threads first"
             return THREADS
         if model.gil_busy < GIL_BOUND:
-            what = "waits" if model.cpu < 0.5 * model.wall else "releases the GIL"
+            what = "waits" if model.cpu < 0.25 * model.wall else "releases the GIL"
             self.reasons[prefix] = f"{what} ({model.gil_busy:.0%} GIL-busy): threads"
             return THREADS
         if model.cpu < self.min_task_seconds:

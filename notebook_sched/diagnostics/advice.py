@@ -1,0 +1,253 @@
+"""``advise()``: which scheduler this graph wants, measured rather than guessed.
+
+::
+
+    with notebook_sched.Advisor() as advisor:
+        total.compute(scheduler="threads")
+    advisor.advice()          # a table per task prefix and a recommendation
+
+:class:`Advisor` is an observer (``events.py``).  While a run is in progress it keeps a
+:class:`~notebook_sched.diagnostics.gil.GilProbe` sampling, and for every task it
+records the wall time and the CPU time of the thread that ran it: under ``sync`` and
+``threads`` the task hooks fire on the thread that runs the task, so reading
+``time.thread_time()`` in ``task_started`` and ``task_finished`` brackets the task
+exactly, at ~0.2 µs a read.  The probe's samples are spread over the prefixes that
+were running (``gil.attribute``).
+
+:meth:`Advisor.advice` turns the records into an :class:`Advice`: one
+:class:`AdviceRow` per prefix (tasks, wall, CPU, busy-GIL share, verdict, where it
+ran) and a :class:`Recommendation` from ``advice_model.predict`` for each backend on
+this machine's measured costs (``costs.py``).
+
+Limits, said where the advice is shown: the task events carry no dependencies, so the
+model replays tasks as independent (optimistic for long chains); results' sizes are
+not known to observers (``bytes_out`` is 0 until backends report it); under backends
+whose task hooks fire in the caller (``processes``, ``distributed``), CPU time and the
+GIL cannot be read here, and the rows say "unmeasured".
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from ..events import Observer, RunInfo
+from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
+from .gil import GilProbe, attribute
+from .progress import prefix_function
+
+__all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation"]
+
+MEASURED_BACKENDS = ("sync", "threads")
+VERDICT_WORDS = {
+    "holds-gil": "holds the GIL",
+    "releases-gil": "releases the GIL",
+    "waits": "waits (I/O or sleep)",
+}
+
+
+@dataclass(frozen=True)
+class AdviceRow:
+    prefix: str
+    tasks: int
+    wall: float
+    cpu: float | None  # None: not measurable on the backend that ran it
+    gil_busy: float | None
+    bytes_out: int
+    verdict: str | None
+    ran_on: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    backend: str
+    workers: int
+    predicted_seconds: float
+    measured_seconds: float
+    ran_on: str
+    speedup: float  # measured_seconds / predicted_seconds
+    reason: str
+
+
+class Advisor(Observer):
+    """Measures every task of the runs it observes (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _records, _runs and _probe
+        self._records: list[tuple] = []  # (key, worker, start, stop, cpu or None)
+        self._runs: list[tuple[RunInfo, float, float]] = []
+        self._probe: GilProbe | None = None
+        self._samples: list[tuple[float, float]] = []
+        self._local = threading.local()
+        self._measuring = False
+
+    # -- events ------------------------------------------------------------------------
+    def graph_started(self, run: RunInfo) -> None:
+        with self._lock:
+            self._measuring = run.scheduler in MEASURED_BACKENDS
+            if self._measuring and self._probe is None:
+                self._probe = GilProbe().start()
+            self._runs.append((run, time.time(), 0.0))
+
+    def task_started(self, key: Hashable, worker: str) -> None:
+        if self._measuring:
+            self._local.cpu = time.thread_time()
+
+    def task_finished(self, key: Hashable, worker: str, start: float, stop: float) -> None:
+        cpu = None
+        if self._measuring:
+            began = getattr(self._local, "cpu", None)
+            if began is not None:
+                cpu = time.thread_time() - began
+        self._records.append((key, worker, start, stop, cpu))
+
+    def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
+        with self._lock:
+            probe, self._probe = self._probe, None
+            for n in range(len(self._runs) - 1, -1, -1):
+                if self._runs[n][0] is run:
+                    self._runs[n] = (run, self._runs[n][1], time.time())
+                    break
+        if probe is not None:
+            self._samples.extend(probe.stop())
+
+    # -- results -----------------------------------------------------------------------
+    def samples(self) -> tuple[list[TaskSample], str, int, float]:
+        """Task samples of the last run, with its backend, worker count and duration."""
+        with self._lock:
+            if not self._runs:
+                raise LookupError("this Advisor has not seen a run yet: compute inside it")
+            run, t0, t1 = self._runs[-1]
+            records = [r for r in self._records if r[2] >= t0 and (not t1 or r[3] <= t1)]
+        prefix = prefix_function()
+        intervals = [(prefix(r[0]), r[2], r[3]) for r in records]
+        shares = attribute(self._samples, intervals) if self._samples else {}
+        out = []
+        for (_key, _worker, start, stop, cpu), (name, _, _) in zip(records, intervals, strict=True):
+            share = shares.get(name)
+            wall = stop - start
+            out.append(
+                TaskSample(
+                    prefix=name,
+                    wall=wall,
+                    cpu=wall if cpu is None else cpu,
+                    gil_busy=share.gil_busy if share else 0.0,
+                )
+            )
+        return out, run.scheduler, run.workers, (t1 or time.time()) - t0
+
+    def advice(self, costs: Costs | None = None) -> Advice:
+        """The :class:`Advice` for the last run this Advisor observed."""
+        if costs is None:
+            from .costs import measured_costs
+
+            costs = measured_costs()
+        samples, ran_on, workers, seconds = self.samples()
+        measured = ran_on in MEASURED_BACKENDS
+        rows = [
+            AdviceRow(
+                s.prefix,
+                s.tasks,
+                s.wall,
+                s.cpu if measured else None,
+                s.gil_busy if measured else None,
+                s.bytes_out,
+                s.verdict if measured else None,
+                ran_on,
+            )
+            for s in prefix_stats(samples)
+        ]
+        return Advice(rows, recommend(samples, rows, ran_on, workers, seconds, costs))
+
+    def __repr__(self) -> str:
+        return f"<Advisor runs={len(self._runs)} tasks={len(self._records)}>"
+
+
+def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation | None:
+    """The backend with the least predicted time, against what the run measured."""
+    if not samples or not any(r.verdict for r in rows):
+        return None
+    slots = max(workers, 2) if ran_on == "sync" else workers
+    predicted = {b: predict(samples, b, 1 if b == "sync" else slots, costs) for b in BACKENDS}
+    best = min(predicted, key=predicted.__getitem__)
+    if best == ran_on:
+        reason = f"{ran_on} already suits this graph"
+    else:
+        reason = describe(max(rows, key=lambda r: r.wall))
+    time_best = predicted[best]
+    return Recommendation(
+        best, slots, time_best, seconds, ran_on, seconds / time_best if time_best else 1.0, reason
+    )
+
+
+def describe(row: AdviceRow) -> str:
+    """``parse holds the GIL 96% of its time``, ``load releases the GIL (3% GIL-busy)``."""
+    if row.verdict == "holds-gil":
+        return f"{row.prefix} holds the GIL {row.gil_busy:.0%} of its time"
+    if row.verdict == "releases-gil":
+        return f"{row.prefix} releases the GIL ({row.gil_busy:.0%} GIL-busy)"
+    if row.verdict == "waits":
+        cpu = row.cpu / row.wall if row.wall and row.cpu is not None else 0.0
+        return f"{row.prefix} waits (I/O or sleep; {cpu:.0%} on a CPU)"
+    return f"{row.prefix} was not measured"
+
+
+class Advice:
+    """Rows per prefix and a recommendation; prints as text, renders as HTML."""
+
+    columns = ("prefix", "tasks", "wall (s)", "CPU", "GIL busy", "bytes out", "verdict", "ran on")
+
+    def __init__(self, rows: list[AdviceRow], recommendation: Recommendation | None):
+        self.rows = rows
+        self.recommendation = recommendation
+
+    def _cells(self) -> list[tuple[str, ...]]:
+        def pct(value, of=1.0):
+            return "-" if value is None or not of else f"{value / of:.0%}"
+
+        return [
+            (
+                r.prefix,
+                str(r.tasks),
+                f"{r.wall:.3f}",
+                pct(r.cpu, r.wall),
+                pct(r.gil_busy),
+                f"{r.bytes_out:,}",
+                VERDICT_WORDS.get(r.verdict or "", "unmeasured"),
+                r.ran_on,
+            )
+            for r in self.rows
+        ]
+
+    def sentence(self) -> str:
+        rec = self.recommendation
+        if rec is None:
+            return "No recommendation: no task was measured (run on sync or threads to measure)."
+        if rec.backend == rec.ran_on:
+            return f"{rec.reason}: keep {rec.backend} (about {rec.predicted_seconds:.2f} s)."
+        return (
+            f"{rec.reason}: on {rec.backend} ({rec.workers} workers) this graph would take "
+            f"about {rec.predicted_seconds:.2f} s instead of {rec.measured_seconds:.2f} s "
+            f"({rec.speedup:.1f}x)."
+        )
+
+    def __repr__(self) -> str:
+        cells = [self.columns, *self._cells()]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join([*lines, "", self.sentence()])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+            for row in self._cells()
+        )
+        return (
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"<p>{html.escape(self.sentence())}</p>"
+        )

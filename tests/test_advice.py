@@ -1,0 +1,81 @@
+"""advise(): verdicts per prefix and a recommendation, from real runs on sync and threads."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import notebook_sched as ns
+from notebook_sched.diagnostics.advice import Advisor
+
+pytestmark = pytest.mark.timeout(90)
+
+MATRIX = np.random.default_rng(1).random((500, 500))
+
+
+def parse(i):
+    total = 0
+    for k in range(150_000):  # pure Python: holds the GIL
+        total += k ^ i
+    return total
+
+
+def matmul(i):
+    for _ in range(4):
+        MATRIX @ MATRIX  # BLAS: releases the GIL
+    return i
+
+
+def fetch(i):
+    time.sleep(0.02)  # waits
+    return i
+
+
+def advice_for(func, scheduler, n=12):
+    dsk = {(func.__name__, i): (func, i) for i in range(n)}
+    with Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler=scheduler, num_workers=2)
+    return advisor.advice()
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+@pytest.mark.parametrize(
+    "func, verdict, best",
+    [
+        (parse, "holds-gil", "processes"),
+        (matmul, "releases-gil", "threads"),
+        (fetch, "waits", "threads"),
+    ],
+)
+def test_verdict_and_recommendation(no_leaks, scheduler, func, verdict, best):
+    advice = advice_for(func, scheduler)
+    (row,) = advice.rows
+    assert row.prefix == func.__name__
+    assert row.tasks == 12
+    assert row.ran_on == scheduler
+    assert row.verdict == verdict, advice
+    rec = advice.recommendation
+    assert rec.backend == best, advice
+    assert rec.predicted_seconds > 0
+    if best != scheduler:
+        assert rec.speedup > 1.3, advice
+        assert f"on {best} (2 workers)" in advice.sentence()
+    text, page = repr(advice), advice._repr_html_()
+    assert func.__name__ in text and advice.sentence() in text
+    assert "<table>" in page and "<td>" + func.__name__ + "</td>" in page
+
+
+def test_processes_runs_are_reported_unmeasured(no_leaks):
+    advice = advice_for(fetch, "processes", n=4)
+    (row,) = advice.rows
+    assert row.cpu is None and row.gil_busy is None and row.verdict is None
+    assert advice.recommendation is None
+    assert "unmeasured" in repr(advice)
+    assert "No recommendation" in advice.sentence()
+
+
+def test_an_advisor_that_saw_no_run_says_so():
+    with pytest.raises(LookupError, match="compute inside it"):
+        Advisor().advice()
