@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from notebook_sched.schedulers.auto_routing import PROBE_TASKS, PROCESSES, THREADS, Router
+from notebook_sched.schedulers.auto_routing import (
+    MAX_PROBES,
+    MIN_SAMPLES,
+    PROCESSES,
+    THREADS,
+    Router,
+)
 
 
 def learn(router: Router, prefix: str, n: int, **measured) -> None:
@@ -12,7 +18,7 @@ def learn(router: Router, prefix: str, n: int, **measured) -> None:
 
 def test_a_new_prefix_starts_on_threads_and_moves_once_it_holds_the_gil():
     router = Router()
-    for _ in range(PROBE_TASKS):
+    for _ in range(MIN_SAMPLES):
         assert router.route("parse") == THREADS
         router.observe("parse", wall=0.02, cpu=0.02, gil_busy=0.97)
     assert router.route("parse") == PROCESSES
@@ -51,7 +57,29 @@ def test_a_prefix_that_changes_is_relearned_within_a_few_tasks():
     learn(router, "f", 3, wall=0.05, cpu=0.05, gil_busy=1.0)
     assert router.route("f") == PROCESSES
     learn(router, "f", 4, wall=0.05, cpu=0.05, gil_busy=0.0)
-    assert router.route("f") == THREADS
+    assert router.route("f") == THREADS  # 3 busy samples of 7
+    learn(router, "f", 30, wall=0.05, cpu=0.05, gil_busy=1.0)
+    assert router.route("f") == PROCESSES
+    assert router.models["f"].samples <= 12  # a window, so the past fades
     router.forget()
     assert router.route("f") == THREADS
     assert router.reasons["f"].startswith("new")
+
+
+def test_tasks_that_shared_the_gil_teach_times_but_not_the_verdict():
+    router = Router()
+    learn(router, "g", 5, wall=0.05, cpu=0.05, gil_busy=None)
+    assert router.is_new("g")
+    assert router.route("g") == THREADS
+    assert router.mean_wall("g") == 0.05
+    learn(router, "g", MIN_SAMPLES, wall=0.05, cpu=0.05, gil_busy=1.0)
+    assert not router.is_new("g")
+    assert router.route("g") == PROCESSES
+    assert router.mean_wall("nothing") is None
+
+
+def test_prefixes_too_short_to_sample_stop_being_probed():
+    router = Router()
+    learn(router, "tiny", MAX_PROBES, wall=0.001, cpu=0.001, gil_busy=0.0, samples=0)
+    assert not router.is_new("tiny")
+    assert router.route("tiny") == THREADS

@@ -25,7 +25,7 @@ from notebook_sched.failure import RemoteTraceback
 
 from .conftest import leak_check
 
-BACKENDS = ["sync", "threads", "processes", "distributed"]
+BACKENDS = ["sync", "threads", "processes", "auto", "distributed"]
 EXECUTORS = ["thread-pool", "process-pool", "loky"]
 
 _executors: dict = {}

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from notebook_sched.diagnostics.gil import GilProbe, attribute
+from notebook_sched.gil import GilProbe, attribute
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,3 +94,45 @@ def test_attribute_spreads_samples_over_running_tasks():
     assert shares["load"].gil_busy == pytest.approx((0.5 * 0.0 + 0.5 * 1.0 + 0.5) / 2.0)
     assert attribute([], intervals) == {}
     assert attribute(samples, []) == {}
+
+
+def test_busy_fraction_windows_by_bisection():
+    probe = GilProbe()
+    probe.samples = [(1.0, 1.0), (2.0, 0.0), (3.0, 1.0), (4.0, 1.0)]
+    assert probe.busy_fraction() == pytest.approx(0.75)
+    assert probe.busy_fraction(2.0, 3.0) == pytest.approx(0.5)
+    assert probe.busy_fraction(2.5, 10) == pytest.approx(1.0)
+    assert probe.busy_fraction(5, 6) is None
+    assert probe.busy_fraction(1.0, 2.0, min_samples=3) is None
+
+
+def _spin(seconds: float) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+
+
+def test_a_starved_cpu_is_not_taken_for_a_busy_gil(no_leaks):
+    """Every core busy in other processes: the probe wakes late for want of a CPU, and
+    must not read that as GIL contention (the run-queue correction)."""
+    import multiprocessing
+
+    from threadpoolctl import threadpool_limits
+
+    context = multiprocessing.get_context("spawn")
+    spinners = [context.Process(target=_spin, args=(4.0,)) for _ in range(3)]
+    for process in spinners:
+        process.start()
+    try:
+        time.sleep(0.5)  # let them boot and spin
+        with threadpool_limits(1):
+            numpy_busy, _ = busy_share(numpy_matmul)
+            sleep_busy, _ = busy_share(sleeping)
+            python_busy, _ = busy_share(python_loop)
+    finally:
+        for process in spinners:
+            process.kill()
+            process.join()
+    assert numpy_busy < 0.35, f"a BLAS product on a starved CPU read {numpy_busy:.2f}"
+    assert sleep_busy < 0.25, f"time.sleep on a starved CPU read {sleep_busy:.2f}"
+    assert python_busy > 0.6, f"a pure-Python loop on a starved CPU read {python_busy:.2f}"

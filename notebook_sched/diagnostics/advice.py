@@ -7,12 +7,12 @@
     advisor.advice()          # a table per task prefix and a recommendation
 
 :class:`Advisor` is an observer (``events.py``).  While a run is in progress it keeps a
-:class:`~notebook_sched.diagnostics.gil.GilProbe` sampling, and for every task it
+:class:`~notebook_sched.gil.GilProbe` sampling, and for every task it
 records the wall time and the CPU time of the thread that ran it: under ``sync`` and
 ``threads`` the task hooks fire on the thread that runs the task, so reading
 ``time.thread_time()`` in ``task_started`` and ``task_finished`` brackets the task
 exactly, at ~0.2 µs a read.  The probe's samples are spread over the prefixes that
-were running (``gil.attribute``).
+were running (``notebook_sched.gil.attribute``).
 
 :meth:`Advisor.advice` turns the records into an :class:`Advice`: one
 :class:`AdviceRow` per prefix (tasks, wall, CPU, busy-GIL share, verdict, where it
@@ -35,8 +35,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..events import Observer, RunInfo
+from ..gil import GilProbe, attribute
 from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
-from .gil import GilProbe, attribute
 from .progress import prefix_function
 
 __all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation"]

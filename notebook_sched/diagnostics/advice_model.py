@@ -3,7 +3,7 @@ per backend.  Pure data in, numbers out: no threads, no clocks, no imports of ba
 
 Inputs are :class:`TaskSample` records, one per task of a run, each with the indices
 of the tasks it read (the graph's dependencies), its wall time, the CPU time of the
-thread that ran it, the busy-GIL share measured while it ran (``gil.py``) and the
+thread that ran it, the busy-GIL share measured while it ran (``notebook_sched/gil.py``) and the
 bytes of its result.
 
 Verdicts (per task prefix, from the sums of its tasks):

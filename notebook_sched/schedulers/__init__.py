@@ -55,6 +55,12 @@ register_backend(
     "worker processes: pure-Python code with small inputs and outputs",
 )
 register_backend(
+    "auto",
+    "notebook_sched.schedulers.auto",
+    (),
+    "threads and processes mixed, chosen per task from measurements of the GIL",
+)
+register_backend(
     "distributed",
     "notebook_sched.distributed.backend",
     ("local-distributed",),

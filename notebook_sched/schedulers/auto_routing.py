@@ -9,9 +9,13 @@ task to :meth:`Router.observe`.  No threads, no clocks: tested with plain assert
 What it learns, per task prefix (the function behind the key), for the life of the
 process (a kernel session):
 
-* a prefix never seen runs on threads, measured, until ``PROBE_TASKS`` of its tasks
-  have reported (the first tasks of a run are its sample: the rest of the same run
-  follows the verdict, not only the next run);
+* a prefix never seen runs on threads, measured, until ``MIN_SAMPLES`` probe samples
+  were taken while its tasks ran (or ``MAX_PROBES`` tasks, for tasks too short to be
+  sampled: those stay on threads) (the first tasks of a run are its sample: the rest
+  of the same run follows the verdict, not only the next run).  A share is only
+  measurable for a task that had the caller's GIL to itself (no other task of ours
+  on a thread meanwhile), so the backend runs a new prefix's probe tasks alone on
+  the thread side, and reports ``gil_busy=None`` for tasks that shared it;
 * a prefix whose tasks hold the GIL (busy-GIL share >= 0.5) and take long enough that
   the pool's per-task cost is small beside them goes to processes, **unless** moving
   the task's inputs and result costs more than the GIL time it would free:
@@ -19,7 +23,8 @@ process (a kernel session):
 * everything else (releases the GIL, waits, too short to be worth a hop) stays on
   threads.
 
-Means are exponentially weighted (``ALPHA``), so a prefix that changes character
+Times are exponentially weighted means (``ALPHA``) and the busy-GIL share a mean
+over the last ``SAMPLE_WINDOW`` samples, so a prefix that changes character
 (different input sizes from one cell to the next) is re-learned within a few tasks.
 """
 
@@ -30,32 +35,51 @@ from dataclasses import dataclass
 __all__ = ["Router", "PrefixModel", "THREADS", "PROCESSES"]
 
 THREADS, PROCESSES = "threads", "processes"
-PROBE_TASKS = 2  # tasks of a new prefix measured on threads before it may move
+MIN_SAMPLES = 2  # probe samples a prefix needs before it may move
+MAX_PROBES = 4  # ...or tasks measured alone, for prefixes too short to be sampled
+SAMPLE_WINDOW = 12  # probe samples the estimate keeps (older ones fade out)
 GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 MIN_TASK_SECONDS = 0.0005  # shorter GIL-holding tasks are not worth a process hop
-ALPHA = 0.3  # weight of the newest task in the running means
+ALPHA = 0.3  # weight of the newest task in the running means of times
 
 
 @dataclass
 class PrefixModel:
-    """Running means for one prefix."""
+    """What is known of one prefix: running means of its times, and its busy-GIL share
+    as a mean over the probe samples taken while its tasks ran alone."""
 
-    seen: int = 0
+    timed: int = 0  # tasks whose wall and CPU were seen
     cpu: float = 0.0
     wall: float = 0.0
-    gil_busy: float = 0.0
     bytes_out: float = 0.0
+    probes: int = 0  # tasks measured alone
+    busy_sum: float = 0.0  # probe samples' busy shares, summed (a window, see update)
+    samples: float = 0.0  # probe samples behind busy_sum
 
-    def update(self, wall: float, cpu: float, gil_busy: float, bytes_out: int) -> None:
-        if self.seen == 0:
-            self.wall, self.cpu, self.gil_busy, self.bytes_out = wall, cpu, gil_busy, bytes_out
-        else:
-            a = ALPHA
-            self.wall += a * (wall - self.wall)
-            self.cpu += a * (cpu - self.cpu)
-            self.gil_busy += a * (gil_busy - self.gil_busy)
-            self.bytes_out += a * (bytes_out - self.bytes_out)
-        self.seen += 1
+    @property
+    def gil_busy(self) -> float:
+        return self.busy_sum / self.samples if self.samples else 0.0
+
+    def update(
+        self, wall: float, cpu: float, gil_busy: float | None, bytes_out: int, samples: int = 1
+    ) -> None:
+        """Fold in one task.  ``gil_busy`` is the mean of the ``samples`` probe samples
+        taken while it ran alone; None means it shared the GIL with other tasks of
+        ours, which leaves the GIL estimate alone."""
+        a = ALPHA if self.timed else 1.0
+        self.wall += a * (wall - self.wall)
+        self.cpu += a * (cpu - self.cpu)
+        self.bytes_out += a * (bytes_out - self.bytes_out)
+        self.timed += 1
+        if gil_busy is None:
+            return
+        self.probes += 1
+        self.busy_sum += gil_busy * samples
+        self.samples += samples
+        if self.samples > SAMPLE_WINDOW:  # keep a window: old samples fade out
+            scale = SAMPLE_WINDOW / self.samples
+            self.busy_sum *= scale
+            self.samples = SAMPLE_WINDOW
 
 
 class Router:
@@ -70,7 +94,7 @@ class Router:
     def route(self, prefix: str, input_bytes: int = 0) -> str:
         """``THREADS`` or ``PROCESSES`` for the next task of ``prefix``."""
         model = self.models.get(prefix)
-        if model is None or model.seen < PROBE_TASKS:
+        if model is None or self.is_new(prefix):
             self.reasons[prefix] = "new: measured on threads first"
             return THREADS
         if model.gil_busy < GIL_BOUND:
@@ -94,10 +118,26 @@ class Router:
         return PROCESSES
 
     def observe(
-        self, prefix: str, wall: float, cpu: float, gil_busy: float, bytes_out: int = 0
+        self,
+        prefix: str,
+        wall: float,
+        cpu: float,
+        gil_busy: float | None,
+        bytes_out: int = 0,
+        samples: int = 1,
     ) -> None:
-        """Learn from one finished task of ``prefix``."""
-        self.models.setdefault(prefix, PrefixModel()).update(wall, cpu, gil_busy, bytes_out)
+        """Learn from one finished task of ``prefix`` (``gil_busy`` None: not measured)."""
+        model = self.models.setdefault(prefix, PrefixModel())
+        model.update(wall, cpu, gil_busy, bytes_out, samples)
+
+    def is_new(self, prefix: str) -> bool:
+        """True while ``prefix`` still needs tasks measured alone (``MIN_SAMPLES``)."""
+        model = self.models.get(prefix)
+        return model is None or (model.samples < MIN_SAMPLES and model.probes < MAX_PROBES)
+
+    def mean_wall(self, prefix: str) -> float | None:
+        model = self.models.get(prefix)
+        return model.wall if model is not None and model.timed else None
 
     def forget(self) -> None:
         self.models.clear()

@@ -27,10 +27,14 @@ at all per task.  The probe runs only while someone measures.
 
 Where it can be wrong (say so when advising):
 
-* A starved CPU looks like a busy GIL: when every core is taken (by tasks in C code on
-  all cores, or by other processes), the OS itself may wake the probe late.  The
-  0.25 ms floor removes the usual timer slack, not scheduling delays of a loaded
-  machine; on such a machine, GIL-releasing tasks read a few tenths busy.
+* A starved CPU would look like a busy GIL: when every core is taken (by tasks in C
+  code on all cores, worker processes, other programs), the OS itself wakes the
+  probe late.  On Linux the probe reads its own thread's run-queue time
+  (``/proc/self/task/<tid>/schedstat``: time spent runnable without a CPU) before and
+  after each sleep and subtracts it, since waiting for the GIL is a sleep on a lock,
+  not time on the run queue.  Elsewhere that correction is missing and GIL-releasing
+  tasks on a loaded machine read a few tenths busy.  The 0.25 ms floor absorbs the
+  timer slack.
 * A task that holds the GIL in C code without checking the eval breaker (a long C
   call that never releases it) blocks the probe for longer than a switch interval;
   the clip at 1.0 keeps it a "busy" sample, which is the truth.
@@ -41,6 +45,8 @@ Where it can be wrong (say so when advising):
 
 from __future__ import annotations
 
+import bisect
+import os
 import sys
 import threading
 import time
@@ -57,7 +63,8 @@ class GilProbe:
     """Samples GIL contention while running; use as a context manager or start/stop.
 
     ``samples`` holds ``(wall_time, busy)`` pairs, ``wall_time`` from ``time.time()``
-    (the clock the task events use) and ``busy`` in 0..1.
+    (the clock the task events use: the time the probe meant to wake) and ``busy`` in
+    0..1.
     """
 
     def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
@@ -98,18 +105,76 @@ class GilProbe:
         perf, wall = time.perf_counter, time.time
         floor = LATENESS_FLOOR
         span = max(sys.getswitchinterval() - floor, floor)
-        while not stopped():
-            t0 = perf()
-            sleep(interval)
-            late = perf() - t0 - interval - floor
-            append((wall(), 0.0 if late <= 0.0 else min(late / span, 1.0)))
+        run_queue = _run_queue_clock()
+        queued = run_queue() if run_queue else 0.0
+        try:
+            while not stopped():
+                # Stamped with the time it meant to wake: the moment the sample is about
+                # (stamping the actual wake would push busy samples past the task that
+                # held the GIL, since the probe gets it when that task lets go).
+                due = wall() + interval
+                t0 = perf()
+                sleep(interval)
+                late = perf() - t0 - interval - floor
+                if run_queue:
+                    # Time spent runnable but without a CPU is starvation, not the GIL.
+                    before, queued = queued, run_queue()
+                    late -= queued - before
+                append((due, 0.0 if late <= 0.0 else min(late / span, 1.0)))
+        finally:
+            if run_queue:
+                run_queue.close()
 
-    def busy_fraction(self, start: float = 0.0, stop: float = float("inf")) -> float | None:
-        """Mean busy-GIL share of samples taken between ``start`` and ``stop``."""
-        window = [busy for t, busy in self.samples if start <= t <= stop]
-        if not window:
-            return None
-        return sum(window) / len(window)
+    def window(self, start: float, stop: float) -> tuple[float, int]:
+        """``(mean busy share, sample count)`` of samples between ``start`` and ``stop``;
+        ``(0.0, 0)`` when none fell in the window."""
+        samples = self.samples
+        end = len(samples)
+        lo = bisect.bisect_left(samples, (start,), 0, end)
+        hi = bisect.bisect_right(samples, (stop, 2.0), lo, end)
+        if hi == lo:
+            return 0.0, 0
+        return sum(busy for _t, busy in samples[lo:hi]) / (hi - lo), hi - lo
+
+    def busy_fraction(
+        self, start: float = 0.0, stop: float = float("inf"), min_samples: int = 1
+    ) -> float | None:
+        """Mean busy-GIL share of samples taken between ``start`` and ``stop``.
+
+        None when fewer than ``min_samples`` fall in the window.  Samples are in time
+        order, so the window is found by bisection: O(log n + window), safe to call
+        while the probe is still appending.
+        """
+        busy, count = self.window(start, stop)
+        return busy if count >= max(min_samples, 1) else None
+
+
+class _RunQueueClock:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __call__(self) -> float:
+        return int(os.pread(self.fd, 64, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _run_queue_clock() -> _RunQueueClock | None:
+    """The calling thread's run-queue clock, or None where the OS does not tell."""
+    try:
+        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+    except OSError:
+        return None
+    clock = _RunQueueClock(fd)
+    try:
+        clock()
+    except (OSError, ValueError, IndexError):
+        clock.close()
+        return None
+    return clock
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,425 @@
+"""The ``auto`` backend: threads for tasks that release the GIL or wait, the process
+pool for tasks that hold it, in the same graph, learned per task prefix.
+
+How work flows (one run)::
+
+                        +--> thread-k: run task, measure wall/CPU --+
+    RunState.ready -----|                                          |--> results, in
+      (caller thread    +--> process pool batches (processes.py) --+    the caller
+       owns it: no lock)+--> inline here: literals, known-tiny tasks
+
+The calling thread is the only one that touches the :class:`~notebook_sched.engine.RunState`:
+it pops ready tasks, asks the :class:`~.auto_routing.Router` where each goes, hands it
+to a thread, a worker process or runs it inline, and waits on everything at once
+(process pipes and sentinels, plus a self-pipe the threads write to when they finish).
+No lock guards the state because nobody else changes it.
+
+* **Slots.**  At most ``num_workers`` tasks run at once, threads and processes
+  together (a worker process with a batch counts as one).
+* **Learning.**  A prefix the router has not measured runs on a thread *alone* (no
+  other task of ours on a thread meanwhile), with the GIL probe (``gil.py``) running,
+  so its busy-GIL share is its own; once ``PROBE_TASKS`` of its tasks are measured,
+  the rest of the same run follows the verdict.  Later tasks that happen to run alone
+  keep the estimate fresh.  Known prefixes whose tasks take under ``INLINE_SECONDS``
+  run inline (a thread hop would cost more than the task).
+* **Data.**  A GIL-holding task goes to a process only when moving its inputs and
+  result costs less than the GIL time it frees (``Router.route`` weighs the bytes).
+* **The pool.**  The shared process pool (``_pool.py``) is taken only when a task is
+  first routed to it, without waiting: when another run holds it (a nested compute
+  inside one of our tasks, or another thread's run), this run stays on threads rather
+  than risk waiting on itself.
+* **Failures and interrupts** behave as in ``threads`` (live frames, other threads'
+  tasks cancelled with an asynchronous ``TaskCancelled``) for tasks on threads, and as
+  in ``processes`` (remote traceback, local rerun, busy workers replaced) for tasks in
+  processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import sys
+import threading
+import time
+from multiprocessing.connection import wait
+from typing import Any
+
+from ..engine import check_workers, execute_graph, run_spec, task_failure
+from ..events import Dispatcher
+from ..gil import GilProbe
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
+from . import _pool
+from ._blas import limited_native_threads
+from .auto_routing import PROCESSES, THREADS, Router
+from .processes import _Batch, _ProcessRun, make_job
+from .threads import INTERRUPT_GRACE, TaskCancelled
+
+__all__ = ["get", "router"]
+
+BACKEND = "auto"
+CALLER = "caller"
+INLINE_SECONDS = 50e-6  # known tasks shorter than this run in the calling thread
+INLINE_BUDGET = 0.005  # seconds of inline work before the caller looks at results again
+PROCESS_BATCH = 64  # at most this many tasks per process batch (chains count as one)
+TARGET_BATCH_SECONDS = 0.02
+MAX_DEFERRED = 64  # tasks set aside per dispatch round before it stops looking
+
+_router = Router()
+
+
+def router() -> Router:
+    """The session's routing knowledge (what ``advise`` reports after an auto run)."""
+    return _router
+
+
+def get(
+    dsk: Any,
+    keys: Any,
+    *,
+    num_workers: int | None = None,
+    pool=None,
+    observers=None,
+    **options: Any,
+) -> Any:
+    """Compute ``keys`` of ``dsk`` on threads and worker processes, chosen per task."""
+    if pool is not None:
+        raise ValueError(
+            f"scheduler='auto' runs tasks on its own threads and the process pool, so it "
+            f"takes no pool=; got {pool!r}. Use scheduler='threads', pool=... to run on "
+            f"an executor of yours."
+        )
+    workers = check_workers(num_workers)
+
+    def drive(graph, state, events):
+        _AutoRun(graph, state, events, workers, _router).drive()
+
+    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+
+
+def _batch_size(mean_seconds: float | None) -> int:
+    """Tasks per process batch: about ``TARGET_BATCH_SECONDS`` of work."""
+    if not mean_seconds:
+        return 1
+    return max(1, min(PROCESS_BATCH, int(TARGET_BATCH_SECONDS / mean_seconds)))
+
+
+def nbytes(value: Any) -> int:
+    """Bytes a value would move, where that is cheap to know (else a shallow size)."""
+    size = getattr(value, "nbytes", None)
+    if isinstance(size, int):
+        return size
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        return len(value)
+    try:
+        return sys.getsizeof(value)
+    except Exception:
+        return 0
+
+
+class _AutoRun(_ProcessRun):
+    """One auto run; only the calling thread touches ``state`` (see module docstring)."""
+
+    def __init__(self, graph, state, events: Dispatcher, workers: int, router: Router):
+        super().__init__(graph, state, events, None)
+        self.router = router
+        self.slots = workers
+        self.prefixes: dict = {}  # key head -> prefix, memoised key_split
+        self.threads_busy = 0
+        self.solo: int | None = None  # task measured alone on the thread side
+        self.thread_starts = 0  # tasks handed to threads so far (tells who ran alone)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_read, self.wake_write = os.pipe()
+        self.in_task: dict[int, bool] = {}  # thread ident -> inside a task
+        self.threads: list[threading.Thread] = []
+        self.pool_refused = False
+        self.probe = GilProbe()
+        specs = graph.specs
+        self._shippable = lambda j: (
+            specs[j][0] in (CALL, EXPR, NODE) and (self._where(j) == PROCESSES)
+        )
+
+    # -- main loop -------------------------------------------------------------
+    def drive(self) -> None:
+        __tracebackhide__ = True
+        with limited_native_threads(self.slots):
+            self._drive()
+
+    def _drive(self) -> None:
+        __tracebackhide__ = True
+        self.probe.start()
+        try:
+            while self.state.remaining:
+                self._dispatch_all()
+                if not self.state.remaining:
+                    break
+                if not self.batches and not self.threads_busy:
+                    if not self.state.ready:
+                        raise RuntimeError("notebook_sched: no runnable task left (internal error)")
+                    continue
+                self._wait_and_collect(None if not self.state.ready else 0.0)
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.probe.stop()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+        if self.pool is not None:
+            self.pool.lock.release()
+            self.pool = None
+
+    def _abort(self) -> None:
+        if self.pool is not None:
+            super()._abort()
+        running = [ident for ident, busy in self.in_task.items() if busy]
+        for ident in running:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ident), ctypes.py_object(TaskCancelled)
+            )
+
+    # -- routing ---------------------------------------------------------------
+    def _prefix(self, i: int) -> str:
+        key = self.graph.keys[i]
+        head = key[0] if type(key) is tuple and key else key
+        try:
+            return self.prefixes[head]
+        except KeyError:
+            name = self.prefixes[head] = key_split(head)
+            return name
+        except TypeError:
+            return key_split(key)
+
+    def _where(self, i: int) -> str:
+        prefix = self._prefix(i)
+        router = self.router
+        if router.route(prefix) == THREADS or self.pool_refused:
+            return THREADS
+        values = self.state.values
+        moving = sum(nbytes(values[d]) for d in self.graph.deps[i])
+        return router.route(prefix, moving)
+
+    def _busy(self) -> int:
+        procs = 0
+        if self.pool is not None:
+            procs = sum(1 for w in self.pool.workers if w.outstanding)
+        return self.threads_busy + procs
+
+    def _dispatch_all(self) -> None:
+        """Hand out ready tasks until every slot is busy (see the module docstring)."""
+        state, specs, router = self.state, self.graph.specs, self.router
+        ready = state.ready
+        deferred: list[int] = []
+        batches: list[list[int]] = []  # tasks for processes, one list per idle worker
+        idle = [w for w in self.pool.workers if not w.outstanding] if self.pool else []
+        free = self.slots - self._busy()
+        draining = self.solo is not None  # no thread task starts beside a solo one
+        inline_until = time.perf_counter() + INLINE_BUDGET
+        while ready and (free > 0 or batches) and len(deferred) < MAX_DEFERRED:
+            i = ready.pop()
+            kind = specs[i][0]
+            if kind == VALUE or kind == ALIAS:
+                self._run_here(i)
+                continue
+            prefix = self._prefix(i)
+            if router.is_new(prefix):
+                if draining or self.threads_busy or free <= 0:
+                    deferred.append(i)  # measured alone once the thread side is idle
+                    draining = True
+                    continue
+                self._to_thread(i, solo=True)
+                draining = True
+                free -= 1
+                continue
+            mean = router.mean_wall(prefix)
+            if mean is not None and mean < INLINE_SECONDS:
+                self._run_inline(i)
+                if time.perf_counter() > inline_until:
+                    break
+                continue
+            if self._where(i) == PROCESSES and self._ensure_pool():
+                if not idle and self.pool and not batches:
+                    idle = [w for w in self.pool.workers if not w.outstanding]
+                per_batch = _batch_size(mean)
+                if batches and len(batches[-1]) < per_batch:
+                    batches[-1].append(i)
+                elif free > 0 and len(batches) < len(idle):
+                    batches.append([i])
+                    free -= 1
+                else:
+                    deferred.append(i)
+                    if free <= 0:
+                        break
+            elif free > 0 and not draining:
+                self._to_thread(i, solo=False)
+                free -= 1
+            else:
+                deferred.append(i)
+                if free <= 0:
+                    break
+        for worker, tasks in zip(idle, batches, strict=False):
+            self._send_batch(worker, tasks)
+        ready.extend(reversed(deferred))
+
+    # -- threads -----------------------------------------------------------------
+    def _to_thread(self, i: int, solo: bool) -> None:
+        if len(self.threads) <= self.threads_busy:
+            self._start_thread()
+        alone_at_start = self.threads_busy == 0
+        self.threads_busy += 1
+        self.thread_starts += 1
+        if solo:
+            self.solo = i
+        self.jobs.put((i, self.thread_starts, alone_at_start))
+
+    def _start_thread(self) -> None:
+        name = f"thread-{len(self.threads)}"
+        thread = threading.Thread(
+            target=self._thread_main, args=(name,), name=f"notebook_sched-auto-{name}", daemon=True
+        )
+        self.threads.append(thread)
+        thread.start()
+
+    def _thread_main(self, name: str) -> None:
+        __tracebackhide__ = True
+        events, specs, keys = self.events, self.graph.specs, self.graph.keys
+        values = self.state.values
+        started, finished = events.task_started, events.task_finished
+        if events.worker_started:
+            events.worker_started(name)
+        ident = threading.get_ident()
+        clock, cpu_clock = time.time, time.thread_time
+        try:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                i, ticket, alone = job
+                if started:
+                    started(keys[i], name)
+                error = value = None
+                self.in_task[ident] = True
+                t0, c0 = clock(), cpu_clock()
+                try:
+                    value = run_spec(specs[i], values)
+                except TaskCancelled:
+                    raise
+                except BaseException as exc:  # SystemExit too: the task's failure
+                    error = exc
+                finally:
+                    self.in_task[ident] = False
+                t1, cpu = clock(), cpu_clock() - c0
+                if error is None and finished:
+                    finished(keys[i], name, t0, t1)
+                self.results.put((i, ticket, alone, value, error, name, t0, t1, cpu))
+                value = None
+                os.write(self.wake_write, b"\0")
+        except TaskCancelled:
+            pass  # the run was interrupted or failed; the caller raised already
+
+    def _thread_done(self, item: tuple) -> None:
+        i, ticket, alone, value, error, name, t0, t1, cpu = item
+        self.threads_busy -= 1
+        # Alone: no thread task ran when it started, and none started after it.
+        alone = alone and ticket == self.thread_starts
+        if self.solo == i:
+            self.solo = None
+        if error is not None:
+            task_failure(self.graph, self.state.values, i, error, BACKEND, name)
+            if self.events.task_failed:
+                self.events.task_failed(self.graph.keys[i], name, error)
+            raise error
+        gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
+        self.router.observe(self._prefix(i), t1 - t0, cpu, gil, nbytes(value), samples)
+        self.state.finish(i, value)
+        if self.events.task_done:
+            self.events.task_done(self.graph.keys[i])
+
+    # -- inline ------------------------------------------------------------------
+    def _run_inline(self, i: int) -> None:
+        key = self.graph.keys[i]
+        events = self.events
+        if events.task_started:
+            events.task_started(key, CALLER)
+        t0 = time.time()
+        try:
+            value = run_spec(self.graph.specs[i], self.state.values)
+        except BaseException as exc:
+            task_failure(self.graph, self.state.values, i, exc, BACKEND, CALLER)
+            if events.task_failed:
+                events.task_failed(key, CALLER, exc)
+            raise
+        t1 = time.time()
+        self.router.observe(self._prefix(i), t1 - t0, t1 - t0, None)
+        self.state.finish(i, value)
+        if events.task_finished:
+            events.task_finished(key, CALLER, t0, t1)
+        if events.task_done:
+            events.task_done(key)
+
+    # -- processes -----------------------------------------------------------------
+    def _ensure_pool(self) -> bool:
+        if self.pool is not None:
+            return True
+        if self.pool_refused:
+            return False
+        pool = _pool.acquire(self.slots)
+        if not pool.lock.acquire(blocking=False):
+            self.pool_refused = True  # another run has it; never wait on ourselves
+            self.router.reasons["(pool)"] = "the process pool was busy with another run"
+            return False
+        pool.replace_dead()
+        self.pool = pool
+        return True
+
+    def _send_batch(self, worker, tasks: list[int]) -> None:
+        """Ship ``tasks`` (with the chains that continue from them) to ``worker``."""
+        specs, values = self.graph.specs, self.state.values
+        batch_tasks: list[int] = []
+        jobs: list = []
+        for i in tasks:
+            chain = self.state.claim_chain(i, self._shippable, 1024)
+            last = len(chain) - 1
+            for n, t in enumerate(chain):
+                local = {chain[n - 1]: len(jobs) - 1} if n else None
+                jobs.append(make_job(t, specs[t], values, local, n == last))
+                batch_tasks.append(t)
+        batch = _Batch(self.next_id, worker, batch_tasks, self._pickle(jobs))
+        self.next_id += 1
+        self.batches[batch.id] = batch
+        worker.outstanding.append(batch.id)
+        self._send(batch)
+        self._started_next(batch)
+
+    # -- waiting -----------------------------------------------------------------
+    def _wait_and_collect(self, timeout: float | None) -> None:
+        busy = [w for w in self.pool.workers if w.outstanding] if self.pool is not None else []
+        by_conn = {w.conn: w for w in busy}
+        by_sentinel = {w.sentinel: w for w in busy}
+        ready = wait([self.wake_read, *by_conn, *by_sentinel], timeout)
+        if self.wake_read in ready:
+            os.read(self.wake_read, 65536)
+        while True:
+            try:
+                item = self.results.get_nowait()
+            except queue.Empty:
+                break
+            self._thread_done(item)
+        for conn in ready:
+            worker = by_conn.get(conn)
+            if worker is not None:
+                self._read(worker)
+        for worker in by_sentinel.values():
+            if worker.outstanding and not worker.process.is_alive():
+                self._read(worker)
+                if worker.outstanding:
+                    self._worker_died(worker)
