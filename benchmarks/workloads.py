@@ -24,6 +24,8 @@ __all__ = [
     "OVERHEAD_GRAPHS",
     "numpy_sort_tasks",
     "python_loop_tasks",
+    "sleep_tasks",
+    "mixed_tasks",
     "array_tree",
     "numpy_task",
     "python_task",
@@ -114,6 +116,29 @@ def numpy_sort_tasks(tasks: int = 64, n: int = 1 << 20, rounds: int = 4) -> Work
 def python_loop_tasks(tasks: int = 64, n: int = 1_000_000) -> Workload:
     """``tasks`` independent pure-Python loops and a sum."""
     return _gather("py", python_task, lambda i: (i, n), tasks)
+
+
+def sleep_task(seed: int, seconds: float) -> int:
+    """Waits, as a task reading a file or a socket does: no CPU, no GIL."""
+    import time
+
+    time.sleep(seconds)
+    return seed
+
+
+def sleep_tasks(tasks: int = 64, seconds: float = 0.025) -> Workload:
+    """``tasks`` independent sleeps and a sum."""
+    return _gather("io", sleep_task, lambda i: (i, seconds), tasks)
+
+
+def mixed_tasks(tasks: int = 64, n: int = 1 << 20, rounds: int = 4, loop: int = 1_000_000):
+    """Half NumPy tasks, half pure-Python tasks (interleaved), and a sum: the demo's mix."""
+    graph: dict = {}
+    for i in range(tasks // 2):
+        graph[("np", i)] = (numpy_task, i, n, rounds)
+        graph[("py", i)] = (python_task, i, loop)
+    graph["total"] = (sum, list(graph))
+    return Workload(f"{tasks} mixed NumPy + Python", graph, "total", None)
 
 
 # -- memory: a tree reduction over large arrays ---------------------------------------

@@ -10,12 +10,14 @@ summarised at the end (with the default 96 chunks, 383 tasks):
 * **Pure-Python half** (holds the GIL): per chunk, find the longest Collatz chain
   among 6,000 consecutive starting numbers; ~30 ms per task.
 
-The same graph runs on ``sync``, ``threads`` and ``processes``; the table shows each
-backend's wall time and speed-up over ``sync``, and checks that every backend gave
-the same answer.  What to expect on N cores: ``threads`` parallelises only the NumPy
-half (pure-Python tasks take turns on the GIL), so it gains at most ~2x on the whole
-graph however many cores there are; ``processes`` runs both halves in parallel and
-gets close to N x.  That is the rule of thumb the backends are named for.
+The same graph runs on ``sync``, ``threads``, ``processes`` and ``auto``; the table
+shows each backend's wall time and speed-up over ``sync``, and checks that every
+backend gave the same answer.  What to expect on N cores: ``threads`` parallelises
+only the NumPy half (pure-Python tasks take turns on the GIL), so it gains at most ~2x
+on the whole graph however many cores there are; ``processes`` runs both halves in
+parallel; ``auto`` measures the first tasks of each kind, then keeps the NumPy tasks
+on threads and sends the pure-Python ones to the process pool, in the same graph (the
+warm-up teaches it, as earlier cells of a session would).
 
 Each backend first runs a small instance of the same workload (untimed), as a
 notebook session would have done: the process pool is started and its workers have
@@ -38,7 +40,7 @@ from .delayed import Delayed, delayed
 
 __all__ = ["build_workload", "run_demo", "main", "BACKENDS"]
 
-BACKENDS = ("sync", "threads", "processes")
+BACKENDS = ("sync", "threads", "processes", "auto")
 DRAWS = 1 << 21  # simulated returns per NumPy task (16 MB of float64)
 COLLATZ_SPAN = 6_000  # starting numbers per pure-Python task
 
@@ -152,8 +154,9 @@ def run_demo(
                 print(f"  {backend} gave instead: {answer}", file=out)
     print(
         "\nThreads run only the NumPy half in parallel (pure-Python tasks take turns on the "
-        "GIL);\nprocesses run both halves in parallel. Pick threads for NumPy/pandas, "
-        "processes for pure Python.",
+        "GIL);\nprocesses run both halves in parallel; auto keeps NumPy on threads and sends "
+        "pure Python\nto processes, learned from measuring the first tasks of each kind "
+        "(notebook_sched.schedulers.auto).",
         file=out,
     )
     return {"tasks": tasks, "answers": answers, "seconds": seconds, "same_answer": same}
