@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .errors import misspelled_key_note
 from .events import Dispatcher, RunInfo, dispatcher
 from .failure import TaskFailure, annotate, record_failure
 from .graph import (
@@ -178,6 +179,7 @@ def task_failure(
     """Annotate ``exc`` and record the failure of task ``i`` with its inputs."""
     key = graph.keys[i]
     annotate(exc, key, backend, worker)
+    _add_misspelling_note(exc, graph, graph.specs[i])
     return record_failure(
         TaskFailure(
             key=key,
@@ -191,6 +193,32 @@ def task_failure(
             requested_keys=[graph.keys[o] for o in graph.outputs],
         )
     )
+
+
+def _add_misspelling_note(exc: BaseException, graph: CompiledGraph, spec: tuple) -> None:
+    """On failure only: point at string arguments one or two edits from a key."""
+    strings = []
+    kind = spec[0]
+    if kind == CALL:
+        slots = {pos for pos, _ in spec[3]}
+        strings = [a for n, a in enumerate(spec[2]) if type(a) is str and n not in slots]
+    elif kind == EXPR:
+        stack = [spec[1]]
+        while stack and len(strings) < 100:
+            item = stack.pop()
+            if type(item) is str:
+                if item not in spec[2]:
+                    strings.append(item)
+            elif type(item) in (tuple, list):
+                stack.extend(item)
+    if not strings or graph.source is None:
+        return
+    note = misspelled_key_note(strings, graph.source)
+    if note:
+        try:
+            exc.add_note(note)
+        except (AttributeError, TypeError):
+            pass
 
 
 Driver = Callable[[CompiledGraph, RunState, Dispatcher], None]
@@ -224,7 +252,8 @@ def execute_graph(
             events.graph_started(run)
     state = RunState(graph)
     try:
-        driver(graph, state, events)
+        if state.remaining:  # nothing requested (get(dsk, []) or [[], []]): no driver
+            driver(graph, state, events)
     except BaseException as exc:
         if events.graph_finished:
             events.graph_finished(run, exc)

@@ -18,7 +18,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TaskFailure", "last_failure", "record_failure", "annotate", "RemoteTraceback"]
+__all__ = [
+    "TaskFailure",
+    "last_failure",
+    "record_failure",
+    "annotate",
+    "key_repr",
+    "RemoteTraceback",
+]
 
 
 class RemoteTraceback(Exception):
@@ -53,7 +60,8 @@ class TaskFailure:
 
     def __repr__(self) -> str:
         return (
-            f"<TaskFailure key={self.key!r} backend={self.backend!r} worker={self.worker!r} "
+            f"<TaskFailure key={key_repr(self.key)} backend={self.backend!r} "
+            f"worker={self.worker!r} "
             f"raised {type(self.exception).__name__}: {self.exception}>"
         )
 
@@ -78,9 +86,18 @@ def last_failure() -> TaskFailure | None:
     return _last
 
 
+def key_repr(key: Hashable, limit: int = 200) -> str:
+    """``repr(key)`` for messages: a broken or huge repr must not hide the real error."""
+    try:
+        text = repr(key)
+    except Exception:
+        text = f"<{type(key).__name__} key with a failing repr>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def annotate(exc: BaseException, key: Hashable, backend: str, worker: str) -> None:
     """Add a note naming the failed key and where it ran (once per exception)."""
-    note = f"[notebook_sched] task {key!r} failed on the {backend!r} scheduler ({worker})"
+    note = f"[notebook_sched] task {key_repr(key)} failed on the {backend!r} scheduler ({worker})"
     notes = getattr(exc, "__notes__", None) or []
     if note not in notes:
         try:

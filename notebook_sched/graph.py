@@ -3,18 +3,31 @@
 A graph is a mapping ``key -> value`` in the Dask specification:
 
 * a tuple whose first element is callable is a task: ``(add, "x", 1)``;
-* a hashable value that is a key of the graph is a reference to that key's result
-  (a top-level value that is only a key is an *alias*);
-* lists are walked recursively (``(sum, ["a", "b"])``), tasks may nest;
-* anything else (numbers, strings that are not keys, dicts, sets, arrays) is literal data;
+* a value that *names a key* is a reference to that key's result (a top-level value
+  that only names a key is an *alias*).  Dask's rule decides what names a key
+  (``dask._task_spec.convert_legacy_task``): an instance of ``str``, ``int``,
+  ``float`` or ``tuple`` (so also ``bool`` and NumPy's float and str scalars) that
+  is a key of the graph.  ``bytes``, ``None`` and other hashables never name a key,
+  even when the graph has such a key: they are data;
+* a Dask ``TaskRef`` (duck-typed: a ``TaskRef`` class in its MRO, or
+  ``__dask_future__``) names its ``.key``;
+* lists, tuples that are not tasks, sets and frozensets are walked (``(sum, ["a",
+  "b"])``, ``("x", "float64") -> (1, "float64")``), tasks may nest; dicts are not
+  walked (Dask does not look inside them either);
+* anything else (numbers, strings that are not keys, dicts, arrays) is literal data;
 * a duck-typed Dask ``GraphNode`` (anything with ``.dependencies`` that is called with a
   ``{dependency key: value}`` dict) computes itself.  Dask 2026 collections produce these.
+
+One deliberate difference from Dask: a top-level tuple whose head is plain data that
+is not a key, followed by keys (``(f(x), "a")``), is refused with an error showing
+``(f, x, "a")``, because it is almost always a function called too early.
 
 :func:`compile_graph` turns the part of a graph needed for some keys into a
 :class:`CompiledGraph`: integer indices instead of keys, a tuple of dependency indices
 per task, the dependents, and one compact *spec* per task telling the engine how to run
 it.  Everything here is iterative, so a chain of a million tasks compiles without
-touching the recursion limit.
+touching the recursion limit, and nesting inside one task (3,000 levels of lists or
+tasks) is walked and evaluated with explicit stacks too.
 
 Spec kinds (``spec[0]``):
 
@@ -41,6 +54,19 @@ import gc
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
+from .graph_walk import (
+    _NONE_TYPE,
+    _PLAIN_TYPES,
+    _REF_TYPES,
+    _WALKED,
+    NO_KEY,
+    evaluate,
+    is_graph_node,
+    names_key,
+    needs_walk,
+    taskref_key,
+)
+
 __all__ = [
     "CALL",
     "VALUE",
@@ -55,6 +81,7 @@ __all__ = [
     "flatten_keys",
     "is_task",
     "is_graph_node",
+    "names_key",
     "key_split",
     "to_mapping",
 ]
@@ -75,20 +102,8 @@ def is_task(value: Any) -> bool:
     return type(value) is tuple and len(value) > 0 and callable(value[0])
 
 
-def is_graph_node(value: Any) -> bool:
-    """True for Dask ``GraphNode``-like objects: callable with a ``dependencies`` set."""
-    return (
-        type(value) not in _PLAIN_TYPES
-        and hasattr(value, "dependencies")
-        and callable(value)
-        and not isinstance(value, type)
-    )
-
-
-_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), tuple, list, dict, set})
-
-
 def _is_key(value: Any, dsk: Mapping) -> bool:
+    """True when ``value`` is a key of ``dsk`` (any hashable: requested keys)."""
     try:
         return value in dsk
     except TypeError:  # unhashable values are data
@@ -130,8 +145,13 @@ def to_mapping(dsk: Any) -> Mapping:
 
 
 def flatten_keys(keys: Any, dsk: Mapping) -> list:
-    """The requested keys in order.  A list is a (nested) list of keys; anything else a key."""
+    """The requested keys in order.  A list is a (nested) list of keys; anything else a key.
+
+    Sets, dicts and iterators are refused: their order (or one-shot nature) would make
+    the shape of the answer a guess.
+    """
     if not isinstance(keys, list):
+        _check_key_argument(keys)
         return [keys]
     flat: list = []
     stack = [iter(keys)]
@@ -140,31 +160,22 @@ def flatten_keys(keys: Any, dsk: Mapping) -> list:
             if isinstance(item, list):
                 stack.append(iter(item))
                 break
+            _check_key_argument(item)
             flat.append(item)
         else:
             stack.pop()
     return flat
 
 
-def evaluate(expr: Any, refs: Mapping) -> Any:
-    """Evaluate a nested task/list expression given ``{key: value}`` for its references.
-
-    Recursion here follows the nesting inside one task, never the depth of the graph.
-    """
-    typ = type(expr)
-    if typ is tuple:
-        if expr and callable(expr[0]):
-            return expr[0](*[evaluate(arg, refs) for arg in expr[1:]])
-    elif typ is list:
-        return [evaluate(item, refs) for item in expr]
-    elif is_graph_node(expr):
-        return expr({k: refs[k] for k in expr.dependencies})
-    try:
-        if expr in refs:
-            return refs[expr]
-    except TypeError:
-        pass
-    return expr
+def _check_key_argument(keys: Any) -> None:
+    if isinstance(keys, (set, frozenset, dict)) or (
+        hasattr(keys, "__next__") and not isinstance(keys, _REF_TYPES)
+    ):
+        raise TypeError(
+            f"keys must be a key or a (nested) list of keys, not a {type(keys).__name__} "
+            f"({_short_repr(keys, 60)}): pass a key or a list of keys, e.g. "
+            f"get(dsk, ['a', 'b']) or get(dsk, list(keys))."
+        )
 
 
 class CompiledGraph:
@@ -246,49 +257,47 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
     """Classify one graph value: returns ``(spec with keys, dependency keys)``.
 
     The spec still names dependencies by key; :func:`compile_graph` maps them to indices.
+    The rule follows Dask's ``convert_legacy_task`` (see the module docstring).
     """
     typ = type(value)
-    if typ is tuple and value:
-        if _is_key(value, dsk) and value != key:
-            return (ALIAS, value), [value]
-        head = value[0]
-        if callable(head):
-            slots = []
-            flat = True
-            for pos, arg in enumerate(value[1:]):
-                if _is_key(arg, dsk):
-                    slots.append((pos, arg))
-                elif type(arg) in (list, tuple) or is_graph_node(arg):
-                    flat = False
-                    break
-            if flat:
-                return (CALL, head, value[1:], slots), [k for _, k in slots]
-            return _parse_expression(value, dsk)
-        if any(_is_key(item, dsk) for item in value):
-            raise _called_too_early(key, value, dsk)
-        return (VALUE, value), []
-    if typ is list:
-        return _parse_expression(value, dsk)
-    if typ in _PLAIN_TYPES:
-        if value != key and _is_key(value, dsk):
-            return (ALIAS, value), [value]
-        return (VALUE, value), []
+    if typ is tuple and value and callable(value[0]):
+        slots = []
+        for pos, arg in enumerate(value[1:]):
+            if names_key(arg, dsk) and not (type(arg) is tuple and arg and callable(arg[0])):
+                slots.append((pos, arg))
+            elif needs_walk(arg, dsk):
+                return _parse_expression(key, value, dsk)
+        return (CALL, value[0], value[1:], slots), [k for _, k in slots]
     if is_graph_node(value):
         node_deps = list(value.dependencies)
-        missing = [d for d in node_deps if not _is_key(d, dsk)]
-        if missing:
-            raise GraphError(
-                f"Task {key!r} depends on {missing[0]!r}, which is not in the graph. "
-                f"Add a task for {missing[0]!r} or compute from a graph that has it"
-                f"{_did_you_mean(missing[0], dsk)}."
-            )
+        for dep in node_deps:
+            if not _is_key(dep, dsk):
+                raise _missing_dependency(key, dep, dsk)
         return (NODE, value, node_deps), node_deps
-    if _is_key(value, dsk) and value != key:
+    if value != key and names_key(value, dsk):
         return (ALIAS, value), [value]
+    ref = taskref_key(value)
+    if ref is not NO_KEY:
+        if not _is_key(ref, dsk):
+            raise _missing_dependency(key, ref, dsk)
+        return (ALIAS, ref), [ref]
+    if typ is list:
+        return _parse_expression(key, value, dsk)
+    if isinstance(value, _WALKED) and needs_walk(value, dsk):
+        if typ is tuple:
+            head = value[0]
+            if (
+                not names_key(head, dsk)
+                and not isinstance(head, _WALKED)
+                and taskref_key(head) is NO_KEY
+                and any(names_key(item, dsk) for item in value[1:])
+            ):
+                raise _called_too_early(key, value, dsk)
+        return _parse_expression(key, value, dsk)
     return (VALUE, value), []
 
 
-def _parse_expression(expr: Any, dsk: Mapping) -> tuple[tuple, list]:
+def _parse_expression(key: Hashable, expr: Any, dsk: Mapping) -> tuple[tuple, list]:
     """Dependencies of a nested task/list expression, found without recursion."""
     found: dict = {}  # insertion-ordered: dependencies in reading order
     stack = [expr]
@@ -297,15 +306,31 @@ def _parse_expression(expr: Any, dsk: Mapping) -> tuple[tuple, list]:
         typ = type(item)
         if typ is tuple and item and callable(item[0]):
             stack.extend(reversed(item[1:]))
-        elif typ is list:
-            stack.extend(reversed(item))
-        elif typ is not tuple and is_graph_node(item):
-            for dep in item.dependencies:
-                found[dep] = None
-        elif _is_key(item, dsk):
+        elif names_key(item, dsk):
             found[item] = None
+        elif isinstance(item, _WALKED):
+            stack.extend(reversed(item) if typ is not set and typ is not frozenset else item)
+        elif typ not in _PLAIN_TYPES:
+            ref = taskref_key(item)
+            if ref is not NO_KEY:
+                if not _is_key(ref, dsk):
+                    raise _missing_dependency(key, ref, dsk)
+                found[ref] = None
+            elif is_graph_node(item):
+                for dep in item.dependencies:
+                    if not _is_key(dep, dsk):
+                        raise _missing_dependency(key, dep, dsk)
+                    found[dep] = None
     dep_keys = list(found)
     return (EXPR, expr, dep_keys), dep_keys
+
+
+def _missing_dependency(key: Hashable, dep: Any, dsk: Mapping) -> GraphError:
+    return GraphError(
+        f"Task {key!r} depends on {dep!r}, which is not in the graph. "
+        f"Add a task for {dep!r} or compute from a graph that has it"
+        f"{_did_you_mean(dep, dsk)}."
+    )
 
 
 def _did_you_mean(key: Any, keys: Iterable) -> str:
@@ -354,27 +379,29 @@ def compile_graph(dsk: Mapping, output_keys: list) -> CompiledGraph:
             value = dsk[key]
             spec = None
             if type(value) is tuple and value and callable(value[0]):
-                # Fast path: a flat call whose arguments are keys or plain literals.
+                # Fast path: a flat call whose arguments are keys or common literals.
+                # Anything else (containers, subclasses, objects) goes to _parse, which
+                # applies the same rule in full; tests/test_graph_properties.py checks
+                # that the two agree.
                 slots = []
                 for arg_pos, arg in enumerate(value[1:]):
                     typ = type(arg)
-                    if typ is str or typ is tuple or typ is int or typ is bytes:
+                    if typ is str or typ is int or typ is float or typ is bool:
+                        if arg in dsk:
+                            slots.append((arg_pos, arg))
+                    elif typ is tuple:
                         try:
                             known = arg in dsk
                         except TypeError:
-                            known = False
-                        if known:
-                            slots.append((arg_pos, arg))
-                        elif typ is tuple:
                             break
-                    elif typ is list or is_graph_node(arg):
+                        if not known or (arg and callable(arg[0])):
+                            break
+                        slots.append((arg_pos, arg))
+                    elif typ is not bytes and typ is not _NONE_TYPE and typ is not dict:
                         break
                 else:
-                    if value != key and _is_key(value, dsk):
-                        spec, dep_keys = (ALIAS, value), [value]
-                    else:
-                        spec = (CALL, value[0], value[1:], slots)
-                        dep_keys = [k for _, k in slots]
+                    spec = (CALL, value[0], value[1:], slots)
+                    dep_keys = [k for _, k in slots]
             if spec is None:
                 spec, dep_keys = _parse(key, value, dsk)
             dep_idx = []
@@ -442,9 +469,18 @@ def _postorder(keys: list, deps: list, roots: list) -> list:
     return rank
 
 
+CYCLE_SHOWN = 5  # keys shown at each end of a long cycle
+
+
 def _cycle_error(keys: list, cycle: list) -> CycleError:
     # ``cycle`` runs from a task to the task it depends on; show it as "needs" arrows.
-    shown = " -> ".join(repr(keys[i]) for i in cycle)
+    if len(cycle) > 2 * CYCLE_SHOWN + 1:
+        head = " -> ".join(_short_repr(keys[i], 60) for i in cycle[:CYCLE_SHOWN])
+        tail = " -> ".join(_short_repr(keys[i], 60) for i in cycle[-CYCLE_SHOWN:])
+        hidden = len(cycle) - 2 * CYCLE_SHOWN
+        shown = f"{head} -> ... ({hidden} more keys) ... -> {tail} ({len(cycle) - 1} keys in all)"
+    else:
+        shown = " -> ".join(_short_repr(keys[i], 60) for i in cycle)
     return CycleError(
         f"The graph has a cycle: {shown} (each key needs the next one). "
         f"A task cannot depend on its own result; break the cycle by removing one of "

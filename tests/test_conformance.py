@@ -122,10 +122,12 @@ def test_literals_stay_literal(scheduler):
         "set": (len, {1, 2, 3}),  # unhashable data
         "array": (np.sum, np.arange(4)),
         "string": (add, "not-a-key", "!"),
-        "tuple": (lambda t: t, (1, "k")),  # a non-task tuple argument is data
+        "tuple": (lambda t: t, (1, "k")),  # keys inside tuple arguments are read (Dask 2026)
+        "bytes": (lambda b: b, b"k"),  # bytes never name a key (Dask's rule)
     }
-    got = ns.get(dsk, ["dict", "set", "array", "string", "tuple"], scheduler=scheduler)
-    assert got == ([("a", "k"), ("b", 2)], 3, 6, "not-a-key!", (1, "k"))
+    names = ["dict", "set", "array", "string", "tuple", "bytes"]
+    got = ns.get(dsk, names, scheduler=scheduler)
+    assert got == ([("a", "k"), ("b", 2)], 3, 6, "not-a-key!", (1, 5), b"k")
 
 
 class FakeGraphNode:

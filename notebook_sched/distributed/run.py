@@ -24,12 +24,12 @@ cancelled on the workers.
 from __future__ import annotations
 
 import itertools
-import pickle
 import queue
 import time
 from typing import Any
 
 from ..engine import execute_graph, task_failure
+from ..errors import load_exception
 from ..failure import RemoteTraceback
 from . import protocol
 from .state import CancelledError
@@ -48,10 +48,7 @@ def rebuild_error(error: tuple) -> tuple[BaseException, str, str | None]:
     """``(exception, worker name, traceback text)`` from a scheduler error record."""
     exc, traceback_text, worker = error
     if isinstance(exc, bytes | bytearray):
-        try:
-            exc = pickle.loads(exc)
-        except Exception as unpickle_error:
-            exc = RuntimeError(f"(the task's exception could not be unpickled: {unpickle_error})")
+        exc = load_exception(bytes(exc))
     if traceback_text:
         exc.__cause__ = RemoteTraceback(traceback_text)
     return exc, worker, traceback_text

@@ -20,7 +20,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["register_backend", "resolve", "validate_scheduler", "names", "canonical_name"]
+__all__ = [
+    "register_backend",
+    "resolve",
+    "validate_scheduler",
+    "names",
+    "canonical_name",
+    "check_pool",
+]
 
 _modules: dict[str, str] = {}
 _aliases: dict[str, str] = {}
@@ -113,6 +120,26 @@ def validate_scheduler(scheduler: Any) -> Any:
     raise TypeError(
         f"scheduler must be a name ({_choices()}), a concurrent.futures.Executor or a get "
         f"function; got {type(scheduler).__name__}: {scheduler!r}"
+    )
+
+
+def check_pool(pool: Any) -> Any:
+    """Refuse a ``pool=`` value that is not a pool, saying what ``pool`` takes."""
+    if callable(getattr(pool, "submit", None)) or callable(getattr(pool, "apply_async", None)):
+        return pool
+    hint = ""
+    if isinstance(pool, str):
+        hint = f" To choose a backend, pass scheduler={pool!r}."
+    elif isinstance(pool, int) and not isinstance(pool, bool):
+        hint = f" To set the number of workers, pass num_workers={pool}."
+    try:
+        shown = repr(pool)[:60]
+    except Exception:
+        shown = f"<{type(pool).__name__} object>"
+    raise TypeError(
+        f"pool must be a concurrent.futures.Executor (ThreadPoolExecutor, "
+        f"ProcessPoolExecutor, loky's executor) or a multiprocessing pool; got "
+        f"{type(pool).__name__}: {shown}.{hint}"
     )
 
 

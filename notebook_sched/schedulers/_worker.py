@@ -38,6 +38,7 @@ import traceback
 
 import cloudpickle
 
+from ..errors import dump_exception as _dump_exception
 from ..graph import CALL, EXPR, evaluate
 
 FLUSH_SECONDS = 0.1
@@ -58,15 +59,6 @@ def run_job(job: tuple, produced: list):
     if kind == EXPR:
         return evaluate(target, inputs)
     return target(inputs)
-
-
-def _dump_exception(exc: BaseException) -> bytes:
-    try:
-        data = cloudpickle.dumps(exc)
-        pickle.loads(data)  # exceptions with custom __init__ often fail only here
-        return data
-    except Exception:
-        return cloudpickle.dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"))
 
 
 def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
@@ -190,7 +182,7 @@ def run_payload(payload):
         start = clock()
         try:
             value = run_job(job, produced)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: the task's failure, not the pool's
             if not pickled:
                 return ("E", results, job[0], exc, None, [])
             tb_text = "".join(traceback.format_exception(exc))

@@ -24,6 +24,7 @@ from typing import Any
 import cloudpickle
 
 from ..engine import execute_graph, run_spec, task_failure
+from ..errors import load_exception
 from ..events import Dispatcher
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
@@ -128,7 +129,7 @@ class _ExecutorRun:
             )
         _, _, failed_task, exc, tb_text, _ = outcome
         if isinstance(exc, bytes):
-            exc = pickle.loads(exc)
+            exc = load_exception(exc)
             exc.__cause__ = RemoteTraceback(tb_text)
         task_failure(
             self.graph, self.state.values, failed_task, exc, self.backend, self.backend, tb_text

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import pickle
 import signal
+import sys
 import time
 from multiprocessing.connection import wait
 from typing import Any
@@ -39,8 +40,9 @@ from typing import Any
 import cloudpickle
 
 from ..engine import check_workers, execute_graph, run_spec, task_failure
+from ..errors import load_exception
 from ..events import Dispatcher
-from ..failure import RemoteTraceback
+from ..failure import RemoteTraceback, key_repr
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from . import _pool
 from ._pool import MainGuardError, WorkerHandle
@@ -77,8 +79,10 @@ def get(
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on worker processes (Dask's ``get`` contract)."""
     if pool is not None:
+        from . import check_pool
         from .executor import get as executor_get
 
+        check_pool(pool)
         return executor_get(dsk, keys, executor=pool, observers=observers)
     workers = check_workers(num_workers)
     worker_pool = _pool.acquire(workers)
@@ -241,14 +245,7 @@ class _ProcessRun:
                 try:
                     cloudpickle.dumps(job, protocol=5)
                 except Exception as exc:
-                    key = self.graph.keys[job[0]]
-                    raise TaskPicklingError(
-                        f"Task {key!r} cannot be sent to a worker process: its function or "
-                        f"an input cannot be pickled ({type(exc).__name__}: {exc}). "
-                        f"Worker processes need picklable functions and data; run this "
-                        f"graph with scheduler='threads', or build the object inside "
-                        f"the task instead of passing it in."
-                    ) from exc
+                    raise _unpicklable_task(self.graph.keys[job[0]], exc) from exc
             raise
 
     def _send(self, batch: _Batch) -> None:
@@ -350,10 +347,7 @@ class _ProcessRun:
 
     # -- failures --------------------------------------------------------------
     def _task_raised(self, worker, task, exc_bytes, tb_text, local_inputs) -> None:
-        try:
-            exc = pickle.loads(exc_bytes)
-        except Exception as unpickle_error:
-            exc = RuntimeError(f"(the task's exception could not be unpickled: {unpickle_error})")
+        exc = load_exception(exc_bytes)
         exc.__cause__ = RemoteTraceback(tb_text)
         failure = task_failure(
             self.graph, self.state.values, task, exc, BACKEND, worker.name, tb_text
@@ -389,6 +383,23 @@ class _ProcessRun:
             if self.events.task_failed:
                 self.events.task_failed(self.graph.keys[task], worker.name, exc)
         raise exc from None  # the pipe's EOFError is noise next to this
+
+
+def _unpicklable_task(key, exc: Exception) -> TaskPicklingError:
+    deep = isinstance(exc.__cause__, RecursionError) or isinstance(exc, RecursionError)
+    why = (
+        f" The task nests deeper than pickle can follow (the recursion limit is "
+        f"{sys.getrecursionlimit()}); build deep structures inside the task, or run it "
+        f"with scheduler='threads' or 'sync', which have no such limit."
+        if deep
+        else ""
+    )
+    return TaskPicklingError(
+        f"Task {key_repr(key)} cannot be sent to a worker process: its function or an "
+        f"input cannot be pickled ({type(exc).__name__}: {exc}).{why} Worker processes "
+        f"need picklable functions and data; run this graph with scheduler='threads', or "
+        f"build the object inside the task instead of passing it in."
+    )
 
 
 def describe_exit(code: int | None) -> str:

@@ -43,7 +43,7 @@ def _drive(graph, state, events: Dispatcher) -> None:
             i = pop()
             try:
                 value = run_spec(specs[i], values)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the task's failure
                 task_failure(graph, values, i, exc, BACKEND, WORKER)
                 if failed:
                     failed(keys[i], WORKER, exc)
@@ -61,7 +61,7 @@ def _drive(graph, state, events: Dispatcher) -> None:
         t0 = clock()
         try:
             value = run_spec(specs[i], values)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: the task's failure
             task_failure(graph, values, i, exc, BACKEND, WORKER)
             if failed:
                 failed(key, WORKER, exc)

@@ -16,10 +16,13 @@ them itself: no queue, no hand-off.  Idle threads wait on a condition and are wo
 only when ready work exceeds what the running threads will take.
 
 The calling thread only waits.  A failed task is reported at once: the task's own
-exception with its live traceback, plus a note.  On KeyboardInterrupt the caller
-stops the run, raises an asynchronous ``TaskCancelled`` in threads that are inside a
-task (pure-Python work stops at its next bytecode; a blocking C call finishes first),
-and returns within a few hundred milliseconds.
+exception with its live traceback, plus a note.  Whatever a task raises counts,
+``BaseException``s included (``SystemExit``, ``KeyboardInterrupt`` raised by the
+task, ``GeneratorExit``), and a worker thread signals the caller in a ``finally``,
+so no exception can leave the caller waiting.  On a failure and on KeyboardInterrupt
+the caller stops the run, raises an asynchronous ``TaskCancelled`` in threads that
+are inside a task (pure-Python work stops at its next bytecode; a blocking C call
+finishes first), and returns within a few hundred milliseconds.
 
 When ``pool=`` is a ``concurrent.futures`` executor, the executor backend runs the
 graph instead (see ``executor.py``).
@@ -57,8 +60,10 @@ def get(
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on ``num_workers`` threads (Dask's ``get`` contract)."""
     if pool is not None:
+        from . import check_pool
         from .executor import get as executor_get
 
+        check_pool(pool)
         return executor_get(dsk, keys, executor=pool, observers=observers)
     workers = check_workers(num_workers)
 
@@ -79,6 +84,7 @@ class _Run:
         self.done = threading.Event()
         self.stop = False  # set on failure or interrupt: take no new task
         self.failure = None  # the first TaskFailure
+        self.error = None  # an exception outside any task (observer, internal)
         self.idle = 0  # threads waiting on cond
         self.in_task: dict[int, bool] = {}  # thread ident -> currently inside a task
         self.workers = min(workers, max(1, len(graph)))
@@ -107,7 +113,11 @@ class _Run:
             self._cancel(threads)
             raise
         if self.failure is not None:
+            self._cancel(threads)  # stop the other tasks now, as an interrupt does
             raise self.failure.exception
+        if self.error is not None:
+            self._cancel(threads)
+            raise self.error
         for thread in threads:
             thread.join()
 
@@ -129,7 +139,17 @@ class _Run:
         try:
             self._loop(name)
         except TaskCancelled:
-            pass  # the run was interrupted; the caller already raised
+            pass  # the run was interrupted or failed; the caller already raised
+        except BaseException as exc:  # our own bookkeeping or an observer failed
+            with self.cond:
+                if self.error is None and self.failure is None:
+                    self.error = exc
+                self.stop = True
+                self.cond.notify_all()
+        finally:
+            # A thread leaves only when the run is complete or stopped: either way
+            # the caller must wake, whatever happened above.
+            self.done.set()
 
     def _loop(self, name: str) -> None:
         __tracebackhide__ = True
@@ -182,9 +202,11 @@ class _Run:
                         finished(key, name, t0, clock())
                 else:
                     value = run_spec(specs[i], values)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt...: all the task's
                 with cond:
                     self.in_task[ident] = False
+                    if isinstance(exc, TaskCancelled) and self.stop:
+                        return  # cancelled by the caller, not a failure of the task
                     if self.failure is None and not self.stop:
                         self.failure = task_failure(graph, values, i, exc, BACKEND, name)
                     self.stop = True
