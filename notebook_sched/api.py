@@ -18,7 +18,9 @@ from .schedulers import resolve
 __all__ = ["get", "compute", "add_run_hook"]
 
 # Options a backend understands; Dask-specific ones it may pass along are ignored.
-_OPTIONS = ("num_workers", "pool", "observers", "progress", "rerun")
+# Unknown names are an error here (a typo should not pass silently); Dask's compute()
+# goes through interop.dask_get, which drops them as Dask's get functions do.
+OPTIONS = ("num_workers", "pool", "observers", "progress", "rerun")
 _DASK_OPTIONS = frozenset(
     {
         "optimize_graph",
@@ -56,10 +58,12 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     :class:`~notebook_sched.events.Observer`), ``progress``, ``rerun``.
     """
     __tracebackhide__ = True  # IPython, its debugger and pytest skip our frames
-    unknown = [name for name in options if name not in _OPTIONS and name not in _DASK_OPTIONS]
+    unknown = [name for name in options if name not in OPTIONS and name not in _DASK_OPTIONS]
     if unknown:
         raise TypeError(
-            f"get() got unknown option {unknown[0]!r}; the options are: {', '.join(_OPTIONS)}."
+            f"get() got unknown option {unknown[0]!r}; the options are: {', '.join(OPTIONS)}. "
+            f"(notebook_sched.get is strict; Dask's compute() on our schedulers, through "
+            f"notebook_sched.interop.dask_get, ignores keywords it does not use, as Dask does.)"
         )
     for name in _DASK_OPTIONS:
         options.pop(name, None)

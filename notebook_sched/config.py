@@ -14,7 +14,9 @@ Names:
                  ``concurrent.futures.Executor``, or a get-callable.  The environment
                  variable ``NOTEBOOK_SCHED_SCHEDULER`` sets the default (``threads``).
 ``num_workers``  threads or processes per run; None means one per CPU.
-``pool``         an executor the ``threads``/``processes`` backends run tasks on.
+``pool``         an executor the ``threads``/``processes`` backends run tasks on: a
+                 ``concurrent.futures.Executor`` or a ``multiprocessing.pool.Pool`` /
+                 ``ThreadPool``.
 ``progress``     True, False, or None for automatic (on in notebooks, off in scripts).
 ``rerun``        ``"auto"``, ``"always"`` or ``"never"``: rerun a task that failed in
                  another process locally, so a debugger lands in its frame.
@@ -81,13 +83,9 @@ def _validate(name: str, value: Any) -> Any:
 
         check_workers(value)
     if name == "pool" and value is not None:
-        from concurrent.futures import Executor
+        from .schedulers.executor import as_executor
 
-        if not isinstance(value, Executor):
-            raise TypeError(
-                f"pool must be a concurrent.futures.Executor (e.g. ThreadPoolExecutor(4)); "
-                f"got {type(value).__name__}."
-            )
+        as_executor(value)  # raises TypeError naming what is accepted
     if name == "progress" and value not in (None, True, False):
         raise ValueError(f"progress must be True, False or None (automatic); got {value!r}.")
     if name == "worker_timeout" and value is not None:

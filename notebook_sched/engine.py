@@ -26,12 +26,21 @@ State, all indexed by task number (see :class:`~notebook_sched.graph.CompiledGra
 :func:`execute_graph` is the envelope every backend shares: normalise the graph,
 compile (cull, validate, order), emit ``graph_started``, run the driver, emit
 ``graph_finished`` and pack the requested results as nested tuples.
+
+Literals and aliases are not tasks: they are not reported to observers (no
+``task_*`` event; ``RunInfo.task_keys`` leaves them out, so progress totals and Dask's
+callbacks count only real work), and backends run them in the caller.  Dask's
+``DataNode`` (a literal: ``dask.delayed(obj)``) and ``Alias`` arrive as graph nodes;
+:func:`settle_literals` turns them into ``VALUE``/``ALIAS`` specs (duck-typed: a node
+without dependencies that carries ``value``, a node whose only dependency is its
+``target``), so the data stays in the caller and ``delayed(obj).compute() is obj``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from .errors import misspelled_key_note
@@ -41,6 +50,7 @@ from .graph import (
     ALIAS,
     CALL,
     EXPR,
+    NODE,
     VALUE,
     CompiledGraph,
     compile_graph,
@@ -245,9 +255,17 @@ def execute_graph(
     flat = flatten_keys(keys, mapping)
     graph = compile_graph(mapping, flat)
     events = dispatcher(observers)
+    kinds = settle_literals(graph)
+    skipped = not_tasks(kinds) if events else ()
+    if skipped:
+        events = events.skipping({graph.keys[i] for i in skipped})
     run = None
     if events.graph_started or events.graph_finished:
-        run = RunInfo(backend, flat, graph.keys, workers)
+        task_keys = graph.keys
+        if skipped:
+            skip = set(skipped)
+            task_keys = [k for i, k in enumerate(task_keys) if i not in skip]
+        run = RunInfo(backend, flat, task_keys, workers)
         if events.graph_started:
             events.graph_started(run)
     state = RunState(graph)
@@ -261,6 +279,49 @@ def execute_graph(
     if events.graph_finished:
         events.graph_finished(run, None)
     return pack_results(keys, graph, state.values)
+
+
+_kind = itemgetter(0)
+
+
+def settle_literals(graph: CompiledGraph) -> bytes:
+    """Make Dask ``DataNode``/``Alias`` specs plain ``VALUE``/``ALIAS`` ones (in place);
+    return every task's spec kind, one byte each."""
+    kinds = bytes(map(_kind, graph.specs))
+    if NODE not in kinds:
+        return kinds
+    specs, deps = graph.specs, graph.deps
+    settled = bytearray(kinds)
+    at = kinds.find(NODE)
+    while at >= 0:
+        spec = _settled(specs[at], deps[at])
+        if spec is not None:
+            specs[at] = spec
+            settled[at] = spec[0]
+        at = kinds.find(NODE, at + 1)
+    return bytes(settled)
+
+
+def not_tasks(kinds: bytes) -> list[int]:
+    """Indices of the literals and aliases, which are not reported as tasks."""
+    if VALUE not in kinds and ALIAS not in kinds:
+        return []
+    return [i for i, kind in enumerate(kinds) if kind == VALUE or kind == ALIAS]
+
+
+def _settled(spec: tuple, deps: tuple) -> tuple | None:
+    node = spec[1]
+    if not deps:
+        if hasattr(node, "value") and hasattr(node, "typ"):  # Dask's DataNode
+            return (VALUE, node.value)
+        return None
+    target = getattr(node, "target", _NO_TARGET)
+    if len(deps) == 1 and target is not _NO_TARGET and spec[2].get(target) == deps[0]:
+        return (ALIAS, deps[0])  # Dask's Alias
+    return None
+
+
+_NO_TARGET = object()
 
 
 def pack_results(keys: Any, graph: CompiledGraph, values: list) -> Any:

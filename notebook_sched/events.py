@@ -29,7 +29,9 @@ block with ``with observer:``, or for one call with ``get(..., observers=[obs])`
 Emitting is cheap when nobody listens: backends ask :func:`dispatcher` once per run
 and skip every hook that no observer overrides.  A hook that raises is reported with
 a warning and switched off for the rest of the run, so a broken view cannot lose a
-computation.
+computation; an observer whose ``propagates_errors`` is True (the adapter of Dask's
+callbacks, whose contract is that an error in a callback aborts the compute) has its
+exceptions raised instead.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class RunInfo:
 
 class Observer:
     """Base class of event listeners.  Override only the hooks you need."""
+
+    propagates_errors = False  # True: an exception in a hook aborts the run
 
     def graph_started(self, run: RunInfo) -> None:
         """A graph is about to run."""
@@ -163,6 +167,19 @@ class Dispatcher:
         """
         return bool(self.task_started or self.task_finished)
 
+    def skipping(self, keys: set) -> Dispatcher:
+        """A copy whose per-task hooks say nothing of ``keys`` (literals and aliases,
+        which are not tasks).  Only runs that have such keys pay for the check."""
+        out = Dispatcher(())
+        for hook in _HOOKS:
+            setattr(out, hook, getattr(self, hook))
+        out.listeners = self.listeners
+        for hook in ("task_started", "task_finished", "task_done", "task_failed"):
+            call = getattr(self, hook)
+            if call is not None:
+                setattr(out, hook, _skipping(call, keys))
+        return out
+
     def _fan_out(self, hook: str, bound: list):
         broken: set = set()
 
@@ -173,8 +190,10 @@ class Dispatcher:
                 try:
                     method(*args)
                 except Exception as exc:  # a view must not lose the computation
-                    broken.add(id(method))
                     owner = getattr(method, "__self__", method)
+                    if getattr(owner, "propagates_errors", False):
+                        raise  # e.g. Dask's callbacks: Dask's contract is to raise
+                    broken.add(id(method))
                     warnings.warn(
                         f"observer {owner!r} raised {exc!r} in {hook}; "
                         f"it is switched off for the rest of this run",
@@ -183,6 +202,14 @@ class Dispatcher:
                     )
 
         return call
+
+
+def _skipping(call, keys: set):
+    def unless_skipped(key, *args) -> None:
+        if key not in keys:
+            call(key, *args)
+
+    return unless_skipped
 
 
 def _overrides(observer: Observer, hook: str) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 from ..engine import execute_graph, task_failure
 from ..errors import load_exception
 from ..failure import RemoteTraceback
+from ..graph import VALUE
 from . import protocol
 from .state import CancelledError
 
@@ -144,9 +145,11 @@ class _GraphRun:
             if kind == "done":
                 self._done(*payload)
             elif kind == "data":
-                values = self.state.values
+                values, specs = self.state.values, self.graph.specs
                 for out, packed in zip(self.graph.outputs, payload, strict=True):
-                    values[out] = protocol.unpack(packed)
+                    # A literal output is the caller's own object, not a copy back.
+                    spec = specs[out]
+                    values[out] = spec[1] if spec[0] == VALUE else protocol.unpack(packed)
                 return
             elif kind == "failed":
                 self._failed(*payload)

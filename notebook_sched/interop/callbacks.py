@@ -24,6 +24,9 @@ our event protocol:
 * ``worker_id`` is our worker name (``"thread-0"``, ``"process-1"``, a worker
   address under ``dask``) rather than a thread ident.
 
+As in Dask, an exception in a callback propagates and aborts the compute
+(``propagates_errors``; our own observers are switched off with a warning instead).
+
 Dask calls the hooks from one thread; ours come from worker threads under
 ``threads``, so every hook runs under one lock.  As in Dask, the callbacks apply to
 the outermost compute only: ``Callback.active`` is emptied while the run lasts
@@ -44,6 +47,8 @@ __all__ = ["DaskCallbacks"]
 class DaskCallbacks(Observer):
     """Calls Dask callback 5-tuples ``(start, start_state, pretask, posttask, finish)``."""
 
+    propagates_errors = True
+
     def __init__(self, callbacks: list[tuple], dsk: Mapping):
         self.dsk = dsk
         self._start, self._start_state, self._pretask, self._posttask, self._finish = (
@@ -57,8 +62,7 @@ class DaskCallbacks(Observer):
 
     def graph_started(self, run: RunInfo) -> None:
         with self._lock:
-            for start in self._start:
-                start(self.dsk)
+            # Our state first: if a user's hook raises, later hooks still find it.
             self.state = {
                 "cache": {},
                 "ready": [],
@@ -67,6 +71,8 @@ class DaskCallbacks(Observer):
                 "finished": set(),
                 "released": set(),
             }
+            for start in self._start:
+                start(self.dsk)
             for start_state in self._start_state:
                 start_state(self.dsk, self.state)
 

@@ -18,13 +18,23 @@ Three ways in, one path:
 * ``notebook_sched.compute(x)``, which merges the collections' own graphs
   (``__dask_graph__``/``__dask_keys__``/``__dask_postcompute__``) without Dask's
   optimisation pass; the results are the same.
+
+Keywords: Dask forwards every ``compute(**kwargs)`` keyword to the scheduler, and its
+own get functions accept and ignore what they do not use (``initializer=``,
+``start_callback=``, ``bogus_keyword=``...).  :func:`dask_get` does the same: it keeps
+the options :func:`notebook_sched.get` knows and drops the rest (a direct
+``notebook_sched.get`` call stays strict, so a typo there is an error).  Dask's own
+``num_workers`` and ``pool`` settings (``dask.config.set(num_workers=2)``) apply when
+neither the call nor our config sets them.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from ..api import get
+from .. import config
+from ..api import OPTIONS, get
 from ..graph import to_mapping
 
 __all__ = ["dask_get", "active_callbacks"]
@@ -32,8 +42,6 @@ __all__ = ["dask_get", "active_callbacks"]
 
 def active_callbacks(callbacks: Any = None) -> list[tuple]:
     """Dask's callback 5-tuples for this run: ``callbacks=`` or ``Callback.active``."""
-    import sys
-
     module = sys.modules.get("dask.callbacks")
     if module is None:  # nobody could have registered one
         return []
@@ -42,6 +50,30 @@ def active_callbacks(callbacks: Any = None) -> list[tuple]:
     if not isinstance(callbacks, list | tuple | set):
         callbacks = [callbacks]
     return [module.normalize_callback(cb) for cb in callbacks]
+
+
+def materialise(dsk: Any) -> dict:
+    mapping = to_mapping(dsk)
+    return mapping if type(mapping) is dict else dict(mapping)
+
+
+def check_no_p2p(mapping: dict) -> None:
+    """Refuse a graph with a dask.distributed P2P shuffle: only Dask's scheduler runs it."""
+    for key, value in mapping.items():
+        if type(value).__name__ == "P2PBarrierTask":
+            raise RuntimeError(
+                f"Task {key!r} is the barrier of a dask.distributed P2P shuffle, which only "
+                f"dask.distributed's own scheduler can run (Dask picks 'p2p' when a "
+                f"distributed.Client exists). Either compute on the Client "
+                f"(x.compute(scheduler=client)), or shuffle with tasks on our schedulers: "
+                f"dask.config.set({{'dataframe.shuffle.method': 'tasks'}})."
+            )
+
+
+def dask_setting(name: str) -> Any:
+    """Dask's own ``num_workers``/``pool`` setting, or None (Dask not imported: None)."""
+    dask_config = sys.modules.get("dask.config")
+    return None if dask_config is None else dask_config.get(name, None)
 
 
 def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
@@ -53,16 +85,21 @@ def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
     :func:`notebook_sched.get` (``num_workers``, ``pool``, ``observers``, ...).
     """
     given = kwargs.pop("callbacks", None)
+    kwargs = {name: value for name, value in kwargs.items() if name in OPTIONS}
+    for name in ("num_workers", "pool"):
+        if kwargs.get(name) is None and config.get(name) is None:
+            kwargs[name] = dask_setting(name)
     callbacks = active_callbacks(given)
+    if "distributed" in sys.modules:  # only then can Dask have planned a P2P shuffle
+        dsk = materialise(dsk)
+        check_no_p2p(dsk)
     if not callbacks:
         return get(dsk, keys, scheduler=scheduler, **kwargs)
     from dask.callbacks import Callback
 
     from .callbacks import DaskCallbacks
 
-    mapping = to_mapping(dsk)
-    if not isinstance(mapping, dict):
-        mapping = dict(mapping)  # one materialisation, shared by the run and the hooks
+    mapping = materialise(dsk)  # one materialisation, shared by the run and the hooks
     observer = DaskCallbacks(callbacks, mapping)
     observers = [*(kwargs.pop("observers", None) or ()), observer]
     if given is not None:

@@ -9,10 +9,14 @@ of Dask's own schedulers).  So a plain ``arr.sum().compute()`` runs through
 returns (``dask.config.set``'s own ``__exit__``) puts Dask's previous values back when
 our scope ends; a global ``config.set`` is never undone, like ours.
 
-Dask dataframe shuffles: unless ``dataframe.shuffle.method`` is set, the mirror picks
-``"tasks"`` for the same scope.  Dask would otherwise choose ``"p2p"`` whenever a
-``distributed.Client`` exists (it needs dask.distributed's own scheduler and worker
-extensions) or ``"disk"`` (which needs one shared disk); ``"tasks"`` runs anywhere.
+Only the scheduler is mirrored: choosing our scheduler must not change what Dask
+computes or how it plans it.  (An earlier version also set
+``dataframe.shuffle.method`` to ``"tasks"``; dask.bag's ``groupby`` reads the same
+setting, so bags changed behaviour even under Dask's own schedulers.)  Dask's own
+choice of shuffle then applies: ``"disk"`` without a ``distributed.Client``, which
+our local backends run (one machine, one disk), and ``"p2p"`` when a Client exists,
+which needs dask.distributed's scheduler: :func:`dask_get` stops such a graph before
+it runs, with the fix (see ``dask_collections.py``).
 
 This module is imported by ``import notebook_sched``; it imports ``dask.config`` only
 on the first scheduler change, and only when Dask is installed.
@@ -27,8 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["mirror_scheduler", "dask_scheduler_for", "dask_installed"]
-
-SHUFFLE = "dataframe.shuffle.method"
 
 _installed: bool | None = None
 
@@ -56,8 +58,5 @@ def mirror_scheduler(changes: dict[str, Any]) -> Callable[[], None] | None:
         return None
     import dask.config
 
-    settings = {"scheduler": dask_scheduler_for(changes["scheduler"])}
-    if dask.config.get(SHUFFLE, None) is None:
-        settings[SHUFFLE] = "tasks"
-    scope = dask.config.set(settings)
+    scope = dask.config.set(scheduler=dask_scheduler_for(changes["scheduler"]))
     return functools.partial(scope.__exit__, None, None, None)

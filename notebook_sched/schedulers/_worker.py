@@ -22,6 +22,11 @@ Worker-to-caller messages (pickled tuples):
                                    a task raised; sent at once, the rest of the batch
                                    is dropped.
 ``("U", batch, results, task, message)``  a result could not be pickled.
+``("L", batch, [], -1, exception_bytes, traceback_text)``
+                                   the batch could not be unpickled here (an input's
+                                   ``__setstate__`` raised, a module is missing); the
+                                   caller finds the task whose job fails to load and
+                                   reports the error as that task's.  The worker lives on.
 
 The shared ``current`` value holds the task being run (-1 when idle), so when a worker
 dies the caller can name the task that killed it.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import signal
 import sys
 import time
@@ -142,6 +148,19 @@ def run_batch(conn, current, batch: int, jobs: list) -> None:
         current.value = -1
 
 
+def batch_id(data: bytes) -> int:
+    """The batch number of a ``(batch, jobs)`` pickle, read without loading it.
+
+    Only used when loading failed: the first integer the pickle pushes is the batch."""
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            if opcode.name in ("BININT", "BININT1", "BININT2", "LONG1", "INT", "LONG"):
+                return int(arg)
+    except Exception:
+        pass
+    return -1
+
+
 def worker_main(conn, current, name: str) -> None:
     """Entry point of a pool worker process: run batches until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles interrupts
@@ -153,7 +172,13 @@ def worker_main(conn, current, name: str) -> None:
                 data = conn.recv_bytes()
             except (EOFError, OSError):
                 return  # the caller went away
-            message = loads(data)
+            try:
+                message = loads(data)
+            except Exception as exc:
+                tb_text = "".join(traceback.format_exception(exc))
+                failed = ("L", batch_id(data), [], -1, _dump_exception(exc), tb_text)
+                conn.send_bytes(cloudpickle.dumps(failed, protocol=5))
+                continue
             if message is None:
                 return
             batch, jobs = message
@@ -174,7 +199,11 @@ def run_payload(payload):
     notebook functions travel) and the plain list for thread pools.
     """
     pickled = isinstance(payload, bytes)
-    jobs = pickle.loads(payload) if pickled else payload
+    try:
+        jobs = pickle.loads(payload) if pickled else payload
+    except Exception as exc:  # an input that fails to unpickle: the caller names the task
+        tb_text = "".join(traceback.format_exception(exc))
+        return cloudpickle.dumps(("E", [], -1, _dump_exception(exc), tb_text, []))
     produced = [None] * len(jobs)
     results = []
     clock = time.time

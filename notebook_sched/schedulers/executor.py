@@ -8,6 +8,11 @@ in flight.  For every executor that is not a thread pool the jobs are cloudpickl
 first, so lambdas and notebook-defined functions travel, and results come back
 cloudpickled too.
 
+``multiprocessing.pool.Pool`` and ``ThreadPool`` are accepted too (Dask accepts
+them): :func:`as_executor` wraps them in :class:`PoolExecutor`, whose ``submit`` is
+``apply_async``.  Thread pools (``ThreadPoolExecutor``, ``ThreadPool``) get plain
+jobs, each run in a copy of the caller's ``contextvars`` context, as Dask does.
+
 The executor belongs to the user: on KeyboardInterrupt or failure the run cancels
 the futures that have not started and returns; tasks already running in a foreign
 executor finish there (we cannot kill its workers).
@@ -15,10 +20,12 @@ executor finish there (we cannot kill its workers).
 
 from __future__ import annotations
 
+import contextvars
 import os
 import pickle
+import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import cloudpickle
@@ -30,12 +37,59 @@ from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
 from ._worker import run_payload
 
-__all__ = ["get"]
+__all__ = ["get", "as_executor", "PoolExecutor"]
 
 
-def get(dsk: Any, keys: Any, *, executor: Executor, observers=None, **options: Any) -> Any:
-    """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor``."""
-    backend = f"executor:{type(executor).__name__}"
+class PoolExecutor(Executor):
+    """A ``multiprocessing.pool.Pool`` (or ``ThreadPool``) seen as an Executor."""
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        self._max_workers = getattr(pool, "_processes", None) or os.cpu_count() or 1
+        self.threads = isinstance(pool, sys.modules["multiprocessing.pool"].ThreadPool)
+
+    def __repr__(self) -> str:
+        return f"<PoolExecutor of {self.pool!r}>"
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+
+        # These run in the pool's result-handler thread, which must not see an error
+        # (a future we cancelled meanwhile refuses a result).
+        def set_result(value: Any) -> None:
+            if future.set_running_or_notify_cancel():
+                future.set_result(value)
+
+        def set_exception(exc: BaseException) -> None:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+
+        self.pool.apply_async(fn, args, kwargs, callback=set_result, error_callback=set_exception)
+        return future
+
+
+def as_executor(pool: Any) -> Executor:
+    """``pool`` as an Executor: executors as they are, multiprocessing pools wrapped."""
+    if isinstance(pool, Executor):
+        return pool
+    mp_pool = sys.modules.get("multiprocessing.pool")
+    if mp_pool is not None and isinstance(pool, mp_pool.Pool):
+        return PoolExecutor(pool)
+    raise TypeError(
+        f"pool must be a concurrent.futures.Executor (e.g. ThreadPoolExecutor(4)) or a "
+        f"multiprocessing.pool.Pool / ThreadPool; got {type(pool).__name__}: {pool!r}."
+    )
+
+
+def in_threads(executor: Executor) -> bool:
+    """True when ``executor`` runs jobs in this process's threads (no pickling)."""
+    return isinstance(executor, ThreadPoolExecutor) or getattr(executor, "threads", False)
+
+
+def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -> Any:
+    """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor`` (or a pool)."""
+    executor = as_executor(executor)
+    backend = f"executor:{type(getattr(executor, 'pool', executor)).__name__}"
     width = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 
     def drive(graph, state, events):
@@ -51,7 +105,7 @@ class _ExecutorRun:
         self.events = events
         self.executor = executor
         self.backend = backend
-        self.pickled = not isinstance(executor, ThreadPoolExecutor)
+        self.pickled = not in_threads(executor)
         self.max_in_flight = 2 * width
         self.in_flight: dict = {}  # future -> task
 
@@ -84,10 +138,12 @@ class _ExecutorRun:
                 payload = [make_job(i, specs[i], values, None, True)]
                 if self.pickled:
                     payload = self._pickle(i, payload)
-                if not self.pickled and events.worker_started:
-                    future = self.executor.submit(_announced, events.worker_started, payload)
-                else:
+                if self.pickled:
                     future = self.executor.submit(run_payload, payload)
+                else:
+                    run_here = contextvars.copy_context().run
+                    announce = events.worker_started
+                    future = self.executor.submit(run_here, _announced, announce, payload)
                 self.in_flight[future] = i
             if not self.in_flight:
                 continue
@@ -128,6 +184,8 @@ class _ExecutorRun:
                 f"executor's worker process ({outcome[3]}); return picklable data."
             )
         _, _, failed_task, exc, tb_text, _ = outcome
+        if failed_task < 0:  # its job could not be unpickled in the executor's worker
+            failed_task = task
         if isinstance(exc, bytes):
             exc = load_exception(exc)
             exc.__cause__ = RemoteTraceback(tb_text)
@@ -141,7 +199,8 @@ class _ExecutorRun:
 
 def _announced(worker_started, payload):
     """Run jobs in a thread-pool thread after telling observers which thread it is."""
-    import threading
+    if worker_started:
+        import threading
 
-    worker_started(threading.current_thread().name)
+        worker_started(threading.current_thread().name)
     return run_payload(payload)

@@ -286,7 +286,7 @@ class _ProcessRun:
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
         kind = message[0]
-        batch = self.batches[message[1]]
+        batch = self.batches.get(message[1]) or self.batches[worker.outstanding[0]]
         results = message[2]
         if results:
             self._record(batch, results)
@@ -298,6 +298,9 @@ class _ProcessRun:
         elif kind == "E":
             self._batch_done(worker, batch)
             self._task_raised(worker, *message[3:])
+        elif kind == "L":  # the worker could not unpickle the batch; it lives on
+            self._batch_done(worker, batch)
+            self._task_raised(worker, self._unloadable(batch), *message[4:], [])
         else:  # "U": a result could not be pickled
             self._batch_done(worker, batch)
             key = self.graph.keys[message[3]]
@@ -358,6 +361,16 @@ class _ProcessRun:
         if self.events.task_failed:
             self.events.task_failed(keys[task], worker.name, exc)
         raise exc
+
+    def _unloadable(self, batch: _Batch) -> int:
+        """The task of ``batch`` whose job fails to unpickle (here, as in the worker)."""
+        specs, values = self.graph.specs, self.state.values
+        for task in batch.tasks:
+            try:
+                pickle.loads(cloudpickle.dumps(make_job(task, specs[task], values, None, True)))
+            except Exception:
+                return task
+        return batch.tasks[0]  # it loads here: blame the batch's first task
 
     def _worker_died(self, worker: WorkerHandle) -> None:
         process = worker.process

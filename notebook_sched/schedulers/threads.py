@@ -24,12 +24,18 @@ the caller stops the run, raises an asynchronous ``TaskCancelled`` in threads th
 are inside a task (pure-Python work stops at its next bytecode; a blocking C call
 finishes first), and returns within a few hundred milliseconds.
 
-When ``pool=`` is a ``concurrent.futures`` executor, the executor backend runs the
-graph instead (see ``executor.py``).
+Tasks see the caller's ``contextvars`` (as under Dask): each worker thread runs its
+whole loop inside its own copy of the caller's context, taken once per run, so there
+is no per-task cost.  A task that sets a variable changes only its thread's copy
+(later tasks on the same thread see it; the caller never does).
+
+When ``pool=`` is a ``concurrent.futures`` executor or a ``multiprocessing`` pool,
+the executor backend runs the graph instead (see ``executor.py``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import threading
 import time
@@ -96,10 +102,11 @@ class _Run:
 
     def _drive(self) -> None:
         __tracebackhide__ = True
+        # One copy of the caller's context per thread: a context runs in one thread.
         threads = [
             threading.Thread(
-                target=self._work,
-                args=(f"thread-{n}",),
+                target=contextvars.copy_context().run,
+                args=(self._work, f"thread-{n}"),
                 name=f"notebook_sched-thread-{n}",
                 daemon=True,
             )
