@@ -72,3 +72,32 @@ def test_a_result_lost_with_the_scattered_input_it_needs_fails_too(no_leaks):
             with pytest.raises(CancelledError, match="scattered data cannot be recomputed"):
                 future.result(timeout=10)
         assert client.submit(inc, 1).result(timeout=10) == 2  # the cluster still works
+
+
+# -- 8. the dask backend suggests a cluster bound to loopback --------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_dask_backend_suggests_a_loopback_cluster(monkeypatch, no_leaks):
+    import inspect
+    import re
+
+    import distributed
+
+    import notebook_sched as ns
+
+    monkeypatch.setattr(distributed.Client, "current", _no_client)
+    with pytest.raises(RuntimeError, match="no distributed.Client is active") as info:
+        ns.get({"a": 1}, "a", scheduler="dask")
+    message = str(info.value)
+    call = re.search(r"Client\(LocalCluster\((.*?)\)\)", message)
+    assert call is not None, message
+    options = dict(re.findall(r"(\w+)='([^']*)'", call.group(1)))
+    assert options == {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+    parameters = inspect.signature(distributed.LocalCluster).parameters
+    assert set(options) <= set(parameters)  # spelled as the installed distributed spells them
+    assert "Client()` (a local cluster)" not in message
+
+
+def _no_client(*args, **kwargs):
+    raise ValueError("No clients found")
