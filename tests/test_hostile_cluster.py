@@ -101,3 +101,45 @@ def test_the_dask_backend_suggests_a_loopback_cluster(monkeypatch, no_leaks):
 
 def _no_client(*args, **kwargs):
     raise ValueError("No clients found")
+
+
+# -- 4. a different num_workers never closes a cluster under running computes --------
+
+
+def slow_inc(x, seconds=0.05):
+    time.sleep(seconds)
+    return x + 1
+
+
+@pytest.mark.timeout(120)
+def test_different_num_workers_in_threads_never_break_runs_in_flight(no_leaks):
+    import threading
+
+    import notebook_sched as ns
+    from notebook_sched.distributed import backend
+
+    backend.shutdown()
+    results: list = []
+    errors: list = []
+
+    def compute(n_workers, index):
+        dsk = {"x": index, "y": (slow_inc, "x"), "z": (slow_inc, "y")}
+        try:
+            for _ in range(4):
+                results.append(ns.get(dsk, "z", scheduler="distributed", num_workers=n_workers))
+        except Exception as exc:  # collected: the assert below shows them all
+            errors.append(exc)
+
+    threads = [threading.Thread(target=compute, args=(1 + i % 2, i)) for i in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(100)
+        assert not errors, errors
+        assert sorted(results) == sorted(i + 2 for i in range(6) for _ in range(4))
+        # Retired clusters were closed once idle: one default cluster is left.
+        assert len(backend._defaults) == 1
+        assert backend.current_cluster() is backend._defaults[0].cluster
+    finally:
+        backend.shutdown()
