@@ -41,11 +41,12 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import config
 from ..engine import check_positive
 from ..schedulers._pool import MainGuardError, _main_guard_message
 from ..schedulers._worker import MAIN_GUARD_EXIT
 from . import protocol, worker
-from .scheduler import Scheduler
+from .scheduler import HEARTBEAT_FRACTION, Scheduler
 
 __all__ = ["LocalCluster", "WorkerInfo"]
 
@@ -96,6 +97,10 @@ class LocalCluster:
     ``n_workers`` defaults to one per CPU; each runs ``threads_per_worker`` tasks at
     a time.  ``memory_limit`` (bytes, or a size like ``"2GB"``) per worker: above it,
     by the size of the results it holds, a worker takes no new tasks.
+    ``worker_timeout`` (seconds; default ``config.get("worker_timeout")``, 30 s; None:
+    off): a worker silent that long - no heartbeat, no message: stopped, or wedged in
+    native code holding the GIL - is killed and replaced, and its tasks run elsewhere.
+    A worker busy in a long task keeps sending heartbeats.
     """
 
     def __init__(
@@ -103,12 +108,16 @@ class LocalCluster:
         n_workers: int | None = None,
         threads_per_worker: int = 1,
         memory_limit: int | str | None = None,
+        worker_timeout: float | None | str = "config",
     ):
         if getattr(multiprocessing.current_process(), "_inheriting", False):
             raise SystemExit(MAIN_GUARD_EXIT)  # see _pool.WorkerPool: the parent explains
         self.n_workers = check_positive("n_workers", n_workers, os.cpu_count() or 1)
         self.threads_per_worker = check_positive("threads_per_worker", threads_per_worker, 1)
         self.memory_limit = protocol.parse_bytes(memory_limit)
+        if worker_timeout == "config":
+            worker_timeout = config.get("worker_timeout")
+        self.worker_timeout = config._validate("worker_timeout", worker_timeout)  # same rule
         self.status = "starting"
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)
@@ -117,7 +126,7 @@ class LocalCluster:
         self._secret = secrets.token_bytes(32)
         self._directory = protocol.private_dir()
         try:
-            self.scheduler = Scheduler(self._directory, self._secret, self)
+            self.scheduler = Scheduler(self._directory, self._secret, self, self.worker_timeout)
             for _ in range(self.n_workers):
                 self._spawn()
             self._wait_for_workers(self.n_workers)
@@ -143,6 +152,9 @@ class LocalCluster:
             "current": current,
             "memory_limit": self.memory_limit,
             "directory": self._directory,
+            "heartbeat": None
+            if self.worker_timeout is None
+            else self.worker_timeout * HEARTBEAT_FRACTION,
         }
         process = _context.Process(
             target=worker.main,
@@ -186,6 +198,14 @@ class LocalCluster:
             if proc is not None:
                 proc.registered = True
             self._joined.notify_all()
+
+    def kill_worker(self, wid: int) -> None:
+        """Scheduler hook (I/O thread): ``wid`` does not answer; SIGKILL it (which also
+        ends a stopped process)."""
+        with self._lock:
+            proc = self._processes.get(wid)
+        if proc is not None and proc.process.exitcode is None:
+            proc.process.kill()
 
     def worker_lost(self, wid: int) -> tuple[int | None, list]:
         """Scheduler hook (I/O thread): ``wid``'s connection closed.  Reap it, start a

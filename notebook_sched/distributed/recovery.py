@@ -39,12 +39,19 @@ __all__ = ["Recovery"]
 class Recovery:
     """Failure methods of SchedulerState (see the module docstring)."""
 
-    def remove_worker(self, wid: int, exit_code: int | None, executing: list) -> None:
-        """A worker died: recompute what it held and ran, blame what it was running."""
+    def remove_worker(
+        self, wid: int, exit_code: int | None, executing: list, hung: float | None = None
+    ) -> None:
+        """A worker died (or was killed after ``hung`` seconds without a sign of life):
+        recompute what it held and ran, blame what it was running."""
         worker = self.workers.pop(wid, None)
         if worker is None:
             return
         self.exit_codes.append((worker.name, exit_code))
+        if hung is not None:
+            why = f"killed after {hung:.1f} s without answering (worker_timeout)"
+        else:
+            why = f"exit code {exit_code} ({describe_exit(exit_code)})"
         self.outbox.pop(wid, None)
         killers = []
         for tid in executing:
@@ -52,7 +59,7 @@ class Recovery:
             if ts is not None and ts.state == PROCESSING and ts.worker is worker:
                 if ts.deaths is None:
                     ts.deaths = []
-                ts.deaths.append((worker.name, exit_code))
+                ts.deaths.append((worker.name, why))
                 if len(ts.deaths) >= MAX_SUSPICIOUS:
                     killers.append(ts)
         lost = list(worker.has)
@@ -98,14 +105,14 @@ class Recovery:
                 user.waiting = 1
 
     def _killed_error(self, ts: TaskState) -> KilledWorker:
-        deaths = ", ".join(
-            f"{name}: exit code {code} ({describe_exit(code)})" for name, code in ts.deaths
-        )
+        deaths = ", ".join(f"{name}: {why}" for name, why in ts.deaths)
         return KilledWorker(
             f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
             f"those workers died while running it ({deaths}). The task probably crashes its "
             f"process (a segmentation fault in native code, os._exit(), or more memory than "
-            f"the machine has). To debug it, run it with scheduler='sync'."
+            f"the machine has) or, if they were killed without answering, blocks it (a "
+            f"deadlock in native code holding the GIL). To debug it, run it with "
+            f"scheduler='sync'."
         )
 
     def _recompute(self, ts: TaskState) -> None:
