@@ -143,3 +143,136 @@ def test_different_num_workers_in_threads_never_break_runs_in_flight(no_leaks):
         assert backend.current_cluster() is backend._defaults[0].cluster
     finally:
         backend.shutdown()
+
+
+# -- 2. liveness: a stopped worker is replaced, a busy one is not ----------------------
+
+
+def where_am_i(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def busy(seconds):
+    """A pure-Python loop that never sleeps."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return os.getpid()
+
+
+@pytest.mark.timeout(60)
+def test_a_stopped_worker_is_killed_and_its_task_finishes_elsewhere(no_leaks):
+    with LocalCluster(n_workers=2, worker_timeout=1.0) as cluster, Client(cluster) as client:
+        future = client.submit(where_am_i, 0.5)
+        wait_for(lambda: any(w.running for w in cluster.workers))
+        victim = next(w.pid for w in cluster.workers if w.running)
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            pid = future.result(timeout=20)
+            detected = time.monotonic() - stopped
+        finally:
+            _cont(victim)
+        assert pid != victim and pid in cluster.pids
+        assert 1.0 <= detected < 5.0, detected  # worker_timeout, plus one check interval
+        wait_for(lambda: len(cluster.workers) == 2 and victim not in cluster.pids)
+        assert client.submit(inc, 1).result(timeout=10) == 2
+
+
+def _cont(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_stopped_in_every_try_fails_the_task_with_killed_worker(no_leaks):
+    from notebook_sched.distributed import KilledWorker
+
+    with LocalCluster(n_workers=1, worker_timeout=0.5) as cluster, Client(cluster) as client:
+        future = client.submit(stop_myself)
+        with pytest.raises(KilledWorker) as info:
+            future.result(timeout=30)
+        message = str(info.value)
+        assert "3 different workers" in message and "without answering" in message
+        assert "worker_timeout" in message
+        wait_for(lambda: len(cluster.workers) == 1)
+        assert client.submit(inc, 1).result(timeout=10) == 2
+
+
+def stop_myself():
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+@pytest.mark.timeout(60)
+def test_tasks_that_are_merely_slow_are_not_killed(no_leaks):
+    with LocalCluster(n_workers=2, worker_timeout=0.5) as cluster, Client(cluster) as client:
+        pids = set(cluster.pids)
+        spinning = client.submit(busy, 2.5)  # 5 times the timeout, holding the GIL in turns
+        sleeping = client.submit(where_am_i, 2.5)
+        assert {spinning.result(timeout=20), sleeping.result(timeout=20)} <= pids
+        assert set(cluster.pids) == pids  # nobody was replaced
+
+
+@pytest.mark.timeout(30)
+def test_worker_timeout_comes_from_the_config_and_is_checked(no_leaks):
+    import notebook_sched as ns
+
+    with ns.config.set(worker_timeout=7.5), LocalCluster(n_workers=1) as cluster:
+        assert cluster.worker_timeout == 7.5
+    with pytest.raises(ValueError, match="worker_timeout must be a positive number"):
+        LocalCluster(n_workers=1, worker_timeout=-1)
+
+
+# -- 3. a task that forks without exec -------------------------------------------------
+
+
+def fork_and_return():
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.01)  # give the child a chance to answer first, as it once did
+        return "child"
+    return f"parent {pid}"
+
+
+def pool_square(x):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(_square, range(x)))
+
+
+def _square(x):
+    return x * x
+
+
+def _live_children(pids):
+    import psutil
+
+    found = []
+    for pid in pids:
+        try:
+            for child in psutil.Process(pid).children(recursive=True):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_a_forked_child_never_answers_for_its_worker(no_leaks):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        pids = set(cluster.pids)
+        for _ in range(20):
+            answer = client.submit(fork_and_return).result(timeout=10)
+            assert answer.startswith("parent ")
+        assert client.get({"a": (fork_and_return,)}, "a").startswith("parent ")
+        wait_for(lambda: not _live_children(cluster.pids), timeout=5)
+        assert set(cluster.pids) == pids  # no worker was harmed
+        # Forking on purpose still works: a fork-context pool inside a task.
+        assert client.submit(pool_square, 5).result(timeout=30) == 30
+        wait_for(lambda: not _live_children(cluster.pids), timeout=5)
