@@ -276,3 +276,182 @@ def test_a_forked_child_never_answers_for_its_worker(no_leaks):
         # Forking on purpose still works: a fork-context pool inside a task.
         assert client.submit(pool_square, 5).result(timeout=30) == 30
         wait_for(lambda: not _live_children(cluster.pids), timeout=5)
+
+
+# -- 5. floods of unauthenticated connections ------------------------------------------
+
+
+class _Target:
+    """The flood target: a cluster in a subprocess with a low RLIMIT_NOFILE."""
+
+    def __init__(self, fd_limit):
+        import subprocess
+        import sys
+
+        script = os.path.join(os.path.dirname(__file__), "_flood_target.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, script, str(fd_limit)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        first = self.proc.stdout.readline().split()
+        assert first and first[0] == "ready", first
+        self.address = first[1]
+
+    def ask(self, command):
+        import json
+
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(15)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _flood(address, count, seconds=10.0):
+    """Open ``count`` connections that never say a word, retrying while the backlog is
+    full, for at most ``seconds``."""
+    import socket
+
+    opened = []
+    deadline = time.monotonic() + seconds
+    while len(opened) < count and time.monotonic() < deadline:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(0.5)
+        try:
+            sock.connect(address)
+            opened.append(sock)
+        except OSError:
+            sock.close()
+            time.sleep(0.001)
+    return opened
+
+
+@pytest.fixture
+def many_fds():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.timeout(120)
+def test_a_thousand_silent_connections_cost_no_threads_and_few_fds(many_fds, no_leaks):
+    from notebook_sched.distributed.listener import MAX_PENDING
+
+    target = _Target(fd_limit=1024)
+    opened = []
+    try:
+        before = target.ask("stats")
+        start = time.monotonic()
+        opened = _flood(target.address, 1000)
+        assert len(opened) == 1000  # accepted (and soon dropped) as fast as they come
+        time.sleep(0.5)  # they all sit there, silent
+        during = target.ask("stats")
+        elapsed = time.monotonic() - start
+        assert during["threads"] <= before["threads"] + 1, (before, during)
+        assert during["fds"] <= before["fds"] + MAX_PENDING + 2, (before, during)
+        assert target.ask("compute") == {"value": 42, "replaced": True}
+        cpu = (during["cpu"] - before["cpu"]) / elapsed
+        assert cpu < 0.5, cpu  # the accept loop does not spin
+        assert during["log_lines"] - before["log_lines"] < 20, during
+    finally:
+        for sock in opened:
+            sock.close()
+        target.close()
+
+
+@pytest.mark.timeout(120)
+def test_out_of_file_descriptors_the_listener_backs_off_and_recovers(many_fds, no_leaks):
+    target = _Target(fd_limit=256)
+    opened = []
+    try:
+        assert target.ask("hog 3")["hogged"] > 100  # the user's code took nearly every fd
+        before = target.ask("stats")
+        start = time.monotonic()
+        opened = _flood(target.address, 300, seconds=3.0)
+        time.sleep(1.0)
+        during = target.ask("stats")
+        cpu = (during["cpu"] - before["cpu"]) / (time.monotonic() - start)
+        assert cpu < 0.5, cpu  # EMFILE: a pause, not a spin
+        assert during["log_lines"] - before["log_lines"] < 20, during
+        target.ask("unhog")
+        assert target.ask("compute") == {"value": 42, "replaced": True}
+    finally:
+        for sock in opened:
+            sock.close()
+        target.close()
+
+
+def _echo(channel):
+    try:
+        while True:
+            channel.send(channel.recv())
+    except (EOFError, OSError):
+        channel.close()
+
+
+@pytest.mark.timeout(60)
+def test_legitimate_peers_get_in_during_a_flood_and_impostors_do_not(tmp_path, no_leaks):
+    import socket
+    import struct
+    import threading
+    from multiprocessing.connection import AuthenticationError
+
+    from notebook_sched.distributed import protocol
+    from notebook_sched.distributed.listener import AuthListener
+
+    secret = os.urandom(32)
+    listener = AuthListener(str(tmp_path / "s.sock"), secret, _echo, "test-listener")
+    stop = threading.Event()
+    held = []
+
+    def flood():
+        while not stop.is_set():
+            held.extend(_flood(listener.address, 50, seconds=0.2))
+            while len(held) > 2000:
+                held.pop(0).close()
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    waits = []
+    try:
+        for i in range(20):
+            start = time.monotonic()
+            channel = protocol.connect(listener.address, secret)
+            channel.send(("hello", i))  # sent right after the handshake: not lost
+            assert channel.recv() == ("hello", i)
+            channel.close()
+            waits.append(time.monotonic() - start)
+        assert max(waits) < 3.0, waits
+        stop.set()
+        flooder.join(10)
+        with pytest.raises(AuthenticationError):
+            protocol.connect(listener.address, b"wrong" * 6)
+        # A peer that announces a huge handshake frame is dropped at once.
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(listener.address)
+            sock.recv(64)  # our challenge
+            sock.sendall(struct.pack("!i", 10**9))
+            assert sock.recv(64) == b""
+        assert len([t for t in threading.enumerate() if t.name.startswith("test-listener")]) <= 1
+        print("connect times under a flood:", sorted(waits))
+    finally:
+        stop.set()
+        flooder.join(10)
+        for sock in held:
+            sock.close()
+        listener.close()

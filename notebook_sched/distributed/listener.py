@@ -21,8 +21,12 @@ the :class:`~notebook_sched.distributed.protocol.Channel` that takes it over.
 Limits, against floods of connections that never authenticate (anyone who can
 reach the socket can open them; on the TCP fallback, any local user):
 
-* at most MAX_PENDING handshakes at a time; a newcomer beyond that evicts the
-  oldest, so a legitimate peer, which answers in a millisecond, still gets in;
+* at most MAX_PENDING handshakes at a time.  A newcomer beyond that evicts the
+  oldest that has not yet answered our challenge and is older than GRACE_SECONDS;
+  one that answered correctly (it has the secret) is never evicted, and a
+  legitimate peer answers in a millisecond, so it gets in.  When there is no such
+  victim, accepting pauses for GRACE_SECONDS: the newcomers wait in the kernel's
+  backlog, at no cost to this process;
 * each handshake must finish within HANDSHAKE_SECONDS; frames over 256 bytes
   (what the stdlib also rejects) end it at once;
 * when ``accept`` fails for lack of file descriptors or memory (EMFILE, ENFILE,
@@ -58,6 +62,7 @@ __all__ = ["AuthListener", "RateLimitedLog", "set_socket_timeout"]
 logger = logging.getLogger("notebook_sched.distributed")
 
 MAX_PENDING = 16
+GRACE_SECONDS = 0.1
 HANDSHAKE_SECONDS = 3.0
 MAX_FRAME = 256
 MAX_BACKOFF = 1.0
@@ -116,11 +121,12 @@ class _Handshake:
     Steps: 0 read the peer's answer to our challenge, 1 read its challenge, 2 read
     its welcome; then done.  ``feed`` is called when the socket is readable."""
 
-    __slots__ = ("sock", "deadline", "step", "expected", "header", "body", "want")
+    __slots__ = ("sock", "started", "deadline", "step", "expected", "header", "body", "want")
 
-    def __init__(self, sock: socket.socket, secret: bytes, deadline: float):
+    def __init__(self, sock: socket.socket, secret: bytes, now: float):
         self.sock = sock
-        self.deadline = deadline
+        self.started = now
+        self.deadline = now + HANDSHAKE_SECONDS
         self.step = 0
         self.header = b""
         self.body = b""
@@ -256,6 +262,8 @@ class AuthListener:
 
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_ROUND):
+            if len(self._pending) >= MAX_PENDING and not self._make_room():
+                return
             try:
                 sock, _ = self.sock.accept()
             except BlockingIOError:
@@ -267,24 +275,38 @@ class AuthListener:
                 self._back_off(exc)
                 return
             self._backoff = 0.0
-            if len(self._pending) >= MAX_PENDING:
-                oldest = next(iter(self._pending.values()))
-                self.log.warning(
-                    "%s: more than %d connections are authenticating at once; dropped the "
-                    "oldest (is something flooding the cluster's socket?)",
-                    self.name,
-                    MAX_PENDING,
-                )
-                self._drop(oldest)
             self._start(sock)
+
+    def _make_room(self) -> bool:
+        """Evict a handshake that has not proved anything yet, or pause accepting."""
+        now = time.monotonic()
+        self.log.warning(
+            "%s: more than %d connections are authenticating at once (is something "
+            "flooding the cluster's socket?); dropping the oldest silent ones",
+            self.name,
+            MAX_PENDING,
+        )
+        for handshake in self._pending.values():  # oldest first
+            if now - handshake.started < GRACE_SECONDS:
+                break
+            if handshake.step == 0:
+                self._drop(handshake)
+                return True
+        self._pause(GRACE_SECONDS)
+        return False
+
+    def _pause(self, seconds: float) -> None:
+        """Leave the listening socket out of the selector for ``seconds``."""
+        if not self._paused_until:
+            self._selector.unregister(self.sock)
+        self._paused_until = time.monotonic() + seconds
 
     def _back_off(self, exc: OSError) -> None:
         """Out of file descriptors or memory: free one, and pause accepting."""
         if self._pending:
             self._drop(next(iter(self._pending.values())))
         self._backoff = min(MAX_BACKOFF, max(0.05, self._backoff * 2))
-        self._paused_until = time.monotonic() + self._backoff
-        self._selector.unregister(self.sock)
+        self._pause(self._backoff)
         self.log.warning(
             "%s: cannot accept connections (%s); pausing %.2f s", self.name, exc, self._backoff
         )
@@ -292,7 +314,7 @@ class AuthListener:
     def _start(self, sock: socket.socket) -> None:
         try:
             sock.setblocking(False)
-            handshake = _Handshake(sock, self.secret, time.monotonic() + HANDSHAKE_SECONDS)
+            handshake = _Handshake(sock, self.secret, time.monotonic())
             self._selector.register(sock, selectors.EVENT_READ, handshake)
         except OSError as exc:
             self.log.warning("%s: dropped a connection (%s)", self.name, exc)
