@@ -455,3 +455,100 @@ def test_legitimate_peers_get_in_during_a_flood_and_impostors_do_not(tmp_path, n
         for sock in held:
             sock.close()
         listener.close()
+
+
+# -- 6. a long TMPDIR: a short private directory, not TCP ------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_long_tmpdir_gives_a_short_private_directory_not_tcp(monkeypatch, no_leaks):
+    import stat
+    import tempfile
+
+    from notebook_sched.distributed import sockdir
+
+    long_tmp = tempfile.mkdtemp(prefix="x" * 90)
+    runtime = tempfile.mkdtemp(prefix="xdg-", dir="/tmp")  # 0700, ours: like XDG_RUNTIME_DIR
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", long_tmp)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+        with LocalCluster(n_workers=1) as cluster, Client(cluster) as client:
+            address = cluster.scheduler.address
+            assert isinstance(address, str) and address.startswith(runtime + "/"), address
+            mode = os.stat(os.path.dirname(address)).st_mode
+            assert stat.S_IMODE(mode) == 0o700
+            assert client.submit(inc, 1).result(timeout=10) == 2
+        assert not os.path.exists(os.path.dirname(address))
+        monkeypatch.delenv("XDG_RUNTIME_DIR")
+        directory = sockdir.private_dir()  # no XDG_RUNTIME_DIR: /tmp, still 0700
+        try:
+            assert directory.startswith("/tmp/" + sockdir.PREFIX)
+            assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        finally:
+            sockdir.remove_dir(directory)
+    finally:
+        os.rmdir(long_tmp)
+        os.rmdir(runtime)
+
+
+# -- 7. SIGTERM cleans up; stale directories of dead clusters are swept -----------------
+
+_SIGTERM_SCRIPT = """
+import os, sys, time
+from notebook_sched.distributed import LocalCluster
+cluster = LocalCluster(n_workers=1)
+print(os.path.dirname(cluster.scheduler.address), *cluster.pids, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_removes_the_socket_directory_and_the_workers(no_leaks):
+    import subprocess
+    import sys
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", _SIGTERM_SCRIPT], stdout=subprocess.PIPE)
+    try:
+        directory, *pids = proc.stdout.readline().decode().split()
+        assert os.path.isdir(directory)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == -signal.SIGTERM  # it still dies of SIGTERM
+        assert not os.path.exists(directory)
+        wait_for(lambda: not any(psutil.pid_exists(int(p)) for p in pids), timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.timeout(30)
+def test_only_stale_directories_of_dead_clusters_are_swept(tmp_path, monkeypatch, no_leaks):
+    import subprocess
+    import sys
+    import tempfile
+
+    from notebook_sched.distributed import sockdir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def make(name, owner):
+        path = tmp_path / name
+        path.mkdir(mode=0o700)
+        (path / "scheduler.sock").write_text("")
+        if owner is not None:
+            (path / "owner").write_text(f"{owner}\n")
+        return path
+
+    stale = make(sockdir.PREFIX + "stale", dead.pid)
+    alive = make(sockdir.PREFIX + "alive", os.getppid())
+    foreign = make(sockdir.PREFIX + "no-owner-file", None)
+    other = make("someone-else", dead.pid)
+    assert sockdir.sweep([str(tmp_path)]) == [str(stale)]
+    assert not stale.exists() and alive.exists() and foreign.exists() and other.exists()
+    # A cluster sweeps when it starts.
+    stale = make(sockdir.PREFIX + "stale-again", dead.pid)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with LocalCluster(n_workers=1):
+        assert not stale.exists() and alive.exists()

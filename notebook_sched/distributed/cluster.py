@@ -13,8 +13,10 @@
     +--------------------------------+
 
 The secret travels to each worker through the spawn pipe (never argv or the
-environment).  Sockets live in a directory only this user can enter, and every
-connection must also prove the secret before anything it sends is unpickled.
+environment).  Sockets live in a directory only this user can enter (``sockdir``:
+short enough for AF_UNIX, removed on close, on SIGTERM, and by the next cluster if
+this process was killed), and every connection must also prove the secret before
+anything it sends is unpickled.
 
 Workers are spawned (not forked): safe in a kernel that already runs threads.  The
 cluster is ready when every worker has registered.  When a worker dies the scheduler
@@ -45,7 +47,7 @@ from .. import config
 from ..engine import check_positive
 from ..schedulers._pool import MainGuardError, _main_guard_message
 from ..schedulers._worker import MAIN_GUARD_EXIT
-from . import protocol, worker
+from . import protocol, sockdir, worker
 from .scheduler import HEARTBEAT_FRACTION, Scheduler
 
 __all__ = ["LocalCluster", "WorkerInfo"]
@@ -124,7 +126,10 @@ class LocalCluster:
         self._processes: dict[int, _Proc] = {}
         self._next_wid = 0
         self._secret = secrets.token_bytes(32)
-        self._directory = protocol.private_dir()
+        sockdir.sweep()  # directories left by clusters of processes that were killed
+        self._directory = sockdir.private_dir()
+        _directories.add(self._directory)
+        sockdir.install_sigterm_cleanup(lambda: list(_directories))
         try:
             self.scheduler = Scheduler(self._directory, self._secret, self, self.worker_timeout)
             for _ in range(self.n_workers):
@@ -321,7 +326,8 @@ class LocalCluster:
             if proc.process.exitcode is None:
                 proc.process.kill()
                 proc.process.join(1.0)
-        protocol.remove_dir(self._directory)
+        sockdir.remove_dir(self._directory)
+        _directories.discard(self._directory)
         self.status = "closed"
         _open_clusters.discard(self)
 
@@ -378,6 +384,7 @@ class LocalCluster:
 
 
 _open_clusters: weakref.WeakSet = weakref.WeakSet()
+_directories: set = set()  # socket directories of clusters not closed yet (for SIGTERM)
 
 
 def _close_all() -> None:

@@ -2,8 +2,8 @@
 
 Transport
     ``multiprocessing.connection`` sockets: an AF_UNIX socket in a private (0700)
-    temporary directory where the platform has them, else 127.0.0.1.  Nothing listens
-    on another interface.
+    directory (``sockdir.py`` picks one short enough) where the platform has them,
+    else 127.0.0.1.  Nothing listens on another interface.
 
 Authentication
     Every accepted connection runs ``multiprocessing.connection``'s HMAC challenge in
@@ -31,11 +31,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 from multiprocessing.connection import AuthenticationError, Connection
 from multiprocessing.connection import Client as _connect
@@ -50,7 +48,6 @@ __all__ = [
     "loads",
     "pack",
     "unpack",
-    "private_dir",
     "listen_address",
     "sizeof",
     "parse_bytes",
@@ -213,16 +210,6 @@ def connect(address: Any, secret: bytes) -> Channel:
     """Open an authenticated channel to ``address`` (both sides prove the secret)."""
     conn = _connect(address, authkey=secret)
     return Channel(conn, str(address))
-
-
-def private_dir() -> str:
-    """A fresh directory only this user can enter (``mkdtemp`` makes it 0700)."""
-    return tempfile.mkdtemp(prefix="notebook_sched-")
-
-
-def remove_dir(path: str | None) -> None:
-    if path:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def listen_address(directory: str | None, name: str) -> Any:
