@@ -552,3 +552,26 @@ def test_only_stale_directories_of_dead_clusters_are_swept(tmp_path, monkeypatch
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with LocalCluster(n_workers=1):
         assert not stale.exists() and alive.exists()
+
+
+# -- 9. relatives ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_fetch_from_a_live_peer_is_retried(no_leaks):
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        a, b = client.scatter([1, 2])  # one on each worker
+        places = client.who_has([a, b])
+        assert places[a.key] != places[b.key]
+        directory = os.path.dirname(cluster.scheduler.address)
+        peers = [os.path.join(directory, f"{w.name}.sock") for w in cluster.workers]
+        for path in peers:  # connecting to a peer now fails (FileNotFoundError)
+            os.rename(path, path + ".away")
+        try:
+            total = client.submit(add, a, b)
+            time.sleep(0.5)
+            assert not total.done()
+        finally:
+            for path in peers:
+                os.rename(path + ".away", path)
+        assert total.result(timeout=10) == 3

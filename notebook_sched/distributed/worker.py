@@ -22,6 +22,10 @@ State (all guarded by ``lock``; ``ready_cond``/``fetch_cond`` are conditions on 
 ``waiters``  input tid -> tasks waiting for it (produced here, or fetched).
 ``ready``    heap of ``(priority, tid)``: lowest first, so a reduction finishes one
              branch before starting the next.
+``retries``  fetches that failed while the peer may live, retried after a growing
+             delay (up to MAX_FETCH_DELAY) as long as the input is still wanted
+             and no ``where`` named another holder: a transient failure never
+             leaves a task waiting for an input nobody will send.
 ``outbox``   finished tasks not yet reported; flushed when the worker runs out of
              ready work, every FLUSH_SECONDS, or at MAX_BATCH.  Many small tasks thus
              cost one message, and a task made ready here runs without a round trip.
@@ -73,6 +77,7 @@ from .listener import AuthListener
 from .protocol import Channel, sizeof
 
 FLUSH_SECONDS = 0.01
+MAX_FETCH_DELAY = 2.0  # between attempts to fetch from a peer that did not answer
 MAX_BATCH = 4096
 _CANCEL_SIGNAL = getattr(signal, "SIGUSR1", None)
 
@@ -127,6 +132,8 @@ class Worker:
         self.heartbeat = settings.get("heartbeat")
         self.pid = os.getpid()
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
+        self.retries: list = []  # (due, wid, tids) of fetches that failed; under lock
+        self.fetch_attempts: dict = {}  # tid -> failed fetches so far; under lock
         self.channel = protocol.connect(settings["address"], self.secret)
         self.server = AuthListener(
             protocol.listen_address(settings["directory"], f"{self.name}.sock"),
@@ -519,8 +526,11 @@ class Worker:
         channels: dict = {}
         while True:
             with self.lock:
-                while not self.to_fetch:
-                    self.fetch_cond.wait()
+                while True:
+                    timeout = self._due_retries()
+                    if self.to_fetch:
+                        break
+                    self.fetch_cond.wait(timeout)
                 wid, tids = self.to_fetch.popitem()
                 address = self.peers.get(wid)
             try:
@@ -531,15 +541,38 @@ class Worker:
                 channel.send(("get", tids))
                 _, items, missing, errors = channel.recv()
             except (OSError, EOFError, TypeError, protocol.AuthenticationError):
-                # The peer died: its data will be made again and announced by ``where``.
+                # The peer died (its data will be made again and announced by ``where``)
+                # or the connection failed while it lives (try again, ever more slowly).
                 dead = channels.pop(wid, None)
                 if dead is not None:
                     self.peer_channels.discard(dead)
                     dead.close()
                 with self.lock:
                     self.fetching.difference_update(tids)
+                    attempt = self.fetch_attempts.get(tids[0], 0)
+                    for tid in tids:
+                        self.fetch_attempts[tid] = attempt + 1
+                    delay = min(MAX_FETCH_DELAY, 0.05 * 2**attempt)
+                    self.retries.append((time.monotonic() + delay, wid, tids))
                 continue
             self._fetched(items, missing, errors)
+
+    def _due_retries(self) -> float | None:
+        """(Under ``lock``) queue the failed fetches that are due, if still wanted and
+        not claimed by a ``where``; seconds until the next one, or None."""
+        if not self.retries:
+            return None
+        now = time.monotonic()
+        later = []
+        for due, wid, tids in self.retries:
+            if due > now:
+                later.append((due, wid, tids))
+                continue
+            for tid in tids:
+                if tid in self.waiters and tid not in self.data and tid not in self.fetching:
+                    self._want(tid, wid)
+        self.retries = later
+        return min(due for due, _, _ in later) - now if later else None
 
     def _fetched(self, items: list, missing: list, errors: list) -> None:
         failed = []
@@ -555,6 +588,7 @@ class Worker:
                     continue
                 tid, value = item
                 self.fetching.discard(tid)
+                self.fetch_attempts.pop(tid, None)
                 users = self.waiters.get(tid)
                 if not users or tid in self.data:
                     continue
