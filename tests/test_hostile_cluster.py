@@ -575,3 +575,15 @@ def test_a_failed_fetch_from_a_live_peer_is_retried(no_leaks):
             for path in peers:
                 os.rename(path + ".away", path)
         assert total.result(timeout=10) == 3
+
+
+@pytest.mark.timeout(60)
+def test_when_no_worker_can_be_started_waiting_work_fails_with_the_reason(no_leaks):
+    with LocalCluster(n_workers=1) as cluster, Client(cluster) as client:
+        assert client.submit(inc, 1).result(timeout=10) == 2
+        cluster.scheduler.address = os.path.join(os.path.dirname(cluster.scheduler.address), "x")
+        future = client.submit(slow_inc, 1, 30.0)
+        wait_for(lambda: any(w.running for w in cluster.workers))
+        os.kill(cluster.pids[0], signal.SIGKILL)  # its replacements cannot connect
+        with pytest.raises(CancelledError, match="no worker process could be started"):
+            future.result(timeout=30)

@@ -54,6 +54,7 @@ __all__ = ["LocalCluster", "WorkerInfo"]
 
 _context = multiprocessing.get_context("spawn")
 START_TIMEOUT = 60.0
+MAX_START_FAILURES = 3  # replacements in a row that die before registering, then give up
 
 
 @dataclass
@@ -82,7 +83,7 @@ class WorkerInfo:
 
 
 class _Proc:
-    __slots__ = ("wid", "name", "process", "current", "pid", "registered")
+    __slots__ = ("wid", "name", "process", "current", "pid", "registered", "spawned")
 
     def __init__(self, wid: int, name: str, process, current):
         self.wid = wid
@@ -91,6 +92,7 @@ class _Proc:
         self.current = current
         self.pid = None
         self.registered = False
+        self.spawned = time.monotonic()
 
 
 class LocalCluster:
@@ -125,6 +127,7 @@ class LocalCluster:
         self._joined = threading.Condition(self._lock)
         self._processes: dict[int, _Proc] = {}
         self._next_wid = 0
+        self._start_failures: list = []  # (name, exit code) since a worker last registered
         self._secret = secrets.token_bytes(32)
         sockdir.sweep()  # directories left by clusters of processes that were killed
         self._directory = sockdir.private_dir()
@@ -202,7 +205,39 @@ class LocalCluster:
             proc = self._processes.get(wid)
             if proc is not None:
                 proc.registered = True
+            self._start_failures.clear()
             self._joined.notify_all()
+
+    def check_starting(self) -> str | None:
+        """Scheduler hook (I/O thread, every tick): replace workers that exited (or hung
+        for START_TIMEOUT) before registering.  Returns why no worker can be started,
+        after MAX_START_FAILURES in a row; None while there is hope."""
+        with self._lock:
+            if self.status != "running":
+                return None
+            starting = [p for p in self._processes.values() if not p.registered]
+        for proc in starting:
+            code = proc.process.exitcode
+            if code is None:
+                if time.monotonic() - proc.spawned > START_TIMEOUT:
+                    proc.process.kill()  # seen as exited at the next tick
+                continue
+            with self._lock:
+                self._processes.pop(proc.wid, None)
+                self._start_failures.append((proc.name, code))
+                retry = len(self._start_failures) <= MAX_START_FAILURES
+            if retry:
+                self._spawn()
+        with self._lock:
+            failures = list(self._start_failures)
+        if len(failures) <= MAX_START_FAILURES:
+            return None
+        codes = ", ".join(f"{name}: exit code {code}" for name, code in failures)
+        return (
+            f"no worker process could be started ({codes}); their error output is above. "
+            f"Close this cluster and start a new one, or compute with scheduler='processes' "
+            f"or 'sync' to see whether the tasks' environment imports there."
+        )
 
     def kill_worker(self, wid: int) -> None:
         """Scheduler hook (I/O thread): ``wid`` does not answer; SIGKILL it (which also

@@ -33,7 +33,10 @@ their tasks are retried elsewhere and the death counts towards KilledWorker.  Th
 same bound is set on each worker socket (``SO_RCVTIMEO``/``SO_SNDTIMEO``), so a worker
 stopped in the middle of a message cannot block the I/O thread either.  A message
 that cannot be read (a bad frame, an unknown operation) is treated the same way: the
-worker is killed, never trusted again.
+worker is killed, never trusted again.  The same tick asks the cluster about
+workers that have not registered yet (``check_starting``): one that exited or hung
+while starting is replaced, a few times; when none can be started and no worker is
+left, everything waiting is cancelled with the reason rather than left to wait.
 
 The listener authenticates connections (``listener.py``); the first message of a
 worker is ``register`` (read within HANDSHAKE_SECONDS), after which the channel is
@@ -62,13 +65,15 @@ logger = logging.getLogger("notebook_sched.distributed")
 MAX_ROUNDS = 16
 CALL_TIMEOUT = 30.0
 HEARTBEAT_FRACTION = 0.2  # workers send a heartbeat every worker_timeout * this
+TICK_SECONDS = 1.0  # at most this long between checks of starting and silent workers
 
 
 class Scheduler:
     """The listener, the worker channels and the state, driven by one thread.
 
     ``hooks`` (the cluster) provides ``worker_joined(wid, pid)``,
-    ``worker_lost(wid) -> (exit code, executing tids)`` and ``kill_worker(wid)``.
+    ``worker_lost(wid) -> (exit code, executing tids)``, ``kill_worker(wid)`` and
+    ``check_starting() -> reason or None`` (None: workers can still be started).
     """
 
     def __init__(
@@ -198,14 +203,15 @@ class Scheduler:
         select = self.selector.select
         inbox = self.inbox
         state = self.state
-        every = None if self.worker_timeout is None else self.worker_timeout / 4
+        every = TICK_SECONDS if self.worker_timeout is None else self.worker_timeout / 4
+        every = min(every, TICK_SECONDS)
         next_check = 0.0
         while not self._closing:
             self._sleeping = True
             events = select(0 if inbox else every)
             self._sleeping = False
             if every is not None and time.monotonic() >= next_check:
-                self._check_liveness()
+                self._tick()
                 next_check = time.monotonic() + every
             rounds = 0
             while events:
@@ -256,7 +262,13 @@ class Scheduler:
         worker = self.state.workers.get(wid)
         return worker.name if worker is not None else f"worker {wid}"
 
-    def _check_liveness(self) -> None:
+    def _tick(self) -> None:
+        """Every TICK_SECONDS at most: workers that start, workers that went silent."""
+        reason = self.hooks.check_starting()
+        if reason is not None and not self.state.workers:
+            self.state.reset(reason)  # nothing could ever run what is waiting
+        if self.worker_timeout is None:
+            return
         now = time.monotonic()
         timeout = self.worker_timeout
         for wid, heard in list(self.last_heard.items()):
