@@ -587,3 +587,53 @@ def test_when_no_worker_can_be_started_waiting_work_fails_with_the_reason(no_lea
         os.kill(cluster.pids[0], signal.SIGKILL)  # its replacements cannot connect
         with pytest.raises(CancelledError, match="no worker process could be started"):
             future.result(timeout=30)
+
+
+def _fake_worker(cluster, wid):
+    """A peer that has the secret (a worker gone wrong): registered, then up to us."""
+    from notebook_sched.distributed import protocol
+
+    channel = protocol.connect(cluster.scheduler.address, cluster._secret)
+    channel.send(("register", wid, f"fake-{wid}", os.getpid(), 1, "nowhere"))
+    wait_for(lambda: f"fake-{wid}" in cluster.scheduler.call(lambda s: _names(s)))
+    return channel
+
+
+def _names(state):
+    return {w.name for w in state.workers.values()}
+
+
+@pytest.mark.timeout(60)
+def test_authenticated_peers_that_misbehave_cannot_wedge_the_scheduler(no_leaks):
+    import struct
+
+    with LocalCluster(n_workers=1, worker_timeout=1.0) as cluster, Client(cluster) as client:
+        # Stops in the middle of a message: the read gives up after worker_timeout.
+        silent = _fake_worker(cluster, 901)
+        os.write(silent.fd, struct.pack("!i", 1000) + b"partial")
+        # An absurd length prefix, an unknown operation, a close half-way.
+        huge = _fake_worker(cluster, 902)
+        os.write(huge.fd, struct.pack("!iQ", -1, 2**62))
+        bogus = _fake_worker(cluster, 903)
+        bogus.send(("format-disk", []))
+        closer = _fake_worker(cluster, 904)
+        os.write(closer.fd, struct.pack("!i", 1000) + b"half")
+        closer.close()
+        try:
+            wait_for(lambda: not _names(cluster.scheduler.state) - {"worker-0"}, timeout=10)
+            assert cluster.scheduler.thread.is_alive()
+            assert client.get({"a": 1, "b": (inc, "a")}, "b") == 2
+            assert [f.result(timeout=10) for f in client.map(inc, range(5))] == [1, 2, 3, 4, 5]
+        finally:
+            for channel in (silent, huge, bogus):
+                channel.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_busy_scheduler_thread_does_not_take_workers_for_hung(no_leaks):
+    with LocalCluster(n_workers=2, worker_timeout=0.5) as cluster, Client(cluster) as client:
+        pids = set(cluster.pids)
+        cluster.scheduler.call(lambda state: time.sleep(2.0))  # heartbeats pile up unread
+        time.sleep(0.5)
+        assert set(cluster.pids) == pids
+        assert client.submit(inc, 1).result(timeout=10) == 2

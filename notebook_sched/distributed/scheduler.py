@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import selectors
 import threading
 import time
@@ -244,6 +245,10 @@ class Scheduler:
             message = channel.recv()
             self.last_heard[wid] = time.monotonic()
             handler = self.handlers[message[0]]
+        except BlockingIOError:  # stopped in the middle of a message (SO_RCVTIMEO)
+            self.hooks.kill_worker(wid)
+            self._lost(wid, hung=self.worker_timeout)
+            return
         except (EOFError, OSError):
             self._lost(wid)
             return
@@ -273,7 +278,7 @@ class Scheduler:
         timeout = self.worker_timeout
         for wid, heard in list(self.last_heard.items()):
             silent = now - heard
-            if silent > timeout and wid in self.channels:
+            if silent > timeout and wid in self.channels and not _readable(self.channels[wid]):
                 logger.warning(
                     "notebook_sched scheduler: %s sent nothing for %.1f s (worker_timeout=%s); "
                     "killing it, its tasks go to other workers",
@@ -285,6 +290,7 @@ class Scheduler:
                 self._lost(wid, hung=silent)
 
     def _lost(self, wid: int, hung: float | None = None) -> None:
+        """``wid``'s channel is finished (closed, broken, or the worker was killed)."""
         channel = self.channels.pop(wid, None)
         self.last_heard.pop(wid, None)
         if channel is None:
@@ -355,3 +361,10 @@ class Scheduler:
                 channel.send(None)
             except OSError:
                 pass
+
+
+def _readable(channel: protocol.Channel) -> bool:
+    """Whether a message (say, a heartbeat) waits unread: the worker spoke; we were busy."""
+    poller = select.poll()  # not select.select: file descriptors past 1023 are fine
+    poller.register(channel.fd, select.POLLIN)
+    return bool(poller.poll(0))
