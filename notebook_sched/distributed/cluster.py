@@ -13,8 +13,10 @@
     +--------------------------------+
 
 The secret travels to each worker through the spawn pipe (never argv or the
-environment).  Sockets live in a directory only this user can enter, and every
-connection must also prove the secret before anything it sends is unpickled.
+environment).  Sockets live in a directory only this user can enter (``sockdir``:
+short enough for AF_UNIX, removed on close, on SIGTERM, and by the next cluster if
+this process was killed), and every connection must also prove the secret before
+anything it sends is unpickled.
 
 Workers are spawned (not forked): safe in a kernel that already runs threads.  The
 cluster is ready when every worker has registered.  When a worker dies the scheduler
@@ -41,16 +43,18 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import config
 from ..engine import check_positive
 from ..schedulers._pool import MainGuardError, _main_guard_message
 from ..schedulers._worker import MAIN_GUARD_EXIT
-from . import protocol, worker
-from .scheduler import Scheduler
+from . import protocol, sockdir, worker
+from .scheduler import HEARTBEAT_FRACTION, Scheduler
 
 __all__ = ["LocalCluster", "WorkerInfo"]
 
 _context = multiprocessing.get_context("spawn")
 START_TIMEOUT = 60.0
+MAX_START_FAILURES = 3  # replacements in a row that die before registering, then give up
 
 
 @dataclass
@@ -79,7 +83,7 @@ class WorkerInfo:
 
 
 class _Proc:
-    __slots__ = ("wid", "name", "process", "current", "pid", "registered")
+    __slots__ = ("wid", "name", "process", "current", "pid", "registered", "spawned")
 
     def __init__(self, wid: int, name: str, process, current):
         self.wid = wid
@@ -88,6 +92,7 @@ class _Proc:
         self.current = current
         self.pid = None
         self.registered = False
+        self.spawned = time.monotonic()
 
 
 class LocalCluster:
@@ -96,6 +101,10 @@ class LocalCluster:
     ``n_workers`` defaults to one per CPU; each runs ``threads_per_worker`` tasks at
     a time.  ``memory_limit`` (bytes, or a size like ``"2GB"``) per worker: above it,
     by the size of the results it holds, a worker takes no new tasks.
+    ``worker_timeout`` (seconds; default ``config.get("worker_timeout")``, 30 s; None:
+    off): a worker silent that long - no heartbeat, no message: stopped, or wedged in
+    native code holding the GIL - is killed and replaced, and its tasks run elsewhere.
+    A worker busy in a long task keeps sending heartbeats.
     """
 
     def __init__(
@@ -103,21 +112,29 @@ class LocalCluster:
         n_workers: int | None = None,
         threads_per_worker: int = 1,
         memory_limit: int | str | None = None,
+        worker_timeout: float | None | str = "config",
     ):
         if getattr(multiprocessing.current_process(), "_inheriting", False):
             raise SystemExit(MAIN_GUARD_EXIT)  # see _pool.WorkerPool: the parent explains
         self.n_workers = check_positive("n_workers", n_workers, os.cpu_count() or 1)
         self.threads_per_worker = check_positive("threads_per_worker", threads_per_worker, 1)
         self.memory_limit = protocol.parse_bytes(memory_limit)
+        if worker_timeout == "config":
+            worker_timeout = config.get("worker_timeout")
+        self.worker_timeout = config._validate("worker_timeout", worker_timeout)  # same rule
         self.status = "starting"
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)
         self._processes: dict[int, _Proc] = {}
         self._next_wid = 0
+        self._start_failures: list = []  # (name, exit code) since a worker last registered
         self._secret = secrets.token_bytes(32)
-        self._directory = protocol.private_dir()
+        sockdir.sweep()  # directories left by clusters of processes that were killed
+        self._directory = sockdir.private_dir()
+        _directories.add(self._directory)
+        sockdir.install_sigterm_cleanup(lambda: list(_directories))
         try:
-            self.scheduler = Scheduler(self._directory, self._secret, self)
+            self.scheduler = Scheduler(self._directory, self._secret, self, self.worker_timeout)
             for _ in range(self.n_workers):
                 self._spawn()
             self._wait_for_workers(self.n_workers)
@@ -143,6 +160,9 @@ class LocalCluster:
             "current": current,
             "memory_limit": self.memory_limit,
             "directory": self._directory,
+            "heartbeat": None
+            if self.worker_timeout is None
+            else self.worker_timeout * HEARTBEAT_FRACTION,
         }
         process = _context.Process(
             target=worker.main,
@@ -185,7 +205,47 @@ class LocalCluster:
             proc = self._processes.get(wid)
             if proc is not None:
                 proc.registered = True
+            self._start_failures.clear()
             self._joined.notify_all()
+
+    def check_starting(self) -> str | None:
+        """Scheduler hook (I/O thread, every tick): replace workers that exited (or hung
+        for START_TIMEOUT) before registering.  Returns why no worker can be started,
+        after MAX_START_FAILURES in a row; None while there is hope."""
+        with self._lock:
+            if self.status != "running":
+                return None
+            starting = [p for p in self._processes.values() if not p.registered]
+        for proc in starting:
+            code = proc.process.exitcode
+            if code is None:
+                if time.monotonic() - proc.spawned > START_TIMEOUT:
+                    proc.process.kill()  # seen as exited at the next tick
+                continue
+            with self._lock:
+                self._processes.pop(proc.wid, None)
+                self._start_failures.append((proc.name, code))
+                retry = len(self._start_failures) <= MAX_START_FAILURES
+            if retry:
+                self._spawn()
+        with self._lock:
+            failures = list(self._start_failures)
+        if len(failures) <= MAX_START_FAILURES:
+            return None
+        codes = ", ".join(f"{name}: exit code {code}" for name, code in failures)
+        return (
+            f"no worker process could be started ({codes}); their error output is above. "
+            f"Close this cluster and start a new one, or compute with scheduler='processes' "
+            f"or 'sync' to see whether the tasks' environment imports there."
+        )
+
+    def kill_worker(self, wid: int) -> None:
+        """Scheduler hook (I/O thread): ``wid`` does not answer; SIGKILL it (which also
+        ends a stopped process)."""
+        with self._lock:
+            proc = self._processes.get(wid)
+        if proc is not None and proc.process.exitcode is None:
+            proc.process.kill()
 
     def worker_lost(self, wid: int) -> tuple[int | None, list]:
         """Scheduler hook (I/O thread): ``wid``'s connection closed.  Reap it, start a
@@ -301,7 +361,8 @@ class LocalCluster:
             if proc.process.exitcode is None:
                 proc.process.kill()
                 proc.process.join(1.0)
-        protocol.remove_dir(self._directory)
+        sockdir.remove_dir(self._directory)
+        _directories.discard(self._directory)
         self.status = "closed"
         _open_clusters.discard(self)
 
@@ -358,6 +419,7 @@ class LocalCluster:
 
 
 _open_clusters: weakref.WeakSet = weakref.WeakSet()
+_directories: set = set()  # socket directories of clusters not closed yet (for SIGTERM)
 
 
 def _close_all() -> None:

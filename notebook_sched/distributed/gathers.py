@@ -21,7 +21,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tasks import ERRED, MEMORY, PROCESSING, QUEUED, WAITING, Gather, TaskState, WorkerState
+from .tasks import (
+    ERRED,
+    MEMORY,
+    PROCESSING,
+    QUEUED,
+    RELEASED,
+    WAITING,
+    Gather,
+    TaskState,
+    WorkerState,
+)
 
 __all__ = ["DataRequests"]
 
@@ -41,11 +51,13 @@ class DataRequests:
                 return
             if ts.state == MEMORY:
                 self._emit(ts.worker, "send", (rid, tid))
-            elif ts.state == ERRED:
+            elif ts.state == RELEASED:  # freed or lost: make it again (or fail, below)
+                self._recompute(ts)
+            if ts.state == ERRED:
                 self._notify(target, "error", (ts.key, ts.error))
                 del self.gathers[rid]
                 return
-            else:
+            if ts.state != MEMORY:
                 ts.send_back = True
                 if ts.gathers is None:
                     ts.gathers = []

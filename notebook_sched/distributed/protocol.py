@@ -2,17 +2,14 @@
 
 Transport
     ``multiprocessing.connection`` sockets: an AF_UNIX socket in a private (0700)
-    temporary directory where the platform has them, else 127.0.0.1.  Nothing listens
-    on another interface.
+    directory (``sockdir.py`` picks one short enough) where the platform has them,
+    else 127.0.0.1.  Nothing listens on another interface.
 
 Authentication
     Every accepted connection runs ``multiprocessing.connection``'s HMAC challenge in
-    both directions (``deliver_challenge`` then ``answer_challenge``, exactly what
-    ``Listener(authkey=...)`` does) with the cluster's 32-byte random secret, *before*
-    a single byte from it is unpickled.  The handshake runs on its own short-lived
-    thread, so a peer that connects and stays silent blocks nobody; it is cut off
-    after HANDSHAKE_SECONDS.  A connection that fails is closed and logged; it never
-    reaches the code that unpickles.
+    both directions with the cluster's 32-byte random secret, *before* a single byte
+    from it is unpickled.  ``listener.py`` does the accepting side: one thread and a
+    selector for every handshake, a cap on how many run at once, a short deadline.
 
 Framing
     A message is one *head* frame, optionally followed by buffer frames.  Frames use
@@ -34,20 +31,11 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
-from collections.abc import Callable
-from multiprocessing.connection import (
-    AuthenticationError,
-    Connection,
-    Listener,
-    answer_challenge,
-    deliver_challenge,
-)
+from multiprocessing.connection import AuthenticationError, Connection
 from multiprocessing.connection import Client as _connect
 from typing import Any
 
@@ -55,13 +43,11 @@ import cloudpickle
 
 __all__ = [
     "Channel",
-    "AuthListener",
     "connect",
     "dumps",
     "loads",
     "pack",
     "unpack",
-    "private_dir",
     "listen_address",
     "sizeof",
     "parse_bytes",
@@ -72,7 +58,6 @@ __all__ = [
 logger = logging.getLogger("notebook_sched.distributed")
 
 OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers stay inside the pickle
-HANDSHAKE_SECONDS = 10.0
 _HEAD_PLAIN = b"\x00"
 _HEAD_BUFFERS = b"\x01"
 _LEN = struct.Struct("!i")
@@ -221,126 +206,10 @@ class Channel:
             pass
 
 
-def shutdown_socket(fd: int) -> None:
-    """Wake up any thread blocked reading ``fd`` (close alone does not, on Linux)."""
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
 def connect(address: Any, secret: bytes) -> Channel:
     """Open an authenticated channel to ``address`` (both sides prove the secret)."""
     conn = _connect(address, authkey=secret)
     return Channel(conn, str(address))
-
-
-class AuthListener:
-    """Accepts connections on ``address``; authenticated ones go to ``on_channel``.
-
-    ``on_channel(channel)`` runs on the handshake thread of that connection.  A
-    thread accepts, and each connection gets a short-lived daemon thread for its
-    handshake.  ``close`` stops accepting and cuts handshakes still running.
-    """
-
-    def __init__(self, address: Any, secret: bytes, on_channel: Callable[[Channel], None], name):
-        self.secret = secret
-        self.on_channel = on_channel
-        self.name = name
-        family = "AF_UNIX" if isinstance(address, str) else "AF_INET"
-        self.listener = Listener(address, family=family, backlog=64)
-        self.address = self.listener.address
-        self.closed = False
-        self._pending: set = set()  # connections in handshake; guarded by _lock
-        self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._accept_loop, name=name, daemon=True)
-        self.thread.start()
-
-    def _accept_loop(self) -> None:
-        while not self.closed:
-            try:
-                conn = self.listener.accept()
-            except OSError:
-                if self.closed:
-                    return
-                logger.warning("%s: accept failed", self.name, exc_info=True)
-                continue
-            if self.closed:
-                conn.close()
-                return
-            with self._lock:
-                self._pending.add(conn)
-            threading.Thread(
-                target=self._handshake, args=(conn,), name=f"{self.name}-auth", daemon=True
-            ).start()
-
-    def _handshake(self, conn: Connection) -> None:
-        timer = threading.Timer(HANDSHAKE_SECONDS, shutdown_socket, (conn.fileno(),))
-        timer.daemon = True
-        timer.start()
-        try:
-            deliver_challenge(conn, self.secret)
-            answer_challenge(conn, self.secret)
-        except (AuthenticationError, OSError, EOFError, ValueError) as exc:
-            logger.warning(
-                "%s: dropped a connection that failed authentication (%s: %s)",
-                self.name,
-                type(exc).__name__,
-                exc,
-            )
-            conn.close()
-            return
-        finally:
-            timer.cancel()
-            with self._lock:
-                self._pending.discard(conn)
-        if self.closed:
-            conn.close()
-            return
-        try:
-            self.on_channel(Channel(conn, self.name))
-        except Exception:
-            logger.exception("%s: error while setting up a connection", self.name)
-            conn.close()
-
-    def close(self) -> None:
-        self.closed = True
-        _poke(self.address)  # wakes the blocked accept(); the loop then sees `closed`
-        self.thread.join(2)
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        with self._lock:
-            pending = list(self._pending)
-        for conn in pending:
-            shutdown_socket(conn.fileno())
-
-
-def _poke(address: Any) -> None:
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            sock.connect(address)
-    except OSError:
-        pass
-
-
-def private_dir() -> str:
-    """A fresh directory only this user can enter (``mkdtemp`` makes it 0700)."""
-    return tempfile.mkdtemp(prefix="notebook_sched-")
-
-
-def remove_dir(path: str | None) -> None:
-    if path:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def listen_address(directory: str | None, name: str) -> Any:

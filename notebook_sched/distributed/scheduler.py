@@ -24,22 +24,39 @@ A worker channel that reaches EOF means a dead worker: the loop asks the cluster
 its exit code and the tasks it was executing (shared memory), tells the state, which
 reschedules, and the cluster starts a replacement.
 
-The listener authenticates each connection on its own thread (``protocol.py``); the
-first message of a worker is ``register``, after which the channel is handed to the
-loop through the inbox.
+Liveness (``worker_timeout`` seconds, None: off): workers send a heartbeat every
+HEARTBEAT_FRACTION of it from a thread of their own, so a task that computes or
+sleeps for hours does not silence them; any message counts.  Every quarter of the
+timeout the loop looks for workers not heard from for longer - stopped (SIGSTOP),
+wedged in native code holding the GIL, swapped out - and has the cluster kill them:
+their tasks are retried elsewhere and the death counts towards KilledWorker.  The
+same bound is set on each worker socket (``SO_RCVTIMEO``/``SO_SNDTIMEO``), so a worker
+stopped in the middle of a message cannot block the I/O thread either.  A message
+that cannot be read (a bad frame, an unknown operation) is treated the same way: the
+worker is killed, never trusted again.  The same tick asks the cluster about
+workers that have not registered yet (``check_starting``): one that exited or hung
+while starting is replaced, a few times; when none can be started and no worker is
+left, everything waiting is cancelled with the reason rather than left to wait.
+
+The listener authenticates connections (``listener.py``); the first message of a
+worker is ``register`` (read within HANDSHAKE_SECONDS), after which the channel is
+handed to the loop through the inbox.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import selectors
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from . import protocol
+from .listener import HANDSHAKE_SECONDS, AuthListener, set_socket_timeout
 from .state import SchedulerState
 
 __all__ = ["Scheduler"]
@@ -48,19 +65,26 @@ logger = logging.getLogger("notebook_sched.distributed")
 
 MAX_ROUNDS = 16
 CALL_TIMEOUT = 30.0
+HEARTBEAT_FRACTION = 0.2  # workers send a heartbeat every worker_timeout * this
+TICK_SECONDS = 1.0  # at most this long between checks of starting and silent workers
 
 
 class Scheduler:
     """The listener, the worker channels and the state, driven by one thread.
 
     ``hooks`` (the cluster) provides ``worker_joined(wid, pid)``,
-    ``worker_lost(wid) -> (exit code, executing tids)``.
+    ``worker_lost(wid) -> (exit code, executing tids)``, ``kill_worker(wid)`` and
+    ``check_starting() -> reason or None`` (None: workers can still be started).
     """
 
-    def __init__(self, directory: str | None, secret: bytes, hooks: Any):
+    def __init__(
+        self, directory: str | None, secret: bytes, hooks: Any, worker_timeout: float | None = None
+    ):
         self.state = SchedulerState()
         self.hooks = hooks
+        self.worker_timeout = worker_timeout
         self.channels: dict[int, protocol.Channel] = {}
+        self.last_heard: dict[int, float] = {}  # wid -> monotonic time of its last message
         self.inbox: deque = deque()
         self._sleeping = False
         self._closing = False
@@ -75,8 +99,9 @@ class Scheduler:
             "data": lambda wid, m: self.state.handle_data(wid, m[1], m[2], m[3]),
             "paused": lambda wid, m: self.state.set_paused(wid, m[1]),
             "stolen": lambda wid, m: self.state.handle_stolen(wid, m[1]),
+            "heartbeat": None,
         }
-        self.listener = protocol.AuthListener(
+        self.listener = AuthListener(
             protocol.listen_address(directory, "scheduler.sock"),
             secret,
             self._on_channel,
@@ -140,8 +165,15 @@ class Scheduler:
     # -- the loop --------------------------------------------------------------
     def _on_channel(self, channel: protocol.Channel) -> None:
         """A new authenticated connection (handshake thread): expect ``register``."""
-        message = channel.recv()
-        if type(message) is not tuple or message[0] != "register":
+        try:
+            set_socket_timeout(channel.fd, HANDSHAKE_SECONDS)
+            message = channel.recv()
+            set_socket_timeout(channel.fd, self.worker_timeout)
+        except Exception as exc:  # silent, cut off or garbled: not one of our workers
+            logger.warning("notebook_sched scheduler: dropped a connection (%r)", exc)
+            channel.close()
+            return
+        if type(message) is not tuple or message[0] != "register" or len(message) != 6:
             logger.warning("notebook_sched scheduler: dropped a connection that did not register")
             channel.close()
             return
@@ -153,6 +185,7 @@ class Scheduler:
             channel.close()
             return
         self.channels[wid] = channel
+        self.last_heard[wid] = time.monotonic()
         self.selector.register(channel.fd, selectors.EVENT_READ, wid)
         self.state.add_worker(wid, name, nthreads, address)
         self.hooks.worker_joined(wid, pid)
@@ -171,10 +204,16 @@ class Scheduler:
         select = self.selector.select
         inbox = self.inbox
         state = self.state
+        every = TICK_SECONDS if self.worker_timeout is None else self.worker_timeout / 4
+        every = min(every, TICK_SECONDS)
+        next_check = 0.0
         while not self._closing:
             self._sleeping = True
-            events = select(0 if inbox else None)
+            events = select(0 if inbox else every)
             self._sleeping = False
+            if every is not None and time.monotonic() >= next_check:
+                self._tick()
+                next_check = time.monotonic() + every
             rounds = 0
             while events:
                 for key, _ in events:
@@ -204,20 +243,65 @@ class Scheduler:
             return
         try:
             message = channel.recv()
+            self.last_heard[wid] = time.monotonic()
+            handler = self.handlers[message[0]]
+        except BlockingIOError:  # stopped in the middle of a message (SO_RCVTIMEO)
+            self.hooks.kill_worker(wid)
+            self._lost(wid, hung=self.worker_timeout)
+            return
         except (EOFError, OSError):
             self._lost(wid)
             return
-        self.handlers[message[0]](wid, message)
+        except Exception as exc:  # an absurd length prefix, an unknown operation...
+            self._broken(wid, f"sent a message that cannot be read ({exc!r:.200})")
+            return
+        if handler is not None:  # None: a heartbeat
+            handler(wid, message)
 
-    def _lost(self, wid: int) -> None:
-        channel = self.channels.pop(wid)
+    def _broken(self, wid: int, why: str) -> None:
+        logger.error("notebook_sched scheduler: %s %s; it is replaced", self._name(wid), why)
+        self.hooks.kill_worker(wid)
+        self._lost(wid)
+
+    def _name(self, wid: int) -> str:
+        worker = self.state.workers.get(wid)
+        return worker.name if worker is not None else f"worker {wid}"
+
+    def _tick(self) -> None:
+        """Every TICK_SECONDS at most: workers that start, workers that went silent."""
+        reason = self.hooks.check_starting()
+        if reason is not None and not self.state.workers:
+            self.state.reset(reason)  # nothing could ever run what is waiting
+        if self.worker_timeout is None:
+            return
+        now = time.monotonic()
+        timeout = self.worker_timeout
+        for wid, heard in list(self.last_heard.items()):
+            silent = now - heard
+            if silent > timeout and wid in self.channels and not _readable(self.channels[wid]):
+                logger.warning(
+                    "notebook_sched scheduler: %s sent nothing for %.1f s (worker_timeout=%s); "
+                    "killing it, its tasks go to other workers",
+                    self._name(wid),
+                    silent,
+                    timeout,
+                )
+                self.hooks.kill_worker(wid)
+                self._lost(wid, hung=silent)
+
+    def _lost(self, wid: int, hung: float | None = None) -> None:
+        """``wid``'s channel is finished (closed, broken, or the worker was killed)."""
+        channel = self.channels.pop(wid, None)
+        self.last_heard.pop(wid, None)
+        if channel is None:
+            return
         try:
             self.selector.unregister(channel.fd)
         except (KeyError, ValueError):
             pass
         channel.close()
         exit_code, executing = self.hooks.worker_lost(wid)
-        self.state.remove_worker(wid, exit_code, executing)
+        self.state.remove_worker(wid, exit_code, executing, hung)
 
     def _flush(self) -> None:
         state = self.state
@@ -225,10 +309,13 @@ class Scheduler:
             outbox = state.take_outbox()
             if not outbox:
                 break
+            broken = []
             for wid, ops in outbox.items():
                 channel = self.channels.get(wid)
-                if channel is not None:
-                    self._send(wid, channel, ops)
+                if channel is not None and not self._send(wid, channel, ops):
+                    broken.append(wid)
+            for wid in broken:  # part of a message may be out: the channel is unusable
+                self._broken(wid, "does not read its messages")
             state.dispatch()
         for target, kind, payload in state.take_notices():
             try:
@@ -236,7 +323,7 @@ class Scheduler:
             except Exception:
                 logger.exception("notebook_sched scheduler: a notice failed")
 
-    def _send(self, wid: int, channel: protocol.Channel, ops: list) -> None:
+    def _send(self, wid: int, channel: protocol.Channel, ops: list) -> bool:
         try:
             head, buffers = protocol.dumps(ops)
         except Exception:
@@ -244,8 +331,11 @@ class Scheduler:
             head, buffers = protocol.dumps(ops)
         try:
             channel.send_frames(head, buffers)
+        except BlockingIOError:
+            return False  # stuck for worker_timeout (SO_SNDTIMEO)
         except OSError:
             pass  # the worker died; its EOF is handled by _read
+        return True
 
     def _drop_unsendable(self, ops: list) -> list:
         """Fail the tasks that cannot be pickled; keep the rest of the message."""
@@ -271,3 +361,10 @@ class Scheduler:
                 channel.send(None)
             except OSError:
                 pass
+
+
+def _readable(channel: protocol.Channel) -> bool:
+    """Whether a message (say, a heartbeat) waits unread: the worker spoke; we were busy."""
+    poller = select.poll()  # not select.select: file descriptors past 1023 are fine
+    poller.register(channel.fd, select.POLLIN)
+    return bool(poller.poll(0))

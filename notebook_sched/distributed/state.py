@@ -28,12 +28,10 @@ Placement
     other task goes where most of its input bytes are.
 
 Failures of workers
-    ``remove_worker``: results held only there are *lost*; those still needed are
-    recomputed from their specs, walking back through released inputs as far as
-    needed (iteratively).  Tasks that were executing there (the I/O layer reads that
-    from shared memory) get a *suspicious* mark; at MAX_SUSPICIOUS the task fails
-    with :class:`KilledWorker`.  Tasks waiting elsewhere for a lost input stay
-    there; when the input is made again, its holder is sent a ``where``.
+    See ``recovery.py``: lost results are recomputed, tasks running on workers that
+    died (or were killed for not answering) are retried and, after MAX_SUSPICIOUS
+    deaths, fail with :class:`KilledWorker`; what cannot be made again fails, with
+    everything that needs it, instead of waiting.
 
 Operations to workers (``(name, [items])``, consecutive items of one name merged)::
 
@@ -51,16 +49,15 @@ from collections.abc import Hashable
 from typing import Any
 
 from ..graph import CALL, VALUE, CompiledGraph
-from ..schedulers.processes import TaskPicklingError, describe_exit
+from ..schedulers.processes import TaskPicklingError
 from .gathers import DataRequests
 from .placement import FIRST_QUEUE, Placement
+from .recovery import Recovery
 from .tasks import (
     ERRED,
     FORGOTTEN,
-    MAX_SUSPICIOUS,
     MEMORY,
     PROCESSING,
-    QUEUED,
     RELEASED,
     UNFINISHED,
     WAITING,
@@ -77,7 +74,7 @@ from .tasks import (
 __all__ = ["SchedulerState", "KilledWorker", "CancelledError"]
 
 
-class SchedulerState(Placement, DataRequests):
+class SchedulerState(Placement, DataRequests, Recovery):
     """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread)."""
 
     def __init__(self) -> None:
@@ -129,75 +126,6 @@ class SchedulerState(Placement, DataRequests):
         worker = self.workers.get(wid)
         if worker is not None:
             worker.paused = paused
-
-    def remove_worker(self, wid: int, exit_code: int | None, executing: list) -> None:
-        """A worker died: recompute what it held and ran, blame what it was running."""
-        worker = self.workers.pop(wid, None)
-        if worker is None:
-            return
-        self.exit_codes.append((worker.name, exit_code))
-        self.outbox.pop(wid, None)
-        killers = []
-        for tid in executing:
-            ts = self.tasks.get(tid)
-            if ts is not None and ts.state == PROCESSING and ts.worker is worker:
-                if ts.deaths is None:
-                    ts.deaths = []
-                ts.deaths.append((worker.name, exit_code))
-                if len(ts.deaths) >= MAX_SUSPICIOUS:
-                    killers.append(ts)
-        lost = list(worker.has)
-        for ts in lost:
-            self._mark_lost(ts)
-        orphans = list(worker.processing)
-        for ts in orphans:
-            ts.state = WAITING
-            ts.worker = None
-            ts.waiting = sum(1 for dep in ts.deps if dep.state != MEMORY)
-        for gather in self.gathers.values():  # answers the dead worker still owed
-            for tid in gather.pending:
-                ts = self.tasks.get(tid)
-                if ts is not None and ts.state == RELEASED and gather not in (ts.gathers or ()):
-                    ts.send_back = True
-                    ts.gathers = (ts.gathers or []) + [gather]
-        for ts in killers:
-            self._fail(ts, (self._killed_error(ts), None, worker.name))
-        for ts in lost:
-            if ts.state == RELEASED and ts.holders > 0:
-                self._recompute(ts)
-        for ts in orphans:
-            if ts.state == WAITING and ts.waiting == 0:
-                self._ready(ts)
-        for ts in lost + orphans:
-            if ts.watchers and ts.state in (WAITING, QUEUED):
-                for target in ts.watchers:
-                    self._notify(target, "pending")
-
-    def _mark_lost(self, ts: TaskState) -> None:
-        """The result of ``ts`` (MEMORY) is gone: back to RELEASED; readers wait again."""
-        worker = ts.worker
-        if worker is not None:
-            worker.has.discard(ts)
-            worker.nbytes -= ts.nbytes
-        ts.state = RELEASED
-        ts.worker = None
-        for user in ts.dependents:
-            if user.state == WAITING:
-                user.waiting += 1
-            elif user.state == QUEUED:
-                user.state = WAITING
-                user.waiting = 1
-
-    def _killed_error(self, ts: TaskState) -> KilledWorker:
-        deaths = ", ".join(
-            f"{name}: exit code {code} ({describe_exit(code)})" for name, code in ts.deaths
-        )
-        return KilledWorker(
-            f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
-            f"those workers died while running it ({deaths}). The task probably crashes its "
-            f"process (a segmentation fault in native code, os._exit(), or more memory than "
-            f"the machine has). To debug it, run it with scheduler='sync'."
-        )
 
     # -- adding work -----------------------------------------------------------
     def add_run(self, run_id: int, graph: CompiledGraph, target: Any, events: bool) -> int:
@@ -559,33 +487,6 @@ class SchedulerState(Placement, DataRequests):
                         self._free(dep)
                 if dep.run is None and not dep.refs and not dep.holders and not dep.dependents:
                     stack.append(dep)
-
-    def _recompute(self, ts: TaskState) -> None:
-        """``ts`` (RELEASED, its data gone) is needed again: compute it and, first, the
-        released inputs it needs.  Iterative: chains of any length."""
-        stack = [ts]
-        while stack:
-            t = stack.pop()
-            if t.state != RELEASED:
-                continue
-            if t.spec is None:
-                error = CancelledError(
-                    f"The data of {t.key!r} was lost with its worker; scattered data cannot be "
-                    f"recomputed. Scatter it again."
-                )
-                self._fail(t, (error, None, ""))
-                continue
-            t.state = WAITING
-            waiting = 0
-            for dep in t.deps:
-                dep.holders += 1
-                if dep.state != MEMORY:
-                    waiting += 1
-                    if dep.state == RELEASED:
-                        stack.append(dep)
-            t.waiting = waiting
-            if not waiting:
-                self._ready(t)
 
     # -- views -----------------------------------------------------------------
     def who_has(self, keys: list) -> dict:

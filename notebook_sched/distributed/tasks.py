@@ -86,7 +86,7 @@ class TaskState:
         self.worker: WorkerState | None = None
         self.priority = priority
         self.nbytes = 0
-        self.deaths: list | None = None  # [(worker name, exit code)] while it ran
+        self.deaths: list | None = None  # [(worker name, how it died)] while it ran
         self.run = run
         self.error = None  # (exception or pickled exception, traceback text, worker)
         self.send_back = False

@@ -22,6 +22,10 @@ State (all guarded by ``lock``; ``ready_cond``/``fetch_cond`` are conditions on 
 ``waiters``  input tid -> tasks waiting for it (produced here, or fetched).
 ``ready``    heap of ``(priority, tid)``: lowest first, so a reduction finishes one
              branch before starting the next.
+``retries``  fetches that failed while the peer may live, retried after a growing
+             delay (up to MAX_FETCH_DELAY) as long as the input is still wanted
+             and no ``where`` named another holder: a transient failure never
+             leaves a task waiting for an input nobody will send.
 ``outbox``   finished tasks not yet reported; flushed when the worker runs out of
              ready work, every FLUSH_SECONDS, or at MAX_BATCH.  Many small tasks thus
              cost one message, and a task made ready here runs without a round trip.
@@ -37,7 +41,20 @@ shared array ``current`` holds the task each slot runs (-1 idle): the scheduler
 reads it for its status view and, when this process dies, to know whom to blame.
 
 The process ignores SIGINT (the client handles interrupts) and exits as soon as its
-connection to the scheduler closes, so a killed client leaves no orphans.
+connection to the scheduler closes, so a killed client leaves no orphans.  A
+heartbeat thread sends ``("heartbeat",)`` every ``settings["heartbeat"]`` seconds, so
+the scheduler can tell a worker busy in a long task (heartbeats go on: a pure-Python
+loop gives up the GIL every few milliseconds) from one that stopped answering.
+
+A task that calls ``os.fork()`` (without exec): the child is a copy of this worker
+with one thread, holding copies of the scheduler and peer sockets.  It must never
+speak on them (its answer would be taken for the parent's) nor keep them open (the
+scheduler would not see this worker's death).  ``register_at_fork`` points those
+descriptors at /dev/null in every child, which is harmless to children that go on
+to do their own work (multiprocessing's fork start method, daemons); and the
+executor checks the pid after each task, before it takes a lock: a child that
+comes back from the task into the worker's code exits at once (``os._exit``), its
+result discarded.  The parent's result is the answer.
 """
 
 from __future__ import annotations
@@ -56,9 +73,11 @@ from typing import Any
 from ..engine import run_spec
 from ..schedulers._worker import _dump_exception
 from . import protocol
+from .listener import AuthListener
 from .protocol import Channel, sizeof
 
 FLUSH_SECONDS = 0.01
+MAX_FETCH_DELAY = 2.0  # between attempts to fetch from a peer that did not answer
 MAX_BATCH = 4096
 _CANCEL_SIGNAL = getattr(signal, "SIGUSR1", None)
 
@@ -110,8 +129,13 @@ class Worker:
         self.in_task = [False] * self.nthreads
         self.idents: list = [0] * self.nthreads
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
+        self.heartbeat = settings.get("heartbeat")
+        self.pid = os.getpid()
+        self.peer_channels: set = set()  # open to or from peers (for the fork guard)
+        self.retries: list = []  # (due, wid, tids) of fetches that failed; under lock
+        self.fetch_attempts: dict = {}  # tid -> failed fetches so far; under lock
         self.channel = protocol.connect(settings["address"], self.secret)
-        self.server = protocol.AuthListener(
+        self.server = AuthListener(
             protocol.listen_address(settings["directory"], f"{self.name}.sock"),
             self.secret,
             self._serve_peer,
@@ -131,11 +155,15 @@ class Worker:
         self.channel.send(
             ("register", self.wid, self.name, os.getpid(), self.nthreads, self.server.address)
         )
-        for target, name in (
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+        loops = [
             (self._receive_loop, "receiver"),
             (self._fetch_loop, "fetcher"),
             (self._reply_loop, "sender"),
-        ):
+        ]
+        if self.heartbeat:
+            loops.append((self._heartbeat_loop, "heartbeat"))
+        for target, name in loops:
             threading.Thread(target=target, name=f"notebook_sched-{name}", daemon=True).start()
         for slot in range(1, self.nthreads):
             thread = threading.Thread(target=self._execute_loop, args=(slot,), daemon=True)
@@ -144,6 +172,28 @@ class Worker:
         if _CANCEL_SIGNAL is not None:
             signal.signal(_CANCEL_SIGNAL, self._on_cancel_signal)
         self._execute_loop(0)
+
+    def _heartbeat_loop(self) -> None:
+        beat = protocol.dumps(("heartbeat",))
+        while True:
+            time.sleep(self.heartbeat)
+            self._send_frames(*beat)
+
+    def _after_fork_in_child(self) -> None:
+        """In a child forked by a task: cut it off from our sockets (module docstring)."""
+        fds = [self.channel.fd, self.server.sock.fileno()]
+        fds += [channel.fd for channel in list(self.peer_channels)]
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            return
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.dup2(null, fd)
+                except OSError:
+                    pass
+        os.close(null)
 
     def _receive_loop(self) -> None:
         handlers = self.handlers
@@ -348,6 +398,8 @@ class Worker:
             except BaseException as exc:
                 in_task[slot] = False
                 error = exc
+            if os.getpid() != self.pid:
+                os._exit(0)  # a child forked by the task came back here: see the docstring
             stop = clock()
             self._finished(slot, task, value, error, start, stop)
 
@@ -431,6 +483,8 @@ class Worker:
         self._send_frames(head, buffers)
 
     def _send_frames(self, head: bytes, buffers: list) -> None:
+        if os.getpid() != self.pid:  # a forked child never speaks for this worker
+            os._exit(0)
         try:
             self.channel.send_frames(head, buffers)
         except OSError:
@@ -452,6 +506,7 @@ class Worker:
 
     def _serve_peer(self, channel: Channel) -> None:
         """Answer ``("get", [tids])`` from one peer until it hangs up."""
+        self.peer_channels.add(channel)
         try:
             while True:
                 message = channel.recv()
@@ -462,31 +517,62 @@ class Worker:
                 del items
                 channel.send(("data", packed, missing, errors))
         except (EOFError, OSError):
+            pass
+        finally:
+            self.peer_channels.discard(channel)
             channel.close()
 
     def _fetch_loop(self) -> None:
         channels: dict = {}
         while True:
             with self.lock:
-                while not self.to_fetch:
-                    self.fetch_cond.wait()
+                while True:
+                    timeout = self._due_retries()
+                    if self.to_fetch:
+                        break
+                    self.fetch_cond.wait(timeout)
                 wid, tids = self.to_fetch.popitem()
                 address = self.peers.get(wid)
             try:
                 channel = channels.get(wid)
                 if channel is None:
                     channel = channels[wid] = protocol.connect(address, self.secret)
+                    self.peer_channels.add(channel)
                 channel.send(("get", tids))
                 _, items, missing, errors = channel.recv()
             except (OSError, EOFError, TypeError, protocol.AuthenticationError):
-                # The peer died: its data will be made again and announced by ``where``.
+                # The peer died (its data will be made again and announced by ``where``)
+                # or the connection failed while it lives (try again, ever more slowly).
                 dead = channels.pop(wid, None)
                 if dead is not None:
+                    self.peer_channels.discard(dead)
                     dead.close()
                 with self.lock:
                     self.fetching.difference_update(tids)
+                    attempt = self.fetch_attempts.get(tids[0], 0)
+                    for tid in tids:
+                        self.fetch_attempts[tid] = attempt + 1
+                    delay = min(MAX_FETCH_DELAY, 0.05 * 2**attempt)
+                    self.retries.append((time.monotonic() + delay, wid, tids))
                 continue
             self._fetched(items, missing, errors)
+
+    def _due_retries(self) -> float | None:
+        """(Under ``lock``) queue the failed fetches that are due, if still wanted and
+        not claimed by a ``where``; seconds until the next one, or None."""
+        if not self.retries:
+            return None
+        now = time.monotonic()
+        later = []
+        for due, wid, tids in self.retries:
+            if due > now:
+                later.append((due, wid, tids))
+                continue
+            for tid in tids:
+                if tid in self.waiters and tid not in self.data and tid not in self.fetching:
+                    self._want(tid, wid)
+        self.retries = later
+        return min(due for due, _, _ in later) - now if later else None
 
     def _fetched(self, items: list, missing: list, errors: list) -> None:
         failed = []
@@ -502,6 +588,7 @@ class Worker:
                     continue
                 tid, value = item
                 self.fetching.discard(tid)
+                self.fetch_attempts.pop(tid, None)
                 users = self.waiters.get(tid)
                 if not users or tid in self.data:
                     continue

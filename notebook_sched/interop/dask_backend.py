@@ -107,7 +107,10 @@ def current_client() -> Any:
         raise RuntimeError(
             "scheduler='dask' needs a dask.distributed cluster, and there is none: no "
             "distributed.Client is active and no address is set. Either create a client, "
-            "e.g. `from distributed import Client; client = Client()` (a local cluster) or "
+            "e.g. `from distributed import Client, LocalCluster; client = Client(LocalCluster("
+            "host='127.0.0.1', dashboard_address='127.0.0.1:0'))` (a local cluster reachable "
+            "from this machine only; a bare `Client()` serves its dashboard on every "
+            "interface) or "
             "`Client('tcp://host:8786')`, or give the scheduler's address: "
             "notebook_sched.config.set(dask_address='tcp://host:8786'), or in a notebook "
             "`%%schedule dask --address tcp://host:8786`."

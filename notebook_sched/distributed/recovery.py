@@ -1,0 +1,148 @@
+"""Recovery from lost workers: the failure half of the scheduler state (pure, no I/O).
+
+A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`, like
+``placement`` and ``gathers``; the state machine's design note is in ``state.py``.
+
+* ``remove_worker``: results held only by the dead worker are *lost* (back to
+  RELEASED; readers wait again); those still needed are recomputed from their
+  specs, walking back through released inputs as far as needed (iteratively).
+* Tasks that were executing there get a *suspicious* mark (the worker's name and
+  exit code, or why it was killed); at MAX_SUSPICIOUS the task fails with
+  :class:`KilledWorker`.  A worker killed for not answering (``worker_timeout``)
+  counts like one that died.
+* Nothing may be left waiting for something that will never come: a lost result
+  that cannot be made again (scattered data: no spec) fails with a clear error, and
+  so does every task that needs it - the ones waiting, the ones whose own result
+  was lost with it (``_recompute`` meets an erred input) and the ones submitted
+  later (``_link``).
+"""
+
+from __future__ import annotations
+
+from ..schedulers.processes import describe_exit
+from .tasks import (
+    ERRED,
+    MAX_SUSPICIOUS,
+    MEMORY,
+    PROCESSING,
+    QUEUED,
+    RELEASED,
+    WAITING,
+    CancelledError,
+    KilledWorker,
+    TaskState,
+)
+
+__all__ = ["Recovery"]
+
+
+class Recovery:
+    """Failure methods of SchedulerState (see the module docstring)."""
+
+    def remove_worker(
+        self, wid: int, exit_code: int | None, executing: list, hung: float | None = None
+    ) -> None:
+        """A worker died (or was killed after ``hung`` seconds without a sign of life):
+        recompute what it held and ran, blame what it was running."""
+        worker = self.workers.pop(wid, None)
+        if worker is None:
+            return
+        self.exit_codes.append((worker.name, exit_code))
+        if hung is not None:
+            why = f"killed after {hung:.1f} s without answering (worker_timeout)"
+        else:
+            why = f"exit code {exit_code} ({describe_exit(exit_code)})"
+        self.outbox.pop(wid, None)
+        killers = []
+        for tid in executing:
+            ts = self.tasks.get(tid)
+            if ts is not None and ts.state == PROCESSING and ts.worker is worker:
+                if ts.deaths is None:
+                    ts.deaths = []
+                ts.deaths.append((worker.name, why))
+                if len(ts.deaths) >= MAX_SUSPICIOUS:
+                    killers.append(ts)
+        lost = list(worker.has)
+        for ts in lost:
+            self._mark_lost(ts)
+        orphans = list(worker.processing)
+        for ts in orphans:
+            ts.state = WAITING
+            ts.worker = None
+            ts.waiting = sum(1 for dep in ts.deps if dep.state != MEMORY)
+        for gather in self.gathers.values():  # answers the dead worker still owed
+            for tid in gather.pending:
+                ts = self.tasks.get(tid)
+                if ts is not None and ts.state == RELEASED and gather not in (ts.gathers or ()):
+                    ts.send_back = True
+                    ts.gathers = (ts.gathers or []) + [gather]
+        for ts in killers:
+            self._fail(ts, (self._killed_error(ts), None, worker.name))
+        for ts in lost:
+            if ts.state == RELEASED and ts.holders > 0:
+                self._recompute(ts)
+        for ts in orphans:
+            if ts.state == WAITING and ts.waiting == 0:
+                self._ready(ts)
+        for ts in lost + orphans:
+            if ts.watchers and ts.state in (WAITING, QUEUED):
+                for target in ts.watchers:
+                    self._notify(target, "pending")
+
+    def _mark_lost(self, ts: TaskState) -> None:
+        """The result of ``ts`` (MEMORY) is gone: back to RELEASED; readers wait again."""
+        worker = ts.worker
+        if worker is not None:
+            worker.has.discard(ts)
+            worker.nbytes -= ts.nbytes
+        ts.state = RELEASED
+        ts.worker = None
+        for user in ts.dependents:
+            if user.state == WAITING:
+                user.waiting += 1
+            elif user.state == QUEUED:
+                user.state = WAITING
+                user.waiting = 1
+
+    def _killed_error(self, ts: TaskState) -> KilledWorker:
+        deaths = ", ".join(f"{name}: {why}" for name, why in ts.deaths)
+        return KilledWorker(
+            f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
+            f"those workers died while running it ({deaths}). The task probably crashes its "
+            f"process (a segmentation fault in native code, os._exit(), or more memory than "
+            f"the machine has) or, if they were killed without answering, blocks it (a "
+            f"deadlock in native code holding the GIL). To debug it, run it with "
+            f"scheduler='sync'."
+        )
+
+    def _recompute(self, ts: TaskState) -> None:
+        """``ts`` (RELEASED, its data gone) is needed again: compute it and, first, the
+        released inputs it needs.  Iterative: chains of any length."""
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state != RELEASED:
+                continue
+            t.state = WAITING  # also for _fail, which leaves RELEASED tasks alone
+            if t.spec is None:
+                error = CancelledError(
+                    f"The data of {t.key!r} was lost with its worker; scattered data cannot be "
+                    f"recomputed. Scatter it again."
+                )
+                self._fail(t, (error, None, ""))  # and its waiting dependents
+                continue
+            waiting = 0
+            failed = None
+            for dep in t.deps:
+                dep.holders += 1
+                if dep.state != MEMORY:
+                    waiting += 1
+                    if dep.state == RELEASED:
+                        stack.append(dep)
+                    elif dep.state == ERRED:
+                        failed = dep.error
+            t.waiting = waiting
+            if failed is not None:
+                self._fail(t, failed)
+            elif not waiting:
+                self._ready(t)
