@@ -51,6 +51,7 @@ __all__ = [
     "rerun_graph",
     "render_traceback",
     "trim_remote_traceback",
+    "name_cells",
     "format_failure",
     "failure_html",
     "register_formatters",
@@ -236,11 +237,15 @@ def failure_hook(call, backend: str, options: dict) -> Any:
     __tracebackhide__ = True
     try:
         return call()
-    except Exception as exc:
+    except BaseException as exc:
         failure = getattr(exc, "__notebook_sched_failure__", None)
-        if not isinstance(failure, TaskFailure) or failure.exception is not exc:
-            raise
         in_shell = ipython_shell() is not None
+        if not isinstance(failure, TaskFailure) or failure.exception is not exc:
+            # GraphError, KeyboardInterrupt, a dead worker...: the user's cell, then the
+            # message, without the scheduler's (and multiprocessing's) frames.
+            if in_shell:
+                _attach_renderer(exc, None)
+            raise
         if _should_rerun(failure, options.get("rerun")):
             again = _rerun_for_debugging(failure, exc)
             if again is not None:
@@ -282,12 +287,33 @@ def _is_ours(frame: types.FrameType) -> bool:
     return name.startswith("IPython.core.")  # run_code and magic plumbing
 
 
+_LIBRARY_DIRS = tuple(
+    {os.path.join(os.path.realpath(prefix), "lib") for prefix in (sys.prefix, sys.base_prefix)}
+)
+
+
+def _is_library(frame: types.FrameType) -> bool:
+    filename = frame.f_code.co_filename
+    if filename.startswith("<frozen "):
+        return True
+    return os.path.realpath(filename).startswith(_LIBRARY_DIRS)
+
+
 def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames."""
+    """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames.
+
+    Library frames that our frames called (``multiprocessing.connection.wait``, the
+    selector an interrupt lands in) go too; library frames the user's code called stay.
+    """
     kept = []
+    called_by_us = False
     while tb is not None:
-        if not _is_ours(tb.tb_frame):
+        frame = tb.tb_frame
+        if _is_ours(frame):
+            called_by_us = True
+        elif not (called_by_us and _is_library(frame)):
             kept.append(tb)
+            called_by_us = False
         tb = tb.tb_next
     chain = None
     for entry in reversed(kept):
@@ -313,30 +339,86 @@ def trim_remote_traceback(text: str) -> str:
     return "".join(out)
 
 
+def _headline(exc: BaseException, failure: TaskFailure) -> str:
+    """What failed where, and what the local rerun found: said once, first."""
+    where = f"task {failure.key!r} failed on the {failure.backend!r} scheduler ({failure.worker})"
+    rerun = failure.extra.get("rerun")
+    if not failure.remote_traceback or rerun is None:
+        return f"notebook_sched: {where}."
+    if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
+        return (
+            f"notebook_sched: {where}. Rerun here with the same inputs, it failed the same "
+            f"way: the frames below are the rerun's, and %debug lands in the task."
+        )
+    if rerun == "did not fail":
+        return (
+            f"notebook_sched: {where}. Rerun here with the same inputs, it did NOT fail: "
+            f"the failure depends on where it ran (environment, files, memory, the "
+            f"worker's state), so there are no local frames to debug. The worker's traceback:"
+        )
+    return f"notebook_sched: {where}. Local rerun: {rerun}. The worker's traceback:"
+
+
+def _shows_rerun_frames(exc: BaseException, failure: TaskFailure) -> bool:
+    return failure.extra.get("rerun") == "raised the same error" and exc is failure.extra.get(
+        "rerun_exception"
+    )
+
+
+def name_cells(text: str, shell: Any) -> str:
+    """``File "<dynamic-code>", line 5, in parse`` -> ``Cell In[2], line 5, in parse``.
+
+    cloudpickle ships functions defined in a notebook by value and names their code
+    ``<dynamic-code>`` in the worker; the kernel still has the functions, so a name
+    and line that match one defined in a cell give back the cell it came from.
+    """
+    if "<dynamic-code>" not in text or shell is None:
+        return text
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", {})
+    where: dict[str, set] = {}
+    for value in list(shell.user_ns.values()):
+        code = getattr(getattr(value, "func", value), "__code__", None)
+        if code is not None and code.co_filename in cells:
+            where.setdefault(code.co_name, set()).add(cells[code.co_filename])
+        for nested in getattr(code, "co_consts", ()) if code is not None else ():
+            if isinstance(nested, types.CodeType) and nested.co_filename in cells:
+                where.setdefault(nested.co_name, set()).add(cells[nested.co_filename])
+
+    def replace(line: str) -> str:
+        head = '  File "<dynamic-code>", line '
+        if not line.startswith(head):
+            return line
+        number, _, name = line[len(head) :].partition(", in ")
+        found = where.get(name.strip(), set())
+        if len(found) != 1 or not number.isdigit():
+            return line
+        return f"  Cell In[{next(iter(found))}], line {number}, in {name}"
+
+    return "".join(replace(line) for line in text.splitlines(keepends=True))
+
+
 def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> list[str]:
     """The lines IPython shows for ``exc``: key, worker traceback, trimmed local frames."""
     failure = failure or getattr(exc, "__notebook_sched_failure__", None)
     shell = ipython_shell()
     lines = []
     if failure is not None:
-        lines.append(
-            f"notebook_sched: task {failure.key!r} failed on the {failure.backend!r} "
-            f"scheduler ({failure.worker})"
-        )
-        if failure.remote_traceback:
-            lines.append("Traceback in the worker (notebook_sched frames left out):")
-            lines.append(trim_remote_traceback(failure.remote_traceback).rstrip("\n"))
-            rerun = failure.extra.get("rerun")
-            if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
-                lines.append("Rerun here with the same inputs; %debug lands in these frames:")
+        lines.append(_headline(exc, failure))
+        if failure.remote_traceback and not _shows_rerun_frames(exc, failure):
+            text = name_cells(trim_remote_traceback(failure.remote_traceback), shell)
+            lines.append(text.rstrip("\n"))
     if shell is None:
         import traceback
 
         lines.extend(traceback.format_exception(type(exc), exc, trim_traceback(exc.__traceback__)))
         return lines
     cause, suppress = exc.__cause__, exc.__suppress_context__
+    notes = getattr(exc, "__notes__", None)
     if isinstance(cause, RemoteTraceback):
         exc.__cause__, exc.__suppress_context__ = None, True  # shown above already
+    if failure is not None and isinstance(notes, list):
+        # The headline says what our notes say; the user's own notes stay.
+        exc.__notes__ = [n for n in notes if not str(n).startswith("[notebook_sched]")]
     try:
         lines.extend(
             shell.InteractiveTB.structured_traceback(
@@ -345,10 +427,15 @@ def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> 
         )
     finally:
         exc.__cause__, exc.__suppress_context__ = cause, suppress
+        if isinstance(notes, list):
+            exc.__notes__ = notes
     return lines
 
 
-def _attach_renderer(exc: BaseException, failure: TaskFailure) -> None:
+def _attach_renderer(exc: BaseException, failure: TaskFailure | None) -> None:
+    if failure is None and hasattr(exc, "_render_traceback_"):
+        return  # renders itself (or was given ours by an inner run)
+
     def _render_traceback_() -> list[str]:
         return render_traceback(exc, failure)
 
@@ -356,7 +443,8 @@ def _attach_renderer(exc: BaseException, failure: TaskFailure) -> None:
         exc._render_traceback_ = _render_traceback_  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         pass
-    _ensure_formatters()
+    if failure is not None:
+        _ensure_formatters()
 
 
 # -- the failure record, readable ---------------------------------------------------

@@ -106,7 +106,11 @@ def test_cell_magic_failure_restores_settings_and_debugs_into_the_task(kn):
     assert ex.status == "error" and ex.error["ename"] == "ZeroDivisionError"
     shown = "\n".join(ex.error["traceback"])
     assert "task 'scale-7' failed on the 'processes' scheduler" in shown
-    assert "Traceback in the worker" in shown and "_worker.py" not in shown
+    # Said once: the headline (key, backend, the rerun's outcome), the user's cell line
+    # (not a run_cell_magic frame), the task's frame, the error; no worker copy, no notes.
+    assert "it failed the same way" in shown and "_worker.py" not in shown
+    assert shown.count("division by zero") == 1 and shown.count("[notebook_sched]") == 0
+    assert "run_cell_magic" not in shown and "ns.get(dsk, \x1b" in shown
     assert "engine.py" not in shown and "debug.py" not in shown
     assert config_of(kn) == ("threads", 2, None, "auto")
     # What %debug would open: the bottom of sys.last_traceback is the task, with locals.
