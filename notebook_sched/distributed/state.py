@@ -189,8 +189,12 @@ class SchedulerState(Placement, DataRequests):
                 user.waiting = 1
 
     def _killed_error(self, ts: TaskState) -> KilledWorker:
-        deaths = ", ".join(
-            f"{name}: exit code {code} ({describe_exit(code)})" for name, code in ts.deaths
+        by_code: dict = {}  # the same exit of several workers is said once
+        for name, code in ts.deaths:
+            by_code.setdefault(code, []).append(name)
+        deaths = "; ".join(
+            f"{', '.join(names)}: exit code {code} ({describe_exit(code)})"
+            for code, names in by_code.items()
         )
         return KilledWorker(
             f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
