@@ -46,7 +46,9 @@ from .failure import RemoteTraceback, TaskFailure, last_failure
 
 __all__ = [
     "RerunUnavailable",
+    "post_mortem",
     "failure_hook",
+    "prepare_display",
     "rerun_task",
     "rerun_graph",
     "render_traceback",
@@ -257,6 +259,13 @@ def failure_hook(call, backend: str, options: dict) -> Any:
         raise
 
 
+def prepare_display(failure: TaskFailure) -> None:
+    """Failure-record hook: in IPython, the exception renders trimmed wherever it is raised
+    (``Future.result()`` included, which does not pass :func:`failure_hook`)."""
+    if ipython_shell() is not None:
+        _attach_renderer(failure.exception, failure)
+
+
 def rerun_graph(failure: TaskFailure | None = None, **options: Any) -> None:
     """Rerun the whole graph of ``failure`` (default: the last) on the ``sync`` scheduler.
 
@@ -275,6 +284,47 @@ def rerun_graph(failure: TaskFailure | None = None, **options: Any) -> None:
 
     options.setdefault("rerun", "never")
     get(failure.graph, list(failure.requested_keys), scheduler="sync", **options)
+
+
+# -- a debugger session with its commands given up front --------------------------
+
+
+class _TypedCommands:
+    """A debugger's stdin that plays ``commands`` and echoes each after the prompt."""
+
+    def __init__(self, commands: list[str], echo: Any):
+        self._commands = list(commands)
+        self._echo = echo
+
+    def readline(self) -> str:
+        if not self._commands:
+            return ""  # end of input: the debugger quits
+        command = self._commands.pop(0)
+        self._echo.write(command + "\n")
+        return command + "\n"
+
+
+def post_mortem(commands: list[str], tb: types.TracebackType | None = None) -> None:
+    """What ``%debug`` does after an error, with the commands typed in advance.
+
+    ``post_mortem(["p text", "ll", "q"])`` opens IPython's debugger in the frame where
+    the last error was raised (``sys.last_traceback``, or ``tb``), runs the commands
+    and prints the session as it would look typed by hand.  Tutorials and tests use it
+    so that a notebook runs top to bottom without anyone typing into a debugger.
+    """
+    tb = tb if tb is not None else getattr(sys, "last_traceback", None)
+    if tb is None:
+        raise RuntimeError("post_mortem: no error to debug yet (sys.last_traceback is not set)")
+    shell = ipython_shell()
+    if shell is not None and getattr(shell, "debugger_cls", None) is not None:
+        pdb_class = shell.debugger_cls
+    else:
+        from IPython.core.debugger import Pdb as pdb_class
+    out = sys.stdout
+    debugger = pdb_class(stdin=_TypedCommands(commands, out), stdout=out)
+    debugger.use_rawinput = False
+    debugger.reset()
+    debugger.interaction(None, tb)
 
 
 # -- tracebacks --------------------------------------------------------------------
@@ -302,19 +352,27 @@ def _is_library(frame: types.FrameType) -> bool:
 def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
     """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames.
 
-    Library frames that our frames called (``multiprocessing.connection.wait``, the
-    selector an interrupt lands in) go too; library frames the user's code called stay.
+    Library frames next to ours go too: those our frames called
+    (``multiprocessing.connection.wait``, the selector an interrupt lands in) and those
+    that only lead into ours (``dask.compute`` calling our scheduler).  Library frames
+    between two frames of the user's code stay.
     """
-    kept = []
-    called_by_us = False
+    entries = []
     while tb is not None:
         frame = tb.tb_frame
-        if _is_ours(frame):
-            called_by_us = True
-        elif not (called_by_us and _is_library(frame)):
-            kept.append(tb)
-            called_by_us = False
+        kind = "ours" if _is_ours(frame) else "library" if _is_library(frame) else "user"
+        entries.append((tb, kind))
         tb = tb.tb_next
+    kept = []
+    for i, (entry, kind) in enumerate(entries):
+        if kind == "ours":
+            continue
+        if kind == "library":
+            before = next((k for _, k in reversed(entries[:i]) if k != "library"), None)
+            after = next((k for _, k in entries[i + 1 :] if k != "library"), None)
+            if "ours" in (before, after):
+                continue
+        kept.append(entry)
     chain = None
     for entry in reversed(kept):
         chain = types.TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
