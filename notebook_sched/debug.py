@@ -55,6 +55,7 @@ __all__ = [
     "trim_remote_traceback",
     "name_cells",
     "format_failure",
+    "describe_call",
     "failure_html",
     "register_formatters",
     "ipython_shell",
@@ -516,6 +517,32 @@ def _short(value: Any, limit: int = MAX_REPR) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def describe_call(failure: TaskFailure, limit: int = 200) -> str | None:
+    """The failed task as a call, with its literal arguments: ``invert(3)``.
+
+    Arguments that are keys of the graph are shown as the key (their values are the
+    inputs); so a task of a ``map`` shows which element it had.  None when the task is
+    not a plain ``(function, *args)`` tuple of a recorded graph.
+    """
+    from .delayed import _apply, _name_of
+    from .graph import is_task
+
+    graph = failure.graph
+    try:
+        task = graph[failure.key] if graph is not None else None
+    except Exception:
+        return None
+    if not is_task(task):
+        return None
+    func, args, kwargs = task[0], list(task[1:]), {}
+    if func is _apply and len(args) == 3 and isinstance(args[1], list):
+        func, args, kwargs = args[0], args[1], args[2] if isinstance(args[2], dict) else {}
+    parts = [_short(a, 60) for a in args]
+    parts += [f"{k}={_short(v, 60)}" for k, v in kwargs.items()]
+    text = f"{_name_of(func)}({', '.join(parts)})"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def format_failure(failure: TaskFailure) -> str:
     """A plain-text report of a failure: key, error, worker, inputs, trimmed traceback."""
     exc = failure.exception
@@ -524,10 +551,13 @@ def format_failure(failure: TaskFailure) -> str:
         f"(worker {failure.worker})",
         f"  error:  {type(exc).__name__}: {exc}",
     ]
+    call = describe_call(failure)
+    if call is not None:
+        lines.append(f"  task:   {call}")
     if failure.inputs is None:
         lines.append("  inputs: not brought back")
     elif not failure.inputs:
-        lines.append("  inputs: none (the task reads no other key)")
+        lines.append("  inputs: none (its arguments are all in the task above)")
     else:
         lines.append("  inputs:")
         lines.extend(f"    {_short(k, 50)}: {_short(v)}" for k, v in failure.inputs.items())
@@ -535,8 +565,8 @@ def format_failure(failure: TaskFailure) -> str:
         lines.append(f"  local rerun: {failure.extra['rerun']}")
     if failure.remote_traceback:
         lines.append("  worker traceback (notebook_sched frames left out):")
-        text = trim_remote_traceback(failure.remote_traceback).rstrip("\n")
-        lines.extend("    " + line for line in text.splitlines())
+        text = name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell())
+        lines.extend("    " + line for line in text.rstrip("\n").splitlines())
     lines.append(
         "  %debug after the error opens the task's frame; %sched_rerun reruns the whole "
         "graph on the sync scheduler."
@@ -553,6 +583,9 @@ def failure_html(failure: TaskFailure) -> str:
         ("error", f"<b>{esc(type(exc).__name__)}</b>: {esc(str(exc))}"),
         ("scheduler", f"{esc(failure.backend)} (worker {esc(str(failure.worker))})"),
     ]
+    call = describe_call(failure)
+    if call is not None:
+        rows.insert(1, ("task", f"<code>{esc(call)}</code>"))
     if failure.inputs is None:
         rows.append(("inputs", "<i>not brought back</i>"))
     else:
@@ -564,7 +597,7 @@ def failure_html(failure: TaskFailure) -> str:
     if "rerun" in failure.extra:
         rows.append(("local rerun", esc(str(failure.extra["rerun"]))))
     if failure.remote_traceback:
-        text = esc(trim_remote_traceback(failure.remote_traceback))
+        text = esc(name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell()))
         rows.append(("worker traceback", f"<pre style='margin:0'>{text}</pre>"))
     body = "".join(
         f"<tr><th style='text-align:left;vertical-align:top'>{k}</th>"
