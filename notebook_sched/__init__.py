@@ -79,6 +79,11 @@ def unload_ipython_extension(ipython: Any) -> None:
     unload(ipython)
 
 
+def __dir__() -> list[str]:
+    """Tab completion and ``dir(ns)`` list the public names, the lazy ones included."""
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

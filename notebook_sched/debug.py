@@ -46,12 +46,16 @@ from .failure import RemoteTraceback, TaskFailure, last_failure
 
 __all__ = [
     "RerunUnavailable",
+    "post_mortem",
     "failure_hook",
+    "prepare_display",
     "rerun_task",
     "rerun_graph",
     "render_traceback",
     "trim_remote_traceback",
+    "name_cells",
     "format_failure",
+    "describe_call",
     "failure_html",
     "register_formatters",
     "ipython_shell",
@@ -236,11 +240,15 @@ def failure_hook(call, backend: str, options: dict) -> Any:
     __tracebackhide__ = True
     try:
         return call()
-    except Exception as exc:
+    except BaseException as exc:
         failure = getattr(exc, "__notebook_sched_failure__", None)
-        if not isinstance(failure, TaskFailure) or failure.exception is not exc:
-            raise
         in_shell = ipython_shell() is not None
+        if not isinstance(failure, TaskFailure) or failure.exception is not exc:
+            # GraphError, KeyboardInterrupt, a dead worker...: the user's cell, then the
+            # message, without the scheduler's (and multiprocessing's) frames.
+            if in_shell:
+                _attach_renderer(exc, None)
+            raise
         if _should_rerun(failure, options.get("rerun")):
             again = _rerun_for_debugging(failure, exc)
             if again is not None:
@@ -250,6 +258,13 @@ def failure_hook(call, backend: str, options: dict) -> Any:
         if in_shell:
             _attach_renderer(exc, failure)
         raise
+
+
+def prepare_display(failure: TaskFailure) -> None:
+    """Failure-record hook: in IPython, the exception renders trimmed wherever it is raised
+    (``Future.result()`` included, which does not pass :func:`failure_hook`)."""
+    if ipython_shell() is not None:
+        _attach_renderer(failure.exception, failure)
 
 
 def rerun_graph(failure: TaskFailure | None = None, **options: Any) -> None:
@@ -272,6 +287,47 @@ def rerun_graph(failure: TaskFailure | None = None, **options: Any) -> None:
     get(failure.graph, list(failure.requested_keys), scheduler="sync", **options)
 
 
+# -- a debugger session with its commands given up front --------------------------
+
+
+class _TypedCommands:
+    """A debugger's stdin that plays ``commands`` and echoes each after the prompt."""
+
+    def __init__(self, commands: list[str], echo: Any):
+        self._commands = list(commands)
+        self._echo = echo
+
+    def readline(self) -> str:
+        if not self._commands:
+            return ""  # end of input: the debugger quits
+        command = self._commands.pop(0)
+        self._echo.write(command + "\n")
+        return command + "\n"
+
+
+def post_mortem(commands: list[str], tb: types.TracebackType | None = None) -> None:
+    """What ``%debug`` does after an error, with the commands typed in advance.
+
+    ``post_mortem(["p text", "ll", "q"])`` opens IPython's debugger in the frame where
+    the last error was raised (``sys.last_traceback``, or ``tb``), runs the commands
+    and prints the session as it would look typed by hand.  Tutorials and tests use it
+    so that a notebook runs top to bottom without anyone typing into a debugger.
+    """
+    tb = tb if tb is not None else getattr(sys, "last_traceback", None)
+    if tb is None:
+        raise RuntimeError("post_mortem: no error to debug yet (sys.last_traceback is not set)")
+    shell = ipython_shell()
+    if shell is not None and getattr(shell, "debugger_cls", None) is not None:
+        pdb_class = shell.debugger_cls
+    else:
+        from IPython.core.debugger import Pdb as pdb_class
+    out = sys.stdout
+    debugger = pdb_class(stdin=_TypedCommands(commands, out), stdout=out)
+    debugger.use_rawinput = False
+    debugger.reset()
+    debugger.interaction(None, tb)
+
+
 # -- tracebacks --------------------------------------------------------------------
 
 
@@ -282,13 +338,42 @@ def _is_ours(frame: types.FrameType) -> bool:
     return name.startswith("IPython.core.")  # run_code and magic plumbing
 
 
+_LIBRARY_DIRS = tuple(
+    {os.path.join(os.path.realpath(prefix), "lib") for prefix in (sys.prefix, sys.base_prefix)}
+)
+
+
+def _is_library(frame: types.FrameType) -> bool:
+    filename = frame.f_code.co_filename
+    if filename.startswith("<frozen "):
+        return True
+    return os.path.realpath(filename).startswith(_LIBRARY_DIRS)
+
+
 def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames."""
-    kept = []
+    """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames.
+
+    Library frames next to ours go too: those our frames called
+    (``multiprocessing.connection.wait``, the selector an interrupt lands in) and those
+    that only lead into ours (``dask.compute`` calling our scheduler).  Library frames
+    between two frames of the user's code stay.
+    """
+    entries = []
     while tb is not None:
-        if not _is_ours(tb.tb_frame):
-            kept.append(tb)
+        frame = tb.tb_frame
+        kind = "ours" if _is_ours(frame) else "library" if _is_library(frame) else "user"
+        entries.append((tb, kind))
         tb = tb.tb_next
+    kept = []
+    for i, (entry, kind) in enumerate(entries):
+        if kind == "ours":
+            continue
+        if kind == "library":
+            before = next((k for _, k in reversed(entries[:i]) if k != "library"), None)
+            after = next((k for _, k in entries[i + 1 :] if k != "library"), None)
+            if "ours" in (before, after):
+                continue
+        kept.append(entry)
     chain = None
     for entry in reversed(kept):
         chain = types.TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
@@ -313,30 +398,86 @@ def trim_remote_traceback(text: str) -> str:
     return "".join(out)
 
 
+def _headline(exc: BaseException, failure: TaskFailure) -> str:
+    """What failed where, and what the local rerun found: said once, first."""
+    where = f"task {failure.key!r} failed on the {failure.backend!r} scheduler ({failure.worker})"
+    rerun = failure.extra.get("rerun")
+    if not failure.remote_traceback or rerun is None:
+        return f"notebook_sched: {where}."
+    if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
+        return (
+            f"notebook_sched: {where}. Rerun here with the same inputs, it failed the same "
+            f"way: the frames below are the rerun's, and %debug lands in the task."
+        )
+    if rerun == "did not fail":
+        return (
+            f"notebook_sched: {where}. Rerun here with the same inputs, it did NOT fail: "
+            f"the failure depends on where it ran (environment, files, memory, the "
+            f"worker's state), so there are no local frames to debug. The worker's traceback:"
+        )
+    return f"notebook_sched: {where}. Local rerun: {rerun}. The worker's traceback:"
+
+
+def _shows_rerun_frames(exc: BaseException, failure: TaskFailure) -> bool:
+    return failure.extra.get("rerun") == "raised the same error" and exc is failure.extra.get(
+        "rerun_exception"
+    )
+
+
+def name_cells(text: str, shell: Any) -> str:
+    """``File "<dynamic-code>", line 5, in parse`` -> ``Cell In[2], line 5, in parse``.
+
+    cloudpickle ships functions defined in a notebook by value and names their code
+    ``<dynamic-code>`` in the worker; the kernel still has the functions, so a name
+    and line that match one defined in a cell give back the cell it came from.
+    """
+    if "<dynamic-code>" not in text or shell is None:
+        return text
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", {})
+    where: dict[str, set] = {}
+    for value in list(shell.user_ns.values()):
+        code = getattr(getattr(value, "func", value), "__code__", None)
+        if code is not None and code.co_filename in cells:
+            where.setdefault(code.co_name, set()).add(cells[code.co_filename])
+        for nested in getattr(code, "co_consts", ()) if code is not None else ():
+            if isinstance(nested, types.CodeType) and nested.co_filename in cells:
+                where.setdefault(nested.co_name, set()).add(cells[nested.co_filename])
+
+    def replace(line: str) -> str:
+        head = '  File "<dynamic-code>", line '
+        if not line.startswith(head):
+            return line
+        number, _, name = line[len(head) :].partition(", in ")
+        found = where.get(name.strip(), set())
+        if len(found) != 1 or not number.isdigit():
+            return line
+        return f"  Cell In[{next(iter(found))}], line {number}, in {name}"
+
+    return "".join(replace(line) for line in text.splitlines(keepends=True))
+
+
 def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> list[str]:
     """The lines IPython shows for ``exc``: key, worker traceback, trimmed local frames."""
     failure = failure or getattr(exc, "__notebook_sched_failure__", None)
     shell = ipython_shell()
     lines = []
     if failure is not None:
-        lines.append(
-            f"notebook_sched: task {failure.key!r} failed on the {failure.backend!r} "
-            f"scheduler ({failure.worker})"
-        )
-        if failure.remote_traceback:
-            lines.append("Traceback in the worker (notebook_sched frames left out):")
-            lines.append(trim_remote_traceback(failure.remote_traceback).rstrip("\n"))
-            rerun = failure.extra.get("rerun")
-            if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
-                lines.append("Rerun here with the same inputs; %debug lands in these frames:")
+        lines.append(_headline(exc, failure))
+        if failure.remote_traceback and not _shows_rerun_frames(exc, failure):
+            text = name_cells(trim_remote_traceback(failure.remote_traceback), shell)
+            lines.append(text.rstrip("\n"))
     if shell is None:
         import traceback
 
         lines.extend(traceback.format_exception(type(exc), exc, trim_traceback(exc.__traceback__)))
         return lines
     cause, suppress = exc.__cause__, exc.__suppress_context__
+    notes = getattr(exc, "__notes__", None)
     if isinstance(cause, RemoteTraceback):
         exc.__cause__, exc.__suppress_context__ = None, True  # shown above already
+    if failure is not None and isinstance(notes, list):
+        # The headline says what our notes say; the user's own notes stay.
+        exc.__notes__ = [n for n in notes if not str(n).startswith("[notebook_sched]")]
     try:
         lines.extend(
             shell.InteractiveTB.structured_traceback(
@@ -345,10 +486,15 @@ def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> 
         )
     finally:
         exc.__cause__, exc.__suppress_context__ = cause, suppress
+        if isinstance(notes, list):
+            exc.__notes__ = notes
     return lines
 
 
-def _attach_renderer(exc: BaseException, failure: TaskFailure) -> None:
+def _attach_renderer(exc: BaseException, failure: TaskFailure | None) -> None:
+    if failure is None and hasattr(exc, "_render_traceback_"):
+        return  # renders itself (or was given ours by an inner run)
+
     def _render_traceback_() -> list[str]:
         return render_traceback(exc, failure)
 
@@ -356,7 +502,8 @@ def _attach_renderer(exc: BaseException, failure: TaskFailure) -> None:
         exc._render_traceback_ = _render_traceback_  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         pass
-    _ensure_formatters()
+    if failure is not None:
+        _ensure_formatters()
 
 
 # -- the failure record, readable ---------------------------------------------------
@@ -370,6 +517,32 @@ def _short(value: Any, limit: int = MAX_REPR) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def describe_call(failure: TaskFailure, limit: int = 200) -> str | None:
+    """The failed task as a call, with its literal arguments: ``invert(3)``.
+
+    Arguments that are keys of the graph are shown as the key (their values are the
+    inputs); so a task of a ``map`` shows which element it had.  None when the task is
+    not a plain ``(function, *args)`` tuple of a recorded graph.
+    """
+    from .delayed import _apply, _name_of
+    from .graph import is_task
+
+    graph = failure.graph
+    try:
+        task = graph[failure.key] if graph is not None else None
+    except Exception:
+        return None
+    if not is_task(task):
+        return None
+    func, args, kwargs = task[0], list(task[1:]), {}
+    if func is _apply and len(args) == 3 and isinstance(args[1], list):
+        func, args, kwargs = args[0], args[1], args[2] if isinstance(args[2], dict) else {}
+    parts = [_short(a, 60) for a in args]
+    parts += [f"{k}={_short(v, 60)}" for k, v in kwargs.items()]
+    text = f"{_name_of(func)}({', '.join(parts)})"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def format_failure(failure: TaskFailure) -> str:
     """A plain-text report of a failure: key, error, worker, inputs, trimmed traceback."""
     exc = failure.exception
@@ -378,10 +551,13 @@ def format_failure(failure: TaskFailure) -> str:
         f"(worker {failure.worker})",
         f"  error:  {type(exc).__name__}: {exc}",
     ]
+    call = describe_call(failure)
+    if call is not None:
+        lines.append(f"  task:   {call}")
     if failure.inputs is None:
         lines.append("  inputs: not brought back")
     elif not failure.inputs:
-        lines.append("  inputs: none (the task reads no other key)")
+        lines.append("  inputs: none (its arguments are all in the task above)")
     else:
         lines.append("  inputs:")
         lines.extend(f"    {_short(k, 50)}: {_short(v)}" for k, v in failure.inputs.items())
@@ -389,8 +565,8 @@ def format_failure(failure: TaskFailure) -> str:
         lines.append(f"  local rerun: {failure.extra['rerun']}")
     if failure.remote_traceback:
         lines.append("  worker traceback (notebook_sched frames left out):")
-        text = trim_remote_traceback(failure.remote_traceback).rstrip("\n")
-        lines.extend("    " + line for line in text.splitlines())
+        text = name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell())
+        lines.extend("    " + line for line in text.rstrip("\n").splitlines())
     lines.append(
         "  %debug after the error opens the task's frame; %sched_rerun reruns the whole "
         "graph on the sync scheduler."
@@ -407,6 +583,9 @@ def failure_html(failure: TaskFailure) -> str:
         ("error", f"<b>{esc(type(exc).__name__)}</b>: {esc(str(exc))}"),
         ("scheduler", f"{esc(failure.backend)} (worker {esc(str(failure.worker))})"),
     ]
+    call = describe_call(failure)
+    if call is not None:
+        rows.insert(1, ("task", f"<code>{esc(call)}</code>"))
     if failure.inputs is None:
         rows.append(("inputs", "<i>not brought back</i>"))
     else:
@@ -418,7 +597,7 @@ def failure_html(failure: TaskFailure) -> str:
     if "rerun" in failure.extra:
         rows.append(("local rerun", esc(str(failure.extra["rerun"]))))
     if failure.remote_traceback:
-        text = esc(trim_remote_traceback(failure.remote_traceback))
+        text = esc(name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell()))
         rows.append(("worker traceback", f"<pre style='margin:0'>{text}</pre>"))
     body = "".join(
         f"<tr><th style='text-align:left;vertical-align:top'>{k}</th>"

@@ -20,6 +20,7 @@ indexing, calls and arithmetic on a Delayed build new tasks.
 
 from __future__ import annotations
 
+import functools
 import operator
 import uuid
 from collections.abc import Callable, Hashable
@@ -37,8 +38,23 @@ def _token() -> str:
 
 
 def _name_of(func: Any) -> str:
-    name = getattr(func, "__name__", None) or type(func).__name__
-    return "lambda" if name == "<lambda>" else name
+    """The name part of a task key for ``func``, as Dask's ``funcname``.
+
+    Functions, builtins, classes and methods by ``__name__``; partials by the function
+    they wrap; ``methodcaller`` by its method; other callables by their class.
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    if isinstance(func, operator.methodcaller):
+        return _clip(func.__reduce__()[1][0])  # (methodcaller, (name, *args))
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str) or not name:
+        name = type(func).__name__
+    return "lambda" if name == "<lambda>" else _clip(name)
+
+
+def _clip(name: str) -> str:
+    return name[:50]
 
 
 class Delayed:
@@ -99,9 +115,25 @@ class Delayed:
             f"or compute it first."
         )
 
+    @property
+    def dask(self) -> dict:
+        """The graph, as Dask's ``Delayed.dask``."""
+        return self.__dask_graph__()
+
+    def persist(self, scheduler: Any = None, **options: Any) -> Delayed:
+        """Compute now; a Delayed with the same key whose graph holds the result only."""
+        value = self.compute(scheduler=scheduler, **options)
+        return Delayed(self._key, _as_data(value))
+
     def __getattr__(self, name: str) -> Delayed:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
+        # Private and special names (IPython's _repr_*_ probes, pickle's hooks) and
+        # Dask's names we do not implement are errors, not lazy attribute lookups.
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in _NOT_LAZY:
+            raise AttributeError(
+                f"Delayed objects of notebook_sched have no {name!r}. {_NOT_LAZY[name]}"
+            )
         return _call(getattr, (self, name), {}, name=f"getattr-{name}")
 
     def __getitem__(self, index: Any) -> Delayed:
@@ -109,6 +141,23 @@ class Delayed:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Delayed:
         return _call(_apply, (self, list(args), kwargs), {}, name="call")
+
+
+_NOT_LAZY = {
+    "visualize": (
+        "To draw the graph, pass this object to dask.visualize(...) (needs graphviz), or "
+        "read its graph with .__dask_graph__(). To reach an attribute of the computed value "
+        "named 'visualize', use ns.delayed(getattr)(obj, 'visualize')."
+    ),
+    "visualise": "Did you mean .visualize? (not available either; see its message).",
+}
+
+
+def _as_data(value: Any) -> Any:
+    """``value`` as a graph value that is data whatever it looks like."""
+    if type(value) in (str, bytes, tuple, list, dict, set, frozenset):
+        return (_unwrap, _Literal(value))  # could read as a key, a task or hold keys
+    return value
 
 
 def _first(results: Any) -> Any:
@@ -233,7 +282,7 @@ def delayed(obj: Any = None, *, name: str | None = None):
         return lambda func: delayed(func, name=name)
     if isinstance(obj, Delayed):
         return obj
-    if callable(obj) and not isinstance(obj, type):
+    if callable(obj):  # functions, classes, builtins, partials, callable objects
         return DelayedFunction(obj, name)
     deps: list = []
     task = _to_task(obj, deps)

@@ -14,7 +14,7 @@ caller, so ``%debug`` lands in the task's frame; nothing here depends on it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,14 @@ class TaskFailure:
 
 _lock = threading.Lock()  # guards _last
 _last: TaskFailure | None = None
+# Set by the debugging layer (debug.py): gives a recorded failure's exception its IPython
+# rendering, also when it reaches the user outside ``get`` (``Future.result()``).
+_display_hook: Callable[[TaskFailure], None] | None = None
+
+
+def set_display_hook(hook: Callable[[TaskFailure], None] | None) -> None:
+    global _display_hook
+    _display_hook = hook
 
 
 def record_failure(failure: TaskFailure) -> TaskFailure:
@@ -78,6 +86,8 @@ def record_failure(failure: TaskFailure) -> TaskFailure:
         failure.exception.__notebook_sched_failure__ = failure  # type: ignore[attr-defined]
     except (AttributeError, TypeError):  # exceptions with __slots__
         pass
+    if _display_hook is not None:
+        _display_hook(failure)
     return failure
 
 

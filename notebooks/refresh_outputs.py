@@ -8,8 +8,10 @@ shows. Run this after editing a notebook, look at the diff, and commit both.
 
 Rules, the same nbval applies:
 
-* a cell whose first line is ``# NBVAL_SKIP`` is not run and keeps no output (those
-  cells open the debugger and would wait for input);
+* a cell whose first line is ``# NBVAL_SKIP`` is not run and keeps no output; the
+  tutorials have none, since JupyterLab's Run All runs every cell
+  (``tests/test_notebook_run_all.py`` checks that each one runs top to bottom; a
+  debugger session is played with its commands given up front, ``debug.post_mortem``);
 * a cell tagged ``raises-exception`` (or marked ``# NBVAL_RAISES_EXCEPTION``) must
   raise; any other cell must not. The tag also lets JupyterLab's "Run All" go on
   past the cell.

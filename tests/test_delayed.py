@@ -105,3 +105,71 @@ def test_literal_tuple_with_callable_stays_data():
 
 def test_task_like_tuple_argument_stays_data():
     assert delayed(lambda t: t)((len, "abc")).compute(scheduler="processes") == (len, "abc")
+
+
+class _Scale:
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, x):
+        return x * self.factor
+
+    def apply(self, x):
+        return x * self.factor
+
+
+def test_tasks_are_named_after_the_function_as_dask_funcname():
+    """Classes, builtins, partials, methods and callables give ``<name>-<token>`` keys."""
+    import functools
+
+    cases = {
+        "str": ns.delayed(str)(5),
+        "int": ns.delayed(functools.partial(int, base=2))("11"),
+        "split": ns.delayed(operator.methodcaller("split", ","))("a,b"),
+        "_Scale": ns.delayed(_Scale(3))(2),
+        "apply": ns.delayed(_Scale(3).apply)(2),
+        "lambda": ns.delayed(lambda x: x)(1),
+        "dict": ns.delayed(dict)(a=1),
+    }
+    for name, value in cases.items():
+        assert ns.graph.key_split(value.key) == name, (name, value.key)
+    # One task each: the function is part of the task, not a constant of its own.
+    assert len(cases["str"].__dask_graph__()) == 1
+    assert ns.compute(*cases.values(), scheduler="sync") == ("5", 3, ["a", "b"], 6, 6, 1, {"a": 1})
+
+
+def test_delayed_class_counts_one_task_in_progress():
+    from notebook_sched.events import Observer
+
+    seen = []
+
+    class Runs(Observer):
+        def graph_started(self, run):
+            seen.append(list(run.task_keys))
+
+    value = ns.delayed(str)(7)
+    assert value.compute(scheduler="sync", observers=[Runs()]) == "7"
+    assert [[ns.graph.key_split(k) for k in keys] for keys in seen] == [["str"]]
+
+
+def test_persist_keeps_the_result_as_data():
+    calls = []
+
+    def record(x):
+        calls.append(x)
+        return [x, "not-a-key"]
+
+    kept = ns.delayed(record)(2).persist(scheduler="sync")
+    assert isinstance(kept, ns.Delayed) and kept.key.startswith("record-")
+    assert (kept + [3]).compute(scheduler="sync") == [2, "not-a-key", 3]
+    assert kept.compute(scheduler="threads") == [2, "not-a-key"]
+    assert calls == [2]  # computed once, by persist
+    assert kept.dask[kept.key] != (record, 2)
+
+
+@pytest.mark.parametrize("name", ["visualize", "_repr_html_", "_ipython_display_"])
+def test_dask_and_private_names_are_attribute_errors(name):
+    value = ns.delayed(sum)([1, 2])
+    with pytest.raises(AttributeError, match=name):
+        getattr(value, name)
+    assert not hasattr(value, name)

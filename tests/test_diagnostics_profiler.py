@@ -137,3 +137,26 @@ def test_plot_draws_a_row_per_worker_and_marks_failures(no_leaks):
         assert prof.plot(ax=own, title="mine") is own and own.get_title() == "mine"
     finally:
         plt.close(fig)
+
+
+def test_notebook_display_of_plot_and_profiler(no_leaks):
+    """``prof.plot()`` as a cell's last line shows no ``<Axes: ...>``; the Profiler has an
+    HTML view with its counts, the summary table and the task stream as an image."""
+    import matplotlib.pyplot as plt
+    from IPython.core.formatters import DisplayFormatter
+
+    formatter = DisplayFormatter()
+    with ns.Profiler() as prof:
+        ns.get({"a": (sum, [1, 2]), "b": (str, "a")}, "b", scheduler="threads")
+    ax = prof.plot()
+    try:
+        data, _ = formatter.format(ax)
+        assert data == {}, data  # displayed as nothing; the figure shows on its own
+    finally:
+        plt.close(ax.figure)
+    data, _ = formatter.format(prof)
+    page = data["text/html"]
+    assert "2 tasks, 0 failed, 1 worker, 1 run" in page
+    assert "<td>a</td>" in page and "<td>b</td>" in page  # the summary table
+    assert "<img alt='task stream' src='data:image/png;base64," in page
+    assert plt.get_fignums() == []  # the HTML view drew on its own Figure, not pyplot's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import threading
 import time
 
@@ -361,7 +362,9 @@ def test_widget_view_styles_and_message():
     styles = [r.bar.bar_style for r in view.rows]
     assert styles[-1] == "danger" and set(styles[:-1]) == {""}  # p0 is in "other"
     assert "p0-0" in view.header.value and "bad &lt;value&gt;" in view.header.value
-    assert view.rows[-1].bar.description == "other (4) 4 / 8"  # p0 and p1 are done
+    failed_row = view.rows[-1].bar
+    assert re.sub("<[^>]+>", "", failed_row.description) == "other (4) 4 / 8"  # p0, p1 done
+    assert "color:#c00" in failed_row.description and failed_row.layout.border
     text = repr(view.box)
     assert text.startswith("notebook_sched FAILED (") and "tasks in" in text.split(")")[0]
     assert "): task 'p0-0' raised ValueError" in text
@@ -374,3 +377,39 @@ def test_widget_view_styles_and_message():
     view.final(done.snapshot())
     assert view.rows[0].bar.bar_style == "success" and view.rows[0].bar.value == 1
     assert "done" in view.header.value
+
+
+def test_widget_rows_keep_counts_fold_finalize_and_show_a_failure_at_zero():
+    pytest.importorskip("ipywidgets")
+    from notebook_sched.diagnostics import widget as widget_module
+
+    long_name = "sqrt-var-aggregate-finalize-hlgfinalizecompute"
+    keys = [(f"{long_name}-{'a' * 32}", i) for i in range(3)]
+    keys += ["finalize-hlgfinalizecompute-" + "b" * 32, "parse-1", "parse-2"]
+    model = ProgressModel(keys, "threads")
+    view = widget_module.WidgetView("threads")
+    view.build(model.snapshot())
+    names = [row.name for row in view.rows]
+    assert names == [long_name, "parse"] or names == ["parse", long_name]  # no finalize row
+    row = next(r for r in view.rows if r.name == long_name)
+    assert row.bar.description.endswith(" 0 / 3") and len(row.bar.description) < 35
+    assert row.bar.tooltip == long_name  # the full name on hover
+    model.task_failed("parse-1", ValueError("bad"))
+    model.finish(ValueError("bad"))
+    view.final(model.snapshot())
+    parse = next(r for r in view.rows if r.name == "parse")
+    assert parse.bar.value == 0 and parse.bar.bar_style == "danger"
+    assert parse.bar.layout.border == "1px solid #c00" and "color:#c00" in parse.bar.description
+
+
+def test_rate_and_time_left_once_meaningful():
+    from notebook_sched.diagnostics.progress import Snapshot, rate_text
+
+    assert rate_text(Snapshot(done=5, total=100, elapsed=0.5, state="running")) == ""
+    assert rate_text(Snapshot(done=50, total=100, elapsed=2.0, state="running")) == (
+        "25 tasks/s, ~2 s left"
+    )
+    assert rate_text(Snapshot(done=3, total=9000, elapsed=2.0, state="running")) == (
+        "1.5 tasks/s, ~1 h 39 min left"
+    )
+    assert rate_text(Snapshot(done=100, total=100, elapsed=4.0, state="done")) == "25 tasks/s"

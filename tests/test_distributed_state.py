@@ -291,6 +291,7 @@ def test_a_task_that_kills_three_workers_fails_with_killed_worker():
     assert isinstance(error, KilledWorker)
     assert "'bad'" in str(error) and "3 different workers" in str(error)
     assert "SIGKILL" in str(error)
+    assert str(error).count("SIGKILL") == 1  # three workers with the same exit: said once
 
 
 def test_a_task_queued_behind_a_killer_is_not_blamed():

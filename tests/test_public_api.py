@@ -72,3 +72,8 @@ def test_reprs_show_state():
         "<CompiledGraph tasks=2 outputs=1>"
     )
     assert repr(ns.delayed(abs, name="absolute")(1)).startswith("Delayed('absolute-")
+
+
+def test_dir_lists_the_public_names_lazy_ones_included():
+    """``dir(ns)`` is ``__all__`` (no ``Any``/``annotations``), so Tab completes ``ns.pi``."""
+    assert dir(ns) == sorted(ns.__all__)

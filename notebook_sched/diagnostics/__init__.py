@@ -31,11 +31,13 @@ _LAZY = {
 def install_run_hooks() -> None:
     """Register the failure and progress run hooks with ``api`` (idempotent)."""
     from ..api import add_run_hook
-    from ..debug import failure_hook
+    from ..debug import failure_hook, prepare_display
+    from ..failure import set_display_hook
     from .hooks import progress_hook
 
     add_run_hook(failure_hook)
     add_run_hook(progress_hook)
+    set_display_hook(prepare_display)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,10 +15,14 @@ from typing import Any
 
 from .progress import prefix_function
 
-__all__ = ["task_stream"]
+__all__ = ["task_stream", "figure_size"]
 
 FAILED_COLOUR = "#d62728"
 MAX_LEGEND = 15
+
+
+def figure_size(workers: int) -> tuple[float, float]:
+    return (10, 1.2 + 0.45 * max(1, workers))
 
 
 def task_stream(records: list, ax: Any = None, title: str | None = None) -> Any:
@@ -32,7 +36,7 @@ def task_stream(records: list, ax: Any = None, title: str | None = None) -> Any:
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * max(1, len(workers))))
+        _, ax = plt.subplots(figsize=figure_size(len(workers)))
     row_of = {worker: n for n, worker in enumerate(workers)}
     prefix = prefix_function()
     names: list[str] = []

@@ -106,16 +106,62 @@ class Profiler(Observer):
         return ProfileSummary(rows)
 
     def plot(self, ax: Any = None, *, title: str | None = None) -> Any:
-        """Draw the task stream with matplotlib; returns the Axes."""
+        """Draw the task stream with matplotlib; returns the Axes.
+
+        In a notebook, ``prof.plot()`` as a cell's last line shows the figure only (the
+        returned Axes displays as nothing, instead of a stray ``<Axes: ...>`` line).
+        """
         from .plot import task_stream
 
-        return task_stream(self.records, ax=ax, title=title)
+        made_here = ax is None
+        ax = task_stream(self.records, ax=ax, title=title)
+        if made_here:
+            try:  # IPython calls _ipython_display_ instead of printing the repr
+                ax._ipython_display_ = _display_nothing
+            except AttributeError:
+                pass
+        return ax
 
     def __repr__(self) -> str:
         return (
             f"<Profiler tasks={len(self.records)} failed={len(self.failed)} "
             f"workers={len(self.workers)} runs={len(self.runs)}>"
         )
+
+    def _repr_html_(self) -> str:
+        """In a notebook: a line of counts, the summary table and the task stream."""
+        head = (
+            f"<b>Profiler</b>: {_count(len(self.records), 'task')}, {len(self.failed)} failed, "
+            f"{_count(len(self.workers), 'worker')}, {_count(len(self.runs), 'run')}"
+        )
+        if not self.records:
+            return f"<div>{head} (nothing recorded yet)</div>"
+        return f"<div>{head}{self.summary()._repr_html_()}{self._plot_png()}</div>"
+
+    def _plot_png(self) -> str:
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            return ""
+        import base64
+        import io
+
+        from .plot import figure_size, task_stream
+
+        figure = Figure(figsize=figure_size(len(self.workers)))  # not pyplot: shown once
+        task_stream(self.records, ax=figure.subplots())
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight", dpi=80)
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return f"<img alt='task stream' src='data:image/png;base64,{data}'>"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _display_nothing() -> None:
+    """The notebook display of an Axes that ``Profiler.plot`` made (its figure shows)."""
 
 
 def _natural(name: str) -> tuple:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..graph import key_split
 
-__all__ = ["ProgressModel", "Snapshot", "PrefixCount", "prefix_function", "RUNNING"]
+__all__ = ["ProgressModel", "Snapshot", "PrefixCount", "prefix_function", "rate_text", "RUNNING"]
 
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
 _TOKEN_CHARS = "0123456789abcdef"
@@ -188,3 +188,26 @@ class ProgressModel:
             failed_key=failed_key,
             error=error_text,
         )
+
+
+RATE_AFTER = 1.0  # seconds before a rate and a time left are shown
+
+
+def rate_text(snap: Snapshot) -> str:
+    """``62 tasks/s, ~3 s left`` once a rate means something (as tqdm), else ``""``."""
+    if snap.elapsed < RATE_AFTER or snap.done < 2:
+        return ""
+    rate = snap.done / snap.elapsed
+    text = f"{rate:,.0f} tasks/s" if rate >= 10 else f"{rate:.1f} tasks/s"
+    if snap.state == RUNNING and snap.done < snap.total:
+        text += f", ~{_duration((snap.total - snap.done) / rate)} left"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -2,7 +2,7 @@
 
 ::
 
-    [#############-------------]  52% 5200/10000 tasks | inc 5000/5000, add 200/5000 | 1.3s
+    [###---]  52% 5200/10000 tasks | inc 5000/5000, add 200/5000 | 1.3s | 4,000 tasks/s, ~1 s left
 
 It writes to ``sys.stderr`` (like tqdm), rewriting the line with ``\\r`` where that
 works: a terminal, or a Jupyter stream (front ends render ``\\r`` as a line rewrite).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from .progress import DONE, FAILED, Snapshot
+from .progress import DONE, FAILED, Snapshot, rate_text
 
 __all__ = ["TextView", "format_line"]
 
@@ -43,6 +43,9 @@ def format_line(snap: Snapshot, title: str = "") -> str:
             shown.append(f"+{more} more")
         parts.append(", ".join(shown))
     parts.append(_seconds(snap.elapsed))
+    rate = rate_text(snap)
+    if rate:
+        parts.append(rate)
     if title:
         parts.insert(0, title)
     line = " | ".join(parts)

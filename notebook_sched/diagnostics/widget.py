@@ -2,10 +2,16 @@
 
 ::
 
-    notebook_sched · threads, 4 workers · 5200 / 10000 tasks · 1.3 s
+    notebook_sched · threads, 4 workers · 5200 / 10000 tasks · 1.3 s · 4,000 tasks/s, ~1 s left
     (on failure, in red:) task 'add-17' raised ZeroDivisionError: division by zero
     inc 5000 / 5000   [####################]
     add 200 / 5000    [#                   ]
+
+A row reads ``name done / total``; names longer than ``NAME_CHARS`` are shortened so
+the counts always show (the full name is the tooltip), and Dask's ``finalize-...``
+steps get no row.  The rate and the time left appear once the run is a second old
+(``progress.RATE_AFTER``), as tqdm's do.  A failed row's name turns red and the row gets a red
+outline, so the failure shows even when no task of that kind finished.
 
 Built by the ticker thread of :class:`~notebook_sched.diagnostics.bar.ProgressBar`
 when a run outlasts its delay, and updated by setting traits only: each changed trait
@@ -20,9 +26,9 @@ prefix ``danger`` (red) with the key and message in the header, ``warning`` when
 interrupted.  The view stays
 in the output after the run, like tqdm's notebook bar.
 
-The box's text repr (what front ends without widget support show) is a short
-summary line (:func:`short_line`); the display is re-sent once at the end (``update_display_data``)
-so that fallback shows the final state.
+The box's text repr (what front ends without widget support show) is a short summary
+line (:func:`short_line`); the display is re-sent once at the end
+(``update_display_data``) so that fallback shows the final state.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ import html
 
 import ipywidgets as widgets
 
-from .progress import DONE, FAILED, RUNNING, PrefixCount, Snapshot
+from .progress import DONE, FAILED, RUNNING, PrefixCount, Snapshot, rate_text
 
-__all__ = ["WidgetView", "MAX_ROWS", "short_line"]
+__all__ = ["WidgetView", "MAX_ROWS", "short_line", "short_name"]
 
 MAX_ROWS = 12  # prefixes beyond this are summed in an "other" row
+NAME_CHARS = 22  # longer prefix names are shortened so the counts stay visible
 
 
 def short_line(snap: Snapshot) -> str:
@@ -57,6 +64,9 @@ class _ProgressBox(widgets.VBox):
 
 
 def _rows(prefixes: list[PrefixCount]) -> list[PrefixCount]:
+    # Dask's finalize steps (``finalize-hlgfinalizecompute``, one task that packs the
+    # result) are bookkeeping, not work the user asked for: no row unless they fail.
+    prefixes = [p for p in prefixes if p.failed or not p.name.startswith("finalize")]
     if len(prefixes) <= MAX_ROWS:
         return prefixes
     head = prefixes[: MAX_ROWS - 1]
@@ -74,7 +84,9 @@ class _Row:
     """One prefix: an IntProgress whose description reads ``name done / total``.
 
     One widget per row (three comm models with its layout and style) keeps showing
-    the view cheap: it is built while the compute runs.
+    the view cheap: it is built while the compute runs.  A long name is shortened so
+    the counts always fit (the full name is the row's tooltip); a failed row gets a
+    red name and a red outline, visible even when none of its tasks finished.
     """
 
     def __init__(self, count: PrefixCount):
@@ -84,14 +96,18 @@ class _Row:
             min=0,
             max=max(count.total, 1),
             description=self._text(count),
-            description_allow_html=False,
-            style={"description_width": "16em"},
-            layout=widgets.Layout(width="auto", max_width="48em"),
+            description_allow_html=True,
+            tooltip=count.name,
+            style={"description_width": "18em"},
+            layout=widgets.Layout(width="auto", max_width="50em"),
         )
 
     @staticmethod
     def _text(count: PrefixCount) -> str:
-        return f"{count.name} {count.done} / {count.total}"
+        name = html.escape(short_name(count.name))
+        if count.failed:
+            name = f"<span style='color:#c00;font-weight:bold'>{name}</span>"
+        return f"{name} {count.done} / {count.total}"
 
     def draw(self, count: PrefixCount, style: str) -> None:
         bar = self.bar
@@ -102,6 +118,13 @@ class _Row:
                 bar.value = value
                 bar.bar_style = style
                 bar.description = text
+        if count.failed and style == "danger" and not bar.layout.border:
+            bar.layout.border = "1px solid #c00"  # the failure shows at 0 done too
+
+
+def short_name(name: str, limit: int = NAME_CHARS) -> str:
+    """``sqrt-var-aggregate-finalize-hl...`` cut to ``limit`` characters, with an ellipsis."""
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
 
 
 class WidgetView:
@@ -163,6 +186,7 @@ class WidgetView:
             html.escape(self.title),
             f"{snap.done} / {snap.total} tasks",
             f"{snap.elapsed:.1f} s",
+            rate_text(snap),
         ]
         if status:
             parts.append(f"<b style='color:{colour}'>{status}</b>")

@@ -108,6 +108,7 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's value (fetched from its worker), or its exception raised."""
+        __tracebackhide__ = True  # IPython and ipdb go from the caller to the error
         return self._client._gather_keys([self.key], timeout)[0]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -301,6 +302,7 @@ class Client:
     # -- results ---------------------------------------------------------------
     def gather(self, futures: Any, timeout: float | None = None) -> Any:
         """Values of futures; lists, tuples and dicts of futures keep their shape."""
+        __tracebackhide__ = True
         found: list = []
         collect_futures(futures, found)
         values = self._gather_keys([f.key for f in found], timeout)
@@ -308,6 +310,7 @@ class Client:
         return rebuild(futures, by_key)
 
     def _gather_keys(self, keys: list, timeout: float | None) -> list:
+        __tracebackhide__ = True
         if not keys:
             return []
         waiter = Waiter(self._scheduler)

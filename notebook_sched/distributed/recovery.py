@@ -105,7 +105,10 @@ class Recovery:
                 user.waiting = 1
 
     def _killed_error(self, ts: TaskState) -> KilledWorker:
-        deaths = ", ".join(f"{name}: {why}" for name, why in ts.deaths)
+        by_why: dict = {}  # the same exit of several workers is said once
+        for name, why in ts.deaths:
+            by_why.setdefault(why, []).append(name)
+        deaths = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_why.items())
         return KilledWorker(
             f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
             f"those workers died while running it ({deaths}). The task probably crashes its "

@@ -14,14 +14,22 @@ mistake raises ``UsageError`` naming the valid choices.  Settings map to the con
 True/False, ``--rerun/--no-rerun`` -> ``rerun`` ``"always"``/``"never"``,
 ``--address tcp://host:8786`` -> ``dask_address`` (the cluster of the ``dask`` backend).
 
-The cell body of ``%%schedule`` runs the way ``%%time`` runs its cell: IPython's own
-input transformations, compiled under a cached file name (so tracebacks and the
-debugger show its source), executed in the user namespace, the last expression
-evaluated separately and returned, so IPython displays it as the cell's result.
-Exceptions are not caught: they reach IPython as any cell's do, ``sys.last_traceback``
-is set and ``%debug`` works right after.  The magic's own frames carry
-``__tracebackhide__`` so tracebacks skip them.  Top-level ``await`` is not supported
-in a ``%%schedule`` cell.
+A ``%%schedule`` cell typed in a front end runs as an ordinary cell.  The extension
+adds an input transformer (:func:`scope_cells`) that rewrites the first line,
+``%%schedule processes``, into one line that opens the settings' scope
+(``config.set``), and leaves the body as it is: the cell then runs with its own line
+numbers, its last expression is displayed, and a traceback or ``ipdb where`` starts
+at the user's line (``Cell In[2], line 5``), not at a
+``get_ipython().run_cell_magic('schedule', ...)`` frame holding the whole cell as a
+string.  The scope closes in IPython's ``post_run_cell`` event, which fires after
+every cell, also one that raised or was interrupted.
+
+``get_ipython().run_cell_magic('schedule', ...)`` called from code still works: the
+body is then compiled under a cached file name (so tracebacks and the debugger show
+its source), executed in the user namespace, and its last expression evaluated
+separately and returned, as ``%%time`` does.  Exceptions are not caught: they reach
+IPython as any cell's do, ``sys.last_traceback`` is set and ``%debug`` works right
+after.  The magic's own frames carry ``__tracebackhide__`` so tracebacks skip them.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from .. import config, schedulers
 from .describe import backend_choices, describe_settings, describe_value
 
-__all__ = ["ScheduleMagics"]
+__all__ = ["ScheduleMagics", "scope_cells", "close_cell_scopes"]
 
 _LABELS = {"num_workers": "workers"}
 
@@ -95,6 +103,10 @@ class ScheduleMagics(Magics):
         help="backend name or alias (sync, threads, processes, ...; see %%schedule without "
         "arguments for the list)",
     )
+    @argument("-h", "--help", action="store_true", help="print this help and change nothing")
+    # Written by scope_cells on line 1 of a %%schedule cell: the settings last until the
+    # cell ends (hidden from the usage; users write %%schedule).
+    @argument("--this-cell", action="store_true", help=argparse.SUPPRESS)
     @argument("-w", "--workers", type=_workers, default=None, help="workers per run, or 'auto'")
     @argument(
         "--address",
@@ -113,7 +125,14 @@ class ScheduleMagics(Magics):
     def schedule(self, line: str = "", cell: str | None = None) -> Any:
         """Show or set the scheduler: for later cells (%schedule) or this cell (%%schedule)."""
         __tracebackhide__ = True
-        changes = settings_from(parse_argstring(self.schedule, line))
+        args = parse_argstring(self.schedule, line)
+        if args.help:
+            print(usage())
+            return None
+        changes = settings_from(args)
+        if args.this_cell:
+            _open_scopes.append(config.set(**changes))
+            return None
         if cell is None:
             if not changes:
                 print(describe_settings())
@@ -164,3 +183,38 @@ class ScheduleMagics(Magics):
             f"{failure.backend!r}, {failure.worker}) did not reproduce here. It may depend on "
             f"where it ran or on timing. notebook_sched.last_failure() still describes it."
         )
+
+
+def usage() -> str:
+    """The usage text magic_arguments wrote for ``%schedule`` (what ``%schedule?`` shows)."""
+    text = ScheduleMagics.schedule.__doc__ or ""
+    return text.replace("::\n\n", "", 1).strip("\n")
+
+
+# -- %%schedule cells as ordinary cells ----------------------------------------------
+
+_CELL_MAGIC = "%%schedule"
+_open_scopes: list = []  # config.set scopes of %%schedule cells, closed after the cell
+
+
+def scope_cells(lines: list[str]) -> list[str]:
+    """Input transformer: ``%%schedule ARGS`` on line 1 becomes one line opening the scope.
+
+    The body keeps its lines, so line numbers in tracebacks are the cell's own.
+    """
+    if not lines:
+        return lines
+    first = lines[0]
+    head, _, rest = first.partition(" ")
+    if head.rstrip("\n") != _CELL_MAGIC:
+        return lines
+    if len(lines) == 1 or not "".join(lines[1:]).strip():
+        return lines  # no body: let IPython run the magic (it reports the mistake)
+    line = ("--this-cell " + rest.strip()).strip()
+    return [f"get_ipython().run_line_magic('schedule', {line!r})\n", *lines[1:]]
+
+
+def close_cell_scopes(*_: Any) -> None:
+    """``post_run_cell`` handler: restore the settings a ``%%schedule`` cell changed."""
+    while _open_scopes:
+        _open_scopes.pop().__exit__(None, None, None)

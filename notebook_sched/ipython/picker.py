@@ -4,14 +4,24 @@
 
     notebook_sched.picker()
 
-    scheduler  (o) sync       one task at a time in this thread: debugging, profiling, %debug
-               (•) threads    a thread pool: NumPy, pandas and other code that releases the GIL
-               ( ) processes  worker processes: pure-Python code with small inputs and outputs
+    scheduler  ( ) sync        one task at a time in this thread: debugging, profiling
+               (•) threads     a thread pool: NumPy, pandas and other code that releases...
+               ( ) processes   worker processes: pure-Python code with small inputs...
+               ( ) (other)     an executor or get function set in code; now: none
     workers    [auto (2 CPUs) v]
     progress   [auto | on | off]        rerun  [auto | always | never]
 
+Two columns: the radio buttons carry the names, an HTML column beside them the hints
+(grey, one row per button, the rows as tall as the buttons' labels), so a name never
+runs into its hint.  "(other)" is selected when the config holds an executor or a get
+function (set in code: ``config.set(scheduler=executor)``); its hint names it.
+
 The backends and their hints come from the scheduler registry when the picker is made,
 so backends registered later (``distributed``) appear in pickers made after them.
+
+ipywidgets 8 shows an option whose value is ``None`` as no selection, so the automatic
+settings have the value ``"auto"`` in the widgets and ``None`` in the config; the
+binding maps one to the other (:data:`AUTO`).
 
 Binding: a change in the widget calls ``config.set`` (global, so it applies to the next
 compute); a change of the config (``%schedule``, ``config.set``, the end of a
@@ -25,9 +35,11 @@ Front ends without widgets show the picker's text repr: the same text as ``%sche
 
 from __future__ import annotations
 
+import html
 import os
 import threading
 import weakref
+from concurrent.futures import Executor
 from typing import Any
 
 import ipywidgets as widgets
@@ -37,15 +49,45 @@ from .describe import describe_settings
 
 __all__ = ["Picker", "picker"]
 
-_PROGRESS = [("auto", None), ("on", True), ("off", False)]
+AUTO = "auto"  # the widgets' value for the config's None (automatic)
+_PROGRESS = [("auto", AUTO), ("on", True), ("off", False)]
 _RERUN = [("auto", "auto"), ("always", "always"), ("never", "never")]
 _OTHER = "(other)"  # scheduler option shown when the config holds an executor or get function
+_AUTO_SETTINGS = ("num_workers", "progress")  # None in the config is AUTO in the widget
+_GREY = "color:var(--jp-ui-font-color2, #666)"
+_ROW = (
+    "height:var(--jp-widgets-radio-item-height, 20px);"
+    "line-height:var(--jp-widgets-radio-item-height, 20px);white-space:nowrap"
+)
 
 
 def _worker_options(current: Any) -> list:
     cpus = os.cpu_count() or 1
-    counts = sorted({*range(1, max(2 * cpus, 8) + 1), *([current] if current else [])})
-    return [(f"auto ({cpus} CPUs)", None), *((str(n), n) for n in counts)]
+    extra = [current] if isinstance(current, int) else []
+    counts = sorted({*range(1, max(2 * cpus, 8) + 1), *extra})
+    return [(f"auto ({cpus} CPUs)", AUTO), *((str(n), n) for n in counts)]
+
+
+def to_widget(name: str, value: Any) -> Any:
+    return AUTO if value is None and name in _AUTO_SETTINGS else value
+
+
+def to_config(name: str, value: Any) -> Any:
+    return None if value == AUTO and name in _AUTO_SETTINGS else value
+
+
+def describe_other(scheduler: Any) -> str:
+    """The hint of "(other)": what it stands for, and which object is set now."""
+    if isinstance(scheduler, str):
+        now = "none set now"
+    elif isinstance(scheduler, Executor):
+        now = f"now: the executor {type(scheduler).__name__}"
+    else:
+        name = getattr(scheduler, "__qualname__", None) or type(scheduler).__name__
+        now = f"now: the get function {name}"
+    return (
+        f"an executor or get function set in code (config.set(scheduler=...)); {html.escape(now)}"
+    )
 
 
 class Picker(widgets.VBox):
@@ -53,35 +95,33 @@ class Picker(widgets.VBox):
 
     def __init__(self, **kwargs: Any):
         values = config.snapshot()
-        backends = schedulers.names()
-        self._names = list(backends)
-        width = max(len(n) for n in self._names) + 2
-        labels = [(f"{name.ljust(width)}{schedulers.hint(name)}", name) for name in self._names] + [
-            (_OTHER, _OTHER)
-        ]
+        self._names = list(schedulers.names())
         self.scheduler = widgets.RadioButtons(
-            options=labels,
+            options=[*self._names, _OTHER],
             value=self._scheduler_value(values["scheduler"]),
             layout=widgets.Layout(width="auto"),
-            style={"description_width": "initial"},
         )
+        self.hints = widgets.HTML(layout=widgets.Layout(width="auto"))
         self.workers = widgets.Dropdown(
             options=_worker_options(values["num_workers"]),
-            value=values["num_workers"],
+            value=to_widget("num_workers", values["num_workers"]),
             description="workers",
         )
         self.progress = widgets.ToggleButtons(
-            options=_PROGRESS, value=values["progress"], description="progress"
+            options=_PROGRESS,
+            value=to_widget("progress", values["progress"]),
+            description="progress",
         )
         self.rerun = widgets.ToggleButtons(
             options=_RERUN, value=values["rerun"], description="rerun"
         )
         self.status = widgets.HTML()
         self._applying = threading.local()  # .active while writing config values into widgets
+        self._show_hints(values["scheduler"])
         super().__init__(
             [
                 widgets.HTML("<b>notebook_sched</b> scheduler"),
-                self.scheduler,
+                widgets.HBox([self.scheduler, self.hints]),
                 self.workers,
                 self.progress,
                 self.rerun,
@@ -95,6 +135,11 @@ class Picker(widgets.VBox):
         self.rerun.observe(self._widget_changed("rerun"), names="value")
         self._subscription = _subscribe(self)
 
+    def _show_hints(self, scheduler: Any) -> None:
+        rows = [html.escape(schedulers.hint(name)) for name in self._names]
+        rows.append(describe_other(scheduler))
+        self.hints.value = "".join(f"<div style='{_ROW};{_GREY}'>{row}</div>" for row in rows)
+
     def _scheduler_value(self, scheduler: Any) -> str:
         return scheduler if isinstance(scheduler, str) and scheduler in self._names else _OTHER
 
@@ -107,7 +152,7 @@ class Picker(widgets.VBox):
             if name == "scheduler" and value == _OTHER:
                 return  # only the config can hold an executor or a get function
             try:
-                config.set(**{name: value})
+                config.set(**{name: to_config(name, value)})
             except (ValueError, TypeError, KeyError) as exc:
                 self.status.value = f"<span style='color:#c00'>{exc}</span>"
             else:
@@ -122,12 +167,14 @@ class Picker(widgets.VBox):
         try:
             if name == "scheduler":
                 self.scheduler.value = self._scheduler_value(value)
+                self._show_hints(value)
             elif name == "num_workers":
+                value = to_widget(name, value)
                 if value not in [v for _, v in self.workers.options]:
                     self.workers.options = _worker_options(value)
                 self.workers.value = value
             elif name == "progress":
-                self.progress.value = value
+                self.progress.value = to_widget(name, value)
             elif name == "rerun":
                 self.rerun.value = value
         finally:
@@ -135,14 +182,13 @@ class Picker(widgets.VBox):
 
     def close(self) -> None:
         config.unsubscribe(self._subscription)
-        for child in (self.scheduler, self.workers, self.progress, self.rerun, self.status):
+        for child in (self.scheduler, self.hints, self.workers, self.progress, self.rerun):
             child.close()
         super().close()
 
     def __repr__(self) -> str:
-        return "notebook_sched picker (widgets not available here: use %schedule)\n" + (
-            describe_settings()
-        )
+        # What a reader without the widget sees (a saved notebook on GitHub, a terminal).
+        return "notebook_sched picker; the settings it shows:\n" + describe_settings()
 
 
 def _subscribe(picker: Picker):
