@@ -53,7 +53,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["GilProbe", "PrefixShare", "attribute"]
+__all__ = ["GilProbe", "PrefixShare", "attribute", "run_queue_seconds"]
 
 DEFAULT_INTERVAL = 0.002
 LATENESS_FLOOR = 0.00025  # seconds of lateness that are timer slack, not contention
@@ -62,16 +62,16 @@ LATENESS_FLOOR = 0.00025  # seconds of lateness that are timer slack, not conten
 class GilProbe:
     """Samples GIL contention while running; use as a context manager or start/stop.
 
-    ``samples`` holds ``(wall_time, busy)`` pairs, ``wall_time`` from ``time.time()``
-    (the clock the task events use: the time the probe meant to wake) and ``busy`` in
-    0..1.
+    ``samples`` holds ``(due, busy, woke)``: ``due`` is the ``time.time()`` (the clock
+    the task events use) at which the probe meant to wake, ``busy`` in 0..1, ``woke``
+    when it actually got the GIL back.
     """
 
     def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds; got {interval!r}")
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -120,21 +120,28 @@ class GilProbe:
                     # Time spent runnable but without a CPU is starvation, not the GIL.
                     before, queued = queued, run_queue()
                     late -= queued - before
-                append((due, 0.0 if late <= 0.0 else min(late / span, 1.0)))
+                append((due, 0.0 if late <= 0.0 else min(late / span, 1.0), wall()))
         finally:
             if run_queue:
                 run_queue.close()
 
     def window(self, start: float, stop: float) -> tuple[float, int]:
-        """``(mean busy share, sample count)`` of samples between ``start`` and ``stop``;
-        ``(0.0, 0)`` when none fell in the window."""
+        """``(mean busy share, sample count)`` of the samples that lie wholly inside
+        ``start``..``stop``; ``(0.0, 0)`` when none does.
+
+        A sample whose wait ran past ``stop`` is left out: the task that held the GIL
+        ended during it, so it would read as partly free.  Samples are in time order,
+        so the window is found by bisection (O(log n + window), safe while the probe
+        is still appending).
+        """
         samples = self.samples
         end = len(samples)
         lo = bisect.bisect_left(samples, (start,), 0, end)
         hi = bisect.bisect_right(samples, (stop, 2.0), lo, end)
-        if hi == lo:
+        inside = [s[1] for s in samples[lo:hi] if len(s) < 3 or s[2] <= stop]
+        if not inside:
             return 0.0, 0
-        return sum(busy for _t, busy in samples[lo:hi]) / (hi - lo), hi - lo
+        return sum(inside) / len(inside), len(inside)
 
     def busy_fraction(
         self, start: float = 0.0, stop: float = float("inf"), min_samples: int = 1
@@ -159,7 +166,28 @@ class _RunQueueClock:
         return int(os.pread(self.fd, 64, 0).split()[1]) / 1e9
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:  # a thread's clock dies with the thread (thread-local)
+        self.close()
+
+
+_thread_clocks = threading.local()
+
+
+def run_queue_seconds() -> float:
+    """Seconds the calling thread has spent runnable but without a CPU; 0.0 where the OS
+    does not tell.  Tells a starved task (a loaded machine) from one that waits."""
+    clock = getattr(_thread_clocks, "clock", None)
+    if clock is None:
+        clock = _thread_clocks.clock = _run_queue_clock() or _no_clock
+    return clock()
+
+
+def _no_clock() -> float:
+    return 0.0
 
 
 def _run_queue_clock() -> _RunQueueClock | None:
@@ -187,7 +215,7 @@ class PrefixShare:
 
 
 def attribute(
-    samples: Iterable[tuple[float, float]],
+    samples: Iterable[tuple],
     intervals: Iterable[tuple[str, float, float]],
 ) -> dict[str, PrefixShare]:
     """Spread probe samples over the task intervals ``(prefix, start, stop)`` covering them.
@@ -205,7 +233,7 @@ def attribute(
     weight: dict[str, float] = {}
     busy_sum: dict[str, float] = {}
     e = 0
-    for t, busy in points:
+    for t, busy, *_woke in points:
         while e < len(edges) and edges[e][0] <= t:
             _, step, prefix = edges[e]
             count = running.get(prefix, 0) + step

@@ -19,8 +19,9 @@ A graph is a mapping ``key -> value`` in the Dask specification:
   ``{dependency key: value}`` dict) computes itself.  Dask 2026 collections produce these.
 
 One deliberate difference from Dask: a top-level tuple whose head is plain data that
-is not a key, followed by keys (``(f(x), "a")``), is refused with an error showing
-``(f, x, "a")``, because it is almost always a function called too early.
+is not a key and holds none (a number, a string, a list of plain values), followed by
+keys (``(f(x), "a")``), is refused with an error showing ``(f, x, "a")``, because it
+is almost always a function called too early.
 
 :func:`compile_graph` turns the part of a graph needed for some keys into a
 :class:`CompiledGraph`: integer indices instead of keys, a tuple of dependency indices
@@ -274,7 +275,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
             if not _is_key(dep, dsk):
                 raise _missing_dependency(key, dep, dsk)
         return (NODE, value, node_deps), node_deps
-    if value != key and names_key(value, dsk):
+    if names_key(value, dsk) and value != key:  # names_key first: arrays compare elementwise
         return (ALIAS, value), [value]
     ref = taskref_key(value)
     if ref is not NO_KEY:
@@ -288,7 +289,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
             head = value[0]
             if (
                 not names_key(head, dsk)
-                and not isinstance(head, _WALKED)
+                and not (isinstance(head, _WALKED) and needs_walk(head, dsk))
                 and taskref_key(head) is NO_KEY
                 and any(names_key(item, dsk) for item in value[1:])
             ):

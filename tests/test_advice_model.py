@@ -108,3 +108,21 @@ def test_transfer_cost_is_measured_on_this_machine():
     costs = measured_costs()
     assert costs is measured_costs()  # measured once per process
     assert costs.per_task["processes"] > costs.per_task["sync"]
+
+
+def test_auto_mixes_the_two_and_wins_on_a_mixed_graph():
+    mix = independent(8, prefix="parse", wall=0.1, cpu=0.1, gil_busy=1.0) + independent(
+        8, prefix="sort", wall=0.1, cpu=0.1, gil_busy=0.0
+    )
+    costs = Costs(
+        per_task={"sync": 0.0, "threads": 0.0, "processes": 0.0, "auto": 0.0}, per_byte=0.0
+    )
+    times = {b: predict(mix, b, 2, costs) for b in ("sync", "threads", "processes", "auto")}
+    assert times["sync"] == pytest.approx(1.6)
+    assert times["threads"] == pytest.approx(0.8)  # the 0.8 s of GIL-held work
+    assert times["auto"] == pytest.approx(0.8)
+    assert times["processes"] == pytest.approx(0.8)
+    # Large results make processes pay for the sorts; auto keeps them on threads.
+    heavy = [TaskSample(**{**vars(s), "bytes_out": 50_000_000}) for s in mix]
+    slow_pipe = Costs(per_task=costs.per_task, per_byte=1e-9)
+    assert predict(heavy, "auto", 2, slow_pipe) < predict(heavy, "processes", 2, slow_pipe)

@@ -49,7 +49,7 @@ def busy_share(work) -> tuple[float, int]:
 
 def test_pure_python_holds_the_gil(no_leaks):
     busy, samples = busy_share(python_loop)
-    assert samples >= 20
+    assert samples >= 10  # ~70 on a quiet machine (one per ~7 ms while the GIL is held)
     assert busy > 0.6, f"a pure-Python loop read only {busy:.2f} GIL-busy"
 
 

@@ -26,6 +26,8 @@ the graph in its order on ``workers`` slots with backend-specific durations:
 * ``processes``: ``workers`` slots, each task costs its isolated duration plus the
   per-task overhead and the transfer of its inputs and result at the measured cost per
   byte; no GIL is shared between processes.
+* ``auto``: the two mixed on ``workers`` slots: GIL-holding tasks as on processes,
+  the others as on threads, whose GIL-held parts still take turns.
 
 The costs (:class:`Costs`) are measured on the machine (``measure_costs``), not
 rules of thumb.  The model ignores memory pressure, cache effects and native thread
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
-BACKENDS = ("sync", "threads", "processes")
+BACKENDS = ("sync", "threads", "processes", "auto")
 GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 ON_CPU = 0.25  # CPU share of wall time under which a prefix waits
 
@@ -62,6 +64,7 @@ class TaskSample:
     gil_busy: float = 0.0
     bytes_out: int = 0
     deps: tuple[int, ...] = ()
+    starved: float = 0.0  # seconds runnable without a CPU (a loaded machine), in wall
 
     @property
     def isolated(self) -> float:
@@ -82,7 +85,7 @@ class Costs:
     """What moving work costs on this machine, in seconds."""
 
     per_task: dict[str, float] = field(
-        default_factory=lambda: {"sync": 2e-6, "threads": 3e-6, "processes": 5e-6}
+        default_factory=lambda: {"sync": 2e-6, "threads": 3e-6, "processes": 5e-6, "auto": 5e-6}
     )
     per_byte: float = 1e-9  # pickle + pipe + unpickle, one way
     pool_start: float = 0.0  # extra seconds before the first process task (0: pool warm)
@@ -97,13 +100,15 @@ class PrefixStats:
     gil_busy: float  # 0..1, CPU-weighted over the prefix's tasks
     bytes_out: int
     verdict: str
+    starved: float = 0.0
 
 
-def verdict(wall: float, cpu: float, gil_busy: float) -> str:
-    """The kind of work behind these sums (see the module docstring)."""
+def verdict(wall: float, cpu: float, gil_busy: float, starved: float = 0.0) -> str:
+    """The kind of work behind these sums (see the module docstring).  Time spent
+    runnable without a CPU (``starved``) is the machine's, not waiting."""
     if gil_busy >= GIL_BOUND:
         return HOLDS_GIL
-    if cpu < wall * ON_CPU:
+    if cpu < max(wall - starved, 0.0) * ON_CPU:
         return WAITS
     return RELEASES_GIL
 
@@ -112,17 +117,19 @@ def prefix_stats(samples: Sequence[TaskSample]) -> list[PrefixStats]:
     """One row per prefix, the largest total wall time first."""
     sums: dict[str, list] = {}
     for s in samples:
-        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0])
+        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0, 0.0])
         row[0] += 1
         row[1] += s.wall
         row[2] += s.cpu
         row[3] += s.gil_busy * s.cpu
         row[4] += s.bytes_out
         row[5] += s.gil_busy
+        row[6] += s.starved
     rows = []
-    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain) in sums.items():
+    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain, starved) in sums.items():
         busy = gil_cpu / cpu if cpu > 0 else gil_plain / n
-        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, verdict(wall, cpu, busy)))
+        kind = verdict(wall, cpu, busy, starved)
+        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, kind, starved))
     rows.sort(key=lambda r: (-r.wall, r.prefix))
     return rows
 
@@ -140,11 +147,27 @@ def predict(samples: Sequence[TaskSample], backend: str, workers: int, costs: Co
         durations = [s.isolated + overhead for s in samples]
         schedule = list_schedule(samples, durations, workers)
         return max(schedule, sum(s.gil_held for s in samples))
+    if backend == "processes":
+        durations = [_in_process(samples, s, overhead, costs) for s in samples]
+        return costs.pool_start + list_schedule(samples, durations, workers)
+    # auto: GIL-holding tasks in processes, the rest on threads, sharing the slots; the
+    # threads' GIL-held parts still take turns.
+    on_threads = costs.per_task["threads"]
     durations = []
+    gil = 0.0
     for s in samples:
-        inputs = sum(samples[d].bytes_out for d in s.deps)
-        durations.append(s.isolated + overhead + (inputs + s.bytes_out) * costs.per_byte)
-    return costs.pool_start + list_schedule(samples, durations, workers)
+        if s.gil_busy >= GIL_BOUND:
+            durations.append(_in_process(samples, s, overhead, costs))
+        else:
+            durations.append(s.isolated + on_threads)
+            gil += s.gil_held
+    return costs.pool_start + max(list_schedule(samples, durations, workers), gil)
+
+
+def _in_process(samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs) -> float:
+    """A task's duration on a worker process: its own time plus moving its data."""
+    inputs = sum(samples[d].bytes_out for d in s.deps)
+    return s.isolated + overhead + (inputs + s.bytes_out) * costs.per_byte
 
 
 def list_schedule(samples: Sequence[TaskSample], durations: Sequence[float], slots: int) -> float:

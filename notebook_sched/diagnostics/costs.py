@@ -24,7 +24,7 @@ __all__ = ["measured_costs", "per_byte_transfer"]
 
 SAMPLE_BYTES = 8 * 1024 * 1024
 REPEATS = 3
-PER_TASK = {"sync": 2e-6, "threads": 3e-6, "processes": 5e-6}
+PER_TASK = {"sync": 2e-6, "threads": 3e-6, "processes": 5e-6, "auto": 5e-6}
 
 
 def per_byte_transfer(nbytes: int = SAMPLE_BYTES, repeats: int = REPEATS) -> float:

@@ -134,6 +134,7 @@ class _AutoRun(_ProcessRun):
         self.in_task: dict[int, bool] = {}  # thread ident -> inside a task
         self.threads: list[threading.Thread] = []
         self.pool_refused = False
+        self.more_inline = False  # the last dispatch stopped with inline work left
         self.probe = GilProbe()
         specs = graph.specs
         self._shippable = lambda j: (
@@ -158,7 +159,8 @@ class _AutoRun(_ProcessRun):
                     if not self.state.ready:
                         raise RuntimeError("notebook_sched: no runnable task left (internal error)")
                     continue
-                self._wait_and_collect(None if not self.state.ready else 0.0)
+                # Block until something finishes, unless inline work was cut short.
+                self._wait_and_collect(0.0 if self.more_inline else None)
         except BaseException:
             self._abort()
             raise
@@ -224,6 +226,7 @@ class _AutoRun(_ProcessRun):
         free = self.slots - self._busy()
         draining = self.solo is not None  # no thread task starts beside a solo one
         inline_until = time.perf_counter() + INLINE_BUDGET
+        self.more_inline = False
         while ready and (free > 0 or batches) and len(deferred) < MAX_DEFERRED:
             i = ready.pop()
             kind = specs[i][0]
@@ -244,6 +247,7 @@ class _AutoRun(_ProcessRun):
             if mean is not None and mean < INLINE_SECONDS:
                 self._run_inline(i)
                 if time.perf_counter() > inline_until:
+                    self.more_inline = True  # look at results, then carry on
                     break
                 continue
             if self._where(i) == PROCESSES and self._ensure_pool():
