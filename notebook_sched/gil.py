@@ -53,7 +53,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["GilProbe", "PrefixShare", "attribute", "run_queue_seconds"]
+__all__ = ["GilProbe", "PrefixShare", "attribute"]
 
 DEFAULT_INTERVAL = 0.002
 LATENESS_FLOOR = 0.00025  # seconds of lateness that are timer slack, not contention
@@ -172,22 +172,6 @@ class _RunQueueClock:
 
     def __del__(self) -> None:  # a thread's clock dies with the thread (thread-local)
         self.close()
-
-
-_thread_clocks = threading.local()
-
-
-def run_queue_seconds() -> float:
-    """Seconds the calling thread has spent runnable but without a CPU; 0.0 where the OS
-    does not tell.  Tells a starved task (a loaded machine) from one that waits."""
-    clock = getattr(_thread_clocks, "clock", None)
-    if clock is None:
-        clock = _thread_clocks.clock = _run_queue_clock() or _no_clock
-    return clock()
-
-
-def _no_clock() -> float:
-    return 0.0
 
 
 def _run_queue_clock() -> _RunQueueClock | None:

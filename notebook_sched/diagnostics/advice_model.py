@@ -11,7 +11,8 @@ Verdicts (per task prefix, from the sums of its tasks):
 ``holds-gil``     busy-GIL share >= 0.5: pure-Python work; threads take turns on it.
 ``waits``         otherwise, when CPU is under a quarter of the wall time: sleeping, I/O
                   (not a half: a task whose BLAS runs on several native threads shows
-                  only its own thread's share of the CPU).
+                  only its own thread's share of the CPU, and on a machine loaded by
+                  other programs a task's thread gets less CPU than it could use).
 ``releases-gil``  otherwise: on a CPU without holding the GIL (NumPy, compression...).
 
 Prediction.  Each task gets an *isolated duration* (what it would take alone): its CPU
@@ -64,7 +65,6 @@ class TaskSample:
     gil_busy: float = 0.0
     bytes_out: int = 0
     deps: tuple[int, ...] = ()
-    starved: float = 0.0  # seconds runnable without a CPU (a loaded machine), in wall
 
     @property
     def isolated(self) -> float:
@@ -100,15 +100,13 @@ class PrefixStats:
     gil_busy: float  # 0..1, CPU-weighted over the prefix's tasks
     bytes_out: int
     verdict: str
-    starved: float = 0.0
 
 
-def verdict(wall: float, cpu: float, gil_busy: float, starved: float = 0.0) -> str:
-    """The kind of work behind these sums (see the module docstring).  Time spent
-    runnable without a CPU (``starved``) is the machine's, not waiting."""
+def verdict(wall: float, cpu: float, gil_busy: float) -> str:
+    """The kind of work behind these sums (see the module docstring)."""
     if gil_busy >= GIL_BOUND:
         return HOLDS_GIL
-    if cpu < max(wall - starved, 0.0) * ON_CPU:
+    if cpu < wall * ON_CPU:
         return WAITS
     return RELEASES_GIL
 
@@ -117,19 +115,17 @@ def prefix_stats(samples: Sequence[TaskSample]) -> list[PrefixStats]:
     """One row per prefix, the largest total wall time first."""
     sums: dict[str, list] = {}
     for s in samples:
-        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0, 0.0])
+        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0])
         row[0] += 1
         row[1] += s.wall
         row[2] += s.cpu
         row[3] += s.gil_busy * s.cpu
         row[4] += s.bytes_out
         row[5] += s.gil_busy
-        row[6] += s.starved
     rows = []
-    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain, starved) in sums.items():
+    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain) in sums.items():
         busy = gil_cpu / cpu if cpu > 0 else gil_plain / n
-        kind = verdict(wall, cpu, busy, starved)
-        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, kind, starved))
+        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, verdict(wall, cpu, busy)))
     rows.sort(key=lambda r: (-r.wall, r.prefix))
     return rows
 
