@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench lab clean
+.PHONY: demo test lint bench lab clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The property tests of tests/test_graph_properties.py with 3,000 random graphs per
+# backend instead of make test's bounded few hundred (about a minute or two).
+fuzz: $(STAMP)
+	NOTEBOOK_SCHED_FUZZ=1 $(PY) -m pytest tests/test_graph_properties.py -q -p no:randomly
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
