@@ -129,7 +129,8 @@ class Worker(Transfers):
         self.idents: list = [0] * self.nthreads
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
-        self.pid = os.getpid()
+        self.pid = os.getpid()  # checked before each message: forks from C run no hooks
+        self.forked = False  # set in a forked child; checked after each task (cheaper)
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
         self.retries: list = []  # (due, wid, tids) of fetches that failed; under lock
         self.fetch_attempts: dict = {}  # tid -> failed fetches so far; under lock
@@ -180,6 +181,7 @@ class Worker(Transfers):
 
     def _after_fork_in_child(self) -> None:
         """In a child forked by a task: cut it off from our sockets (module docstring)."""
+        self.forked = True
         fds = [self.channel.fd, self.server.sock.fileno()]
         fds += [channel.fd for channel in list(self.peer_channels)]
         try:
@@ -377,7 +379,7 @@ class Worker(Transfers):
             except BaseException as exc:
                 in_task[slot] = False
                 error = exc
-            if os.getpid() != self.pid:
+            if self.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
             stop = clock()
             self._finished(slot, task, value, error, start, stop)
