@@ -637,3 +637,13 @@ def test_a_busy_scheduler_thread_does_not_take_workers_for_hung(no_leaks):
         time.sleep(0.5)
         assert set(cluster.pids) == pids
         assert client.submit(inc, 1).result(timeout=10) == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_result_request_that_times_out_is_forgotten(no_leaks):
+    with LocalCluster(n_workers=1) as cluster, Client(cluster) as client:
+        future = client.submit(slow_inc, 1, 30.0)
+        with pytest.raises(TimeoutError):
+            future.result(timeout=0.1)
+        wait_for(lambda: not cluster.scheduler.call(lambda state: len(state.gathers)), 2)
+        future.cancel()

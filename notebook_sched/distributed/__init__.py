@@ -15,13 +15,16 @@
 cluster started on first use.  Modules, each opening with its design note:
 
 ``protocol``   authenticated, framed messages; out-of-band buffers; sizes
+``listener``   accepting connections: one thread, capped handshakes, floods survived
+``sockdir``    the private socket directory: short paths, SIGTERM, stale sweeps
 ``tasks``      the scheduler's records (task and worker states)
 ``state``      the scheduler's pure state machine: stimuli in, instructions out
 ``placement``  where tasks run (chunks of roots, eager chains, locality)
 ``gathers``    results requested by the client
-``scheduler``  the I/O thread around the state
-``worker``     the worker process
-``cluster``    LocalCluster: processes, secret, replacement of dead workers
+``recovery``   lost workers: recompute, retry, KilledWorker, what cannot be remade
+``scheduler``  the I/O thread around the state; heartbeats and worker_timeout
+``worker``     the worker process (``transfers``: data to and from other workers)
+``cluster``    LocalCluster: processes, secret, replacement of dead and hung workers
 ``client``     Client, Future, as_completed (``arguments``: futures inside arguments)
 ``run``        one ``get`` on the cluster, events in the caller's thread
 ``backend``    ``scheduler="distributed"`` and the default cluster

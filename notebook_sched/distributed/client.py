@@ -316,7 +316,11 @@ class Client:
         waiter = Waiter(self._scheduler)
         rid = next(request_ids)
         self._post(lambda state: state.request_keys(rid, keys, waiter))
-        kind, payload = waiter.wait(timeout)
+        try:
+            kind, payload = waiter.wait(timeout)
+        except BaseException:  # timed out or interrupted: nobody will read the answer
+            self._scheduler.post(lambda state: state.drop_request(rid))
+            raise
         if kind == "data":
             return [protocol.unpack(value) for value in payload]
         if kind == "error":

@@ -76,6 +76,10 @@ class DataRequests:
             tids.append(ts.tid)
         self.request_data(rid, tids, target)
 
+    def drop_request(self, rid: int) -> None:
+        """The caller stopped waiting (a timeout, an interrupt): forget the request."""
+        self.gathers.pop(rid, None)
+
     def _deliver(self, gather: Gather, tid: int, value: Any) -> None:
         if tid in gather.pending:
             gather.pending.discard(tid)

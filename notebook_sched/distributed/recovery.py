@@ -109,13 +109,18 @@ class Recovery:
         for name, why in ts.deaths:
             by_why.setdefault(why, []).append(name)
         deaths = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_why.items())
+        if any(why.startswith("killed after") for _, why in ts.deaths):
+            cause = (
+                "stops its process or blocks it without answering (a deadlock in native "
+                "code holding the GIL, a signal that stops it), or crashes it"
+            )
+        else:
+            cause = "crashes its process"
         return KilledWorker(
             f"Attempted to run task {ts.key!r} on {len(ts.deaths)} different workers, but all "
-            f"those workers died while running it ({deaths}). The task probably crashes its "
-            f"process (a segmentation fault in native code, os._exit(), or more memory than "
-            f"the machine has) or, if they were killed without answering, blocks it (a "
-            f"deadlock in native code holding the GIL). To debug it, run it with "
-            f"scheduler='sync'."
+            f"those workers died while running it ({deaths}). The task probably {cause} "
+            f"(a segmentation fault in native code, os._exit(), or more memory than "
+            f"the machine has). To debug it, run it with scheduler='sync'."
         )
 
     def _recompute(self, ts: TaskState) -> None:

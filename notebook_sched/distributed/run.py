@@ -95,7 +95,11 @@ def fetch(client, tids: list, timeout: float | None = None) -> list:
     waiter = Waiter(client._scheduler)
     rid = next(request_ids)
     client._post(lambda state: state.request_data(rid, tids, waiter))
-    kind, payload = waiter.wait(timeout)
+    try:
+        kind, payload = waiter.wait(timeout)
+    except BaseException:  # timed out or interrupted: nobody will read the answer
+        client._scheduler.post(lambda state: state.drop_request(rid))
+        raise
     if kind != "data":
         raise RuntimeError(f"the inputs could not be gathered: {kind} {payload!r}")
     return [protocol.unpack(value) for value in payload]

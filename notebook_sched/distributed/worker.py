@@ -12,6 +12,8 @@
                                                    fetcher thread --get--> peer workers
                            peer workers --get-->   peer server (one thread per peer)
 
+The sender, the peer servers and the fetcher live in ``transfers.py``.
+
 State (all guarded by ``lock``; ``ready_cond``/``fetch_cond`` are conditions on it):
 
 ``data``     tid -> value: results computed here (*home* data, freed when the
@@ -22,10 +24,7 @@ State (all guarded by ``lock``; ``ready_cond``/``fetch_cond`` are conditions on 
 ``waiters``  input tid -> tasks waiting for it (produced here, or fetched).
 ``ready``    heap of ``(priority, tid)``: lowest first, so a reduction finishes one
              branch before starting the next.
-``retries``  fetches that failed while the peer may live, retried after a growing
-             delay (up to MAX_FETCH_DELAY) as long as the input is still wanted
-             and no ``where`` named another holder: a transient failure never
-             leaves a task waiting for an input nobody will send.
+``retries``  failed fetches to try again (``transfers.py``).
 ``outbox``   finished tasks not yet reported; flushed when the worker runs out of
              ready work, every FLUSH_SECONDS, or at MAX_BATCH.  Many small tasks thus
              cost one message, and a task made ready here runs without a round trip.
@@ -74,10 +73,10 @@ from ..engine import run_spec
 from ..schedulers._worker import _dump_exception
 from . import protocol
 from .listener import AuthListener
-from .protocol import Channel, sizeof
+from .protocol import sizeof
+from .transfers import Transfers, pack_values
 
 FLUSH_SECONDS = 0.01
-MAX_FETCH_DELAY = 2.0  # between attempts to fetch from a peer that did not answer
 MAX_BATCH = 4096
 _CANCEL_SIGNAL = getattr(signal, "SIGUSR1", None)
 
@@ -100,7 +99,7 @@ class _Task:
         self.started = False  # popped from ``ready`` (a task id may be queued twice)
 
 
-class Worker:
+class Worker(Transfers):
     def __init__(self, settings: dict):
         self.wid = settings["wid"]
         self.name = settings["name"]
@@ -130,7 +129,8 @@ class Worker:
         self.idents: list = [0] * self.nthreads
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
-        self.pid = os.getpid()
+        self.pid = os.getpid()  # checked before each message: forks from C run no hooks
+        self.forked = False  # set in a forked child; checked after each task (cheaper)
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
         self.retries: list = []  # (due, wid, tids) of fetches that failed; under lock
         self.fetch_attempts: dict = {}  # tid -> failed fetches so far; under lock
@@ -181,6 +181,7 @@ class Worker:
 
     def _after_fork_in_child(self) -> None:
         """In a child forked by a task: cut it off from our sockets (module docstring)."""
+        self.forked = True
         fds = [self.channel.fd, self.server.sock.fileno()]
         fds += [channel.fd for channel in list(self.peer_channels)]
         try:
@@ -258,26 +259,6 @@ class Worker:
                 self.ready_cond.notify(self.nthreads)
             if fetch:
                 self.fetch_cond.notify()
-
-    def _want(self, tid: int, wid: int) -> None:
-        self.fetching.add(tid)
-        wanted = self.to_fetch.get(wid)
-        if wanted is None:
-            self.to_fetch[wid] = [tid]
-        else:
-            wanted.append(tid)
-
-    def _on_where(self, items: list) -> None:
-        with self.lock:
-            for tid, wid in items:
-                if tid not in self.data and tid in self.waiters and tid not in self.fetching:
-                    self._want(tid, wid)
-            self.fetch_cond.notify()
-
-    def _on_peers(self, items: list) -> None:
-        with self.lock:
-            for peers in items:
-                self.peers.update(peers)
 
     def _on_release(self, tids: list) -> None:
         interrupt = []
@@ -398,7 +379,7 @@ class Worker:
             except BaseException as exc:
                 in_task[slot] = False
                 error = exc
-            if os.getpid() != self.pid:
+            if self.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
             stop = clock()
             self._finished(slot, task, value, error, start, stop)
@@ -467,7 +448,7 @@ class Worker:
             return
         errors = []
         if values:
-            packed, errors = _pack_values(list(values.items()))
+            packed, errors = pack_values(list(values.items()))
             if errors:
                 bad = {item[0] for item in errors}
                 batch = [item for item in batch if item[0] not in bad]
@@ -489,143 +470,6 @@ class Worker:
             self.channel.send_frames(head, buffers)
         except OSError:
             _exit()
-
-    # -- data for the scheduler (sender thread) and for peers ------------------
-    def _reply_loop(self) -> None:
-        while True:
-            request = self.replies.get()
-            if type(request) is tuple:  # ("paused", flag)
-                self._send_frames(*protocol.dumps(request))
-                continue
-            with self.lock:
-                items = [(rid, tid, self.data[tid]) for rid, tid in request if tid in self.data]
-                missing = [(rid, tid) for rid, tid in request if tid not in self.data]
-            packed, errors = _pack_values(items)
-            del items
-            self._send_frames(*protocol.dumps(("data", packed, missing, errors)))
-
-    def _serve_peer(self, channel: Channel) -> None:
-        """Answer ``("get", [tids])`` from one peer until it hangs up."""
-        self.peer_channels.add(channel)
-        try:
-            while True:
-                message = channel.recv()
-                with self.lock:
-                    items = [(tid, self.data[tid]) for tid in message[1] if tid in self.data]
-                    missing = [tid for tid in message[1] if tid not in self.data]
-                packed, errors = _pack_values(items)
-                del items
-                channel.send(("data", packed, missing, errors))
-        except (EOFError, OSError):
-            pass
-        finally:
-            self.peer_channels.discard(channel)
-            channel.close()
-
-    def _fetch_loop(self) -> None:
-        channels: dict = {}
-        while True:
-            with self.lock:
-                while True:
-                    timeout = self._due_retries()
-                    if self.to_fetch:
-                        break
-                    self.fetch_cond.wait(timeout)
-                wid, tids = self.to_fetch.popitem()
-                address = self.peers.get(wid)
-            try:
-                channel = channels.get(wid)
-                if channel is None:
-                    channel = channels[wid] = protocol.connect(address, self.secret)
-                    self.peer_channels.add(channel)
-                channel.send(("get", tids))
-                _, items, missing, errors = channel.recv()
-            except (OSError, EOFError, TypeError, protocol.AuthenticationError):
-                # The peer died (its data will be made again and announced by ``where``)
-                # or the connection failed while it lives (try again, ever more slowly).
-                dead = channels.pop(wid, None)
-                if dead is not None:
-                    self.peer_channels.discard(dead)
-                    dead.close()
-                with self.lock:
-                    self.fetching.difference_update(tids)
-                    attempt = self.fetch_attempts.get(tids[0], 0)
-                    for tid in tids:
-                        self.fetch_attempts[tid] = attempt + 1
-                    delay = min(MAX_FETCH_DELAY, 0.05 * 2**attempt)
-                    self.retries.append((time.monotonic() + delay, wid, tids))
-                continue
-            self._fetched(items, missing, errors)
-
-    def _due_retries(self) -> float | None:
-        """(Under ``lock``) queue the failed fetches that are due, if still wanted and
-        not claimed by a ``where``; seconds until the next one, or None."""
-        if not self.retries:
-            return None
-        now = time.monotonic()
-        later = []
-        for due, wid, tids in self.retries:
-            if due > now:
-                later.append((due, wid, tids))
-                continue
-            for tid in tids:
-                if tid in self.waiters and tid not in self.data and tid not in self.fetching:
-                    self._want(tid, wid)
-        self.retries = later
-        return min(due for due, _, _ in later) - now if later else None
-
-    def _fetched(self, items: list, missing: list, errors: list) -> None:
-        failed = []
-        for n, (tid, packed) in enumerate(items):
-            try:
-                items[n] = (tid, protocol.unpack(packed))
-            except Exception as exc:
-                items[n] = None
-                errors.append((tid, _unpicklable_result(exc, "unpickled here")))
-        with self.lock:
-            for item in items:
-                if item is None:
-                    continue
-                tid, value = item
-                self.fetching.discard(tid)
-                self.fetch_attempts.pop(tid, None)
-                users = self.waiters.get(tid)
-                if not users or tid in self.data:
-                    continue
-                self.data[tid] = value
-                self.copies[tid] = len(users)
-                self._wake_users(tid)
-            self.fetching.difference_update(missing)
-            for tid, exc in errors:
-                self.fetching.discard(tid)
-                for user in self.waiters.pop(tid, ()):
-                    if self.tasks.pop(user.tid, None) is not None:
-                        failed.append((user.tid, exc))
-            self.ready_cond.notify(self.nthreads)
-        for tid, exc in failed:
-            self._send_error(tid, exc)
-
-
-def _pack_values(items: list) -> tuple[list, list]:
-    """Pack the value (last field) of each item; items that cannot be pickled become
-    ``(fields but the value..., exception)`` errors."""
-    packed, errors = [], []
-    for item in items:
-        try:
-            packed.append((*item[:-1], protocol.pack(item[-1])))
-        except Exception as exc:
-            errors.append((*item[:-1], _unpicklable_result(exc)))
-    return packed, errors
-
-
-def _unpicklable_result(exc: BaseException, how: str = "sent from its worker process"):
-    from ..schedulers.processes import TaskPicklingError
-
-    return TaskPicklingError(
-        f"A result cannot be {how} ({type(exc).__name__}: {exc}). "
-        f"Results that travel between processes must be picklable: return plain data, "
-        f"or use scheduler='threads'."
-    )
 
 
 def _exit() -> None:
