@@ -97,10 +97,10 @@ def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
         return get(dsk, keys, scheduler=scheduler, **kwargs)
     from dask.callbacks import Callback
 
-    from .callbacks import DaskCallbacks
+    from .callbacks import DaskCallbacks, dask_view
 
     mapping = materialise(dsk)  # one materialisation, shared by the run and the hooks
-    observer = DaskCallbacks(callbacks, mapping)
+    observer = DaskCallbacks(callbacks, dask_view(mapping))
     observers = [*(kwargs.pop("observers", None) or ()), observer]
     if given is not None:
         return get(mapping, keys, scheduler=scheduler, observers=observers, **kwargs)
