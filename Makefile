@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench lab clean
+.PHONY: demo test test-dask lint bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# Dask's own test modules, in place from the installed dask, on Dask's scheduler (the
+# baseline) and on our sync/threads/processes backends; a table per module and backend,
+# and exit 1 if a test that passes on Dask's scheduler fails on ours (tests/dask_suite/).
+test-dask: $(STAMP)
+	$(PY) -m tests.dask_suite.run $(DASK_SUITE_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

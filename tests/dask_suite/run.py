@@ -44,6 +44,7 @@ MODULES = (
 FAST_MODULES = (
     "tests/test_local.py",
     "tests/test_threaded.py",
+    "tests/test_multiprocessing.py",
     "tests/test_callbacks.py",
     "diagnostics/tests",
 )
