@@ -24,6 +24,11 @@ the backends then call directly, so counting costs a few tens of nanoseconds per
 task, on thread-pool executors) so an observer can set thread-local state once, e.g.
 route output to the cell that started the run.
 
+Literal values and aliases in a graph are not tasks: no task hook fires for them and
+``RunInfo.task_keys`` leaves them out (an observer whose ``reports_aliases`` is True,
+the adapter of Dask's callbacks, still hears of aliases, since Dask runs and reports
+them as tasks; ``RunInfo.extra["aliases"]`` lists them).
+
 Register an observer globally with :func:`register` / :func:`unregister`, for a
 block with ``with observer:``, or for one call with ``get(..., observers=[obs])``.
 Emitting is cheap when nobody listens: backends ask :func:`dispatcher` once per run
