@@ -94,11 +94,20 @@ def bag_groupby(**compute):
 
 
 def test_bag_groupby_and_shuffle_setting_unchanged_before_during_and_after_our_scopes():
+    import pandas as pd
+    from dask.dataframe import from_pandas
+
+    from notebook_sched.graph import key_split
+
+    df = from_pandas(pd.DataFrame({"a": range(30), "b": range(30)}), npartitions=3)
+
     def observed():
         return (
             dask.config.get("dataframe.shuffle.method", None),
             bag_groupby(scheduler="sync"),
             dask.delayed(inc)(1).compute(scheduler="sync"),
+            sorted({key_split(k) for k in dict(df.shuffle("a").__dask_graph__())}),  # the plan
+            len(df.shuffle("a").compute(scheduler="sync")),
         )
 
     before = observed()
