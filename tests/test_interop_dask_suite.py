@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from .dask_suite import run
-from .dask_suite.skips import SKIPS, reason_for
+from .dask_suite.skips import SKIPS, SKIPS_BY_BACKEND, reason_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,7 +37,10 @@ def test_dasks_scheduler_tests_pass_on_our_backend(backend, tmp_path):
 
 def test_every_skip_names_a_test_that_exists_and_gives_a_reason():
     base = run.dask_dir()
-    for test_id, reason in SKIPS.items():
+    every = dict(SKIPS)
+    for skips in SKIPS_BY_BACKEND.values():
+        every.update(skips)
+    for test_id, reason in every.items():
         path, _, name = test_id.partition("::")
         tree = ast.parse((base / path).read_text())
         names = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}

@@ -110,12 +110,13 @@ _BACKEND = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    if config.stash[_BACKEND] == "dask":
+    backend = config.stash[_BACKEND]
+    if backend == "dask":
         return
     from .skips import reason_for
 
     for item in items:
-        reason = reason_for(item.nodeid)
+        reason = reason_for(item.nodeid, backend)
         if reason:
             item.add_marker(pytest.mark.skip(reason=f"notebook_sched skip list: {reason}"))
 
