@@ -139,10 +139,11 @@ def test_p2p_shuffle_graph_is_refused_with_the_fix():
     class P2PBarrierTask(DataNode):  # Dask's type name is what is checked
         pass
 
-    from notebook_sched.interop.dask_collections import check_no_p2p
+    import distributed  # noqa: F401 - P2P graphs are looked for once it is imported
 
+    graph = {"x": 1, "shuffle-barrier-ab": P2PBarrierTask("shuffle-barrier-ab", 1)}
     with pytest.raises(RuntimeError, match="dataframe.shuffle.method") as info:
-        check_no_p2p({"x": 1, "shuffle-barrier-ab": P2PBarrierTask("shuffle-barrier-ab", 1)})
+        on("sync")(graph, "x")
     assert "'shuffle-barrier-ab'" in str(info.value)
 
 
@@ -333,6 +334,15 @@ def test_delayed_literal_is_the_callers_object(backend):
     foo = Payload()
     assert dask.delayed(foo).compute(scheduler="sync") is foo  # Dask's reference
     assert dask.delayed(foo).compute(scheduler=on(backend)) is foo
+
+
+@pytest.mark.parametrize("backend", [*LOCAL, "distributed"])
+def test_quoted_data_is_the_callers_object(backend):
+    foo = Payload()
+    data = [foo, (inc, 1)]  # Dask quotes it: a list holding a task-like tuple stays data
+    for get in (dask.get, on(backend)):
+        got = dask.delayed(data, traverse=False).compute(scheduler=get)
+        assert got == data and got[0] is foo, get
 
 
 # -- item 10: Dask's own num_workers and pool settings --------------------------------
