@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench lab clean fuzz
+.PHONY: demo test test-dask fuzz lint bench bench-auto lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(STAMP)
 fuzz: $(STAMP)
 	NOTEBOOK_SCHED_FUZZ=1 $(PY) -m pytest tests/test_graph_properties.py -q -p no:randomly
 
+# Dask's own test modules, in place from the installed dask, on Dask's scheduler (the
+# baseline) and on our sync/threads/processes backends; a table per module and backend,
+# and exit 1 if a test that passes on Dask's scheduler fails on ours (tests/dask_suite/).
+test-dask: $(STAMP)
+	$(PY) -m tests.dask_suite.run $(DASK_SUITE_ARGS)
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -34,6 +40,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.overhead
+
+# Which scheduler? Four workloads x five backends, the advisor's verdicts and predictions.
+bench-auto: $(STAMP)
+	$(PY) -m benchmarks.choosing
 
 clean:
 	rm -rf $(VENV) build *.egg-info

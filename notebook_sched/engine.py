@@ -257,8 +257,12 @@ def execute_graph(
     events = dispatcher(observers)
     kinds = settle_literals(graph)
     skipped = not_tasks(kinds) if events else ()
+    aliases: list = []
     if skipped:
-        events = events.skipping({graph.keys[i] for i in skipped})
+        keys_of = graph.keys
+        literals = {keys_of[i] for i in skipped if kinds[i] == VALUE}
+        aliases = [keys_of[i] for i in skipped if kinds[i] == ALIAS]
+        events = events.skipping(literals, set(aliases))
     run = None
     if events.graph_started or events.graph_finished:
         task_keys = graph.keys
@@ -266,6 +270,8 @@ def execute_graph(
             skip = set(skipped)
             task_keys = [k for i, k in enumerate(task_keys) if i not in skip]
         run = RunInfo(backend, flat, task_keys, workers)
+        if aliases:
+            run.extra["aliases"] = aliases  # for observers with reports_aliases
         if events.graph_started:
             events.graph_started(run)
     state = RunState(graph)

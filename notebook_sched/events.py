@@ -24,6 +24,11 @@ the backends then call directly, so counting costs a few tens of nanoseconds per
 task, on thread-pool executors) so an observer can set thread-local state once, e.g.
 route output to the cell that started the run.
 
+Literal values and aliases in a graph are not tasks: no task hook fires for them and
+``RunInfo.task_keys`` leaves them out (an observer whose ``reports_aliases`` is True,
+the adapter of Dask's callbacks, still hears of aliases, since Dask runs and reports
+them as tasks; ``RunInfo.extra["aliases"]`` lists them).
+
 Register an observer globally with :func:`register` / :func:`unregister`, for a
 block with ``with observer:``, or for one call with ``get(..., observers=[obs])``.
 Emitting is cheap when nobody listens: backends ask :func:`dispatcher` once per run
@@ -68,6 +73,7 @@ class Observer:
     """Base class of event listeners.  Override only the hooks you need."""
 
     propagates_errors = False  # True: an exception in a hook aborts the run
+    reports_aliases = False  # True: task events of aliases too (Dask's callbacks)
 
     def graph_started(self, run: RunInfo) -> None:
         """A graph is about to run."""
@@ -146,10 +152,15 @@ class Dispatcher:
     listens, so a backend writes ``if ev.task_finished: ev.task_finished(...)``.
     """
 
-    def __init__(self, listeners: Iterable[Observer]):
+    def __init__(self, listeners: Iterable[Observer], skip: tuple[set, set] | None = None):
         self.listeners = tuple(listeners)
         for hook in _HOOKS:
             bound = [getattr(o, hook) for o in self.listeners if _overrides(o, hook)]
+            if skip and hook in _PER_TASK:
+                bound = [
+                    _Skipping(method, skip[getattr(method.__self__, "reports_aliases", False)])
+                    for method in bound
+                ]
             if len(bound) == 1 and isinstance(bound[0], _C_CALLABLES):
                 setattr(self, hook, bound[0])  # e.g. list.append: cannot fail, call directly
             else:
@@ -167,18 +178,12 @@ class Dispatcher:
         """
         return bool(self.task_started or self.task_finished)
 
-    def skipping(self, keys: set) -> Dispatcher:
-        """A copy whose per-task hooks say nothing of ``keys`` (literals and aliases,
-        which are not tasks).  Only runs that have such keys pay for the check."""
-        out = Dispatcher(())
-        for hook in _HOOKS:
-            setattr(out, hook, getattr(self, hook))
-        out.listeners = self.listeners
-        for hook in ("task_started", "task_finished", "task_done", "task_failed"):
-            call = getattr(self, hook)
-            if call is not None:
-                setattr(out, hook, _skipping(call, keys))
-        return out
+    def skipping(self, literals: set, aliases: set) -> Dispatcher:
+        """A dispatcher whose per-task hooks say nothing of literals and aliases (they
+        are not tasks); an observer with ``reports_aliases`` still hears of aliases
+        (Dask's callbacks: Dask runs an alias as a task).  Only runs that have such
+        keys pay for the check."""
+        return Dispatcher(self.listeners, (literals | aliases, literals))
 
     def _fan_out(self, hook: str, bound: list):
         broken: set = set()
@@ -204,12 +209,22 @@ class Dispatcher:
         return call
 
 
-def _skipping(call, keys: set):
-    def unless_skipped(key, *args) -> None:
-        if key not in keys:
-            call(key, *args)
+_PER_TASK = frozenset({"task_started", "task_finished", "task_done", "task_failed"})
 
-    return unless_skipped
+
+class _Skipping:
+    """An observer's per-task hook that ignores some keys (literals, aliases)."""
+
+    __slots__ = ("call", "keys", "__self__")
+
+    def __init__(self, call, keys: set):
+        self.call = call
+        self.keys = keys
+        self.__self__ = getattr(call, "__self__", call)  # the observer, for warnings
+
+    def __call__(self, key, *args) -> None:
+        if key not in self.keys:
+            self.call(key, *args)
 
 
 def _overrides(observer: Observer, hook: str) -> bool:

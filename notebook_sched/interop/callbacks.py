@@ -17,12 +17,19 @@ our event protocol:
 
 * ``state`` holds what those diagnostics read: ``waiting`` (tasks not started),
   ``running``, ``finished``, ``ready`` (always empty: we do not report readiness),
-  ``released`` (always empty: releases are not events) and ``cache`` (empty).
+  ``released`` (always empty: releases are not events) and ``cache`` (the graph's
+  literal values, as Dask starts it; results are not added).
 * ``posttask`` gets ``None`` as ``result``: our events carry no results (results
   may live in another process).  ``CacheProfiler`` with a metric of the value
   therefore measures ``None``.
 * ``worker_id`` is our worker name (``"thread-0"``, ``"process-1"``, a worker
   address under ``dask``) rather than a thread ident.
+
+Literal values are not tasks and are not reported; aliases are (Dask runs an alias as
+a task, and its tests count them), though our own observers do not hear of them.
+``dsk`` is the graph as Dask's schedulers show it to callbacks: legacy tuples
+converted to Dask's ``Task``/``DataNode`` objects (Dask's own converter; the graph
+as given when that is unavailable).
 
 As in Dask, an exception in a callback propagates and aborts the compute
 (``propagates_errors``; our own observers are switched off with a warning instead).
@@ -44,10 +51,32 @@ from ..events import Observer, RunInfo
 __all__ = ["DaskCallbacks"]
 
 
+def dask_view(mapping: Mapping) -> Mapping:
+    """The graph as Dask's schedulers hand it to callbacks (``Task``/``DataNode``)."""
+    try:
+        from dask._task_spec import convert_legacy_graph
+    except ImportError:  # a Dask without it: the graph as given
+        return mapping
+    try:
+        return convert_legacy_graph(mapping)
+    except Exception:  # a graph Dask cannot convert still runs on ours
+        return mapping
+
+
+def literal_values(dsk: Mapping) -> dict:
+    """``{key: value}`` of the graph's ``DataNode`` literals: Dask's initial cache."""
+    return {
+        key: node.value
+        for key, node in dsk.items()
+        if hasattr(node, "typ") and hasattr(node, "value") and not node.dependencies
+    }
+
+
 class DaskCallbacks(Observer):
     """Calls Dask callback 5-tuples ``(start, start_state, pretask, posttask, finish)``."""
 
     propagates_errors = True
+    reports_aliases = True  # Dask's schedulers run an alias as a task and report it
 
     def __init__(self, callbacks: list[tuple], dsk: Mapping):
         self.dsk = dsk
@@ -64,9 +93,9 @@ class DaskCallbacks(Observer):
         with self._lock:
             # Our state first: if a user's hook raises, later hooks still find it.
             self.state = {
-                "cache": {},
+                "cache": literal_values(self.dsk),
                 "ready": [],
-                "waiting": dict.fromkeys(run.task_keys),
+                "waiting": dict.fromkeys([*run.task_keys, *run.extra.get("aliases", ())]),
                 "running": set(),
                 "finished": set(),
                 "released": set(),

@@ -57,17 +57,38 @@ def materialise(dsk: Any) -> dict:
     return mapping if type(mapping) is dict else dict(mapping)
 
 
-def check_no_p2p(mapping: dict) -> None:
-    """Refuse a graph with a dask.distributed P2P shuffle: only Dask's scheduler runs it."""
+def prepare(dsk: Any) -> dict:
+    """One pass over a graph from Dask, materialised: a P2P shuffle is refused (only
+    dask.distributed's scheduler runs one), and Dask's legacy quoted data
+    ``(literal(data),)`` becomes a ``DataNode``, so it stays in the caller as Dask
+    keeps it (``dask.delayed(obj, traverse=False).compute()`` holds ``obj`` itself)."""
+    mapping = materialise(dsk)
+    p2p_possible = "distributed" in sys.modules
+    quoted: dict = {}
     for key, value in mapping.items():
-        if type(value).__name__ == "P2PBarrierTask":
-            raise RuntimeError(
-                f"Task {key!r} is the barrier of a dask.distributed P2P shuffle, which only "
-                f"dask.distributed's own scheduler can run (Dask picks 'p2p' when a "
-                f"distributed.Client exists). Either compute on the Client "
-                f"(x.compute(scheduler=client)), or shuffle with tasks on our schedulers: "
-                f"dask.config.set({{'dataframe.shuffle.method': 'tasks'}})."
-            )
+        typ = type(value)
+        if typ is tuple:
+            if len(value) == 1 and type(value[0]).__name__ == "literal":
+                quoted[key] = value[0]
+        elif p2p_possible and typ.__name__ == "P2PBarrierTask":
+            raise p2p_error(key)
+    if quoted:
+        from dask.task_spec import DataNode
+
+        mapping = dict(mapping)  # Dask's (or the caller's) dict stays as it was
+        for key, lit in quoted.items():
+            mapping[key] = DataNode(key, lit())
+    return mapping
+
+
+def p2p_error(key: Any) -> RuntimeError:
+    return RuntimeError(
+        f"Task {key!r} is the barrier of a dask.distributed P2P shuffle, which only "
+        f"dask.distributed's own scheduler can run (Dask picks 'p2p' when a "
+        f"distributed.Client exists). Either compute on the Client "
+        f"(x.compute(scheduler=client)), or shuffle with tasks on our schedulers: "
+        f"dask.config.set({{'dataframe.shuffle.method': 'tasks'}})."
+    )
 
 
 def dask_setting(name: str) -> Any:
@@ -90,17 +111,14 @@ def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
         if kwargs.get(name) is None and config.get(name) is None:
             kwargs[name] = dask_setting(name)
     callbacks = active_callbacks(given)
-    if "distributed" in sys.modules:  # only then can Dask have planned a P2P shuffle
-        dsk = materialise(dsk)
-        check_no_p2p(dsk)
+    mapping = prepare(dsk)  # one materialisation, shared by the run and the hooks
     if not callbacks:
-        return get(dsk, keys, scheduler=scheduler, **kwargs)
+        return get(mapping, keys, scheduler=scheduler, **kwargs)
     from dask.callbacks import Callback
 
-    from .callbacks import DaskCallbacks
+    from .callbacks import DaskCallbacks, dask_view
 
-    mapping = materialise(dsk)  # one materialisation, shared by the run and the hooks
-    observer = DaskCallbacks(callbacks, mapping)
+    observer = DaskCallbacks(callbacks, dask_view(mapping))
     observers = [*(kwargs.pop("observers", None) or ()), observer]
     if given is not None:
         return get(mapping, keys, scheduler=scheduler, observers=observers, **kwargs)
