@@ -202,11 +202,9 @@ def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseE
     if again is None:
         failure.extra["rerun"] = "did not fail"
         original.add_note(
-            f"{RERUN_NOTE}: task {failure.key!r} failed in {where}, but rerunning it here "
-            f"with the same inputs did NOT fail, so there are no local frames to debug. "
-            f"The failure depends on where it ran (environment, memory, files, state of "
-            f"the worker). The error above is the worker's; its traceback is in "
-            f"notebook_sched.last_failure().remote_traceback."
+            f"{RERUN_NOTE}: task {failure.key!r} failed in {where}; rerun here with the same "
+            f"inputs, it did NOT fail (the failure depends on where it ran). The error above "
+            f"is the worker's: notebook_sched.last_failure().remote_traceback."
         )
         return None
     failure.extra["rerun_exception"] = again
@@ -223,10 +221,8 @@ def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseE
         if not note.startswith(RERUN_NOTE) and note not in (getattr(again, "__notes__", ()) or ()):
             again.add_note(note)
     again.add_note(
-        f"{RERUN_NOTE}: the task failed in {where}; it was rerun here with the same "
-        f"inputs and failed the same way, so this traceback holds its frames and "
-        f"locals (%debug lands in the task). The worker's traceback is in "
-        f"notebook_sched.last_failure().remote_traceback."
+        f"{RERUN_NOTE} here with the same inputs (it failed in {where}): it failed the same "
+        f"way, so these frames are the task's and %debug lands in it."
     )
     try:
         again.__notebook_sched_failure__ = failure  # type: ignore[attr-defined]

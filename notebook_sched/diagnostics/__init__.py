@@ -7,6 +7,7 @@ and ipywidgets / matplotlib are imported only by the widget view and the plots.
 ``progress``     context manager turning inline progress on for a block (``hooks.py``)
 ``ProgressBar``  the observer behind it: model + view + ticker thread (``bar.py``)
 ``Profiler``     records every task; ``.plot()`` and ``.summary()`` (``profiler.py``)
+``ClusterView``  a cluster's status table, live while it runs (``cluster_view.py``)
 
 :func:`install_run_hooks` (called by ``notebook_sched/__init__.py``) registers the two
 run hooks: the failure hook of ``debug.py`` (local rerun, traceback rendering) and the
@@ -38,6 +39,18 @@ def install_run_hooks() -> None:
     add_run_hook(failure_hook)
     add_run_hook(progress_hook)
     set_display_hook(prepare_display)
+    register_displays()
+
+
+def register_displays(shell: Any = None) -> None:
+    """In IPython: clusters display as the live status view (``cluster_view.py``)."""
+    from ..debug import ipython_shell
+
+    shell = shell if shell is not None else ipython_shell()
+    if shell is not None and getattr(shell, "display_formatter", None) is not None:
+        from .cluster_view import register
+
+        register(shell)
 
 
 def __getattr__(name: str) -> Any:

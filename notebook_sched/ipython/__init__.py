@@ -18,10 +18,12 @@ MAGICS = {"line": ("schedule", "sched_rerun"), "cell": ("schedule",)}
 
 def load_ipython_extension(ipython: Any) -> None:
     from ..debug import register_formatters
+    from ..diagnostics import register_displays
     from .magics import ScheduleMagics, close_cell_scopes, scope_cells
 
     ipython.register_magics(ScheduleMagics)
     register_formatters(ipython)
+    register_displays(ipython)
     # %%schedule cells run as ordinary cells (see magics.py); before IPython's own
     # cell-magic transform, which would turn the cell into one run_cell_magic call.
     if scope_cells not in ipython.input_transformers_cleanup:

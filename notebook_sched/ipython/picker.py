@@ -101,7 +101,7 @@ class Picker(widgets.VBox):
             value=self._scheduler_value(values["scheduler"]),
             layout=widgets.Layout(width="auto"),
         )
-        self.hints = widgets.HTML(layout=widgets.Layout(width="auto"))
+        self.hints = widgets.HTML(layout=widgets.Layout(width="auto", margin="2px 2px 2px 1.5em"))
         self.workers = widgets.Dropdown(
             options=_worker_options(values["num_workers"]),
             value=to_widget("num_workers", values["num_workers"]),
