@@ -30,9 +30,11 @@ Where it can be wrong (say so when advising):
 * A starved CPU would look like a busy GIL: when every core is taken (by tasks in C
   code on all cores, worker processes, other programs), the OS itself wakes the
   probe late.  On Linux the probe reads its own thread's run-queue time
-  (``/proc/self/task/<tid>/schedstat``: time spent runnable without a CPU) before and
-  after each sleep and subtracts it, since waiting for the GIL is a sleep on a lock,
-  not time on the run queue.  Elsewhere that correction is missing and GIL-releasing
+  (``/proc/self/task/<tid>/schedstat``: time spent runnable without a CPU) every
+  ``QUEUE_EVERY`` cycles and subtracts it from the samples in between, since waiting
+  for the GIL is a sleep on a lock, not time on the run queue.  (Not every cycle:
+  the read is a system call, which gives the GIL away and waits to get it back.)
+  Elsewhere that correction is missing and GIL-releasing
   tasks on a loaded machine read a few tenths busy.  The 0.25 ms floor absorbs the
   timer slack.
 * A task that holds the GIL in C code without checking the eval breaker (a long C
@@ -57,21 +59,25 @@ __all__ = ["GilProbe", "PrefixShare", "attribute"]
 
 DEFAULT_INTERVAL = 0.002
 LATENESS_FLOOR = 0.00025  # seconds of lateness that are timer slack, not contention
+QUEUE_EVERY = 8  # cycles between readings of the probe's run-queue clock
 
 
 class GilProbe:
     """Samples GIL contention while running; use as a context manager or start/stop.
 
-    ``samples`` holds ``(due, busy, woke)``: ``due`` is the ``time.time()`` (the clock
-    the task events use) at which the probe meant to wake, ``busy`` in 0..1, ``woke``
-    when it actually got the GIL back.
+    ``samples`` holds ``(due, busy, woke, late)``: ``due`` is the ``time.time()`` (the
+    clock the task events use) at which the probe meant to wake, ``busy`` in 0..1
+    (before the run-queue correction), ``woke`` when it got the GIL back, ``late`` the
+    lateness in seconds.
     """
 
     def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds; got {interval!r}")
         self.interval = interval
-        self.samples: list[tuple[float, float, float]] = []
+        self.samples: list[tuple[float, float, float, float]] = []
+        self.marks: list[tuple[float, float]] = []  # (time, run-queue seconds so far)
+        self.span = max(sys.getswitchinterval() - LATENESS_FLOOR, LATENESS_FLOOR)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -104,26 +110,72 @@ class GilProbe:
         stopped, sleep = self._stop.is_set, time.sleep
         perf, wall = time.perf_counter, time.time
         floor = LATENESS_FLOOR
-        span = max(sys.getswitchinterval() - floor, floor)
+        span = self.span
         run_queue = _run_queue_clock()
-        queued = run_queue() if run_queue else 0.0
+        marks = self.marks
+        cycle = 0
         try:
             while not stopped():
+                if run_queue and cycle % QUEUE_EVERY == 0:
+                    # Reading the run-queue clock is a system call, which releases the
+                    # GIL and must wait to get it back: done every few cycles only.
+                    marks.append((wall(), run_queue()))
+                cycle += 1
                 # Stamped with the time it meant to wake: the moment the sample is about
                 # (stamping the actual wake would push busy samples past the task that
                 # held the GIL, since the probe gets it when that task lets go).
                 due = wall() + interval
                 t0 = perf()
                 sleep(interval)
-                late = perf() - t0 - interval - floor
-                if run_queue:
-                    # Time spent runnable but without a CPU is starvation, not the GIL.
-                    before, queued = queued, run_queue()
-                    late -= queued - before
-                append((due, 0.0 if late <= 0.0 else min(late / span, 1.0), wall()))
+                late = max(perf() - t0 - interval - floor, 0.0)
+                append((due, min(late / span, 1.0), wall(), late))
+            if run_queue:
+                marks.append((wall(), run_queue()))
         finally:
             if run_queue:
                 run_queue.close()
+
+    def _starved(self, start: float, stop: float) -> float:
+        """Seconds the probe spent runnable without a CPU between ``start`` and
+        ``stop``, interpolated between the run-queue readings."""
+        marks = self.marks
+        if len(marks) < 2 or stop <= start:
+            return 0.0
+
+        def at(t: float) -> float:
+            n = bisect.bisect_left(marks, (t,))
+            if n <= 0:
+                return marks[0][1]
+            if n >= len(marks):
+                return marks[-1][1]
+            (t0, q0), (t1, q1) = marks[n - 1], marks[n]
+            return q0 + (q1 - q0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+        return max(0.0, at(stop) - at(start))
+
+    def _corrected(self, chosen: list) -> list[float]:
+        """Busy shares of ``chosen`` samples once the starvation of their stretch of
+        time is taken out of their lateness (in proportion: starvation shows up as
+        lateness), before each is clipped to one switch interval."""
+        if not chosen or len(self.marks) < 2 or len(chosen[0]) < 4:
+            return [sample[1] for sample in chosen]
+        total = sum(sample[3] for sample in chosen)
+        if total <= 0.0:
+            return [0.0] * len(chosen)
+        starved = self._starved(chosen[0][0] - self.interval, chosen[-1][2])
+        keep = max(0.0, 1.0 - starved / total)
+        span = self.span
+        return [min(sample[3] * keep / span, 1.0) for sample in chosen]
+
+    def corrected_samples(self) -> list[tuple[float, float]]:
+        """``(due, busy)`` of every sample, with the run-queue correction, in windows
+        of ``QUEUE_EVERY`` samples (for :func:`attribute`)."""
+        out = []
+        samples = self.samples
+        for n in range(0, len(samples), QUEUE_EVERY):
+            chunk = samples[n : n + QUEUE_EVERY]
+            out.extend(zip((c[0] for c in chunk), self._corrected(chunk), strict=True))
+        return out
 
     def window(self, start: float, stop: float) -> tuple[float, int]:
         """``(mean busy share, sample count)`` of the samples that lie wholly inside
@@ -138,10 +190,11 @@ class GilProbe:
         end = len(samples)
         lo = bisect.bisect_left(samples, (start,), 0, end)
         hi = bisect.bisect_right(samples, (stop, 2.0), lo, end)
-        inside = [s[1] for s in samples[lo:hi] if len(s) < 3 or s[2] <= stop]
+        inside = [s for s in samples[lo:hi] if len(s) < 3 or s[2] <= stop]
         if not inside:
             return 0.0, 0
-        return sum(inside) / len(inside), len(inside)
+        busy = self._corrected(inside)
+        return sum(busy) / len(busy), len(busy)
 
     def busy_fraction(
         self, start: float = 0.0, stop: float = float("inf"), min_samples: int = 1

@@ -114,7 +114,8 @@ class Advisor(Observer):
                     self._runs[n] = (run, self._runs[n][1], time.time())
                     break
         if probe is not None:
-            self._samples.extend(probe.stop())
+            probe.stop()
+            self._samples.extend(probe.corrected_samples())
 
     # -- results -----------------------------------------------------------------------
     def samples(self) -> tuple[list[TaskSample], str, int, float]:
