@@ -30,10 +30,11 @@ Where it can be wrong (say so when advising):
 * A starved CPU would look like a busy GIL: when every core is taken (by tasks in C
   code on all cores, worker processes, other programs), the OS itself wakes the
   probe late.  On Linux the probe reads its own thread's run-queue time
-  (``/proc/self/task/<tid>/schedstat``: time spent runnable without a CPU) every
-  ``QUEUE_EVERY`` cycles and subtracts it from the samples in between, since waiting
-  for the GIL is a sleep on a lock, not time on the run queue.  (Not every cycle:
-  the read is a system call, which gives the GIL away and waits to get it back.)
+  (``/proc/self/task/<tid>/schedstat``: time spent runnable without a CPU) after
+  each wake-up and subtracts it, since waiting for the GIL is a sleep on a lock, not
+  time on the run queue.  The read goes through ``ctypes.PyDLL``, which keeps the GIL:
+  a plain ``os.pread`` would give the GIL away and wait up to a switch interval to get
+  it back, halving the sampling rate under a task that holds it.
   Elsewhere that correction is missing and GIL-releasing
   tasks on a loaded machine read a few tenths busy.  The 0.25 ms floor absorbs the
   timer slack.
@@ -55,20 +56,19 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["GilProbe", "PrefixShare", "attribute"]
+__all__ = ["GilProbe", "PrefixShare", "attribute", "run_queue_seconds"]
 
 DEFAULT_INTERVAL = 0.002
 LATENESS_FLOOR = 0.00025  # seconds of lateness that are timer slack, not contention
-QUEUE_EVERY = 8  # cycles between readings of the probe's run-queue clock
 
 
 class GilProbe:
     """Samples GIL contention while running; use as a context manager or start/stop.
 
-    ``samples`` holds ``(due, busy, woke, late)``: ``due`` is the ``time.time()`` (the
-    clock the task events use) at which the probe meant to wake, ``busy`` in 0..1
-    (before the run-queue correction), ``woke`` when it got the GIL back, ``late`` the
-    lateness in seconds.
+    ``samples`` holds ``(due, busy, woke, starved)``: ``due`` is the ``time.time()``
+    (the clock the task events use) at which the probe meant to wake, ``busy`` in 0..1,
+    ``woke`` when it got the GIL back, ``starved`` the seconds of that wait spent on
+    the run queue (already taken out of ``busy``).
     """
 
     def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
@@ -76,7 +76,6 @@ class GilProbe:
             raise ValueError(f"interval must be a positive number of seconds; got {interval!r}")
         self.interval = interval
         self.samples: list[tuple[float, float, float, float]] = []
-        self.marks: list[tuple[float, float]] = []  # (time, run-queue seconds so far)
         self.span = max(sys.getswitchinterval() - LATENESS_FLOOR, LATENESS_FLOOR)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,89 +111,62 @@ class GilProbe:
         floor = LATENESS_FLOOR
         span = self.span
         run_queue = _run_queue_clock()
-        marks = self.marks
-        cycle = 0
+        queued = run_queue() if run_queue else 0.0
         try:
             while not stopped():
-                if run_queue and cycle % QUEUE_EVERY == 0:
-                    # Reading the run-queue clock is a system call, which releases the
-                    # GIL and must wait to get it back: done every few cycles only.
-                    marks.append((wall(), run_queue()))
-                cycle += 1
                 # Stamped with the time it meant to wake: the moment the sample is about
                 # (stamping the actual wake would push busy samples past the task that
                 # held the GIL, since the probe gets it when that task lets go).
                 due = wall() + interval
                 t0 = perf()
                 sleep(interval)
-                late = max(perf() - t0 - interval - floor, 0.0)
-                append((due, min(late / span, 1.0), wall(), late))
-            if run_queue:
-                marks.append((wall(), run_queue()))
+                late = perf() - t0 - interval - floor
+                woke = wall()
+                starved = 0.0
+                if run_queue:
+                    # Time spent runnable but without a CPU is starvation, not the GIL.
+                    before, queued = queued, run_queue()
+                    starved = queued - before
+                busy = late - starved
+                append((due, 0.0 if busy <= 0.0 else min(busy / span, 1.0), woke, starved))
         finally:
             if run_queue:
                 run_queue.close()
 
-    def _starved(self, start: float, stop: float) -> float:
-        """Seconds the probe spent runnable without a CPU between ``start`` and
-        ``stop``, interpolated between the run-queue readings."""
-        marks = self.marks
-        if len(marks) < 2 or stop <= start:
-            return 0.0
-
-        def at(t: float) -> float:
-            n = bisect.bisect_left(marks, (t,))
-            if n <= 0:
-                return marks[0][1]
-            if n >= len(marks):
-                return marks[-1][1]
-            (t0, q0), (t1, q1) = marks[n - 1], marks[n]
-            return q0 + (q1 - q0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
-
-        return max(0.0, at(stop) - at(start))
-
-    def _corrected(self, chosen: list) -> list[float]:
-        """Busy shares of ``chosen`` samples once the starvation of their stretch of
-        time is taken out of their lateness (in proportion: starvation shows up as
-        lateness), before each is clipped to one switch interval."""
-        if not chosen or len(self.marks) < 2 or len(chosen[0]) < 4:
-            return [sample[1] for sample in chosen]
-        total = sum(sample[3] for sample in chosen)
-        if total <= 0.0:
-            return [0.0] * len(chosen)
-        starved = self._starved(chosen[0][0] - self.interval, chosen[-1][2])
-        keep = max(0.0, 1.0 - starved / total)
-        span = self.span
-        return [min(sample[3] * keep / span, 1.0) for sample in chosen]
-
     def corrected_samples(self) -> list[tuple[float, float]]:
-        """``(due, busy)`` of every sample, with the run-queue correction, in windows
-        of ``QUEUE_EVERY`` samples (for :func:`attribute`)."""
-        out = []
-        samples = self.samples
-        for n in range(0, len(samples), QUEUE_EVERY):
-            chunk = samples[n : n + QUEUE_EVERY]
-            out.extend(zip((c[0] for c in chunk), self._corrected(chunk), strict=True))
-        return out
+        """``(due, busy)`` of every sample (for :func:`attribute`)."""
+        return [(sample[0], sample[1]) for sample in self.samples]
 
     def window(self, start: float, stop: float) -> tuple[float, int]:
-        """``(mean busy share, sample count)`` of the samples that lie wholly inside
-        ``start``..``stop``; ``(0.0, 0)`` when none does.
+        """``(mean busy share, sample count)`` of the samples due between ``start`` and
+        ``stop``; ``(0.0, 0)`` when none is.
 
-        A sample whose wait ran past ``stop`` is left out: the task that held the GIL
-        ended during it, so it would read as partly free.  Samples are in time order,
-        so the window is found by bisection (O(log n + window), safe while the probe
-        is still appending).
+        A sample still waiting at ``stop`` counts for its part inside the window: the
+        probe was kept from the GIL from ``due`` to ``stop`` while asking for at most
+        one switch interval of it, so a task that held the GIL to its end reads busy
+        however it lines up with the probe's cycle.  Samples are in time order, so the
+        window is found by bisection (O(log n + window), safe while the probe is still
+        appending).
         """
         samples = self.samples
         end = len(samples)
         lo = bisect.bisect_left(samples, (start,), 0, end)
         hi = bisect.bisect_right(samples, (stop, 2.0), lo, end)
-        inside = [s for s in samples[lo:hi] if len(s) < 3 or s[2] <= stop]
-        if not inside:
+        inside = samples[lo:hi]
+        if inside and len(inside[0]) < 4:  # samples given by hand: (due, busy[, woke])
+            busy = [sample[1] for sample in inside]
+            return sum(busy) / len(busy), len(busy)
+        floor, span = LATENESS_FLOOR, self.span
+        shares = []
+        for due, _busy, woke, starved in inside:
+            room = stop - due - floor
+            if room <= 0.0:
+                continue
+            blocked = min(woke, stop) - due - floor - starved
+            shares.append(0.0 if blocked <= 0.0 else min(blocked / min(span, room), 1.0))
+        if not shares:
             return 0.0, 0
-        busy = self._corrected(inside)
-        return sum(busy) / len(busy), len(busy)
+        return sum(shares) / len(shares), len(shares)
 
     def busy_fraction(
         self, start: float = 0.0, stop: float = float("inf"), min_samples: int = 1
@@ -210,13 +182,23 @@ class GilProbe:
 
 
 class _RunQueueClock:
-    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat)."""
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat),
+    read without releasing the GIL (``ctypes.PyDLL`` calls keep it)."""
 
     def __init__(self, fd: int):
+        import ctypes
+
         self.fd = fd
+        self._pread = ctypes.PyDLL(None).pread
+        self._pread.restype = ctypes.c_ssize_t
+        self._pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+        self._buffer = ctypes.create_string_buffer(128)
 
     def __call__(self) -> float:
-        return int(os.pread(self.fd, 64, 0).split()[1]) / 1e9
+        n = self._pread(self.fd, self._buffer, 128, 0)
+        if n <= 0:
+            raise OSError("schedstat read failed")
+        return int(self._buffer.raw[:n].split()[1]) / 1e9
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -227,17 +209,34 @@ class _RunQueueClock:
         self.close()
 
 
+_thread_clocks = threading.local()
+
+
+def run_queue_seconds() -> float:
+    """Seconds the calling thread has spent runnable but without a CPU; 0.0 where the OS
+    does not tell.  Tells a starved task (a loaded machine) from one that waits.  Keeps
+    the GIL (see :class:`_RunQueueClock`), so it can be read inside a measured task."""
+    clock = getattr(_thread_clocks, "clock", None)
+    if clock is None:
+        clock = _thread_clocks.clock = _run_queue_clock() or _no_clock
+    return clock()
+
+
+def _no_clock() -> float:
+    return 0.0
+
+
 def _run_queue_clock() -> _RunQueueClock | None:
     """The calling thread's run-queue clock, or None where the OS does not tell."""
     try:
         fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
     except OSError:
         return None
-    clock = _RunQueueClock(fd)
     try:
+        clock = _RunQueueClock(fd)
         clock()
-    except (OSError, ValueError, IndexError):
-        clock.close()
+    except (OSError, ValueError, IndexError, AttributeError):
+        os.close(fd)
         return None
     return clock
 

@@ -126,3 +126,9 @@ def test_auto_mixes_the_two_and_wins_on_a_mixed_graph():
     heavy = [TaskSample(**{**vars(s), "bytes_out": 50_000_000}) for s in mix]
     slow_pipe = Costs(per_task=costs.per_task, per_byte=1e-9)
     assert predict(heavy, "auto", 2, slow_pipe) < predict(heavy, "processes", 2, slow_pipe)
+
+
+def test_time_without_a_cpu_is_not_waiting():
+    # 20% CPU over a 1 s task that spent 0.7 s runnable on a loaded machine: on-CPU work.
+    assert verdict(wall=1.0, cpu=0.2, gil_busy=0.0, starved=0.7) == "releases-gil"
+    assert verdict(wall=1.0, cpu=0.2, gil_busy=0.0) == "waits"

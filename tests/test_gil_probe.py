@@ -136,3 +136,12 @@ def test_a_starved_cpu_is_not_taken_for_a_busy_gil(no_leaks):
     assert numpy_busy < 0.35, f"a BLAS product on a starved CPU read {numpy_busy:.2f}"
     assert sleep_busy < 0.25, f"time.sleep on a starved CPU read {sleep_busy:.2f}"
     assert python_busy > 0.6, f"a pure-Python loop on a starved CPU read {python_busy:.2f}"
+
+
+def test_run_queue_clock_counts_up_and_keeps_the_gil():
+    from notebook_sched.gil import run_queue_seconds
+
+    first = run_queue_seconds()
+    python_loop()
+    second = run_queue_seconds()
+    assert 0.0 <= first <= second

@@ -35,7 +35,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..events import Observer, RunInfo
-from ..gil import GilProbe, attribute
+from ..gil import GilProbe, attribute, run_queue_seconds
 from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 
@@ -77,7 +77,7 @@ class Advisor(Observer):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards _records, _runs and _probe
-        self._records: list[tuple] = []  # (key, worker, start, stop, cpu or None)
+        self._records: list[tuple] = []  # (key, worker, start, stop, cpu, starved)
         self._runs: list[tuple[RunInfo, float, float]] = []
         self._probe: GilProbe | None = None
         self._samples: list[tuple[float, float]] = []
@@ -93,18 +93,19 @@ class Advisor(Observer):
             self._runs.append((run, time.time(), 0.0))
 
     def task_started(self, key: Hashable, worker: str) -> None:
-        # Only clocks that need no system call: a call that releases the GIL here (a
-        # read of /proc, say) would hand the probe the GIL mid-task and skew it.
+        # Only clocks that keep the GIL: a call that released it here (os.pread of
+        # /proc, say) would hand the probe the GIL mid-task and skew it.
         if self._measuring:
-            self._local.began = time.thread_time()
+            self._local.began = (time.thread_time(), run_queue_seconds())
 
     def task_finished(self, key: Hashable, worker: str, start: float, stop: float) -> None:
-        cpu = None
+        cpu = starved = None
         if self._measuring:
             began = getattr(self._local, "began", None)
             if began is not None:
-                cpu = time.thread_time() - began
-        self._records.append((key, worker, start, stop, cpu))
+                cpu = time.thread_time() - began[0]
+                starved = run_queue_seconds() - began[1]
+        self._records.append((key, worker, start, stop, cpu, starved))
 
     def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
         with self._lock:
@@ -130,7 +131,7 @@ class Advisor(Observer):
         shares = attribute(self._samples, intervals) if self._samples else {}
         out = []
         pairs = zip(records, intervals, strict=True)
-        for (_key, _worker, start, stop, cpu), (name, _, _) in pairs:
+        for (_key, _worker, start, stop, cpu, starved), (name, _, _) in pairs:
             share = shares.get(name)
             wall = stop - start
             out.append(
@@ -139,6 +140,7 @@ class Advisor(Observer):
                     wall=wall,
                     cpu=wall if cpu is None else cpu,
                     gil_busy=share.gil_busy if share else 0.0,
+                    starved=starved or 0.0,
                 )
             )
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0

@@ -65,6 +65,7 @@ class TaskSample:
     gil_busy: float = 0.0
     bytes_out: int = 0
     deps: tuple[int, ...] = ()
+    starved: float = 0.0  # seconds of ``wall`` spent runnable without a CPU
 
     @property
     def isolated(self) -> float:
@@ -100,13 +101,15 @@ class PrefixStats:
     gil_busy: float  # 0..1, CPU-weighted over the prefix's tasks
     bytes_out: int
     verdict: str
+    starved: float = 0.0
 
 
-def verdict(wall: float, cpu: float, gil_busy: float) -> str:
-    """The kind of work behind these sums (see the module docstring)."""
+def verdict(wall: float, cpu: float, gil_busy: float, starved: float = 0.0) -> str:
+    """The kind of work behind these sums (see the module docstring).  Time spent
+    runnable without a CPU (``starved``: a loaded machine) is not waiting."""
     if gil_busy >= GIL_BOUND:
         return HOLDS_GIL
-    if cpu < wall * ON_CPU:
+    if cpu < max(wall - starved, 0.0) * ON_CPU:
         return WAITS
     return RELEASES_GIL
 
@@ -115,17 +118,19 @@ def prefix_stats(samples: Sequence[TaskSample]) -> list[PrefixStats]:
     """One row per prefix, the largest total wall time first."""
     sums: dict[str, list] = {}
     for s in samples:
-        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0])
+        row = sums.setdefault(s.prefix, [0, 0.0, 0.0, 0.0, 0, 0.0, 0.0])
         row[0] += 1
         row[1] += s.wall
         row[2] += s.cpu
         row[3] += s.gil_busy * s.cpu
         row[4] += s.bytes_out
         row[5] += s.gil_busy
+        row[6] += s.starved
     rows = []
-    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain) in sums.items():
+    for prefix, (n, wall, cpu, gil_cpu, nbytes, gil_plain, starved) in sums.items():
         busy = gil_cpu / cpu if cpu > 0 else gil_plain / n
-        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, verdict(wall, cpu, busy)))
+        kind = verdict(wall, cpu, busy, starved)
+        rows.append(PrefixStats(prefix, n, wall, cpu, busy, nbytes, kind, starved))
     rows.sort(key=lambda r: (-r.wall, r.prefix))
     return rows
 
