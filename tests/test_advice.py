@@ -79,3 +79,25 @@ def test_processes_runs_are_reported_unmeasured(no_leaks):
 def test_an_advisor_that_saw_no_run_says_so():
     with pytest.raises(LookupError, match="compute inside it"):
         Advisor().advice()
+
+
+def test_advise_after_a_compute_with_measuring_on(no_leaks):
+    from notebook_sched.diagnostics import advice as advice_module
+
+    advice_module._last_advisor = None
+    with pytest.raises(LookupError, match="advise=True"):
+        ns.advise()
+    dsk = {("fetch", i): (fetch, i) for i in range(6)}
+    ns.get(dsk, list(dsk), scheduler="threads")  # not measured: advise is off
+    with pytest.raises(LookupError):
+        ns.advise()
+    with ns.config.set(advise=True):
+        ns.get(dsk, list(dsk), scheduler="sync")
+    advice = ns.advise()
+    (row,) = advice.rows
+    assert (row.prefix, row.tasks, row.verdict, row.ran_on) == ("fetch", 6, "waits", "sync")
+    assert advice.recommendation.backend in ("threads", "auto")
+    with pytest.raises(TypeError, match="takes an Advisor"):
+        ns.advise("threads")
+    with pytest.raises(ValueError, match="True or False"):
+        ns.config.set(advise="yes")

@@ -31,7 +31,7 @@ def fresh_router():
     router().forget()
 
 
-def parse(i, n=200_000):
+def parse(i, n=300_000):
     """Pure Python: holds the GIL (~10 ms)."""
     total = 0
     for k in range(n):

@@ -23,6 +23,8 @@ EXPECTED = {
     "picker",
     "progress",
     "Profiler",
+    "Advisor",
+    "advise",
     "load_ipython_extension",
     "unload_ipython_extension",
     "LocalCluster",

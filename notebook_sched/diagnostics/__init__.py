@@ -8,6 +8,7 @@ and ipywidgets / matplotlib are imported only by the widget view and the plots.
 ``ProgressBar``  the observer behind it: model + view + ticker thread (``bar.py``)
 ``Profiler``     records every task; ``.plot()`` and ``.summary()`` (``profiler.py``)
 ``ClusterView``  a cluster's status table, live while it runs (``cluster_view.py``)
+``Advisor``      measures tasks (CPU, the GIL) and advises a scheduler (``advice.py``)
 
 :func:`install_run_hooks` (called by ``notebook_sched/__init__.py``) registers the two
 run hooks: the failure hook of ``debug.py`` (local rerun, traceback rendering) and the
@@ -20,12 +21,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["progress", "ProgressBar", "Profiler", "install_run_hooks"]
+__all__ = ["progress", "ProgressBar", "Profiler", "Advisor", "advise", "install_run_hooks"]
 
 _LAZY = {
     "progress": "notebook_sched.diagnostics.hooks",
     "ProgressBar": "notebook_sched.diagnostics.bar",
     "Profiler": "notebook_sched.diagnostics.profiler",
+    "Advisor": "notebook_sched.diagnostics.advice",
+    "advise": "notebook_sched.diagnostics.advice",
 }
 
 
@@ -34,10 +37,12 @@ def install_run_hooks() -> None:
     from ..api import add_run_hook
     from ..debug import failure_hook, prepare_display
     from ..failure import set_display_hook
+    from .advice import advise_hook
     from .hooks import progress_hook
 
     add_run_hook(failure_hook)
     add_run_hook(progress_hook)
+    add_run_hook(advise_hook)
     set_display_hook(prepare_display)
     register_displays()
 

@@ -6,6 +6,10 @@
         total.compute(scheduler="threads")
     advisor.advice()          # a table per task prefix and a recommendation
 
+    notebook_sched.config.set(advise=True)    # or %sched_advise on: measure every run
+    total.compute()
+    notebook_sched.advise()   # the advice for the last run (also %sched_advise)
+
 :class:`Advisor` is an observer (``events.py``).  While a run is in progress it keeps a
 :class:`~notebook_sched.gil.GilProbe` sampling, and for every task it
 records the wall time and the CPU time of the thread that ran it: under ``sync`` and
@@ -39,9 +43,10 @@ from ..gil import GilProbe, attribute, run_queue_seconds
 from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 
-__all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation"]
+__all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation", "advise", "advise_hook"]
 
-MEASURED_BACKENDS = ("sync", "threads")
+MEASURED_BACKENDS = ("sync", "threads", "auto")  # task hooks on the running thread
+UNMEASURED_WORKERS = ("process-", "caller")  # auto's tasks in processes, or inline
 VERDICT_WORDS = {
     "holds-gil": "holds the GIL",
     "releases-gil": "releases the GIL",
@@ -59,6 +64,7 @@ class AdviceRow:
     bytes_out: int
     verdict: str | None
     ran_on: str
+    why: str = ""  # under auto: why its tasks went where they went
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,14 @@ class Advisor(Observer):
 
     def task_started(self, key: Hashable, worker: str) -> None:
         # Only clocks that keep the GIL: a call that released it here (os.pread of
-        # /proc, say) would hand the probe the GIL mid-task and skew it.
-        if self._measuring:
+        # /proc, say) would hand the probe the GIL mid-task and skew it.  Under auto
+        # only the tasks on threads run where their hooks fire.
+        if self._measuring and not worker.startswith(UNMEASURED_WORKERS):
             self._local.began = (time.thread_time(), run_queue_seconds())
 
     def task_finished(self, key: Hashable, worker: str, start: float, stop: float) -> None:
         cpu = starved = None
-        if self._measuring:
+        if self._measuring and not worker.startswith(UNMEASURED_WORKERS):
             began = getattr(self._local, "began", None)
             if began is not None:
                 cpu = time.thread_time() - began[0]
@@ -127,11 +134,16 @@ class Advisor(Observer):
             run, t0, t1 = self._runs[-1]
             records = [r for r in self._records if r[2] >= t0 and (not t1 or r[3] <= t1)]
         prefix = prefix_function()
-        intervals = [(prefix(r[0]), r[2], r[3]) for r in records]
+        names = [prefix(r[0]) for r in records]
+        # The caller's GIL tells only about tasks that ran in the caller, on threads.
+        intervals = [
+            (n, r[2], r[3]) for n, r in zip(names, records, strict=True) if r[4] is not None
+        ]
         shares = attribute(self._samples, intervals) if self._samples else {}
         out = []
-        pairs = zip(records, intervals, strict=True)
-        for (_key, _worker, start, stop, cpu, starved), (name, _, _) in pairs:
+        self._workers = {}
+        for (_key, worker, start, stop, cpu, starved), name in zip(records, names, strict=True):
+            self._workers.setdefault(name, set()).add(worker.split("-")[0])
             share = shares.get(name)
             wall = stop - start
             out.append(
@@ -153,23 +165,44 @@ class Advisor(Observer):
             costs = measured_costs()
         samples, ran_on, workers, seconds = self.samples()
         measured = ran_on in MEASURED_BACKENDS
-        rows = [
-            AdviceRow(
-                s.prefix,
-                s.tasks,
-                s.wall,
-                s.cpu if measured else None,
-                s.gil_busy if measured else None,
-                s.bytes_out,
-                s.verdict if measured else None,
-                ran_on,
+        rows = []
+        for s in prefix_stats(samples):
+            where, why = ran_on, ""
+            if ran_on == "auto":
+                kinds = self._workers.get(s.prefix, set())
+                where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
+                why = _auto_reason(s.prefix)
+            known = measured and s.prefix in self._measured_prefixes()
+            rows.append(
+                AdviceRow(
+                    s.prefix,
+                    s.tasks,
+                    s.wall,
+                    s.cpu if known else None,
+                    s.gil_busy if known else None,
+                    s.bytes_out,
+                    s.verdict if known else None,
+                    where,
+                    why,
+                )
             )
-            for s in prefix_stats(samples)
-        ]
         return Advice(rows, recommend(samples, rows, ran_on, workers, seconds, costs))
+
+    def _measured_prefixes(self) -> set[str]:
+        prefix = prefix_function()
+        return {prefix(r[0]) for r in self._records if r[4] is not None}
 
     def __repr__(self) -> str:
         return f"<Advisor runs={len(self._runs)} tasks={len(self._records)}>"
+
+
+_KIND_WORDS = {"thread": "threads", "process": "processes", "caller": "inline"}
+
+
+def _auto_reason(prefix: str) -> str:
+    from ..schedulers.auto import router
+
+    return router().reasons.get(prefix, "")
 
 
 def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation | None:
@@ -212,7 +245,7 @@ class Advice:
 
     def _cells(self) -> list[tuple[str, ...]]:
         def pct(value, of=1.0):
-            return "-" if value is None or not of else f"{value / of:.0%}"
+            return "-" if value is None or not of else f"{min(value / of, 1.0):.0%}"
 
         return [
             (
@@ -240,12 +273,17 @@ class Advice:
             f"({rec.speedup:.1f}x)."
         )
 
+    def _why_lines(self) -> list[str]:
+        return [f"  {r.prefix}: {r.why}" for r in self.rows if r.why]
+
     def __repr__(self) -> str:
         cells = [self.columns, *self._cells()]
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([*lines, "", self.sentence()])
+        why = self._why_lines()
+        extra = ["", "Where auto ran each prefix, and why:", *why] if why else []
+        return "\n".join([*lines, *extra, "", self.sentence()])
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
@@ -255,5 +293,52 @@ class Advice:
         )
         return (
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<p>{html.escape(self.sentence())}</p>"
+            + "".join(f"<p>{html.escape(line.strip())}</p>" for line in self._why_lines())
+            + f"<p>{html.escape(self.sentence())}</p>"
         )
+
+
+# The Advisor of the last run measured by advise_hook (config advise=True).
+_last_advisor: Advisor | None = None
+
+
+def advise(source: object = None) -> Advice:
+    """The :class:`Advice` for ``source`` (an :class:`Advisor`, or anything with an
+    ``advisor`` attribute), or for the last run measured since
+    ``config.set(advise=True)`` (``%sched_advise on``)."""
+    if source is None:
+        if _last_advisor is None:
+            raise LookupError(
+                "No measured run yet. Turn measuring on with "
+                "notebook_sched.config.set(advise=True) (or %sched_advise on) and compute "
+                "again, or compute inside `with notebook_sched.Advisor() as advisor:` and "
+                "call advisor.advice()."
+            )
+        return _last_advisor.advice()
+    advisor = source if isinstance(source, Advisor) else getattr(source, "advisor", None)
+    if not isinstance(advisor, Advisor):
+        raise TypeError(
+            f"advise() takes an Advisor (or nothing, for the last measured run); got "
+            f"{type(source).__name__}."
+        )
+    return advisor.advice()
+
+
+def advise_hook(call, backend: str, options: dict):
+    """Run hook: with ``config.set(advise=True)``, measure the run for :func:`advise`."""
+    from .. import config
+
+    if not config.get("advise") or options.get("_advising"):
+        return call()
+    global _last_advisor
+    advisor = Advisor()
+    previous = options.get("observers")
+    options["observers"] = [*(previous or ()), advisor]
+    options["_advising"] = True
+    try:
+        return call()
+    finally:
+        options["observers"] = previous
+        options.pop("_advising", None)
+        if advisor._runs:
+            _last_advisor = advisor

@@ -164,6 +164,25 @@ class ScheduleMagics(Magics):
         return eval(shell.compile(last, filename, "eval"), namespace)
 
     @line_magic
+    def sched_advise(self, line: str = "") -> Any:
+        """Which scheduler suits the last run: ``%sched_advise``; measure every run from
+        now on: ``%sched_advise on`` (``off`` stops)."""
+        from ..diagnostics.advice import advise
+
+        word = line.strip().lower()
+        if word in ("on", "off"):
+            config.set(advise=word == "on")
+            state = "measured" if word == "on" else "no longer measured"
+            print(f"notebook_sched: runs are {state}; %sched_advise shows the advice.")
+            return None
+        if word:
+            raise UsageError(f"%sched_advise takes nothing, 'on' or 'off'; got {line.strip()!r}.")
+        try:
+            return advise()
+        except LookupError as why:
+            raise UsageError(str(why)) from None
+
+    @line_magic
     def sched_rerun(self, line: str = "") -> None:
         """Rerun the last failed graph on the sync scheduler, so errors rise in the task's frame."""
         __tracebackhide__ = True

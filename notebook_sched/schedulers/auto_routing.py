@@ -35,8 +35,8 @@ from dataclasses import dataclass
 __all__ = ["Router", "PrefixModel", "THREADS", "PROCESSES"]
 
 THREADS, PROCESSES = "threads", "processes"
-MIN_SAMPLES = 2  # probe samples a prefix needs before it may move
-MAX_PROBES = 4  # ...or tasks measured alone, for prefixes too short to be sampled
+MIN_SAMPLES = 4  # probe samples a prefix needs before it may move
+MAX_PROBES = 6  # ...or tasks measured alone, for prefixes too short to be sampled
 SAMPLE_WINDOW = 12  # probe samples the estimate keeps (older ones fade out)
 GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 MIN_TASK_SECONDS = 0.0005  # shorter GIL-holding tasks are not worth a process hop
@@ -98,8 +98,7 @@ class Router:
             self.reasons[prefix] = "new: measured on threads first"
             return THREADS
         if model.gil_busy < GIL_BOUND:
-            what = "waits" if model.cpu < 0.25 * model.wall else "releases the GIL"
-            self.reasons[prefix] = f"{what} ({model.gil_busy:.0%} GIL-busy): threads"
+            self.reasons[prefix] = f"does not hold the GIL ({model.gil_busy:.0%} busy): threads"
             return THREADS
         if model.cpu < self.min_task_seconds:
             self.reasons[prefix] = (
