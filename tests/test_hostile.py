@@ -7,7 +7,9 @@ executor, and the local cluster (``distributed``).
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -418,3 +420,94 @@ def test_relatives(scheduler):
         ns.get({bad: (divmod, 1, 0)}, bad, scheduler=scheduler)
     # a self-referencing list as data
     assert len(ns.get({"r": (recursive_repr_key,)}, "r", scheduler="sync")) == 1
+
+
+# -- 5. a task that forks ----------------------------------------------------------------
+
+
+def fork_and_return():
+    pid = os.fork()
+    if pid == 0:
+        return "child"  # back into the worker's loop: must never be sent
+    os.waitpid(pid, 0)
+    return "parent"
+
+
+def fork_and_fail():
+    pid = os.fork()
+    if pid == 0:
+        raise ValueError("from the child")
+    os.waitpid(pid, 0)
+    return "parent"
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "process-executor"])
+def test_fork_in_a_task_the_parent_answers(sched, scheduler):
+    s = sched(scheduler)
+    for _ in range(3):
+        dsk = {"f": (fork_and_return,), "g": (fork_and_fail,), "h": (inc, 1)}
+        assert ns.get(dsk, ["f", "g", "h"], scheduler=s) == ("parent", "parent", 2)
+    assert ns.get({"x": (inc, 1)}, "x", scheduler=s) == 2
+
+
+# -- 6. liveness: a stopped worker versus a slow task ----------------------------------------
+
+
+def stop_myself():
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return "never"
+
+
+def busy_python(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return "busy done"
+
+
+def busy_numpy(seconds):
+    import numpy as np
+
+    a = np.random.default_rng(0).random((400, 400))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        a = np.linalg.qr(a)[0]  # LAPACK releases the GIL
+    return "numpy done"
+
+
+def test_stopped_worker_fails_within_the_timeout():
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    start = time.monotonic()
+    with pytest.raises(WorkerHungError) as info:
+        ns.get({"s": (stop_myself,)}, "s", scheduler="processes", worker_timeout=1.0)
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.0 + 2.0, f"took {elapsed:.1f} s"
+    message = str(info.value)
+    assert "task 's'" in message and "worker_timeout=1 s" in message
+    assert "worker_timeout=300" in message and "process-" in message
+    # the stopped worker is gone and replaced: the next compute works
+    assert ns.get({"x": (inc, 1)}, "x", scheduler="processes") == 2
+
+
+def test_stopped_worker_with_config_timeout():
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    with ns.config.set(worker_timeout=0.8), pytest.raises(WorkerHungError, match="task 's'"):
+        ns.get({"s": (stop_myself,)}, "s", scheduler="processes")
+
+
+@pytest.mark.parametrize(
+    "task",
+    [(busy_python, 2.5), (time.sleep, 2.5), (busy_numpy, 2.5)],
+    ids=["python-loop", "sleep", "numpy"],
+)
+def test_slow_task_longer_than_the_timeout_is_not_killed(task):
+    result = ns.get({"t": task}, "t", scheduler="processes", worker_timeout=1.0)
+    assert result in ("busy done", None, "numpy done")
+
+
+def test_worker_timeout_is_validated():
+    with pytest.raises(ValueError, match="worker_timeout"):
+        ns.get({"x": 1}, "x", scheduler="processes", worker_timeout=-1)
