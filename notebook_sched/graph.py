@@ -274,7 +274,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
             if not _is_key(dep, dsk):
                 raise _missing_dependency(key, dep, dsk)
         return (NODE, value, node_deps), node_deps
-    if value != key and names_key(value, dsk):
+    if names_key(value, dsk) and value != key:
         return (ALIAS, value), [value]
     ref = taskref_key(value)
     if ref is not NO_KEY:
@@ -287,9 +287,8 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
         if typ is tuple:
             head = value[0]
             if (
-                not names_key(head, dsk)
-                and not isinstance(head, _WALKED)
-                and taskref_key(head) is NO_KEY
+                not needs_walk(head, dsk)  # plain data, even a list: what f(x) returns
+                and not names_key(head, dsk)
                 and any(names_key(item, dsk) for item in value[1:])
             ):
                 raise _called_too_early(key, value, dsk)

@@ -418,6 +418,16 @@ def test_relatives(scheduler):
     bad = BadRepr()
     with pytest.raises(ZeroDivisionError):
         ns.get({bad: (divmod, 1, 0)}, bad, scheduler=scheduler)
+    # a NumPy array as a graph value and as an argument (no truth-value questions)
+    import numpy as np
+
+    arr = np.arange(3)
+    got = ns.get(
+        {"arr": arr, "s": (np.sum, "arr"), "t": (np.sum, arr)},
+        ["arr", "s", "t"],
+        scheduler=scheduler,
+    )
+    assert got[0].tolist() == [0, 1, 2] and got[1:] == (3, 3)
     # a self-referencing list as data
     assert len(ns.get({"r": (recursive_repr_key,)}, "r", scheduler="sync")) == 1
 
