@@ -396,6 +396,7 @@ def recursive_repr_key():
     return items
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # __del__
 @pytest.mark.parametrize("scheduler", LOCAL)
 def test_relatives(scheduler):
     # a result whose __del__ raises is only a warning, never a failure or a hang
@@ -521,3 +522,79 @@ def test_slow_task_longer_than_the_timeout_is_not_killed(task):
 def test_worker_timeout_is_validated():
     with pytest.raises(ValueError, match="worker_timeout"):
         ns.get({"x": 1}, "x", scheduler="processes", worker_timeout=-1)
+
+
+# -- relatives of the classes above ---------------------------------------------------------
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("str fails")
+
+
+def raise_bad_str():
+    raise BadStr()
+
+
+def raise_local_class():
+    class Local(Exception):
+        def __init__(self, code):
+            super().__init__(f"code {code}")
+            self.code = code
+
+    raise Local(7)
+
+
+@pytest.mark.parametrize("scheduler", REMOTE + ["sync", "threads"])
+def test_exception_relatives(sched, scheduler):
+    s = sched(scheduler)
+    with pytest.raises(BadStr):  # an exception whose __str__ raises still arrives
+        ns.get({"t": (raise_bad_str,)}, "t", scheduler=s)
+    with pytest.raises(Exception, match="code 7") as info:  # a class made inside the task
+        ns.get({"t": (raise_local_class,)}, "t", scheduler=s)
+    assert type(info.value).__name__ == "Local" and info.value.code == 7
+
+
+@pytest.mark.parametrize("scheduler", LOCAL)
+def test_nested_key_lists_with_sets_are_refused(scheduler):
+    with pytest.raises(TypeError, match="pass a key or a list of keys"):
+        ns.get({"a": 1, "b": 2}, [["a"], {"b"}], scheduler=scheduler)
+    assert ns.get({"a": 1}, [[]], scheduler=scheduler) == ((),)
+
+
+def fork_with_multiprocessing():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    child = ctx.Process(target=child_end.send, args=("from the fork child",))
+    child.start()
+    message = parent_end.recv()
+    child.join()
+    return message, child.exitcode
+
+
+def test_multiprocessing_fork_inside_a_task_still_works():
+    got = ns.get({"m": (fork_with_multiprocessing,)}, "m", scheduler="processes")
+    assert got == ("from the fork child", 0)
+
+
+def test_worker_stopped_while_idle_is_found_by_the_next_run():
+    from notebook_sched.schedulers import _pool
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    ns.get({"x": (inc, 1)}, "x", scheduler="processes", num_workers=2)  # the pool is up
+    victim = _pool.current_pool().workers[0].process.pid
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        dsk = {f"t{i}": (time.sleep, 0.05) for i in range(8)}
+        start = time.monotonic()
+        with pytest.raises(WorkerHungError):
+            ns.get(dsk, list(dsk), scheduler="processes", num_workers=2, worker_timeout=1.0)
+        assert time.monotonic() - start < 4
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert ns.get({"x": (inc, 1)}, "x", scheduler="processes", num_workers=2) == 2
