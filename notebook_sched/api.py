@@ -20,7 +20,7 @@ __all__ = ["get", "compute", "add_run_hook"]
 # Options a backend understands; Dask-specific ones it may pass along are ignored.
 # Unknown names are an error here (a typo should not pass silently); Dask's compute()
 # goes through interop.dask_get, which drops them as Dask's get functions do.
-OPTIONS = ("num_workers", "pool", "observers", "progress", "rerun")
+OPTIONS = ("num_workers", "pool", "observers", "progress", "rerun", "worker_timeout")
 _DASK_OPTIONS = frozenset(
     {
         "optimize_graph",
@@ -55,7 +55,8 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     ``scheduler`` is a name (``"sync"``, ``"threads"``, ``"processes"``...), a
     ``concurrent.futures.Executor`` or a get function; None uses the config.
     Options: ``num_workers``, ``pool``, ``observers`` (a list of
-    :class:`~notebook_sched.events.Observer`), ``progress``, ``rerun``.
+    :class:`~notebook_sched.events.Observer`), ``progress``, ``rerun``,
+    ``worker_timeout`` (processes: seconds a busy worker may stay silent).
     """
     __tracebackhide__ = True  # IPython, its debugger and pytest skip our frames
     unknown = [name for name in options if name not in OPTIONS and name not in _DASK_OPTIONS]
@@ -73,8 +74,9 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     for name in ("num_workers", "pool"):
         if options.get(name) is None:
             options[name] = config.get(name)
-    for name in ("progress", "rerun"):
+    for name in ("progress", "rerun", "worker_timeout"):
         options.setdefault(name, config.get(name))
+    config._validate("worker_timeout", options["worker_timeout"])
     if options.get("rerun") not in config.RERUN_CHOICES:
         config._validate("rerun", options.get("rerun"))
 
@@ -88,6 +90,8 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
         if ours:
             names = ("num_workers", "pool", "observers")
             backend_options = {name: options.get(name) for name in names}
+            if backend == "processes":  # the one local backend with worker processes
+                backend_options["worker_timeout"] = options["worker_timeout"]
         else:
             backend_options = {
                 name: options[name] for name in ("num_workers", "pool") if options[name] is not None

@@ -288,9 +288,8 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
         if typ is tuple:
             head = value[0]
             if (
-                not names_key(head, dsk)
-                and not (isinstance(head, _WALKED) and needs_walk(head, dsk))
-                and taskref_key(head) is NO_KEY
+                not needs_walk(head, dsk)  # plain data, even a list: what f(x) returns
+                and not names_key(head, dsk)
                 and any(names_key(item, dsk) for item in value[1:])
             ):
                 raise _called_too_early(key, value, dsk)

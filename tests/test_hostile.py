@@ -7,7 +7,9 @@ executor, and the local cluster (``distributed``).
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -394,6 +396,7 @@ def recursive_repr_key():
     return items
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # __del__
 @pytest.mark.parametrize("scheduler", LOCAL)
 def test_relatives(scheduler):
     # a result whose __del__ raises is only a warning, never a failure or a hang
@@ -416,5 +419,182 @@ def test_relatives(scheduler):
     bad = BadRepr()
     with pytest.raises(ZeroDivisionError):
         ns.get({bad: (divmod, 1, 0)}, bad, scheduler=scheduler)
+    # a NumPy array as a graph value and as an argument (no truth-value questions)
+    import numpy as np
+
+    arr = np.arange(3)
+    got = ns.get(
+        {"arr": arr, "s": (np.sum, "arr"), "t": (np.sum, arr)},
+        ["arr", "s", "t"],
+        scheduler=scheduler,
+    )
+    assert got[0].tolist() == [0, 1, 2] and got[1:] == (3, 3)
     # a self-referencing list as data
     assert len(ns.get({"r": (recursive_repr_key,)}, "r", scheduler="sync")) == 1
+
+
+# -- 5. a task that forks ----------------------------------------------------------------
+
+
+def fork_and_return():
+    pid = os.fork()
+    if pid == 0:
+        return "child"  # back into the worker's loop: must never be sent
+    os.waitpid(pid, 0)
+    return "parent"
+
+
+def fork_and_fail():
+    pid = os.fork()
+    if pid == 0:
+        raise ValueError("from the child")
+    os.waitpid(pid, 0)
+    return "parent"
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "process-executor"])
+def test_fork_in_a_task_the_parent_answers(sched, scheduler):
+    s = sched(scheduler)
+    for _ in range(3):
+        dsk = {"f": (fork_and_return,), "g": (fork_and_fail,), "h": (inc, 1)}
+        assert ns.get(dsk, ["f", "g", "h"], scheduler=s) == ("parent", "parent", 2)
+    assert ns.get({"x": (inc, 1)}, "x", scheduler=s) == 2
+
+
+# -- 6. liveness: a stopped worker versus a slow task ----------------------------------------
+
+
+def stop_myself():
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return "never"
+
+
+def busy_python(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return "busy done"
+
+
+def busy_numpy(seconds):
+    import numpy as np
+
+    a = np.random.default_rng(0).random((400, 400))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        a = np.linalg.qr(a)[0]  # LAPACK releases the GIL
+    return "numpy done"
+
+
+def test_stopped_worker_fails_within_the_timeout():
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    start = time.monotonic()
+    with pytest.raises(WorkerHungError) as info:
+        ns.get({"s": (stop_myself,)}, "s", scheduler="processes", worker_timeout=1.0)
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.0 + 2.0, f"took {elapsed:.1f} s"
+    message = str(info.value)
+    assert "task 's'" in message and "worker_timeout=1 s" in message
+    assert "worker_timeout=300" in message and "process-" in message
+    # the stopped worker is gone and replaced: the next compute works
+    assert ns.get({"x": (inc, 1)}, "x", scheduler="processes") == 2
+
+
+def test_stopped_worker_with_config_timeout():
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    with ns.config.set(worker_timeout=0.8), pytest.raises(WorkerHungError, match="task 's'"):
+        ns.get({"s": (stop_myself,)}, "s", scheduler="processes")
+
+
+@pytest.mark.parametrize(
+    "task",
+    [(busy_python, 2.5), (time.sleep, 2.5), (busy_numpy, 2.5)],
+    ids=["python-loop", "sleep", "numpy"],
+)
+def test_slow_task_longer_than_the_timeout_is_not_killed(task):
+    result = ns.get({"t": task}, "t", scheduler="processes", worker_timeout=1.0)
+    assert result in ("busy done", None, "numpy done")
+
+
+def test_worker_timeout_is_validated():
+    with pytest.raises(ValueError, match="worker_timeout"):
+        ns.get({"x": 1}, "x", scheduler="processes", worker_timeout=-1)
+
+
+# -- relatives of the classes above ---------------------------------------------------------
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("str fails")
+
+
+def raise_bad_str():
+    raise BadStr()
+
+
+def raise_local_class():
+    class Local(Exception):
+        def __init__(self, code):
+            super().__init__(f"code {code}")
+            self.code = code
+
+    raise Local(7)
+
+
+@pytest.mark.parametrize("scheduler", REMOTE + ["sync", "threads"])
+def test_exception_relatives(sched, scheduler):
+    s = sched(scheduler)
+    with pytest.raises(BadStr):  # an exception whose __str__ raises still arrives
+        ns.get({"t": (raise_bad_str,)}, "t", scheduler=s)
+    with pytest.raises(Exception, match="code 7") as info:  # a class made inside the task
+        ns.get({"t": (raise_local_class,)}, "t", scheduler=s)
+    assert type(info.value).__name__ == "Local" and info.value.code == 7
+
+
+@pytest.mark.parametrize("scheduler", LOCAL)
+def test_nested_key_lists_with_sets_are_refused(scheduler):
+    with pytest.raises(TypeError, match="pass a key or a list of keys"):
+        ns.get({"a": 1, "b": 2}, [["a"], {"b"}], scheduler=scheduler)
+    assert ns.get({"a": 1}, [[]], scheduler=scheduler) == ((),)
+
+
+def fork_with_multiprocessing():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    child = ctx.Process(target=child_end.send, args=("from the fork child",))
+    child.start()
+    message = parent_end.recv()
+    child.join()
+    return message, child.exitcode
+
+
+def test_multiprocessing_fork_inside_a_task_still_works():
+    got = ns.get({"m": (fork_with_multiprocessing,)}, "m", scheduler="processes")
+    assert got == ("from the fork child", 0)
+
+
+def test_worker_stopped_while_idle_is_found_by_the_next_run():
+    from notebook_sched.schedulers import _pool
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    ns.get({"x": (inc, 1)}, "x", scheduler="processes", num_workers=2)  # the pool is up
+    victim = _pool.current_pool().workers[0].process.pid
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        dsk = {f"t{i}": (time.sleep, 0.05) for i in range(8)}
+        start = time.monotonic()
+        with pytest.raises(WorkerHungError):
+            ns.get(dsk, list(dsk), scheduler="processes", num_workers=2, worker_timeout=1.0)
+        assert time.monotonic() - start < 4
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert ns.get({"x": (inc, 1)}, "x", scheduler="processes", num_workers=2) == 2

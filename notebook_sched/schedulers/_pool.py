@@ -29,6 +29,7 @@ import atexit
 import multiprocessing
 import multiprocessing.util  # registers its atexit hook first, so ours runs before it
 import threading
+import time
 
 from ._worker import MAIN_GUARD_EXIT, worker_main
 
@@ -59,16 +60,29 @@ def _main_guard_message() -> str:
 class WorkerHandle:
     """The caller's side of one worker: process, pipe, and what it is doing."""
 
-    __slots__ = ("slot", "name", "process", "conn", "current", "outstanding")
+    __slots__ = (
+        "slot",
+        "name",
+        "process",
+        "conn",
+        "current",
+        "beat",
+        "last_beat",
+        "last_seen",
+        "outstanding",
+    )
 
     def __init__(self, slot: int):
         self.slot = slot
         self.name = f"process-{slot}"
         parent_end, child_end = _context.Pipe(duplex=True)
         self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
+        self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+        self.last_beat = 0  # the count the caller saw last, and when (monotonic)
+        self.last_seen = time.monotonic()
         self.process = _context.Process(
             target=worker_main,
-            args=(child_end, self.current, self.name),
+            args=(child_end, self.current, self.name, self.beat),
             name=f"notebook_sched-{self.name}",
             daemon=False,  # workers may start pools of their own (nested compute)
         )

@@ -29,7 +29,10 @@ Worker-to-caller messages (pickled tuples):
                                    reports the error as that task's.  The worker lives on.
 
 The shared ``current`` value holds the task being run (-1 when idle), so when a worker
-dies the caller can name the task that killed it.
+dies the caller can name the task that killed it.  The shared ``beat`` counter is
+raised every HEARTBEAT_SECONDS by a small thread, so the caller can tell a worker busy
+in a long task from one that stopped answering (``worker_timeout``).  A child forked
+by a task never speaks on the worker's pipe (see ``_forkguard.py``).
 """
 
 from __future__ import annotations
@@ -39,15 +42,20 @@ import pickle
 import pickletools
 import signal
 import sys
+import threading
 import time
 import traceback
 
 import cloudpickle
 
+from .._forkguard import install as install_fork_guard
+from .._forkguard import leave_if_forked
+from .._forkguard import state as fork_state
 from ..errors import dump_exception as _dump_exception
 from ..graph import CALL, EXPR, evaluate
 
 FLUSH_SECONDS = 0.1
+HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
 MAIN_GUARD_EXIT = 87  # exit code of a worker whose parent script has no __main__ guard
 NOT_SENT = None  # the value slot of a result that stays in the worker
 
@@ -91,6 +99,7 @@ def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
 
 
 def _send(conn, batch: int, results: list, final: bool) -> None:
+    leave_if_forked()  # a fork from C code ran no at-fork hook
     try:
         data = cloudpickle.dumps(("R", batch, results, final), protocol=5)
     except Exception:
@@ -121,15 +130,20 @@ def run_batch(conn, current, batch: int, jobs: list) -> None:
             try:
                 value = run_job(job, produced)
             except BaseException as exc:
+                if fork_state.forked:
+                    os._exit(0)  # a child forked by the task: never speak for the worker
                 current.value = -1
                 tb_text = "".join(traceback.format_exception(exc))
                 local_inputs = _local_inputs(job, jobs, produced)
                 _send(conn, batch, results, False)
                 results = []
                 message = ("E", batch, [], job[0], _dump_exception(exc), tb_text, local_inputs)
+                leave_if_forked()
                 conn.send_bytes(cloudpickle.dumps(message, protocol=5))
                 return
             stop = clock()
+            if fork_state.forked:
+                os._exit(0)  # see _forkguard: the parent's result is the answer
             for _ref, batch_pos in job[4]:
                 produced[batch_pos] = None  # a chain intermediate has one reader
             if job[5]:
@@ -161,9 +175,23 @@ def batch_id(data: bytes) -> int:
     return -1
 
 
-def worker_main(conn, current, name: str) -> None:
+def _heartbeat(beat) -> None:
+    """Count up ``beat`` every HEARTBEAT_SECONDS while this process runs Python.
+
+    A task that is merely slow keeps it going (a pure-Python loop hands the GIL over
+    every few milliseconds; sleeping and GIL-releasing C calls do not hold it); a
+    stopped or deadlocked process does not."""
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        beat.value += 1
+
+
+def worker_main(conn, current, name: str, beat=None) -> None:
     """Entry point of a pool worker process: run batches until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles interrupts
+    install_fork_guard(lambda: [conn.fileno()])
+    if beat is not None:
+        threading.Thread(target=_heartbeat, args=(beat,), name="heartbeat", daemon=True).start()
     os.environ["NOTEBOOK_SCHED_WORKER"] = name
     loads = pickle.loads
     try:
@@ -204,6 +232,7 @@ def run_payload(payload):
     except Exception as exc:  # an input that fails to unpickle: the caller names the task
         tb_text = "".join(traceback.format_exception(exc))
         return cloudpickle.dumps(("E", [], -1, _dump_exception(exc), tb_text, []))
+    pid = os.getpid()  # a child forked by a task must not answer for the executor
     produced = [None] * len(jobs)
     results = []
     clock = time.time
@@ -212,11 +241,15 @@ def run_payload(payload):
         try:
             value = run_job(job, produced)
         except BaseException as exc:  # SystemExit too: the task's failure, not the pool's
+            if pickled and os.getpid() != pid:
+                os._exit(0)
             if not pickled:
                 return ("E", results, job[0], exc, None, [])
             tb_text = "".join(traceback.format_exception(exc))
             local = _local_inputs(job, jobs, produced)
             return cloudpickle.dumps(("E", results, job[0], _dump_exception(exc), tb_text, local))
+        if pickled and os.getpid() != pid:
+            os._exit(0)
         produced[pos] = value
         results.append((job[0], value if job[5] else NOT_SENT, start, clock()))
     if not pickled:

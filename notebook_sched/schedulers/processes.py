@@ -24,6 +24,16 @@ How work flows (one run; the pool itself lives across runs, see ``_pool.py``)::
 * **Dead workers are noticed at once**: the caller waits on every busy worker's
   process sentinel together with its pipe, reads the task the worker was running
   from shared memory, and raises an error naming it and the exit code.
+* **Hung workers are noticed too.**  Each worker's heartbeat thread raises a shared
+  counter every 0.2 s; the caller's wait wakes at least every ``worker_timeout / 4``
+  (at most 1 s) and a busy worker whose counter has not moved for ``worker_timeout``
+  seconds (config, default 30 s; per call ``worker_timeout=``; None: no check) is
+  killed and replaced, and the run fails naming its task.  A task that is only slow
+  keeps the counter moving (pure-Python loops hand the GIL over every few ms; sleeps
+  and GIL-releasing C calls do not hold it); only native code that holds the GIL
+  for that long is mistaken for hung, and the error says how to raise the limit.
+* **Forks.**  A task that calls ``os.fork()`` cannot make the child answer for the
+  worker (``_forkguard.py``); the parent's result is the answer.
 
 Cheap tasks (literals and aliases) run in the caller and never travel.
 """
@@ -39,6 +49,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import config
 from ..engine import check_workers, execute_graph, run_spec, task_failure
 from ..errors import load_exception
 from ..events import Dispatcher
@@ -48,7 +59,14 @@ from . import _pool
 from ._pool import MainGuardError, WorkerHandle
 from ._worker import MAIN_GUARD_EXIT
 
-__all__ = ["get", "WorkerDiedError", "TaskPicklingError", "MainGuardError", "shutdown"]
+__all__ = [
+    "get",
+    "WorkerDiedError",
+    "WorkerHungError",
+    "TaskPicklingError",
+    "MainGuardError",
+    "shutdown",
+]
 
 BACKEND = "processes"
 CALLER = "caller"  # worker name of tasks that run in the calling process
@@ -64,6 +82,10 @@ class WorkerDiedError(RuntimeError):
     """A worker process died while running a task (segfault, os._exit, OOM kill...)."""
 
 
+class WorkerHungError(RuntimeError):
+    """A worker process gave no sign of life for ``worker_timeout`` seconds."""
+
+
 class TaskPicklingError(TypeError):
     """A task, its inputs or its result could not be pickled to cross processes."""
 
@@ -75,9 +97,14 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    worker_timeout: float | None | str = "config",
     **options: Any,
 ) -> Any:
-    """Compute ``keys`` of ``dsk`` on worker processes (Dask's ``get`` contract)."""
+    """Compute ``keys`` of ``dsk`` on worker processes (Dask's ``get`` contract).
+
+    ``worker_timeout``: seconds a busy worker may give no sign of life before it is
+    killed and the run fails naming its task (None: no check); default the config's.
+    """
     if pool is not None:
         from . import check_pool
         from .executor import get as executor_get
@@ -85,12 +112,15 @@ def get(
         check_pool(pool)
         return executor_get(dsk, keys, executor=pool, observers=observers)
     workers = check_workers(num_workers)
+    if worker_timeout == "config":
+        worker_timeout = config.get("worker_timeout")
+    timeout = config._validate("worker_timeout", worker_timeout)
     worker_pool = _pool.acquire(workers)
     with worker_pool.lock:
         worker_pool.replace_dead()
 
         def drive(graph, state, events):
-            _ProcessRun(graph, state, events, worker_pool).drive()
+            _ProcessRun(graph, state, events, worker_pool, timeout).drive()
 
         return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -135,8 +165,14 @@ class _Batch:
 class _ProcessRun:
     """One run on the pool: dispatch batches, collect results, handle failures."""
 
-    def __init__(self, graph, state, events: Dispatcher, pool: _pool.WorkerPool):
+    def __init__(
+        self, graph, state, events: Dispatcher, pool: _pool.WorkerPool, timeout: float | None
+    ):
         self.graph = graph
+        self.timeout = timeout  # worker_timeout, or None
+        # How often silence is looked at: often enough to stop within ~timeout * 1.25.
+        self.check_every = None if timeout is None else min(1.0, max(0.05, timeout / 4))
+        self.next_check = 0.0
         self.state = state
         self.events = events
         self.pool = pool
@@ -190,6 +226,9 @@ class _ProcessRun:
             self.batches[batch.id] = batch
             worker.outstanding.append(batch.id)
             if len(worker.outstanding) == 1:
+                # Silence is counted from now: an idle worker was not expected to speak.
+                worker.last_beat = worker.beat.value
+                worker.last_seen = time.monotonic()
                 self._send(batch)
                 self._started_next(batch)
             elif len(batch.data) <= PIPELINE_BYTES:
@@ -261,15 +300,31 @@ class _ProcessRun:
         busy = [w for w in self.pool.workers if w.outstanding]
         by_conn = {w.conn: w for w in busy}
         by_sentinel = {w.sentinel: w for w in busy}
-        for ready in wait(list(by_conn) + list(by_sentinel)):
+        for ready in wait(list(by_conn) + list(by_sentinel), self.check_every):
             worker = by_conn.get(ready)
             if worker is not None:
                 self._read(worker)
+        if self.timeout is not None:
+            self._check_alive(busy)
         for worker in by_sentinel.values():
             if worker.outstanding and not worker.process.is_alive():
                 self._read(worker)  # it may have sent results before dying
                 if worker.outstanding:
                     self._worker_died(worker)
+
+    def _check_alive(self, busy: list) -> None:
+        """Fail the run if a busy worker's heartbeat count stopped for ``timeout`` s."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + self.check_every
+        for worker in busy:
+            beat = worker.beat.value
+            if beat != worker.last_beat:
+                worker.last_beat = beat
+                worker.last_seen = now
+            elif now - worker.last_seen > self.timeout and worker.process.is_alive():
+                self._worker_hung(worker, now - worker.last_seen)
 
     def _read(self, worker: WorkerHandle) -> None:
         conn = worker.conn
@@ -372,18 +427,41 @@ class _ProcessRun:
                 return task
         return batch.tasks[0]  # it loads here: blame the batch's first task
 
+    def _worker_hung(self, worker: WorkerHandle, silent: float) -> None:
+        task = self._running_task(worker)
+        what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
+        exc = WorkerHungError(
+            f"Worker {worker.name} (pid {worker.process.pid}) gave no sign of life for "
+            f"{silent:.1f} s (worker_timeout={self.timeout:g} s) while running {what}: it is "
+            f"stopped (SIGSTOP), deadlocked, swapped out, or stuck in native code that "
+            f"holds the GIL. It was killed and is replaced; the next compute runs on a "
+            f"fresh worker. A task that legitimately holds the GIL that long needs a larger "
+            f"limit: pass worker_timeout=300 to get/compute, or "
+            f"notebook_sched.config.set(worker_timeout=...); None turns the check off."
+        )
+        worker.kill()
+        if task >= 0:
+            task_failure(self.graph, self.state.values, task, exc, BACKEND, worker.name)
+            if self.events.task_failed:
+                self.events.task_failed(self.graph.keys[task], worker.name, exc)
+        raise exc
+
+    def _running_task(self, worker: WorkerHandle) -> int:
+        task = worker.current.value
+        if task < 0 and worker.outstanding:
+            pending = self.batches.get(worker.outstanding[0])
+            if pending is not None and pending.reported < len(pending.tasks):
+                task = pending.tasks[pending.reported]
+        return task
+
     def _worker_died(self, worker: WorkerHandle) -> None:
         process = worker.process
         process.join(0.5)
         code = process.exitcode
         if code == MAIN_GUARD_EXIT:
             raise MainGuardError(_pool._main_guard_message()) from None
-        task = worker.current.value
-        if task < 0 and worker.outstanding:
-            pending = self.batches.get(worker.outstanding[0])
-            if pending is not None and pending.reported < len(pending.tasks):
-                task = pending.tasks[pending.reported]
-        what = f"task {self.graph.keys[task]!r}" if task >= 0 else "a batch of tasks"
+        task = self._running_task(worker)
+        what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
         exc = WorkerDiedError(
             f"Worker {worker.name} (pid {process.pid}) died while running {what}: "
             f"exit code {code} ({describe_exit(code)}). This can be caused by a "

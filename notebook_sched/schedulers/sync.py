@@ -1,8 +1,11 @@
 """The synchronous backend: every task runs in the calling thread, one at a time.
 
 For debugging and profiling: exceptions keep the task's live frames, so ``%debug``,
-``%pdb`` and ``%prun`` see the task itself.  The loop pops the top of the ready stack,
-runs it and records the result; see ``engine.py`` for the state it drives.
+``%pdb`` and ``%prun`` see the task itself.  Any ``BaseException`` from a task is
+its failure (``SystemExit`` included), except KeyboardInterrupt: in this backend a
+kernel interrupt arrives inside the running task, so it stays an interrupt.  The
+loop pops the top of the ready stack, runs it and records the result; see
+``engine.py`` for the state it drives.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from ..engine import execute_graph, run_spec, task_failure
 from ..events import Dispatcher
+from ..failure import annotate
 
 __all__ = ["get"]
 
@@ -43,6 +47,8 @@ def _drive(graph, state, events: Dispatcher) -> None:
             i = pop()
             try:
                 value = run_spec(specs[i], values)
+            except KeyboardInterrupt as exc:
+                _interrupted(exc, keys[i])
             except BaseException as exc:  # SystemExit too: the task's failure
                 task_failure(graph, values, i, exc, BACKEND, WORKER)
                 if failed:
@@ -61,6 +67,8 @@ def _drive(graph, state, events: Dispatcher) -> None:
         t0 = clock()
         try:
             value = run_spec(specs[i], values)
+        except KeyboardInterrupt as exc:
+            _interrupted(exc, key)
         except BaseException as exc:  # SystemExit too: the task's failure
             task_failure(graph, values, i, exc, BACKEND, WORKER)
             if failed:
@@ -72,3 +80,11 @@ def _drive(graph, state, events: Dispatcher) -> None:
             finished(key, WORKER, t0, t1)
         if done:
             done(key)
+
+
+def _interrupted(exc: KeyboardInterrupt, key) -> None:
+    """A kernel interrupt lands in the running task's frame here: it stays an interrupt
+    (progress shows "interrupted", no failure record), with a note naming the task."""
+    __tracebackhide__ = True
+    annotate(exc, key, BACKEND, WORKER)
+    raise exc
