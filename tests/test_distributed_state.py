@@ -414,3 +414,30 @@ def test_tasks_awaited_on_their_worker_are_not_stolen():
     sim.run()
     assert target.data() == [9]
     del holder
+
+
+def test_scattered_data_lost_with_its_worker_fails_everything_that_needs_it():
+    from notebook_sched.distributed.state import CancelledError
+
+    sim = Sim(1)
+    watchers = {key: Target() for key in ("x", "y", "z")}
+    sim.state.scatter([("x", 1, 0)])
+    sim.state.submit([("y", inc, (None,), ((0, "x"),))])
+    sim.state.submit([("z", inc, (None,), ((0, "y"),))])
+    for key, watcher in watchers.items():
+        sim.state.acquire(key, watcher)
+    sim.run()
+    assert sim.state.named["z"].state == MEMORY  # all three on worker 0
+    sim.add_worker(1)
+    sim.kill(0)
+    sim.pump()
+    for key in ("x", "y", "z"):
+        assert sim.state.named[key].state == ERRED, key
+        kind, error = watchers[key].notices[-1]
+        assert kind == "erred" and isinstance(error[0], CancelledError)
+        assert "scattered data cannot be recomputed" in str(error[0])
+    later = Target()
+    sim.state.submit([("w", inc, (None,), ((0, "z"),))])
+    sim.state.acquire("w", later)
+    sim.pump()
+    assert later.notices[-1][0] == "erred"  # a dependent submitted afterwards fails too

@@ -503,7 +503,8 @@ time.sleep(60)
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_removes_the_socket_directory_and_the_workers(no_leaks):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_removes_the_socket_directory_and_the_workers(signum, no_leaks):
     import subprocess
     import sys
 
@@ -513,8 +514,8 @@ def test_sigterm_removes_the_socket_directory_and_the_workers(no_leaks):
     try:
         directory, *pids = proc.stdout.readline().decode().split()
         assert os.path.isdir(directory)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == -signal.SIGTERM  # it still dies of SIGTERM
+        proc.send_signal(signum)
+        assert proc.wait(20) == -signum  # it still dies of the signal
         assert not os.path.exists(directory)
         wait_for(lambda: not any(psutil.pid_exists(int(p)) for p in pids), timeout=10)
     finally:

@@ -211,7 +211,7 @@ class Scheduler:
             self._sleeping = True
             events = select(0 if inbox else every)
             self._sleeping = False
-            if every is not None and time.monotonic() >= next_check:
+            if time.monotonic() >= next_check:
                 self._tick()
                 next_check = time.monotonic() + every
             rounds = 0

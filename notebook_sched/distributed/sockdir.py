@@ -16,12 +16,13 @@ handshake still keeps them out, but they can open connections (``listener.py``
 bounds what that costs).
 
 Clean-up: ``LocalCluster.close`` (and the atexit hook) removes the directory.  A
-process killed by SIGTERM runs no atexit hooks, so :func:`install_sigterm_cleanup`
-chains a handler that removes the directories of the open clusters and then lets
-the signal do what it did before (the default: terminate).  Whatever is left by a
-SIGKILL is removed by the next cluster that starts: :func:`sweep` deletes our
-directories (name prefix, an ``owner`` file with the pid, owned by this user) whose
-owner process is dead - never one whose owner still runs.
+process killed by SIGTERM (or SIGHUP) runs no atexit hooks, so
+:func:`install_sigterm_cleanup` chains a handler that removes the directories of the
+open clusters and then lets the signal do what it did before (the default:
+terminate).  Whatever is left by a SIGKILL is removed by the next cluster that
+starts: :func:`sweep` deletes our directories (name prefix, an ``owner`` file with
+the pid, owned by this user) whose owner process is dead - never one whose owner
+still runs.
 """
 
 from __future__ import annotations
@@ -131,32 +132,37 @@ def _stale(path: str) -> bool:
     return False
 
 
-_installed = False
-_install_lock = threading.Lock()  # guards _installed
+_installed: set = set()  # signals whose handler we chained; guarded by _install_lock
+_install_lock = threading.Lock()
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def install_sigterm_cleanup(directories: Callable[[], list[str]]) -> None:
-    """On SIGTERM, remove ``directories()`` and then act as before the handler was set.
+    """On SIGTERM (and SIGHUP: a closed terminal), remove ``directories()`` and then
+    act as before the handler was set.
 
-    Only from the main thread, and not when SIGTERM is ignored; once per process."""
-    global _installed
+    Only from the main thread, and not for a signal that is ignored; once per process."""
     if threading.current_thread() is not threading.main_thread():
         return
     with _install_lock:
-        if _installed:
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous in (signal.SIG_IGN, None):
-            return
+        for signum in _SIGNALS:
+            if signum not in _installed:
+                _chain(signum, directories)
+                _installed.add(signum)
 
-        def on_sigterm(signum, frame):
-            for directory in directories():
-                remove_dir(directory)
-            if callable(previous):
-                previous(signum, frame)
-                return
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
-        _installed = True
+def _chain(signum: int, directories: Callable[[], list[str]]) -> None:
+    previous = signal.getsignal(signum)
+    if previous in (signal.SIG_IGN, None):
+        return
+
+    def cleanup_then_previous(number, frame):
+        for directory in directories():
+            remove_dir(directory)
+        if callable(previous):
+            previous(number, frame)
+            return
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+
+    signal.signal(signum, cleanup_then_previous)

@@ -155,7 +155,8 @@ class Worker(Transfers):
         self.channel.send(
             ("register", self.wid, self.name, os.getpid(), self.nthreads, self.server.address)
         )
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
+        if hasattr(os, "register_at_fork"):  # no fork, no hook (Windows)
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
         loops = [
             (self._receive_loop, "receiver"),
             (self._fetch_loop, "fetcher"),
