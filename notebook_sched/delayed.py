@@ -15,7 +15,10 @@ reads, so building a long chain is linear; the full graph is collected by an
 iterative walk when it is needed.  Keys are ``"<function name>-<random token>"``
 (``dask_key_name=`` picks one).  Arguments may be Delayed objects or lists, tuples,
 sets and dicts containing them; keyword arguments work too.  Attribute access,
-indexing, calls and arithmetic on a Delayed build new tasks.
+indexing, calls and arithmetic on a Delayed build new tasks; private names (``_x``,
+IPython's ``_repr_*_`` probes) are AttributeErrors, not tasks.  ``persist()`` computes
+and keeps the result as data; ``visualize()`` draws the graph (the drawing is
+registered by the diagnostics layer, ``set_visualizer``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import uuid
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["Delayed", "delayed", "collect_graph"]
+__all__ = ["Delayed", "delayed", "collect_graph", "set_visualizer"]
 
 
 def _apply(func: Callable, args: list, kwargs: dict) -> Any:
@@ -125,6 +128,15 @@ class Delayed:
         value = self.compute(scheduler=scheduler, **options)
         return Delayed(self._key, _as_data(value))
 
+    def visualize(self, filename: str | None = None, **options: Any) -> Any:
+        """Draw this value's graph: graphviz when installed, else matplotlib.
+
+        See :func:`notebook_sched.diagnostics.graph_plot.visualize` for the options.
+        """
+        if _visualizer is None:
+            raise RuntimeError("no graph drawing is registered (notebook_sched.diagnostics)")
+        return _visualizer(self, filename, **options)
+
     def __getattr__(self, name: str) -> Delayed:
         # Private and special names (IPython's _repr_*_ probes, pickle's hooks) and
         # Dask's names we do not implement are errors, not lazy attribute lookups.
@@ -144,13 +156,16 @@ class Delayed:
 
 
 _NOT_LAZY = {
-    "visualize": (
-        "To draw the graph, pass this object to dask.visualize(...) (needs graphviz), or "
-        "read its graph with .__dask_graph__(). To reach an attribute of the computed value "
-        "named 'visualize', use ns.delayed(getattr)(obj, 'visualize')."
-    ),
-    "visualise": "Did you mean .visualize? (not available either; see its message).",
+    "visualise": "Did you mean .visualize()?",
 }
+# Draws a graph: set by the diagnostics layer (diagnostics/graph_plot.py), which sits
+# above this one, when notebook_sched is imported.
+_visualizer: Callable[..., Any] | None = None
+
+
+def set_visualizer(draw: Callable[..., Any] | None) -> None:
+    global _visualizer
+    _visualizer = draw
 
 
 def _as_data(value: Any) -> Any:

@@ -66,7 +66,7 @@ RUN_TIMEOUT = 90.0  # per notebook; the slowest (02, timings) takes about 25 s o
 
 # The test takes about two minutes; installing chromium on a new machine may take a few
 # more, within the apt time limits below.
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)  # apt's limits (450 s) plus the run (~150 s), with room
 APT_TIMEOUTS = {"update": 150, "install": 300}
 
 

@@ -167,9 +167,32 @@ def test_persist_keeps_the_result_as_data():
     assert kept.dask[kept.key] != (record, 2)
 
 
-@pytest.mark.parametrize("name", ["visualize", "_repr_html_", "_ipython_display_"])
+@pytest.mark.parametrize("name", ["visualise", "_repr_html_", "_ipython_display_"])
 def test_dask_and_private_names_are_attribute_errors(name):
     value = ns.delayed(sum)([1, 2])
     with pytest.raises(AttributeError, match=name):
         getattr(value, name)
     assert not hasattr(value, name)
+
+
+def test_visualize_draws_the_graph_with_matplotlib(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [inc(i) for i in range(3)]
+    total = delayed(sum)(parts)
+    target = tmp_path / "graph.png"
+    ax = total.visualize(str(target), engine="matplotlib")
+    try:
+        labels = sorted(t.get_text() for t in ax.texts if t.get_text())
+        assert labels == ["inc", "inc", "inc", "sum"]
+        arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+        assert len(arrows) == 3  # one per input of sum
+        assert ax.get_title().startswith("4 tasks, 0 data")
+        assert target.stat().st_size > 1000
+    finally:
+        plt.close(ax.figure)
+    with pytest.raises(ValueError, match="engine"):
+        total.visualize(engine="dot")

@@ -36,6 +36,7 @@ def install_run_hooks() -> None:
     """Register the failure and progress run hooks with ``api`` (idempotent)."""
     from ..api import add_run_hook
     from ..debug import failure_hook, prepare_display
+    from ..delayed import set_visualizer
     from ..failure import set_display_hook
     from .advice import advise_hook
     from .hooks import progress_hook
@@ -44,7 +45,14 @@ def install_run_hooks() -> None:
     add_run_hook(progress_hook)
     add_run_hook(advise_hook)
     set_display_hook(prepare_display)
+    set_visualizer(_visualize)
     register_displays()
+
+
+def _visualize(obj: Any, filename: str | None = None, **options: Any) -> Any:
+    from .graph_plot import visualize
+
+    return visualize(obj, filename, **options)
 
 
 def register_displays(shell: Any = None) -> None:

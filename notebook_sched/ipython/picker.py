@@ -45,7 +45,6 @@ from typing import Any
 import ipywidgets as widgets
 
 from .. import config, schedulers
-from .describe import describe_settings
 
 __all__ = ["Picker", "picker"]
 
@@ -187,8 +186,18 @@ class Picker(widgets.VBox):
         super().close()
 
     def __repr__(self) -> str:
-        # What a reader without the widget sees (a saved notebook on GitHub, a terminal).
-        return "notebook_sched picker; the settings it shows:\n" + describe_settings()
+        # What a reader without the widget sees (a saved notebook on GitHub, a terminal):
+        # one line, under the 110 characters ipywidgets keeps of a widget's text repr.
+        values = config.snapshot()
+        scheduler = values["scheduler"]
+        if not isinstance(scheduler, str):
+            scheduler = getattr(scheduler, "__qualname__", None) or type(scheduler).__name__
+        workers = values["num_workers"] or "auto"
+        progress = {None: "auto", True: "on", False: "off"}.get(values["progress"])
+        return (
+            f"notebook_sched picker: scheduler {scheduler}, workers {workers}, "
+            f"progress {progress}, rerun {values['rerun']} (%schedule shows the same)"
+        )
 
 
 def _subscribe(picker: Picker):
