@@ -16,6 +16,10 @@ Loaded with ``-p tests.dask_suite.plugin``; ``--ns-backend NAME`` picks the back
     The patch is made in ``pytest_configure``, before any test module imports them.
 ``dask`` (the default)
     Nothing is patched: Dask's own schedulers, the baseline of the comparison.
+``dask-sync``, ``dask-threads``, ``dask-processes``
+    Dask's own named scheduler as Dask's default (``dask.config.set(scheduler=...)``):
+    shows which tests need a kind of scheduler (a skip for ``processes`` is justified
+    when Dask's own ``processes`` fails the test too).
 
 Tests listed in ``skips.py`` (each with its reason: they check a Dask internal, not
 the scheduler contract) are skipped under our backends only, so the baseline still
@@ -31,7 +35,7 @@ import signal
 
 import pytest
 
-BACKENDS = ("dask", "sync", "threads", "processes")
+BACKENDS = ("dask", "sync", "threads", "processes", "dask-sync", "dask-threads", "dask-processes")
 NAMES = {
     "sync": ("sync", "synchronous", "single-threaded"),
     "threads": ("threads", "threading"),
@@ -102,7 +106,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     backend = config.getoption("--ns-backend")
     config.stash[_BACKEND] = backend
-    if backend != "dask":
+    if backend.startswith("dask-"):
+        import dask
+
+        dask.config.set(scheduler=backend.removeprefix("dask-"))
+    elif backend != "dask":
         install(backend, config.getoption("--ns-names") == "backend")
 
 
@@ -113,16 +121,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     backend = config.stash[_BACKEND]
     if backend == "dask":
         return
-    from .skips import reason_for
+    from .skips import SKIPS_BY_BACKEND, reason_for
 
+    kind = backend.removeprefix("dask-")
     for item in items:
-        reason = reason_for(item.nodeid, backend)
+        if backend.startswith("dask-"):  # Dask's own: only what crashes every such run
+            reason = reason_for(item.nodeid, kind, SKIPS_BY_BACKEND.get(kind, {}))
+        else:
+            reason = reason_for(item.nodeid, backend)
         if reason:
             item.add_marker(pytest.mark.skip(reason=f"notebook_sched skip list: {reason}"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     backend = config.stash[_BACKEND]
-    if backend == "dask":
+    if backend.startswith("dask"):
         return "dask suite: Dask's own schedulers (baseline)"
     return f"dask suite: notebook_sched {backend!r} stands in for Dask's schedulers"
