@@ -90,7 +90,7 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
         if ours:
             names = ("num_workers", "pool", "observers")
             backend_options = {name: options.get(name) for name in names}
-            if backend == "processes":  # the one local backend with worker processes
+            if backend in ("processes", "auto"):  # the local backends with worker processes
                 backend_options["worker_timeout"] = options["worker_timeout"]
         else:
             backend_options = {

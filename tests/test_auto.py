@@ -257,3 +257,21 @@ def test_events_every_task_once_and_progress():
     assert sorted(map(str, count.done)) == sorted(map(str, tasks))
     assert sorted(map(str, count.finished)) == sorted(map(str, tasks))
     assert set(count.started) == tasks
+
+
+def stop_myself(i):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return i
+
+
+def test_a_stopped_worker_process_fails_the_run_within_worker_timeout():
+    from notebook_sched.schedulers.processes import WorkerHungError
+
+    router().observe("stop_myself", 0.05, 0.05, 1.0, samples=8)  # known to hold the GIL
+    dsk = {("stop_myself", i): (stop_myself, i) for i in range(2)}
+    start = time.monotonic()
+    with pytest.raises(WorkerHungError, match="worker_timeout=1"):
+        ns.get(dsk, list(dsk), scheduler="auto", num_workers=2, worker_timeout=1.0)
+    assert time.monotonic() - start < 5
+    assert ns.last_failure().key[0] == "stop_myself"
+    assert ns.get({"a": (operator.add, 1, 2)}, "a", scheduler="auto") == 3

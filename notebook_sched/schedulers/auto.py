@@ -45,6 +45,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
+from .. import config
 from ..engine import check_workers, execute_graph, run_spec, task_failure
 from ..events import Dispatcher
 from ..gil import GilProbe
@@ -80,9 +81,14 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    worker_timeout: float | None | str = "config",
     **options: Any,
 ) -> Any:
-    """Compute ``keys`` of ``dsk`` on threads and worker processes, chosen per task."""
+    """Compute ``keys`` of ``dsk`` on threads and worker processes, chosen per task.
+
+    ``worker_timeout``: as for ``processes`` (a busy worker process silent that long is
+    killed and the run fails naming its task); default the config's.
+    """
     if pool is not None:
         raise ValueError(
             f"scheduler='auto' runs tasks on its own threads and the process pool, so it "
@@ -90,9 +96,12 @@ def get(
             f"an executor of yours."
         )
     workers = check_workers(num_workers)
+    if worker_timeout == "config":
+        worker_timeout = config.get("worker_timeout")
+    timeout = config._validate("worker_timeout", worker_timeout)
 
     def drive(graph, state, events):
-        _AutoRun(graph, state, events, workers, _router).drive()
+        _AutoRun(graph, state, events, workers, _router, timeout).drive()
 
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -120,8 +129,10 @@ def nbytes(value: Any) -> int:
 class _AutoRun(_ProcessRun):
     """One auto run; only the calling thread touches ``state`` (see module docstring)."""
 
-    def __init__(self, graph, state, events: Dispatcher, workers: int, router: Router):
-        super().__init__(graph, state, events, None)
+    def __init__(
+        self, graph, state, events: Dispatcher, workers: int, router: Router, timeout=None
+    ):
+        super().__init__(graph, state, events, None, timeout)
         self.router = router
         self.slots = workers
         self.prefixes: dict = {}  # key head -> prefix, memoised key_split
@@ -401,6 +412,9 @@ class _AutoRun(_ProcessRun):
         self.next_id += 1
         self.batches[batch.id] = batch
         worker.outstanding.append(batch.id)
+        # Silence is counted from now: an idle worker was not expected to speak.
+        worker.last_beat = worker.beat.value
+        worker.last_seen = time.monotonic()
         self._send(batch)
         self._started_next(batch)
 
@@ -409,6 +423,8 @@ class _AutoRun(_ProcessRun):
         busy = [w for w in self.pool.workers if w.outstanding] if self.pool is not None else []
         by_conn = {w.conn: w for w in busy}
         by_sentinel = {w.sentinel: w for w in busy}
+        if busy and self.check_every is not None:  # wake up to look for hung workers
+            timeout = self.check_every if timeout is None else min(timeout, self.check_every)
         ready = wait([self.wake_read, *by_conn, *by_sentinel], timeout)
         if self.wake_read in ready:
             os.read(self.wake_read, 65536)
@@ -422,6 +438,8 @@ class _AutoRun(_ProcessRun):
             worker = by_conn.get(conn)
             if worker is not None:
                 self._read(worker)
+        if busy and self.timeout is not None:
+            self._check_alive(busy)
         for worker in by_sentinel.values():
             if worker.outstanding and not worker.process.is_alive():
                 self._read(worker)
