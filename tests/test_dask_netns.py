@@ -292,7 +292,8 @@ def test_failed_task_reruns_locally_in_the_kernel(cluster, kernel):
     assert ex.status == "error" and ex.error["ename"] == "ZeroDivisionError"
     shown = "\n".join(ex.error["traceback"])
     assert "task 'ratio-1' failed on the 'dask' scheduler (tcp://10.213." in shown
-    assert "Traceback in the worker" in shown
+    # The rerun's frames are shown (the worker's are in last_failure().remote_traceback).
+    assert "Rerun here with the same inputs, it failed the same way" in shown
     ex = kernel.ok(
         "import sys\n"
         "tb = sys.last_traceback\n"
