@@ -60,6 +60,8 @@ from .graph import (
 )
 
 __all__ = [
+    "SAMPLE_EVERY",
+    "LONG_TASK",
     "RunState",
     "run_spec",
     "execute_graph",
@@ -67,6 +69,13 @@ __all__ = [
     "check_workers",
     "check_positive",
 ]
+
+
+# Measuring (the task_measured hook): every task that took LONG_TASK seconds or more
+# is followed by a measured one; otherwise one task in SAMPLE_EVERY is measured.  A
+# measurement costs ~8 µs (clocks, two /proc reads, a call): no-op graphs pay ~1%.
+SAMPLE_EVERY = 256
+LONG_TASK = 0.001
 
 
 class RunState:

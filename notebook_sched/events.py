@@ -9,6 +9,8 @@ same hooks in the same order for each run::
     task_started(key, worker)                per task, before task_finished/task_failed
     task_finished(key, worker, start, stop)  per successful task; times from time.time()
     task_done(key)                           per successful task, the cheapest hook
+    task_measured(key, worker, start, stop, cpu, starved)
+                                             a sample of successful tasks, measured
     task_failed(key, worker, error)          per failed task
     graph_finished(run, error)               once; error is None on success
 
@@ -87,6 +89,21 @@ class Observer:
     def task_done(self, key: Hashable) -> None:
         """A task succeeded (no times: the cheapest hook, for counters)."""
 
+    def task_measured(
+        self,
+        key: Hashable,
+        worker: str,
+        start: float,
+        stop: float,
+        cpu: float | None,
+        starved: float | None,
+    ) -> None:
+        """A *sample* of successful tasks, measured where they ran: wall times, the CPU
+        seconds of the thread that ran it and its seconds runnable without a CPU (None
+        where the backend cannot read them).  Backends measure every task that takes
+        over ``engine.LONG_TASK`` and one in ``engine.SAMPLE_EVERY`` of the others, so
+        listening costs ~1% on graphs of no-op tasks."""
+
     def worker_started(self, worker: str) -> None:
         """A worker thread started; called on that thread."""
 
@@ -139,6 +156,7 @@ _HOOKS = (
     "task_started",
     "task_finished",
     "task_done",
+    "task_measured",
     "task_failed",
     "graph_finished",
 )
@@ -209,7 +227,9 @@ class Dispatcher:
         return call
 
 
-_PER_TASK = frozenset({"task_started", "task_finished", "task_done", "task_failed"})
+_PER_TASK = frozenset(
+    {"task_started", "task_finished", "task_done", "task_measured", "task_failed"}
+)
 
 
 class _Skipping:

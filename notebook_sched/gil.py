@@ -90,12 +90,17 @@ class GilProbe:
         self._thread.start()
         return self
 
-    def stop(self) -> list[tuple[float, float]]:
-        """Stop sampling (joins the probe thread) and return the samples."""
+    def stop(self, wait: bool = True) -> list:
+        """Stop sampling and return the samples.
+
+        ``wait=False`` does not join the probe thread: it ends by itself within one
+        cycle (a few ms that a short run should not pay for); samples it takes
+        meanwhile lie after the stop and fall outside any window of the run."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
-            thread.join()
+            if wait:
+                thread.join()
         return self.samples
 
     def __enter__(self) -> GilProbe:

@@ -101,3 +101,45 @@ def test_advise_after_a_compute_with_measuring_on(no_leaks):
         ns.advise("threads")
     with pytest.raises(ValueError, match="True or False"):
         ns.config.set(advise="yes")
+
+
+class Measured(ns.events.Observer):
+    def __init__(self):
+        self.records = []
+
+    def task_measured(self, key, worker, start, stop, cpu, starved):
+        self.records.append((key, worker, stop - start, cpu, starved))
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "auto"])
+def test_task_measured_samples_short_tasks_and_measures_every_long_one(scheduler, no_leaks):
+    from notebook_sched.engine import SAMPLE_EVERY
+
+    n = 20 * SAMPLE_EVERY
+    short = {("inc", i): (abs, i) for i in range(n)}
+    seen = Measured()
+    ns.get(short, list(short), scheduler=scheduler, num_workers=2, observers=[seen])
+    assert 1 <= len(seen.records) <= 4 * n // SAMPLE_EVERY  # a sample, not every task
+    long = {("fetch", i): (fetch, i) for i in range(12)}  # 20 ms each: all measured
+    seen = Measured()
+    ns.get(long, list(long), scheduler=scheduler, num_workers=2, observers=[seen])
+    assert sorted(r[0] for r in seen.records) == sorted(long)
+    for _key, _worker, wall, cpu, starved in seen.records:
+        assert wall >= 0.015 and 0.0 <= cpu < wall and starved >= 0.0
+
+
+def test_processes_report_wall_times_only(no_leaks):
+    seen = Measured()
+    long = {("fetch", i): (fetch, i) for i in range(4)}
+    ns.get(long, list(long), scheduler="processes", num_workers=2, observers=[seen])
+    assert sorted(r[0] for r in seen.records) == sorted(long)
+    assert all(r[2] >= 0.015 and r[3] is None for r in seen.records)
+
+
+def test_advice_counts_every_task_though_few_are_measured(no_leaks):
+    n = 3000
+    dsk = {("inc", i): (abs, i) for i in range(n)}
+    with Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler="threads", num_workers=2)
+    (row,) = advisor.advice().rows
+    assert row.prefix == "inc" and row.tasks == n

@@ -10,13 +10,15 @@
     total.compute()
     notebook_sched.advise()   # the advice for the last run (also %sched_advise)
 
-:class:`Advisor` is an observer (``events.py``).  While a run is in progress it keeps a
-:class:`~notebook_sched.gil.GilProbe` sampling, and for every task it
-records the wall time and the CPU time of the thread that ran it: under ``sync`` and
-``threads`` the task hooks fire on the thread that runs the task, so reading
-``time.thread_time()`` in ``task_started`` and ``task_finished`` brackets the task
-exactly, at ~0.2 µs a read.  The probe's samples are spread over the prefixes that
-were running (``notebook_sched.gil.attribute``).
+:class:`Advisor` is an observer (``events.py``) of ``task_measured``, the hook backends
+call for a *sample* of tasks (every task over ``engine.LONG_TASK``, one in
+``engine.SAMPLE_EVERY`` of the shorter ones) with the wall times, the CPU seconds of
+the thread that ran it and its seconds runnable without a CPU, read on that thread;
+and of ``task_done``, a C-level ``list.append`` that counts every task.  While a run is
+in progress it keeps a :class:`~notebook_sched.gil.GilProbe` sampling; the probe's
+samples are spread over the prefixes of the measured tasks that were running
+(``notebook_sched.gil.attribute``).  So measuring costs about 1% on a graph of no-op
+tasks and nothing measurable on real ones.
 
 :meth:`Advisor.advice` turns the records into an :class:`Advice`: one
 :class:`AdviceRow` per prefix (tasks, wall, CPU, busy-GIL share, verdict, where it
@@ -25,9 +27,9 @@ this machine's measured costs (``costs.py``).
 
 Limits, said where the advice is shown: the task events carry no dependencies, so the
 model replays tasks as independent (optimistic for long chains); results' sizes are
-not known to observers (``bytes_out`` is 0 until backends report it); under backends
-whose task hooks fire in the caller (``processes``, ``distributed``), CPU time and the
-GIL cannot be read here, and the rows say "unmeasured".
+not reported yet (``bytes_out`` is 0); ``processes`` reports wall times only and the
+cluster backends nothing, so their rows say "unmeasured" and no recommendation is
+made from them (run once on ``sync``, ``threads`` or ``auto`` to measure).
 """
 
 from __future__ import annotations
@@ -35,11 +37,10 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..events import Observer, RunInfo
-from ..gil import GilProbe, attribute, run_queue_seconds
+from ..gil import GilProbe, attribute
 from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 
@@ -79,16 +80,19 @@ class Recommendation:
 
 
 class Advisor(Observer):
-    """Measures every task of the runs it observes (see the module docstring)."""
+    """Measures the runs it observes (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards _records, _runs and _probe
+        self._lock = threading.Lock()  # guards _runs and _probe
         self._records: list[tuple] = []  # (key, worker, start, stop, cpu, starved)
-        self._runs: list[tuple[RunInfo, float, float]] = []
+        self._done: list = []  # keys of finished tasks, all runs
+        self.task_done = self._done.append  # a C-level call: counting costs ~30 ns
+        # (run, start time, stop time or 0, first index in _done, end index or -1)
+        self._runs: list[tuple[RunInfo, float, float, int, int]] = []
         self._probe: GilProbe | None = None
         self._samples: list[tuple[float, float]] = []
-        self._local = threading.local()
         self._measuring = False
+        self._workers: dict[str, set] = {}
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -96,22 +100,11 @@ class Advisor(Observer):
             self._measuring = run.scheduler in MEASURED_BACKENDS
             if self._measuring and self._probe is None:
                 self._probe = GilProbe().start()
-            self._runs.append((run, time.time(), 0.0))
+            self._runs.append((run, time.time(), 0.0, len(self._done), -1))
 
-    def task_started(self, key: Hashable, worker: str) -> None:
-        # Only clocks that keep the GIL: a call that released it here (os.pread of
-        # /proc, say) would hand the probe the GIL mid-task and skew it.  Under auto
-        # only the tasks on threads run where their hooks fire.
-        if self._measuring and not worker.startswith(UNMEASURED_WORKERS):
-            self._local.began = (time.thread_time(), run_queue_seconds())
-
-    def task_finished(self, key: Hashable, worker: str, start: float, stop: float) -> None:
-        cpu = starved = None
-        if self._measuring and not worker.startswith(UNMEASURED_WORKERS):
-            began = getattr(self._local, "began", None)
-            if began is not None:
-                cpu = time.thread_time() - began[0]
-                starved = run_queue_seconds() - began[1]
+    def task_measured(self, key, worker, start, stop, cpu, starved) -> None:
+        if worker.startswith(UNMEASURED_WORKERS):
+            cpu = starved = None  # its hooks did not fire where it ran
         self._records.append((key, worker, start, stop, cpu, starved))
 
     def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
@@ -119,20 +112,25 @@ class Advisor(Observer):
             probe, self._probe = self._probe, None
             for n in range(len(self._runs) - 1, -1, -1):
                 if self._runs[n][0] is run:
-                    self._runs[n] = (run, self._runs[n][1], time.time())
+                    _, t0, _, first, _ = self._runs[n]
+                    self._runs[n] = (run, t0, time.time(), first, len(self._done))
                     break
         if probe is not None:
-            probe.stop()
-            self._samples.extend(probe.corrected_samples())
+            probe.stop(wait=False)  # joining would cost a short run a probe cycle
+            end = time.time()
+            self._samples.extend(s for s in probe.corrected_samples() if s[0] <= end)
 
     # -- results -----------------------------------------------------------------------
     def samples(self) -> tuple[list[TaskSample], str, int, float]:
-        """Task samples of the last run, with its backend, worker count and duration."""
+        """Task samples standing for every task of the last run (each prefix's measured
+        tasks, repeated to its count of finished tasks), with the run's backend, worker
+        count and duration."""
         with self._lock:
             if not self._runs:
                 raise LookupError("this Advisor has not seen a run yet: compute inside it")
-            run, t0, t1 = self._runs[-1]
-            records = [r for r in self._records if r[2] >= t0 and (not t1 or r[3] <= t1)]
+            run, t0, t1, first, last = self._runs[-1]
+            done = self._done[first : last if last >= 0 else len(self._done)]
+        records = [r for r in self._records if r[2] >= t0 and (not t1 or r[3] <= t1)]
         prefix = prefix_function()
         names = [prefix(r[0]) for r in records]
         # The caller's GIL tells only about tasks that ran in the caller, on threads.
@@ -140,21 +138,30 @@ class Advisor(Observer):
             (n, r[2], r[3]) for n, r in zip(names, records, strict=True) if r[4] is not None
         ]
         shares = attribute(self._samples, intervals) if self._samples else {}
-        out = []
+        measured: dict[str, list[TaskSample]] = {}
         self._workers = {}
         for (_key, worker, start, stop, cpu, starved), name in zip(records, names, strict=True):
             self._workers.setdefault(name, set()).add(worker.split("-")[0])
             share = shares.get(name)
             wall = stop - start
-            out.append(
-                TaskSample(
-                    prefix=name,
-                    wall=wall,
-                    cpu=wall if cpu is None else cpu,
-                    gil_busy=share.gil_busy if share else 0.0,
-                    starved=starved or 0.0,
-                )
+            sample = TaskSample(
+                prefix=name,
+                wall=wall,
+                cpu=wall if cpu is None else cpu,
+                gil_busy=share.gil_busy if share else 0.0,
+                starved=starved or 0.0,
             )
+            measured.setdefault(name, []).append(sample)
+        counts: dict[str, int] = {}
+        for key in done:
+            name = prefix(key)
+            counts[name] = counts.get(name, 0) + 1
+        out = []
+        for name, count in counts.items():
+            have = measured.get(name)
+            if have:
+                out.extend(have[n % len(have)] for n in range(max(count, len(have))))
+        self._measured_names = {n for n, r in zip(names, records, strict=True) if r[4] is not None}
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
     def advice(self, costs: Costs | None = None) -> Advice:
@@ -189,8 +196,7 @@ class Advisor(Observer):
         return Advice(rows, recommend(samples, rows, ran_on, workers, seconds, costs))
 
     def _measured_prefixes(self) -> set[str]:
-        prefix = prefix_function()
-        return {prefix(r[0]) for r in self._records if r[4] is not None}
+        return getattr(self, "_measured_names", set())
 
     def __repr__(self) -> str:
         return f"<Advisor runs={len(self._runs)} tasks={len(self._records)}>"

@@ -48,7 +48,7 @@ from typing import Any
 from .. import config
 from ..engine import check_workers, execute_graph, run_spec, task_failure
 from ..events import Dispatcher
-from ..gil import GilProbe
+from ..gil import GilProbe, run_queue_seconds
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
 from . import _pool
 from ._blas import limited_native_threads
@@ -309,6 +309,7 @@ class _AutoRun(_ProcessRun):
         events, specs, keys = self.events, self.graph.specs, self.graph.keys
         values = self.state.values
         started, finished = events.task_started, events.task_finished
+        measure = events.task_measured  # every task here is timed for the router anyway
         if events.worker_started:
             events.worker_started(name)
         ident = threading.get_ident()
@@ -323,6 +324,7 @@ class _AutoRun(_ProcessRun):
                     started(keys[i], name)
                 error = value = None
                 self.in_task[ident] = True
+                q0 = run_queue_seconds() if measure else 0.0
                 t0, c0 = clock(), cpu_clock()
                 try:
                     value = run_spec(specs[i], values)
@@ -333,6 +335,8 @@ class _AutoRun(_ProcessRun):
                 finally:
                     self.in_task[ident] = False
                 t1, cpu = clock(), cpu_clock() - c0
+                if error is None and measure:
+                    measure(keys[i], name, t0, t1, cpu, run_queue_seconds() - q0)
                 if error is None and finished:
                     finished(keys[i], name, t0, t1)
                 self.results.put((i, ticket, alone, value, error, name, t0, t1, cpu))

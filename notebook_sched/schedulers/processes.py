@@ -369,7 +369,7 @@ class _ProcessRun:
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish
         started, finished = self.events.task_started, self.events.task_finished
-        done = self.events.task_done
+        done, measure = self.events.task_done, self.events.task_measured
         name = batch.worker.name
         keys = self.graph.keys
         spent = 0.0
@@ -382,6 +382,8 @@ class _ProcessRun:
             batch.reported += 1
             if finished:
                 finished(keys[task], name, start, stop)
+            if measure:  # wall times from the worker; its CPU is not reported (yet)
+                measure(keys[task], name, start, stop, None, None)
             if done:
                 done(keys[task])
         mean = spent / len(results)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..engine import execute_graph, run_spec, task_failure
+from ..engine import LONG_TASK, SAMPLE_EVERY, execute_graph, run_spec, task_failure
 from ..events import Dispatcher
 from ..failure import annotate
+from ..gil import run_queue_seconds
 
 __all__ = ["get"]
 
@@ -42,6 +43,8 @@ def _drive(graph, state, events: Dispatcher) -> None:
     finish = state.finish
     started, finished, failed = events.task_started, events.task_finished, events.task_failed
     done = events.task_done
+    if events.task_measured:
+        return _drive_measured(graph, state, events)
     if not (started or finished):  # the fast loop: no clock, no per-task call but done
         while ready:
             i = pop()
@@ -88,3 +91,43 @@ def _interrupted(exc: KeyboardInterrupt, key) -> None:
     __tracebackhide__ = True
     annotate(exc, key, BACKEND, WORKER)
     raise exc
+
+
+def _drive_measured(graph, state, events: Dispatcher) -> None:
+    """The loop when someone measures: a sample of tasks with clocks (see engine)."""
+    __tracebackhide__ = True
+    specs, keys, values = graph.specs, graph.keys, state.values
+    ready, finish = state.ready, state.finish
+    started, finished, failed = events.task_started, events.task_finished, events.task_failed
+    done, measure = events.task_done, events.task_measured
+    clock, cpu_clock = time.time, time.thread_time
+    skip = 0
+    while ready:
+        i = ready.pop()
+        key = keys[i]
+        sample = skip <= 0
+        if started:
+            started(key, WORKER)
+        if sample:
+            c0, q0 = cpu_clock(), run_queue_seconds()
+        t0 = clock()
+        try:
+            value = run_spec(specs[i], values)
+        except KeyboardInterrupt as exc:
+            _interrupted(exc, key)
+        except BaseException as exc:  # SystemExit too: the task's failure
+            task_failure(graph, values, i, exc, BACKEND, WORKER)
+            if failed:
+                failed(key, WORKER, exc)
+            raise
+        t1 = clock()
+        if sample:
+            measure(key, WORKER, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
+            skip = 0 if t1 - t0 >= LONG_TASK else SAMPLE_EVERY
+        else:
+            skip -= 1
+        finish(i, value)
+        if finished:
+            finished(key, WORKER, t0, t1)
+        if done:
+            done(key)

@@ -41,8 +41,9 @@ import threading
 import time
 from typing import Any
 
-from ..engine import check_workers, execute_graph, run_spec, task_failure
+from ..engine import LONG_TASK, SAMPLE_EVERY, check_workers, execute_graph, run_spec, task_failure
 from ..events import Dispatcher
+from ..gil import run_queue_seconds
 from ._blas import limited_native_threads
 
 __all__ = ["get", "TaskCancelled"]
@@ -170,7 +171,9 @@ class _Run:
         if events.worker_started:
             events.worker_started(name)
         ident = threading.get_ident()
-        clock = time.time
+        clock, cpu_clock = time.time, time.thread_time
+        measure = events.task_measured
+        skip = 0
         i = -1
         value = None
         while True:
@@ -199,7 +202,20 @@ class _Run:
                     cond.notify(min(self.idle, len(ready)))
                 self.in_task[ident] = True
             try:
-                if timed:
+                if measure is not None and skip <= 0:
+                    # A measured task (see engine.SAMPLE_EVERY): clocks on this thread.
+                    key = keys[i]
+                    if started:
+                        started(key, name)
+                    c0, q0 = cpu_clock(), run_queue_seconds()
+                    t0 = clock()
+                    value = run_spec(specs[i], values)
+                    t1 = clock()
+                    measure(key, name, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
+                    if finished:
+                        finished(key, name, t0, t1)
+                    skip = 0 if t1 - t0 >= LONG_TASK else SAMPLE_EVERY
+                elif timed:
                     key = keys[i]
                     if started:
                         started(key, name)
@@ -207,8 +223,10 @@ class _Run:
                     value = run_spec(specs[i], values)
                     if finished:
                         finished(key, name, t0, clock())
+                    skip -= 1
                 else:
                     value = run_spec(specs[i], values)
+                    skip -= 1
             except BaseException as exc:  # SystemExit, KeyboardInterrupt...: all the task's
                 with cond:
                     self.in_task[ident] = False
