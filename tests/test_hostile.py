@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaks")]
 
 LOCAL = ["sync", "threads", "processes"]
 EXECUTORS = ["thread-executor", "process-executor"]
-ALL = LOCAL + EXECUTORS + ["distributed"]
-REMOTE = ["processes", "process-executor", "distributed"]
+ALL = LOCAL + ["auto"] + EXECUTORS + ["distributed"]
+REMOTE = ["processes", "auto", "process-executor", "distributed"]
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ KEY_CASES = {
 }
 
 
-@pytest.mark.parametrize("scheduler", LOCAL + ["distributed"])
+@pytest.mark.parametrize("scheduler", LOCAL + ["auto", "distributed"])
 @pytest.mark.parametrize("case", list(KEY_CASES))
 def test_what_names_a_key_follows_dask(sched, scheduler, case):
     from dask.local import get_sync
