@@ -379,10 +379,8 @@ def compile_graph(dsk: Mapping, output_keys: list) -> CompiledGraph:
             value = dsk[key]
             spec = None
             if type(value) is tuple and value and callable(value[0]):
-                # Fast path: a flat call whose arguments are keys or common literals.
-                # Anything else (containers, subclasses, objects) goes to _parse, which
-                # applies the same rule in full; tests/test_graph_properties.py checks
-                # that the two agree.
+                # Fast path: a flat call of keys and common literals; anything else goes
+                # to _parse (same rule in full; test_graph_properties checks they agree).
                 slots = []
                 for arg_pos, arg in enumerate(value[1:]):
                     typ = type(arg)

@@ -96,7 +96,9 @@ def evaluate(expr: Any, refs: Mapping) -> Any:
 
     ``refs`` holds exactly the keys :func:`compile_graph` found in ``expr``, so a value
     that names one of them is replaced by its result.  Iterative: 3,000 levels of
-    nesting inside one task do not touch the recursion limit.
+    nesting inside one task do not touch the recursion limit.  A frame is
+    ``[kind, iterator over items, computed items, extra]``; common leaves are handled
+    inline, without a call.
     """
     value, frame = _eval_open(expr, refs)
     if frame is None:
@@ -104,21 +106,32 @@ def evaluate(expr: Any, refs: Mapping) -> Any:
     frames = [frame]
     while True:
         frame = frames[-1]
-        items = frame[1]
-        pos = frame[2]
-        if pos < len(items):
-            frame[2] = pos + 1
-            value, child = _eval_open(items[pos], refs)
+        out = frame[2]
+        append = out.append
+        for item in frame[1]:
+            typ = type(item)
+            if typ is str or typ is int or typ is float or typ is bool:
+                append(refs[item] if item in refs else item)
+                continue
+            if typ is tuple and item and not callable(item[0]):
+                try:
+                    hit = item in refs
+                except TypeError:
+                    hit = False
+                if hit:
+                    append(refs[item])
+                    continue
+            value, child = _eval_open(item, refs)
             if child is not None:
                 frames.append(child)
-                continue
-            frame[3].append(value)
-            continue
-        frames.pop()
-        value = _eval_close(frame)
-        if not frames:
-            return value
-        frames[-1][3].append(value)
+                break
+            append(value)
+        else:
+            frames.pop()
+            value = _eval_close(frame)
+            if not frames:
+                return value
+            frames[-1][2].append(value)
 
 
 def _eval_open(expr: Any, refs: Mapping) -> tuple[Any, list | None]:
@@ -126,22 +139,22 @@ def _eval_open(expr: Any, refs: Mapping) -> tuple[Any, list | None]:
     typ = type(expr)
     if typ is tuple:
         if expr and callable(expr[0]):
-            return None, [_E_CALL, expr[1:], 0, [], expr[0]]
+            return None, [_E_CALL, iter(expr[1:]), [], expr[0]]
         if names_key(expr, refs):
             return refs[expr], None
-        return None, [_E_TUPLE, expr, 0, [], None]
+        return None, [_E_TUPLE, iter(expr), [], None]
     if typ is list:
-        return None, [_E_LIST, expr, 0, [], None]
+        return None, [_E_LIST, iter(expr), [], None]
     if typ is str or typ is int or typ is float or typ is bool:
         return (refs[expr] if expr in refs else expr), None
     if typ is set or typ is frozenset:
-        return None, [_E_SET, list(expr), 0, [], typ]
+        return None, [_E_SET, iter(list(expr)), [], typ]
     if typ in _PLAIN_TYPES:
         return expr, None
     if names_key(expr, refs):
         return refs[expr], None
     if isinstance(expr, tuple) and hasattr(expr, "_fields"):  # a namedtuple
-        return None, [_E_NAMED, expr, 0, [], typ]
+        return None, [_E_NAMED, iter(expr), [], typ]
     ref = taskref_key(expr)
     if ref is not NO_KEY:
         return refs[ref], None
@@ -151,7 +164,7 @@ def _eval_open(expr: Any, refs: Mapping) -> tuple[Any, list | None]:
 
 
 def _eval_close(frame: list) -> Any:
-    kind, _items, _pos, out, extra = frame
+    kind, _items, out, extra = frame
     if kind == _E_CALL:
         return extra(*out)
     if kind == _E_LIST:

@@ -173,7 +173,7 @@ def check(dsk, keys, scheduler):
         )
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "distributed"])
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "auto", "distributed"])
 def test_backends_agree_with_dask(scheduler):
     @settings(settings.get_profile(PROFILE))
     @given(graphs())
