@@ -363,7 +363,8 @@ def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> 
     shell = ipython_shell()
     lines = []
     if failure is not None:
-        lines.append(_headline(exc, failure))
+        if failure.remote_traceback or repr(failure.key) not in str(exc):
+            lines.append(_headline(exc, failure))  # (a KilledWorker's message names it)
         if failure.remote_traceback and not _shows_rerun_frames(exc, failure):
             text = name_cells(trim_remote_traceback(failure.remote_traceback), shell)
             lines.append(text.rstrip("\n"))
