@@ -23,11 +23,16 @@ Honesty rules of the rerun:
 * if the rerun raises an exception of another type, the original error is raised
   (the rerun did not reproduce it) and the rerun's exception is kept in the record.
 
-Rendering: in IPython, exceptions from a run get a ``_render_traceback_`` that shows
-the key, the worker's traceback (for remote failures) and the local frames, with the
-frames of notebook_sched itself (and IPython's ``run_code``) left out.  The real
+Rendering: in IPython, exceptions from a run get a ``_render_traceback_`` that says
+once, first, which task failed where and what the local rerun found; then the
+worker's traceback when the local frames are not the same, and the local frames
+without notebook_sched's own (``tracebacks.py`` trims them); our notes are not
+repeated under the error.  Errors that are not task failures (GraphError,
+KeyboardInterrupt, a dead worker) get the same trimming.  The real
 ``__traceback__`` is untouched, so the debugger still sees every frame.
-:func:`register_formatters` makes ``last_failure()`` render as text and HTML.
+:func:`register_formatters` makes ``last_failure()`` render as text and HTML (the
+task as a call with its literal arguments, :func:`describe_call`).  :func:`post_mortem`
+plays a ``%debug`` session with its commands given up front (tutorials, tests).
 
 Nothing here imports IPython; the shell is looked up only when already imported.
 """
@@ -35,7 +40,6 @@ Nothing here imports IPython; the shell is looked up only when already imported.
 from __future__ import annotations
 
 import html
-import os
 import sys
 import threading
 import types
@@ -43,6 +47,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 from .failure import RemoteTraceback, TaskFailure, last_failure
+from .tracebacks import PACKAGE_DIR, name_cells, trim_remote_traceback, trim_traceback  # noqa: F401
 
 __all__ = [
     "RerunUnavailable",
@@ -62,7 +67,6 @@ __all__ = [
     "in_kernel",
 ]
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 RERUN_NOTE = "[notebook_sched] rerun"  # prefix of the notes this module adds
 MAX_REPR = 120
 
@@ -327,73 +331,6 @@ def post_mortem(commands: list[str], tb: types.TracebackType | None = None) -> N
 # -- tracebacks --------------------------------------------------------------------
 
 
-def _is_ours(frame: types.FrameType) -> bool:
-    name = frame.f_globals.get("__name__", "") or ""
-    if name == "notebook_sched" or name.startswith("notebook_sched."):
-        return True
-    return name.startswith("IPython.core.")  # run_code and magic plumbing
-
-
-_LIBRARY_DIRS = tuple(
-    {os.path.join(os.path.realpath(prefix), "lib") for prefix in (sys.prefix, sys.base_prefix)}
-)
-
-
-def _is_library(frame: types.FrameType) -> bool:
-    filename = frame.f_code.co_filename
-    if filename.startswith("<frozen "):
-        return True
-    return os.path.realpath(filename).startswith(_LIBRARY_DIRS)
-
-
-def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """A copy of the chain ``tb`` without notebook_sched's (and IPython's) frames.
-
-    Library frames next to ours go too: those our frames called
-    (``multiprocessing.connection.wait``, the selector an interrupt lands in) and those
-    that only lead into ours (``dask.compute`` calling our scheduler).  Library frames
-    between two frames of the user's code stay.
-    """
-    entries = []
-    while tb is not None:
-        frame = tb.tb_frame
-        kind = "ours" if _is_ours(frame) else "library" if _is_library(frame) else "user"
-        entries.append((tb, kind))
-        tb = tb.tb_next
-    kept = []
-    for i, (entry, kind) in enumerate(entries):
-        if kind == "ours":
-            continue
-        if kind == "library":
-            before = next((k for _, k in reversed(entries[:i]) if k != "library"), None)
-            after = next((k for _, k in entries[i + 1 :] if k != "library"), None)
-            if "ours" in (before, after):
-                continue
-        kept.append(entry)
-    chain = None
-    for entry in reversed(kept):
-        chain = types.TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
-    return chain
-
-
-def trim_remote_traceback(text: str) -> str:
-    """The worker's traceback text without frames from notebook_sched's files."""
-    out: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        if line.startswith('  File "'):
-            path = line[len('  File "') :].split('"', 1)[0]
-            skipping = os.path.abspath(path).startswith(PACKAGE_DIR)
-            if skipping:
-                continue
-        elif skipping and line.startswith("    "):
-            continue
-        else:
-            skipping = False
-        out.append(line)
-    return "".join(out)
-
-
 def _headline(exc: BaseException, failure: TaskFailure) -> str:
     """What failed where, and what the local rerun found: said once, first."""
     where = f"task {failure.key!r} failed on the {failure.backend!r} scheduler ({failure.worker})"
@@ -420,45 +357,14 @@ def _shows_rerun_frames(exc: BaseException, failure: TaskFailure) -> bool:
     )
 
 
-def name_cells(text: str, shell: Any) -> str:
-    """``File "<dynamic-code>", line 5, in parse`` -> ``Cell In[2], line 5, in parse``.
-
-    cloudpickle ships functions defined in a notebook by value and names their code
-    ``<dynamic-code>`` in the worker; the kernel still has the functions, so a name
-    and line that match one defined in a cell give back the cell it came from.
-    """
-    if "<dynamic-code>" not in text or shell is None:
-        return text
-    cells = getattr(getattr(shell, "compile", None), "_filename_map", {})
-    where: dict[str, set] = {}
-    for value in list(shell.user_ns.values()):
-        code = getattr(getattr(value, "func", value), "__code__", None)
-        if code is not None and code.co_filename in cells:
-            where.setdefault(code.co_name, set()).add(cells[code.co_filename])
-        for nested in getattr(code, "co_consts", ()) if code is not None else ():
-            if isinstance(nested, types.CodeType) and nested.co_filename in cells:
-                where.setdefault(nested.co_name, set()).add(cells[nested.co_filename])
-
-    def replace(line: str) -> str:
-        head = '  File "<dynamic-code>", line '
-        if not line.startswith(head):
-            return line
-        number, _, name = line[len(head) :].partition(", in ")
-        found = where.get(name.strip(), set())
-        if len(found) != 1 or not number.isdigit():
-            return line
-        return f"  Cell In[{next(iter(found))}], line {number}, in {name}"
-
-    return "".join(replace(line) for line in text.splitlines(keepends=True))
-
-
 def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> list[str]:
     """The lines IPython shows for ``exc``: key, worker traceback, trimmed local frames."""
     failure = failure or getattr(exc, "__notebook_sched_failure__", None)
     shell = ipython_shell()
     lines = []
     if failure is not None:
-        lines.append(_headline(exc, failure))
+        if failure.remote_traceback or repr(failure.key) not in str(exc):
+            lines.append(_headline(exc, failure))  # (a KilledWorker's message names it)
         if failure.remote_traceback and not _shows_rerun_frames(exc, failure):
             text = name_cells(trim_remote_traceback(failure.remote_traceback), shell)
             lines.append(text.rstrip("\n"))

@@ -134,6 +134,7 @@ def test_killed_worker_reads_as_a_message(kn):
     assert ex.error["ename"] == "KilledWorker"
     assert "client.py" not in text and "notebook_sched/" not in text, text
     assert text.count("the process exited by itself") == 1, text
+    assert not text.startswith("notebook_sched: task"), text  # the message names the task
 
 
 def test_cluster_view_updates_while_the_cluster_works(kn):
