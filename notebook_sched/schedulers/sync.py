@@ -43,9 +43,8 @@ def _drive(graph, state, events: Dispatcher) -> None:
     finish = state.finish
     started, finished, failed = events.task_started, events.task_finished, events.task_failed
     done = events.task_done
-    if events.task_measured:
-        return _drive_measured(graph, state, events)
-    if not (started or finished):  # the fast loop: no clock, no per-task call but done
+    if not (started or finished or events.task_measured):
+        # The fast loop: no clock, no per-task call but done.
         while ready:
             i = pop()
             try:
@@ -61,28 +60,7 @@ def _drive(graph, state, events: Dispatcher) -> None:
             if done:
                 done(keys[i])
         return
-    clock = time.time
-    while ready:
-        i = pop()
-        key = keys[i]
-        if started:
-            started(key, WORKER)
-        t0 = clock()
-        try:
-            value = run_spec(specs[i], values)
-        except KeyboardInterrupt as exc:
-            _interrupted(exc, key)
-        except BaseException as exc:  # SystemExit too: the task's failure
-            task_failure(graph, values, i, exc, BACKEND, WORKER)
-            if failed:
-                failed(key, WORKER, exc)
-            raise
-        t1 = clock()
-        finish(i, value)
-        if finished:
-            finished(key, WORKER, t0, t1)
-        if done:
-            done(key)
+    _drive_timed(graph, state, events)
 
 
 def _interrupted(exc: KeyboardInterrupt, key) -> None:
@@ -93,15 +71,16 @@ def _interrupted(exc: KeyboardInterrupt, key) -> None:
     raise exc
 
 
-def _drive_measured(graph, state, events: Dispatcher) -> None:
-    """The loop when someone measures: a sample of tasks with clocks (see engine)."""
+def _drive_timed(graph, state, events: Dispatcher) -> None:
+    """The loop when someone wants times: every task for task_started/task_finished,
+    a sample of tasks for task_measured (see engine.SAMPLE_EVERY)."""
     __tracebackhide__ = True
     specs, keys, values = graph.specs, graph.keys, state.values
     ready, finish = state.ready, state.finish
     started, finished, failed = events.task_started, events.task_finished, events.task_failed
     done, measure = events.task_done, events.task_measured
     clock, cpu_clock = time.time, time.thread_time
-    skip = 0
+    skip = 0 if measure else 1 << 62  # nobody measures: never sample
     while ready:
         i = ready.pop()
         key = keys[i]
