@@ -241,15 +241,16 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 def _called_too_early(key: Hashable, value: tuple, dsk: Mapping) -> GraphError:
     head = value[0]
+    name = _short_repr(key, 200)
     args = ", ".join(_short_repr(a, 30) for a in value[1:])
     return GraphError(
-        f"Task {key!r} is a tuple whose first element is not a function but "
+        f"Task {name} is a tuple whose first element is not a function but "
         f"{_short_repr(head, 40)} (of type {type(head).__name__}), and it refers to other keys, "
         f"so it looks like a task whose function was called while building the graph.\n"
         f"Probably you wrote something like:\n"
-        f"    dsk[{key!r}] = (f(x), {args})   # incorrect! f ran now, not in the graph\n"
+        f"    dsk[{name}] = (f(x), {args})   # incorrect! f ran now, not in the graph\n"
         f"Instead, put the function itself first and its arguments after it:\n"
-        f"    dsk[{key!r}] = (f, x, {args})   # correct\n"
+        f"    dsk[{name}] = (f, x, {args})   # correct\n"
         f"(A tuple that is meant as plain data must not contain keys of the graph.)"
     )
 
@@ -326,9 +327,10 @@ def _parse_expression(key: Hashable, expr: Any, dsk: Mapping) -> tuple[tuple, li
 
 
 def _missing_dependency(key: Hashable, dep: Any, dsk: Mapping) -> GraphError:
+    name, dep_name = _short_repr(key, 200), _short_repr(dep, 200)
     return GraphError(
-        f"Task {key!r} depends on {dep!r}, which is not in the graph. "
-        f"Add a task for {dep!r} or compute from a graph that has it"
+        f"Task {name} depends on {dep_name}, which is not in the graph. "
+        f"Add a task for {dep_name} or compute from a graph that has it"
         f"{_did_you_mean(dep, dsk)}."
     )
 
@@ -345,7 +347,7 @@ def missing_key_error(key: Any, dsk: Mapping) -> KeyError:
     sample = ", ".join(_short_repr(k, 40) for k in list(dsk)[:5])
     more = ", ..." if len(dsk) > 5 else ""
     return KeyError(
-        f"{key!r} is not a key of the graph{_did_you_mean(key, dsk)}; "
+        f"{_short_repr(key, 200)} is not a key of the graph{_did_you_mean(key, dsk)}; "
         f"ask for one of its keys ({sample}{more})"
     )
 

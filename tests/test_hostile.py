@@ -600,3 +600,34 @@ def test_worker_stopped_while_idle_is_found_by_the_next_run():
         except ProcessLookupError:
             pass
     assert ns.get({"x": (inc, 1)}, "x", scheduler="processes", num_workers=2) == 2
+
+
+class RecursiveRepr:
+    def __repr__(self):
+        return repr(self)  # RecursionError
+
+    def __hash__(self):
+        return 7
+
+    def __eq__(self, other):
+        return isinstance(other, RecursiveRepr)
+
+
+@pytest.mark.parametrize("scheduler", LOCAL)
+def test_keys_whose_repr_fails_in_error_messages(scheduler):
+    bad = RecursiveRepr()
+    with pytest.raises(KeyError, match="failing repr|RecursiveRepr"):
+        ns.get({"a": 1}, bad, scheduler=scheduler)  # a missing key
+    with pytest.raises(GraphError, match="RecursiveRepr"):
+        ns.get({"a": (inc, 1), "n": Node([bad])}, "n", scheduler=scheduler)  # a missing dep
+    with pytest.raises(ZeroDivisionError) as info:
+        ns.get({bad: (divmod, 1, 0)}, bad, scheduler=scheduler)  # a failing task
+    assert "RecursiveRepr" in "\n".join(info.value.__notes__)
+
+
+class Node:
+    def __init__(self, deps):
+        self.dependencies = frozenset(deps)
+
+    def __call__(self, values):
+        return sum(values.values())

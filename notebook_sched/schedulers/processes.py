@@ -360,7 +360,7 @@ class _ProcessRun:
             self._batch_done(worker, batch)
             key = self.graph.keys[message[3]]
             raise TaskPicklingError(
-                f"The result of task {key!r} cannot be sent back from its worker process "
+                f"The result of task {key_repr(key)} cannot be sent back from its worker process "
                 f"({message[4]}). The processes scheduler returns every result to the "
                 f"caller, so results must be picklable; return plain data, or run this "
                 f"graph with scheduler='threads'."
