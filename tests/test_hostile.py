@@ -631,3 +631,16 @@ class Node:
 
     def __call__(self, values):
         return sum(values.values())
+
+
+def test_distributed_futures_rebuild_exceptions_as_their_own_type():
+    from notebook_sched.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1) as cluster, Client(cluster) as client:
+        future = client.submit(raise_needs_args)
+        with pytest.raises(NeedsArgs) as info:
+            future.result(timeout=30)
+        assert (info.value.a, info.value.b) == (1, 2)
+        assert isinstance(future.exception(), NeedsArgs)
+        group = client.submit(raise_group).exception()
+        assert isinstance(group, ExceptionGroup) and isinstance(group.exceptions[0], NeedsArgs)
