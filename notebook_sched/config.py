@@ -21,9 +21,12 @@ Names:
 ``rerun``        ``"auto"``, ``"always"`` or ``"never"``: rerun a task that failed in
                  another process locally, so a debugger lands in its frame.
 ``dask_address`` the address of a dask.distributed scheduler for the ``dask`` backend.
-``advise``       True: measure every run (CPU per task, the GIL) so that
-                 ``notebook_sched.advise()`` can say which scheduler suits it; off by
-                 default for now (measuring every task costs ~1 µs each).
+``advise``       measure runs (a sample of tasks' CPU, the GIL) so that
+                 ``notebook_sched.advise()`` can say which scheduler suits them: None
+                 (automatic) measures whenever progress is shown and, after a compute
+                 of over ``ADVICE_AFTER`` seconds that another backend would run 1.3x
+                 faster, shows one line of advice under the bar (once per kind of
+                 graph); True measures every run; False never measures.
 ``worker_timeout`` seconds a worker process may go without a sign of life (heartbeat)
                  before it is taken for hung, killed and replaced; None turns the
                  check off.  A worker busy in a long task still sends heartbeats, so
@@ -59,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "rerun": "auto",
     "dask_address": None,
     "worker_timeout": 30.0,
-    "advise": False,
+    "advise": None,
 }
 
 RERUN_CHOICES = ("auto", "always", "never")
@@ -98,8 +101,8 @@ def _validate(name: str, value: Any) -> Any:
                 f"worker_timeout must be a positive number of seconds or None (no check); "
                 f"got {value!r}. Use e.g. worker_timeout=60."
             )
-    if name == "advise" and value not in (True, False):
-        raise ValueError(f"advise must be True or False; got {value!r}.")
+    if name == "advise" and value not in (None, True, False):
+        raise ValueError(f"advise must be True, False or None (automatic); got {value!r}.")
     if name == "rerun" and value not in RERUN_CHOICES:
         choices = ", ".join(map(repr, RERUN_CHOICES))
         raise ValueError(f"rerun must be one of {choices}; got {value!r}.")

@@ -99,7 +99,7 @@ def test_advise_after_a_compute_with_measuring_on(no_leaks):
     assert advice.recommendation.backend in ("threads", "auto")
     with pytest.raises(TypeError, match="takes an Advisor"):
         ns.advise("threads")
-    with pytest.raises(ValueError, match="True or False"):
+    with pytest.raises(ValueError, match="True, False or None"):
         ns.config.set(advise="yes")
 
 

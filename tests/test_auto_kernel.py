@@ -59,3 +59,37 @@ def test_schedule_auto_cell_and_advice(kernel):
     kernel.ok("%sched_advise off")
     ex = kernel.execute("%sched_advise maybe")
     assert ex.status == "error" and "takes nothing" in "".join(ex.error["traceback"])
+
+
+def test_a_long_compute_that_could_go_faster_gets_one_line_of_advice(kernel):
+    # Automatic advice (the default): measured because progress shows in a kernel.
+    kernel.ok(
+        "ns.config.set(advise=None)\n"
+        "from notebook_sched.diagnostics import advice as _advice\n"
+        "_advice.ADVICE_AFTER = 0.2"
+    )
+    cell = (
+        "pure = {('crunch', i): (parse, i) for i in range(24)}\n"
+        "_ = ns.get(pure, list(pure), scheduler='threads', num_workers=2)\n"
+    )
+    first = kernel.ok(cell)
+    hints = [
+        m["content"]["data"].get("text/html", "")
+        for m in first.of_type("display_data")
+        if "notebook_sched advice" in m["content"]["data"].get("text/html", "")
+    ]
+    assert len(hints) == 1, [m["content"]["data"] for m in first.of_type("display_data")]
+    assert "crunch holds the GIL" in hints[0] and "instead of" in hints[0]
+    again = kernel.ok(cell)  # the same kind of graph: no second hint
+    assert not any(
+        "notebook_sched advice" in m["content"]["data"].get("text/html", "")
+        for m in again.of_type("display_data")
+    )
+    kernel.ok("ns.config.set(advise=False)")
+    kernel.ok("pure2 = {('other', i): (parse, i) for i in range(24)}")
+    off = kernel.ok("_ = ns.get(pure2, list(pure2), scheduler='threads', num_workers=2)")
+    assert not any(
+        "notebook_sched advice" in m["content"]["data"].get("text/html", "")
+        for m in off.of_type("display_data")
+    )
+    kernel.ok("ns.config.set(advise=None)")

@@ -330,11 +330,22 @@ def advise(source: object = None) -> Advice:
     return advisor.advice()
 
 
-def advise_hook(call, backend: str, options: dict):
-    """Run hook: with ``config.set(advise=True)``, measure the run for :func:`advise`."""
-    from .. import config
+ADVICE_AFTER = 3.0  # seconds a compute must take before a hint is worth showing
+HINT_GAIN = 1.3  # the least predicted speed-up that is worth a hint
+_hinted: set = set()  # kinds of graph (their prefixes) already given a hint
 
-    if not config.get("advise") or options.get("_advising"):
+
+def advise_hook(call, backend: str, options: dict):
+    """Run hook: measure the run for :func:`advise` (see config ``advise``) and, when
+    automatic, show one line of advice after a long compute that could go faster."""
+    from .. import config
+    from .hooks import _wanted
+
+    setting = config.get("advise")
+    automatic = setting is None
+    if options.get("_advising") or setting is False:
+        return call()
+    if automatic and not _wanted(options.get("progress")):
         return call()
     global _last_advisor
     advisor = Advisor()
@@ -342,9 +353,43 @@ def advise_hook(call, backend: str, options: dict):
     options["observers"] = [*(previous or ()), advisor]
     options["_advising"] = True
     try:
-        return call()
+        result = call()
     finally:
         options["observers"] = previous
         options.pop("_advising", None)
         if advisor._runs:
             _last_advisor = advisor
+    if automatic and advisor._runs:
+        _maybe_hint(advisor)
+    return result
+
+
+def _maybe_hint(advisor: Advisor) -> None:
+    """One line under the progress bar, once per kind of graph (never raises)."""
+    try:
+        run, t0, t1, _first, _last = advisor._runs[-1]
+        if not t1 or t1 - t0 < ADVICE_AFTER:
+            return
+        advice = advisor.advice()
+        rec = advice.recommendation
+        kind = frozenset(row.prefix for row in advice.rows)
+        if rec is None or rec.backend == rec.ran_on or rec.speedup < HINT_GAIN or kind in _hinted:
+            return
+        _hinted.add(kind)
+        show_hint(advice)
+    except Exception:  # advice is a courtesy: it must never fail a compute
+        return
+
+
+def show_hint(advice: Advice) -> None:
+    """Display the advice's sentence as one grey line (text where there is no HTML)."""
+    line = (
+        f"notebook_sched advice: {advice.sentence()} "
+        f"(ns.advise() for the table; ns.config.set(advise=False) turns hints off)"
+    )
+    try:
+        from IPython.display import HTML, display
+
+        display(HTML(f"<div style='color:#555;font-size:90%'>{html.escape(line)}</div>"))
+    except ImportError:
+        print(line)
