@@ -38,7 +38,6 @@ def install_run_hooks() -> None:
     from ..debug import failure_hook, prepare_display
     from ..delayed import set_visualizer
     from ..failure import set_display_hook
-    from .advice import advise_hook
     from .hooks import progress_hook
 
     add_run_hook(failure_hook)
@@ -53,6 +52,13 @@ def _visualize(obj: Any, filename: str | None = None, **options: Any) -> Any:
     from .graph_plot import visualize
 
     return visualize(obj, filename, **options)
+
+
+def advise_hook(call, backend: str, options: dict) -> Any:
+    """The advice run hook, loaded on first use (``advice.py``)."""
+    from .advice import advise_hook as hook
+
+    return hook(call, backend, options)
 
 
 def register_displays(shell: Any = None) -> None:
