@@ -49,6 +49,7 @@ Where it can be wrong (say so when advising):
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import sys
 import threading
@@ -194,9 +195,7 @@ class _RunQueueClock:
         import ctypes
 
         self.fd = fd
-        self._pread = ctypes.PyDLL(None).pread
-        self._pread.restype = ctypes.c_ssize_t
-        self._pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+        self._pread = _pread()
         self._buffer = ctypes.create_string_buffer(128)
 
     def __call__(self) -> float:
@@ -212,6 +211,17 @@ class _RunQueueClock:
 
     def __del__(self) -> None:  # a thread's clock dies with the thread (thread-local)
         self.close()
+
+
+@functools.cache
+def _pread():
+    """libc's pread through ``ctypes.PyDLL`` (calls keep the GIL), set up once."""
+    import ctypes
+
+    pread = ctypes.PyDLL(None).pread
+    pread.restype = ctypes.c_ssize_t
+    pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+    return pread
 
 
 _thread_clocks = threading.local()

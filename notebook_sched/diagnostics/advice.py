@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..engine import LONG_TASK
 from ..events import Observer, RunInfo
 from ..gil import GilProbe, attribute
 from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
@@ -98,13 +99,17 @@ class Advisor(Observer):
     def graph_started(self, run: RunInfo) -> None:
         with self._lock:
             self._measuring = run.scheduler in MEASURED_BACKENDS
-            if self._measuring and self._probe is None:
-                self._probe = GilProbe().start()
             self._runs.append((run, time.time(), 0.0, len(self._done), -1))
 
     def task_measured(self, key, worker, start, stop, cpu, starved) -> None:
         if worker.startswith(UNMEASURED_WORKERS):
             cpu = starved = None  # its hooks did not fire where it ran
+        elif self._probe is None and self._measuring and stop - start >= LONG_TASK:
+            # The GIL only matters where tasks take time: the probe starts with the
+            # first long task, so graphs of tiny tasks never pay for its thread.
+            with self._lock:
+                if self._probe is None and self._measuring:
+                    self._probe = GilProbe().start()
         self._records.append((key, worker, start, stop, cpu, starved))
 
     def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:

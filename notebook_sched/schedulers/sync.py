@@ -73,16 +73,28 @@ def _interrupted(exc: KeyboardInterrupt, key) -> None:
 
 def _drive_timed(graph, state, events: Dispatcher) -> None:
     """The loop when someone wants times: every task for task_started/task_finished,
-    a sample of tasks for task_measured (see engine.SAMPLE_EVERY)."""
+    a sample of tasks for task_measured (see engine.SAMPLE_EVERY); tasks that are
+    neither read no clock."""
     __tracebackhide__ = True
     specs, keys, values = graph.specs, graph.keys, state.values
     ready, finish = state.ready, state.finish
-    started, finished, failed = events.task_started, events.task_finished, events.task_failed
+    started, finished = events.task_started, events.task_finished
     done, measure = events.task_done, events.task_measured
     clock, cpu_clock = time.time, time.thread_time
+    timed = bool(started or finished)
     skip = 0 if measure else 1 << 62  # nobody measures: never sample
     while ready:
         i = ready.pop()
+        if skip > 0 and not timed:  # the common case under measurement: a plain run
+            skip -= 1
+            try:
+                value = run_spec(specs[i], values)
+            except BaseException as exc:
+                _failed(graph, values, i, exc, events)
+            finish(i, value)
+            if done:
+                done(keys[i])
+            continue
         key = keys[i]
         sample = skip <= 0
         if started:
@@ -92,13 +104,8 @@ def _drive_timed(graph, state, events: Dispatcher) -> None:
         t0 = clock()
         try:
             value = run_spec(specs[i], values)
-        except KeyboardInterrupt as exc:
-            _interrupted(exc, key)
-        except BaseException as exc:  # SystemExit too: the task's failure
-            task_failure(graph, values, i, exc, BACKEND, WORKER)
-            if failed:
-                failed(key, WORKER, exc)
-            raise
+        except BaseException as exc:
+            _failed(graph, values, i, exc, events)
         t1 = clock()
         if sample:
             measure(key, WORKER, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
@@ -110,3 +117,15 @@ def _drive_timed(graph, state, events: Dispatcher) -> None:
             finished(key, WORKER, t0, t1)
         if done:
             done(key)
+
+
+def _failed(graph, values: list, i: int, exc: BaseException, events: Dispatcher) -> None:
+    """A task raised: an interrupt stays one, anything else is the task's failure."""
+    __tracebackhide__ = True
+    key = graph.keys[i]
+    if isinstance(exc, KeyboardInterrupt):
+        _interrupted(exc, key)
+    task_failure(graph, values, i, exc, BACKEND, WORKER)  # SystemExit too
+    if events.task_failed:
+        events.task_failed(key, WORKER, exc)
+    raise exc
