@@ -85,6 +85,9 @@ def test_schedule_cell_failure_starts_at_the_users_line_and_says_each_thing_once
     assert "run_cell_magic" not in stack and "----> 6 ns.get(" in stack, stack
     # the settings of the %%schedule cell ended with it
     assert kn.ok("print(ns.config.get('scheduler'))").stdout.strip() == "threads"
+    # line 1 reads as typed in a traceback, not as the line that opens the scope
+    text = shown(kn.execute("%%schedule sync\nx = 1\nx + undefined_name"))
+    assert re.search(r"1 %%schedule sync\n", text) and "--this-cell" not in text, text
 
 
 def test_worker_traceback_names_the_cell_when_the_rerun_does_not_fail(kn):

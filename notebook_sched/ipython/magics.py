@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import linecache
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -132,6 +134,7 @@ class ScheduleMagics(Magics):
         changes = settings_from(args)
         if args.this_cell:
             _open_scopes.append(config.set(**changes))
+            _show_magic_line(self.shell, line)
             return None
         if cell is None:
             if not changes:
@@ -231,6 +234,24 @@ def scope_cells(lines: list[str]) -> list[str]:
         return lines  # no body: let IPython run the magic (it reports the mistake)
     line = ("--this-cell " + rest.strip()).strip()
     return [f"get_ipython().run_line_magic('schedule', {line!r})\n", *lines[1:]]
+
+
+def _show_magic_line(shell: Any, line: str) -> None:
+    """Let tracebacks and the debugger show line 1 as typed (``%%schedule processes``).
+
+    IPython keeps the transformed source of a cell in ``linecache`` for tracebacks;
+    only the display of line 1 changes here, the code that runs is not touched.
+    """
+    cells = getattr(shell.compile, "_filename_map", {})
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename not in cells:
+        frame = frame.f_back
+    entry = linecache.cache.get(frame.f_code.co_filename) if frame is not None else None
+    if entry is None or not entry[2] or "--this-cell" not in entry[2][0]:
+        return
+    typed = (_CELL_MAGIC + " " + line.replace("--this-cell", "", 1).strip()).rstrip()
+    lines = [typed + "\n", *entry[2][1:]]
+    linecache.cache[frame.f_code.co_filename] = (entry[0], entry[1], lines, entry[3])
 
 
 def close_cell_scopes(*_: Any) -> None:
