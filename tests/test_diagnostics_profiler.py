@@ -102,7 +102,9 @@ def test_summary_renders_as_text_and_html():
     summary = prof.summary()
     assert isinstance(summary, ProfileSummary) and len(summary) == 3
     text = repr(summary).splitlines()
-    assert text[0].split() == ["prefix", "count", "failed", "total", "(s)", "mean", "(s)"]
+    assert text[0].split() == [
+        "prefix", "count", "failed", "total", "(s)", "mean", "(s)", "CPU", "GIL", "busy", "verdict"
+    ]  # fmt: skip
     assert any(line.split()[:3] == ["load", "3", "0"] for line in text)
     assert "<table>" in summary._repr_html_() and "<td>clean</td>" in summary._repr_html_()
     with pytest.raises(KeyError, match="prefixes"):
@@ -160,3 +162,35 @@ def test_notebook_display_of_plot_and_profiler(no_leaks):
     assert "<td>a</td>" in page and "<td>b</td>" in page  # the summary table
     assert "<img alt='task stream' src='data:image/png;base64," in page
     assert plt.get_fignums() == []  # the HTML view drew on its own Figure, not pyplot's
+
+
+def crunch(i):
+    total = 0
+    for k in range(200_000):  # pure Python, ~10 ms: holds the GIL
+        total += k ^ i
+    return total
+
+
+def nap(i):
+    time.sleep(0.01)
+    return i
+
+
+def test_summary_says_what_each_prefix_does_and_plot_colours_by_it(no_leaks):
+    import matplotlib.pyplot as plt
+
+    dsk = {("crunch", i): (crunch, i) for i in range(6)}
+    dsk.update({("nap", i): (nap, i) for i in range(6)})
+    with Profiler() as prof:
+        ns.get(dsk, list(dsk), scheduler="threads", num_workers=2)
+    summary = prof.summary()
+    assert summary["crunch"].verdict == "holds-gil" and summary["crunch"].gil_busy > 0.5
+    assert summary["nap"].verdict == "waits" and summary["nap"].cpu < 0.25
+    assert "holds-gil" in repr(summary) and "waits" in summary._repr_html_()
+    assert ns.advise(prof).rows[0].prefix in ("crunch", "nap")  # advise(profiler)
+    ax = prof.plot(color_by="verdict")
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"holds the GIL", "waits (I/O, sleep)"} <= labels
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="color_by"):
+        prof.plot(color_by="colour")

@@ -126,14 +126,16 @@ class Advisor(Observer):
             self._samples.extend(s for s in probe.corrected_samples() if s[0] <= end)
 
     # -- results -----------------------------------------------------------------------
-    def samples(self) -> tuple[list[TaskSample], str, int, float]:
+    def samples(self, every_run: bool = False) -> tuple[list[TaskSample], str, int, float]:
         """Task samples standing for every task of the last run (each prefix's measured
         tasks, repeated to its count of finished tasks), with the run's backend, worker
-        count and duration."""
+        count and duration; ``every_run``: of all runs seen (the Profiler's summary)."""
         with self._lock:
             if not self._runs:
                 raise LookupError("this Advisor has not seen a run yet: compute inside it")
             run, t0, t1, first, last = self._runs[-1]
+            if every_run:
+                t0, first, t1, last = self._runs[0][1], 0, 0.0, -1
             done = self._done[first : last if last >= 0 else len(self._done)]
         records = [r for r in self._records if r[2] >= t0 and (not t1 or r[3] <= t1)]
         prefix = prefix_function()
@@ -169,13 +171,14 @@ class Advisor(Observer):
         self._measured_names = {n for n, r in zip(names, records, strict=True) if r[4] is not None}
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
-    def advice(self, costs: Costs | None = None) -> Advice:
-        """The :class:`Advice` for the last run this Advisor observed."""
+    def advice(self, costs: Costs | None = None, every_run: bool = False) -> Advice:
+        """The :class:`Advice` for the last run this Advisor observed (``every_run``:
+        for all of them together, as if one)."""
         if costs is None:
             from .costs import measured_costs
 
             costs = measured_costs()
-        samples, ran_on, workers, seconds = self.samples()
+        samples, ran_on, workers, seconds = self.samples(every_run)
         measured = ran_on in MEASURED_BACKENDS
         rows = []
         for s in prefix_stats(samples):

@@ -25,8 +25,27 @@ def figure_size(workers: int) -> tuple[float, float]:
     return (10, 1.2 + 0.45 * max(1, workers))
 
 
-def task_stream(records: list, ax: Any = None, title: str | None = None) -> Any:
-    """Draw ``records`` (profiler TaskRecords) as a task stream; returns the Axes."""
+VERDICT_COLOURS = {
+    "holds-gil": "#ff7f0e",
+    "releases-gil": "#2ca02c",
+    "waits": "#1f77b4",
+    None: "#bbbbbb",
+}
+VERDICT_LABELS = {
+    "holds-gil": "holds the GIL",
+    "releases-gil": "releases the GIL",
+    "waits": "waits (I/O, sleep)",
+    None: "not measured",
+}
+
+
+def task_stream(
+    records: list, ax: Any = None, title: str | None = None, verdicts: dict | None = None
+) -> Any:
+    """Draw ``records`` (profiler TaskRecords) as a task stream; returns the Axes.
+
+    ``verdicts`` (prefix -> verdict) colours bars by the kind of work instead of by
+    prefix."""
     from matplotlib import colormaps
     from matplotlib.patches import Patch
 
@@ -46,8 +65,12 @@ def task_stream(records: list, ax: Any = None, title: str | None = None) -> Any:
     bars: dict[tuple, list] = {}  # (row, prefix, failed) -> [(start, width)]
     for record in records:
         name = prefix(record.key)
+        if verdicts is not None:
+            name = VERDICT_LABELS[verdicts.get(name)]
+            colour_of.setdefault(name, VERDICT_COLOURS[_verdict_of(name)])
         if name not in colour_of:
             colour_of[name] = palette(len(names) % palette.N)
+        if name not in names:
             names.append(name)
         slot = (row_of[record.worker], name, record.error is not None)
         width = max(record.stop - record.start, 1e-6)
@@ -77,3 +100,7 @@ def task_stream(records: list, ax: Any = None, title: str | None = None) -> Any:
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return ax
+
+
+def _verdict_of(label: str):
+    return next(v for v, text in VERDICT_LABELS.items() if text == label)

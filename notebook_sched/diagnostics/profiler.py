@@ -48,6 +48,11 @@ class Profiler(Observer):
     """Records tasks of every run while registered (see module docstring)."""
 
     def __init__(self) -> None:
+        from .advice import Advisor
+
+        self.advisor = Advisor()  # CPU, GIL and verdicts per prefix; advise(profiler)
+        self.task_measured = self.advisor.task_measured
+        self.task_done = self.advisor.task_done
         self.records: list[TaskRecord] = []
         self.runs: list[tuple[RunInfo, float, float | None, BaseException | None]] = []
         self._starts: dict = {}  # key -> time.time() of its task_started
@@ -55,6 +60,7 @@ class Profiler(Observer):
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
+        self.advisor.graph_started(run)
         with self._runs_lock:
             self.runs.append((run, time.time(), None, None))
 
@@ -71,6 +77,7 @@ class Profiler(Observer):
         self.records.append(TaskRecord(key, worker, min(start, now), now, error))
 
     def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
+        self.advisor.graph_finished(run, error)
         with self._runs_lock:
             for i in range(len(self.runs) - 1, -1, -1):
                 if self.runs[i][0] is run:
@@ -79,9 +86,14 @@ class Profiler(Observer):
 
     # -- results -----------------------------------------------------------------------
     def clear(self) -> None:
+        from .advice import Advisor
+
         self.records = []
         self.runs = []
         self._starts = {}
+        self.advisor = Advisor()
+        self.task_measured = self.advisor.task_measured
+        self.task_done = self.advisor.task_done
 
     @property
     def failed(self) -> list[TaskRecord]:
@@ -97,15 +109,37 @@ class Profiler(Observer):
         groups: dict[str, list] = {}
         for record in self.records:
             groups.setdefault(prefix(record.key), []).append(record)
+        measured = self._verdicts()
         rows = []
         for name, records in groups.items():
             total = sum(r.duration for r in records)
             failed = sum(1 for r in records if r.error is not None)
-            rows.append(SummaryRow(name, len(records), failed, total, total / len(records)))
+            cpu, gil, verdict = measured.get(name, (None, None, None))
+            rows.append(
+                SummaryRow(
+                    name, len(records), failed, total, total / len(records), cpu, gil, verdict
+                )
+            )
         rows.sort(key=lambda row: (-row.total, row.prefix))
         return ProfileSummary(rows)
 
-    def plot(self, ax: Any = None, *, title: str | None = None) -> Any:
+    def _verdicts(self) -> dict:
+        """prefix -> (CPU share, busy-GIL share, verdict) over every recorded run."""
+        try:
+            rows = self.advisor.advice(every_run=True).rows
+        except LookupError:
+            return {}
+        return {
+            r.prefix: (
+                None if r.cpu is None or not r.wall else r.cpu / r.wall,
+                r.gil_busy,
+                r.verdict,
+            )
+            for r in rows
+            if r.verdict is not None
+        }
+
+    def plot(self, ax: Any = None, *, title: str | None = None, color_by: str = "prefix") -> Any:
         """Draw the task stream with matplotlib; returns the Axes.
 
         In a notebook, ``prof.plot()`` as a cell's last line shows the figure only (the
@@ -114,7 +148,12 @@ class Profiler(Observer):
         from .plot import task_stream
 
         made_here = ax is None
-        ax = task_stream(self.records, ax=ax, title=title)
+        if color_by not in ("prefix", "verdict"):
+            raise ValueError(f"color_by must be 'prefix' or 'verdict'; got {color_by!r}")
+        verdicts = None
+        if color_by == "verdict":
+            verdicts = {name: v[2] for name, v in self._verdicts().items()}
+        ax = task_stream(self.records, ax=ax, title=title, verdicts=verdicts)
         if made_here:
             try:  # IPython calls _ipython_display_ instead of printing the repr
                 ax._ipython_display_ = _display_nothing
@@ -176,12 +215,15 @@ class SummaryRow:
     failed: int
     total: float  # seconds spent in tasks of this prefix
     mean: float
+    cpu: float | None = None  # CPU share of the wall time (None: not measured here)
+    gil_busy: float | None = None  # busy-GIL share while its tasks ran
+    verdict: str | None = None  # holds-gil / releases-gil / waits (advice.py)
 
 
 class ProfileSummary:
     """Rows of :meth:`Profiler.summary`; prints as a table, renders as HTML."""
 
-    columns = ("prefix", "count", "failed", "total (s)", "mean (s)")
+    columns = ("prefix", "count", "failed", "total (s)", "mean (s)", "CPU", "GIL busy", "verdict")
 
     def __init__(self, rows: list[SummaryRow]):
         self.rows = rows
@@ -199,8 +241,20 @@ class ProfileSummary:
         raise KeyError(f"no task with prefix {prefix!r}; prefixes: {[r.prefix for r in self]}")
 
     def _cells(self) -> list[tuple[str, ...]]:
+        def pct(value):
+            return "-" if value is None else f"{min(value, 1.0):.0%}"
+
         return [
-            (r.prefix, str(r.count), str(r.failed), f"{r.total:.4f}", f"{r.mean:.6f}")
+            (
+                r.prefix,
+                str(r.count),
+                str(r.failed),
+                f"{r.total:.4f}",
+                f"{r.mean:.6f}",
+                pct(r.cpu),
+                pct(r.gil_busy),
+                r.verdict or "-",
+            )
             for r in self.rows
         ]
 
