@@ -67,12 +67,14 @@ def test_verdict_and_recommendation(no_leaks, scheduler, func, verdict, best):
     assert "<table>" in page and "<td>" + func.__name__ + "</td>" in page
 
 
-def test_processes_runs_are_reported_unmeasured(no_leaks):
+def test_processes_runs_tell_waiting_but_not_the_gil(no_leaks):
     advice = advice_for(fetch, "processes", n=4)
     (row,) = advice.rows
-    assert row.cpu is None and row.gil_busy is None and row.verdict is None
-    assert advice.recommendation is None
-    assert "unmeasured" in repr(advice)
+    assert row.cpu is not None and row.gil_busy is None and row.verdict == "waits"
+    assert advice.recommendation is not None  # waiting tasks: any parallel backend
+    advice = advice_for(parse, "processes", n=4)
+    (row,) = advice.rows
+    assert row.verdict is None and "unmeasured" in repr(advice)
     assert "No recommendation" in advice.sentence()
 
 
@@ -128,12 +130,21 @@ def test_task_measured_samples_short_tasks_and_measures_every_long_one(scheduler
         assert wall >= 0.015 and 0.0 <= cpu < wall and starved >= 0.0
 
 
-def test_processes_report_wall_times_only(no_leaks):
+def test_processes_measure_cpu_in_the_workers(no_leaks):
     seen = Measured()
     long = {("fetch", i): (fetch, i) for i in range(4)}
+    long.update({("parse", i): (parse, i) for i in range(4)})
     ns.get(long, list(long), scheduler="processes", num_workers=2, observers=[seen])
-    assert sorted(r[0] for r in seen.records) == sorted(long)
-    assert all(r[2] >= 0.015 and r[3] is None for r in seen.records)
+    assert sorted(map(str, (r[0] for r in seen.records))) == sorted(map(str, long))
+    by_kind = {r[0][0]: r for r in seen.records}
+    _key, worker, wall, cpu, starved = by_kind["fetch"]
+    assert worker.startswith("process-") and wall >= 0.015 and cpu < 0.5 * wall
+    _key, _worker, wall, cpu, _starved = by_kind["parse"]
+    assert cpu > 0.5 * wall  # on a CPU in the worker (the GIL cannot be told there)
+    short = {("inc", i): (abs, i) for i in range(2000)}
+    seen = Measured()
+    ns.get(short, list(short), scheduler="processes", num_workers=2, observers=[seen])
+    assert 1 <= len(seen.records) < 200  # a sample of the short ones
 
 
 def test_advice_counts_every_task_though_few_are_measured(no_leaks):
@@ -143,3 +154,14 @@ def test_advice_counts_every_task_though_few_are_measured(no_leaks):
         ns.get(dsk, list(dsk), scheduler="threads", num_workers=2)
     (row,) = advisor.advice().rows
     assert row.prefix == "inc" and row.tasks == n
+
+
+def test_a_processes_run_shows_worker_cpu_and_waiting_but_no_gil(no_leaks):
+    dsk = {("fetch", i): (fetch, i) for i in range(4)}
+    dsk.update({("parse", i): (parse, i) for i in range(4)})
+    with Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler="processes", num_workers=2)
+    rows = {r.prefix: r for r in advisor.advice().rows}
+    assert rows["fetch"].verdict == "waits" and rows["fetch"].cpu is not None
+    assert rows["parse"].cpu is not None and rows["parse"].cpu > 0.5 * rows["parse"].wall
+    assert rows["parse"].gil_busy is None and rows["parse"].verdict is None

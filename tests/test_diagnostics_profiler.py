@@ -179,7 +179,7 @@ def nap(i):
 def test_summary_says_what_each_prefix_does_and_plot_colours_by_it(no_leaks):
     import matplotlib.pyplot as plt
 
-    dsk = {("crunch", i): (crunch, i) for i in range(6)}
+    dsk = {("crunch", i): (crunch, i) for i in range(16)}  # the probe starts after the first
     dsk.update({("nap", i): (nap, i) for i in range(6)})
     with Profiler() as prof:
         ns.get(dsk, list(dsk), scheduler="threads", num_workers=2)

@@ -27,9 +27,10 @@ this machine's measured costs (``costs.py``).
 
 Limits, said where the advice is shown: the task events carry no dependencies, so the
 model replays tasks as independent (optimistic for long chains); results' sizes are
-not reported yet (``bytes_out`` is 0); ``processes`` reports wall times only and the
-cluster backends nothing, so their rows say "unmeasured" and no recommendation is
-made from them (run once on ``sync``, ``threads`` or ``auto`` to measure).
+not reported yet (``bytes_out`` is 0); ``processes`` reports the workers' CPU, which
+tells waiting tasks, but not the GIL (no probe runs in the workers), and the cluster
+backends report nothing; GIL verdicts come from runs on ``sync``, ``threads`` or
+``auto``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .progress import prefix_function
 __all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation", "advise", "advise_hook"]
 
 MEASURED_BACKENDS = ("sync", "threads", "auto")  # task hooks on the running thread
-UNMEASURED_WORKERS = ("process-", "caller")  # auto's tasks in processes, or inline
+REMOTE_WORKERS = ("process-",)  # tasks measured in a worker process
 VERDICT_WORDS = {
     "holds-gil": "holds the GIL",
     "releases-gil": "releases the GIL",
@@ -94,6 +95,7 @@ class Advisor(Observer):
         self._samples: list[tuple[float, float]] = []
         self._measuring = False
         self._workers: dict[str, set] = {}
+        self._remote: set = set()  # keys of tasks measured in worker processes
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -102,11 +104,14 @@ class Advisor(Observer):
             self._runs.append((run, time.time(), 0.0, len(self._done), -1))
 
     def task_measured(self, key, worker, start, stop, cpu, starved) -> None:
-        if worker.startswith(UNMEASURED_WORKERS):
-            cpu = starved = None  # its hooks did not fire where it ran
+        if worker.startswith(REMOTE_WORKERS):
+            # Measured in a worker process: its CPU is real, but the caller's GIL says
+            # nothing of it (_in_caller below keeps it out of the GIL attribution).
+            self._remote.add(key)
         elif self._probe is None and self._measuring and stop - start >= LONG_TASK:
             # The GIL only matters where tasks take time: the probe starts with the
-            # first long task, so graphs of tiny tasks never pay for its thread.
+            # first long task, so graphs of tiny tasks never pay for its thread (the
+            # tasks running before it starts go without GIL samples).
             with self._lock:
                 if self._probe is None and self._measuring:
                     self._probe = GilProbe().start()
@@ -141,8 +146,10 @@ class Advisor(Observer):
         prefix = prefix_function()
         names = [prefix(r[0]) for r in records]
         # The caller's GIL tells only about tasks that ran in the caller, on threads.
+        remote = self._remote
+        in_caller = [r[4] is not None and r[0] not in remote for r in records]
         intervals = [
-            (n, r[2], r[3]) for n, r in zip(names, records, strict=True) if r[4] is not None
+            (n, r[2], r[3]) for n, r, here in zip(names, records, in_caller, strict=True) if here
         ]
         shares = attribute(self._samples, intervals) if self._samples else {}
         measured: dict[str, list[TaskSample]] = {}
@@ -168,7 +175,8 @@ class Advisor(Observer):
             have = measured.get(name)
             if have:
                 out.extend(have[n % len(have)] for n in range(max(count, len(have))))
-        self._measured_names = {n for n, r in zip(names, records, strict=True) if r[4] is not None}
+        self._measured_names = {n for n, here in zip(names, in_caller, strict=True) if here}
+        self._cpu_names = {n for n, r in zip(names, records, strict=True) if r[4] is not None}
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
     def advice(self, costs: Costs | None = None, every_run: bool = False) -> Advice:
@@ -188,15 +196,19 @@ class Advisor(Observer):
                 where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
                 why = _auto_reason(s.prefix)
             known = measured and s.prefix in self._measured_prefixes()
+            cpu_known = known or s.prefix in getattr(self, "_cpu_names", ())
+            verdict = s.verdict if known else None
+            if not known and cpu_known and s.verdict == "waits":
+                verdict = "waits"  # in a worker process: waiting shows, the GIL does not
             rows.append(
                 AdviceRow(
                     s.prefix,
                     s.tasks,
                     s.wall,
-                    s.cpu if known else None,
+                    s.cpu if cpu_known else None,
                     s.gil_busy if known else None,
                     s.bytes_out,
-                    s.verdict if known else None,
+                    verdict,
                     where,
                     why,
                 )

@@ -15,7 +15,9 @@ intermediate results home; ``send_back`` is False for such intermediates.
 
 Worker-to-caller messages (pickled tuples):
 
-``("R", batch, results, final)``   results: ``[(task, value, start, stop), ...]``;
+``("R", batch, results, final)``   results: ``[(task, value, start, stop), ...]``
+                                   (a fifth item, CPU seconds or None, when the
+                                   caller measures: see ``run_batch``);
                                    sent when the batch ends, and every FLUSH_SECONDS
                                    meanwhile so progress stays live.
 ``("E", batch, results, task, exception_bytes, traceback_text, local_inputs)``
@@ -90,7 +92,7 @@ def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
 
 def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
     """``(results before it, task, reason)`` for the first result that cannot be pickled."""
-    for n, (task, value, _start, _stop) in enumerate(results):
+    for n, (task, value, *_times) in enumerate(results):
         try:
             cloudpickle.dumps(value)
         except Exception as exc:
@@ -117,15 +119,24 @@ class _BatchAborted(Exception):
     pass
 
 
-def run_batch(conn, current, batch: int, jobs: list) -> None:
-    """Run ``jobs`` in order, streaming results to ``conn``."""
-    clock = time.time
+def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = None) -> None:
+    """Run ``jobs`` in order, streaming results to ``conn``.
+
+    ``sampling`` is ``(every, long)`` when the caller measures: results then carry a
+    fifth item, the CPU seconds of this worker's thread for a sample of tasks (every
+    task after one that took ``long`` seconds, one in ``every`` otherwise), else None.
+    """
+    clock, cpu_clock = time.time, time.thread_time
+    every, long_task = sampling or (0, 0.0)
+    skip = 0 if sampling else 1 << 62
     produced = [None] * len(jobs)
     results: list = []
     last_flush = clock()
     try:
         for pos, job in enumerate(jobs):
             current.value = job[0]
+            sample = skip <= 0
+            c0 = cpu_clock() if sample else 0.0
             start = clock()
             try:
                 value = run_job(job, produced)
@@ -146,11 +157,19 @@ def run_batch(conn, current, batch: int, jobs: list) -> None:
                 os._exit(0)  # see _forkguard: the parent's result is the answer
             for _ref, batch_pos in job[4]:
                 produced[batch_pos] = None  # a chain intermediate has one reader
-            if job[5]:
-                results.append((job[0], value, start, stop))
-            else:
+            sent = value if job[5] else NOT_SENT
+            if not job[5]:
                 produced[pos] = value
-                results.append((job[0], NOT_SENT, start, stop))
+            if sampling:
+                cpu = None
+                if sample:
+                    cpu = cpu_clock() - c0
+                    skip = 0 if stop - start >= long_task else every
+                else:
+                    skip -= 1
+                results.append((job[0], sent, start, stop, cpu))
+            else:
+                results.append((job[0], sent, start, stop))
             value = None
             if stop - last_flush > FLUSH_SECONDS and pos + 1 < len(jobs):
                 _send(conn, batch, results, False)
@@ -209,8 +228,8 @@ def worker_main(conn, current, name: str, beat=None) -> None:
                 continue
             if message is None:
                 return
-            batch, jobs = message
-            run_batch(conn, current, batch, jobs)
+            batch, jobs, sampling = message
+            run_batch(conn, current, batch, jobs, sampling)
             sys.stdout.flush()
     finally:
         # A task may have started a pool of its own (nested compute); its workers are

@@ -50,7 +50,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..engine import check_workers, execute_graph, run_spec, task_failure
+from ..engine import LONG_TASK, SAMPLE_EVERY, check_workers, execute_graph, run_spec, task_failure
 from ..errors import load_exception
 from ..events import Dispatcher
 from ..failure import RemoteTraceback, key_repr
@@ -278,7 +278,8 @@ class _ProcessRun:
     def _pickle(self, jobs: list) -> bytes:
         batch_id = self.next_id
         try:
-            return cloudpickle.dumps((batch_id, jobs), protocol=5)
+            sampling = (SAMPLE_EVERY, LONG_TASK) if self.events.task_measured else None
+            return cloudpickle.dumps((batch_id, jobs, sampling), protocol=5)
         except Exception:
             for job in jobs:
                 try:
@@ -373,6 +374,11 @@ class _ProcessRun:
         name = batch.worker.name
         keys = self.graph.keys
         spent = 0.0
+        if measure:  # results carry the worker's CPU seconds for a sample of tasks
+            for result in results:
+                if result[4] is not None:
+                    measure(keys[result[0]], name, result[2], result[3], result[4], None)
+            results = [result[:4] for result in results]
         for task, value, start, stop in results:
             finish(task, value)
             spent += stop - start
@@ -382,8 +388,6 @@ class _ProcessRun:
             batch.reported += 1
             if finished:
                 finished(keys[task], name, start, stop)
-            if measure:  # wall times from the worker; its CPU is not reported (yet)
-                measure(keys[task], name, start, stop, None, None)
             if done:
                 done(keys[task])
         mean = spent / len(results)
