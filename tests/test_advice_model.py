@@ -13,7 +13,9 @@ from notebook_sched.diagnostics.advice_model import (
     verdict,
 )
 
-COSTS = Costs(per_task={"sync": 0.0, "threads": 0.0, "processes": 0.001}, per_byte=1e-9)
+COSTS = Costs(
+    per_task={"sync": 0.0, "threads": 0.0, "processes": 0.001, "auto": 0.001}, per_byte=1e-9
+)
 
 
 def independent(n: int, **sample) -> list[TaskSample]:
@@ -132,3 +134,14 @@ def test_time_without_a_cpu_is_not_waiting():
     # 20% CPU over a 1 s task that spent 0.7 s runnable on a loaded machine: on-CPU work.
     assert verdict(wall=1.0, cpu=0.2, gil_busy=0.0, starved=0.7) == "releases-gil"
     assert verdict(wall=1.0, cpu=0.2, gil_busy=0.0) == "waits"
+
+
+def test_a_replay_schedules_the_measured_walls():
+    # Measured on threads: the GIL-releasing tasks were slowed by the GIL-holding ones
+    # (convoy), which their wall times show and isolated durations would not.
+    mix = independent(4, prefix="py", wall=0.06, cpu=0.03, gil_busy=0.9) + independent(
+        4, prefix="np", wall=0.05, cpu=0.02, gil_busy=0.05
+    )
+    assert predict(mix, "threads", 2, COSTS, replay=True) == pytest.approx(0.22)
+    assert predict(mix, "threads", 2, COSTS) < 0.22  # the isolated model is optimistic
+    assert predict(mix, "auto", 2, COSTS) < predict(mix, "threads", 2, COSTS, replay=True)

@@ -236,7 +236,10 @@ def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation 
     if not samples or not any(r.verdict for r in rows):
         return None
     slots = max(workers, 2) if ran_on == "sync" else workers
-    predicted = {b: predict(samples, b, 1 if b == "sync" else slots, costs) for b in BACKENDS}
+    predicted = {
+        b: predict(samples, b, 1 if b == "sync" else slots, costs, replay=b == ran_on)
+        for b in BACKENDS
+    }
     best = min(predicted, key=predicted.__getitem__)
     if best == ran_on:
         reason = f"{ran_on} already suits this graph"

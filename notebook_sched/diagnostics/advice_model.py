@@ -135,13 +135,30 @@ def prefix_stats(samples: Sequence[TaskSample]) -> list[PrefixStats]:
     return rows
 
 
-def predict(samples: Sequence[TaskSample], backend: str, workers: int, costs: Costs) -> float:
-    """Predicted seconds for the whole graph on ``backend`` with ``workers`` slots."""
+def predict(
+    samples: Sequence[TaskSample],
+    backend: str,
+    workers: int,
+    costs: Costs,
+    replay: bool = False,
+) -> float:
+    """Predicted seconds for the whole graph on ``backend`` with ``workers`` slots.
+
+    ``replay``: the samples were measured on this very backend, so their wall times
+    already hold what it costs there (GIL convoys, data moves): they are scheduled as
+    measured instead of being rebuilt from isolated durations.  (A GIL-releasing task
+    beside a GIL-holding one waits up to a switch interval each time it takes the GIL
+    back between C calls; the isolated model cannot see that, the measurement can.)
+    """
     if backend not in BACKENDS:
         raise ValueError(f"cannot predict backend {backend!r}; choose one of {BACKENDS}")
     if not samples:
         return 0.0
     overhead = costs.per_task[backend]
+    if replay:
+        if backend == "sync":
+            return sum(s.wall for s in samples)
+        return list_schedule(samples, [s.wall for s in samples], workers)
     if backend == "sync":
         return sum(s.isolated for s in samples) + overhead * len(samples)
     if backend == "threads":
