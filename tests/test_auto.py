@@ -21,6 +21,8 @@ from notebook_sched.failure import RemoteTraceback
 from notebook_sched.schedulers import _pool
 from notebook_sched.schedulers.auto import router
 
+from .test_interrupts import progress, python_loop
+
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
 
 
@@ -166,19 +168,6 @@ def test_base_exceptions_in_tasks_end_the_compute(error):
     with pytest.raises(type(error)):
         ns.get({"a": (raiser,), "b": (fetch, 1)}, ["a", "b"], scheduler="auto")
     assert ns.get({"a": (operator.add, 1, 2)}, "a", scheduler="auto") == 3
-
-
-progress: list = []
-
-
-def python_loop(i, seconds=3.0):
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        if n % 10_000 == 0:
-            progress.append(i)
-    return i
 
 
 def test_interrupt_returns_within_half_a_second_and_the_next_compute_works():

@@ -45,7 +45,6 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from .. import config
 from ..engine import check_workers, execute_graph, run_spec, task_failure
 from ..events import Dispatcher
 from ..gil import GilProbe, run_queue_seconds
@@ -53,7 +52,7 @@ from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
 from . import _pool
 from ._blas import limited_native_threads
 from .auto_routing import PROCESSES, THREADS, Router
-from .processes import _Batch, _ProcessRun, make_job
+from .processes import _Batch, _ProcessRun, make_job, worker_timeout_setting
 from .threads import INTERRUPT_GRACE, TaskCancelled
 
 __all__ = ["get", "router"]
@@ -96,9 +95,7 @@ def get(
             f"an executor of yours."
         )
     workers = check_workers(num_workers)
-    if worker_timeout == "config":
-        worker_timeout = config.get("worker_timeout")
-    timeout = config._validate("worker_timeout", worker_timeout)
+    timeout = worker_timeout_setting(worker_timeout)
 
     def drive(graph, state, events):
         _AutoRun(graph, state, events, workers, _router, timeout).drive()

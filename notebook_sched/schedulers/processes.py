@@ -112,9 +112,7 @@ def get(
         check_pool(pool)
         return executor_get(dsk, keys, executor=pool, observers=observers)
     workers = check_workers(num_workers)
-    if worker_timeout == "config":
-        worker_timeout = config.get("worker_timeout")
-    timeout = config._validate("worker_timeout", worker_timeout)
+    timeout = worker_timeout_setting(worker_timeout)
     worker_pool = _pool.acquire(workers)
     with worker_pool.lock:
         worker_pool.replace_dead()
@@ -123,6 +121,13 @@ def get(
             _ProcessRun(graph, state, events, worker_pool, timeout).drive()
 
         return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+
+
+def worker_timeout_setting(value: float | None | str) -> float | None:
+    """A ``worker_timeout=`` argument checked: ``"config"`` means the config's value."""
+    if value == "config":
+        value = config.get("worker_timeout")
+    return config._validate("worker_timeout", value)
 
 
 def make_job(task: int, spec: tuple, values: list, local: dict | None, send_back: bool) -> tuple:
