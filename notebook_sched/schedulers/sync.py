@@ -41,21 +41,15 @@ def _drive(graph, state, events: Dispatcher) -> None:
     ready = state.ready
     pop = ready.pop
     finish = state.finish
-    started, finished, failed = events.task_started, events.task_finished, events.task_failed
     done = events.task_done
-    if not (started or finished or events.task_measured):
+    if not (events.task_started or events.task_finished or events.task_measured):
         # The fast loop: no clock, no per-task call but done.
         while ready:
             i = pop()
             try:
                 value = run_spec(specs[i], values)
-            except KeyboardInterrupt as exc:
-                _interrupted(exc, keys[i])
-            except BaseException as exc:  # SystemExit too: the task's failure
-                task_failure(graph, values, i, exc, BACKEND, WORKER)
-                if failed:
-                    failed(keys[i], WORKER, exc)
-                raise
+            except BaseException as exc:
+                _failed(graph, values, i, exc, events)
             finish(i, value)
             if done:
                 done(keys[i])
