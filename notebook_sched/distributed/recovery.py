@@ -19,7 +19,7 @@ A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`, like
 
 from __future__ import annotations
 
-from ..schedulers.processes import describe_exit
+from ..errors import describe_exit
 from .tasks import (
     ERRED,
     MAX_SUSPICIOUS,

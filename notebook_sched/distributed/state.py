@@ -48,8 +48,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from ..errors import TaskPicklingError
 from ..graph import CALL, VALUE, CompiledGraph
-from ..schedulers.processes import TaskPicklingError
 from .gathers import DataRequests
 from .placement import FIRST_QUEUE, Placement
 from .recovery import Recovery

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from ..errors import WorkerDiedError
 from ..graph import ALIAS, CALL, EXPR, NODE
-from ..schedulers.processes import WorkerDiedError
 
 __all__ = [
     "TaskState",
