@@ -13,10 +13,11 @@ through ``Worker.log_event`` on the caller's topic::
 Times are ``time.time()`` on the worker's machine.  When the caller measures
 (``Packed.measure``: an Advisor listens), the worker's :class:`~notebook_sched.measure.TaskMeter`
 (one per worker process) adds the task thread's CPU seconds, the result's bytes and the
-busy-GIL share a probe in that worker saw while the task ran (``measure.py``).  The spec travels inside
-:class:`Packed`, an object Dask does not look into, so literals in it that happen to
-look like keys stay literals.  This module imports only the standard library and
-``notebook_sched.engine``; the workers (and, since Dask unpickles graphs there, the
+busy-GIL share a probe in that worker saw while the task ran (``measure.py``).
+
+The spec travels inside :class:`Packed`, an object Dask does not look into, so
+literals in it that happen to look like keys stay literals.  This module imports only
+the standard library and ``notebook_sched.engine`` (``measure`` when measuring); the workers (and, since Dask unpickles graphs there, the
 scheduler) need notebook_sched installed, as they need any library a task uses.
 """
 
