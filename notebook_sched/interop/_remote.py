@@ -17,8 +17,9 @@ busy-GIL share a probe in that worker saw while the task ran (``measure.py``).
 
 The spec travels inside :class:`Packed`, an object Dask does not look into, so
 literals in it that happen to look like keys stay literals.  This module imports only
-the standard library and ``notebook_sched.engine`` (``measure`` when measuring); the workers (and, since Dask unpickles graphs there, the
-scheduler) need notebook_sched installed, as they need any library a task uses.
+the standard library and ``notebook_sched.engine`` (``measure`` when measuring); the
+workers (and, since Dask unpickles graphs there, the scheduler) need notebook_sched
+installed, as they need any library a task uses.
 """
 
 from __future__ import annotations
