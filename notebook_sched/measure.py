@@ -6,7 +6,10 @@ Advisor's :class:`~notebook_sched.gil.GilProbe`).  Tasks that run in another pro
 (a ``processes`` worker, a cluster worker, a dask.distributed worker) can only be
 measured there, so that process keeps a :class:`TaskMeter`:
 
-* **CPU**: ``time.thread_time()`` of the thread that ran the task, read around it.
+* **CPU**: ``time.thread_time()`` of the thread that ran the task, read around it, and
+  the seconds that thread spent runnable without a CPU (``gil.run_queue_seconds``: a
+  loaded machine, or native threads of the task competing with it), so a starved task
+  is not taken for one that waits.
 * **GIL**: a :class:`~notebook_sched.gil.GilProbe` in the worker process, started by
   the first long task (``LONG_TASK``, 1 ms) the meter measures and stopped by itself
   after ``IDLE_STOP`` seconds in which no measured task ran, so an idle worker pays
@@ -20,7 +23,7 @@ measured there, so that process keeps a :class:`TaskMeter`:
   (``nbytes`` of arrays and buffers, the length of bytes and strings, summed over the
   items of a short list or tuple); None otherwise.  Nothing is pickled to find out.
 
-A measurement is a :class:`Measured` tuple ``(cpu, nbytes, gil_busy)``; the reporter
+A measurement is a :class:`Measured` tuple ``(cpu, starved, nbytes, gil_busy)``; the reporter
 passes its fields to ``task_measured``.  Cost: two clock reads and an attribute lookup
 per measured task (a sample of tasks: see ``engine.SAMPLE_EVERY``); the probe's cost is
 described in ``gil.py`` (well under 1% of a core while it runs).
@@ -42,6 +45,7 @@ KEEP_SAMPLES = 4096  # probe samples kept once no task needs the older ones
 
 class Measured(NamedTuple):
     cpu: float | None
+    starved: float | None
     nbytes: int | None
     gil_busy: float | None
 
@@ -88,17 +92,22 @@ class TaskMeter:
         self._last_end = 0.0
         self._next_token = 0
 
-    def begin(self) -> tuple[int, float, float]:
-        """Call just before the task: ``(token, start, thread cpu)``."""
+    def begin(self) -> tuple[int, float, float, float]:
+        """Call just before the task: ``(token, start, thread cpu, run-queue time)``."""
+        from .gil import run_queue_seconds
+
         start = time.time()
         with self._lock:
             token = self._next_token = self._next_token + 1
             self._running[token] = start
-        return token, start, time.thread_time()
+        return token, start, time.thread_time(), run_queue_seconds()
 
-    def end(self, began: tuple[int, float, float], value: Any, stop: float) -> Measured:
+    def end(self, began: tuple, value: Any, stop: float) -> Measured:
         """Call just after the task returned ``value`` at ``stop`` (``time.time()``)."""
+        from .gil import run_queue_seconds
+
         cpu = time.thread_time() - began[2]
+        starved = run_queue_seconds() - began[3]
         start = began[1]
         with self._lock:
             del self._running[began[0]]
@@ -113,14 +122,14 @@ class TaskMeter:
                 gil = self._share(probe, start, stop) if probe is not None else None
             if probe is not None:
                 self._trim(probe)
-        return Measured(cpu, result_nbytes(value), gil)
+        return Measured(cpu, starved, result_nbytes(value), gil)
 
     def stop(self) -> None:
-        """Stop the probe now (a worker that exits)."""
+        """Stop the probe now and wait for its thread (one cycle, 2 ms at most)."""
         with self._lock:
             probe, self._probe = self._probe, None
         if probe is not None:
-            probe.stop(wait=False)
+            probe.stop()
 
     def _start_probe(self):
         from .gil import GilProbe

@@ -9,7 +9,7 @@ number, and the reporter turns it into the protocol of ``events.py``::
     finished(i, worker, start, stop)      -> task_finished(...), then task_done(key)
     finished_batch([(i, start, stop)], w) -> the same for each item
     done(i)                               -> task_done(key)   (no clock: the cheap hook)
-    measured(i, worker, start, stop, cpu, starved)
+    measured(i, worker, start, stop, cpu, starved, nbytes, gil_busy, remote)
                                           -> task_measured(...)
     failed(i, exc, worker, remote_tb, inputs)
                                           -> annotate exc, record the TaskFailure,
@@ -130,10 +130,23 @@ class Reporter:
             self.key_done(self.keys[i])
 
     def measured(
-        self, i: int, worker: str, start: float, stop: float, cpu: float | None, starved
+        self,
+        i: int,
+        worker: str,
+        start: float,
+        stop: float,
+        cpu: float | None,
+        starved: float | None,
+        nbytes: int | None = None,
+        gil_busy: float | None = None,
+        remote: bool = False,
     ) -> None:
+        """``remote``: measured in another process (``measure.TaskMeter``), whose
+        ``gil_busy`` is that process's; else on a caller thread (the caller's probe)."""
         if self.task_measured:
-            self.task_measured(self.keys[i], worker, start, stop, cpu, starved)
+            self.task_measured(
+                self.keys[i], worker, start, stop, cpu, starved, nbytes, gil_busy, remote
+            )
 
     def failed(
         self,

@@ -64,7 +64,7 @@ class Recorder(Observer):
     def task_done(self, key):
         self._add("done", key)
 
-    def task_measured(self, key, worker, start, stop, cpu, starved):
+    def task_measured(self, key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote):
         self._add("measured", key, worker)
 
     def task_failed(self, key, worker, error):
@@ -258,6 +258,7 @@ def test_process_executor_unpicklable_task_names_the_key():
 
 ALLOWED_IN_WORKER = {
     "notebook_sched.schedulers._worker",
+    "notebook_sched.schedulers._blas",  # native pools limited per worker (threadpoolctl lazily)
     "notebook_sched.schedulers._job",
     "notebook_sched._forkguard",
     "notebook_sched.errors",

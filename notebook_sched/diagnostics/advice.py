@@ -109,7 +109,6 @@ class Advisor(Observer):
     def task_measured(
         self, key, worker, start, stop, cpu, starved, nbytes=None, gil_busy=None, remote=False
     ) -> None:
-        remote = remote or worker.startswith("process-")  # until every emitter says
         if remote:
             # Measured in a worker process: its CPU and GIL share are that worker's; the
             # caller's probe says nothing of it (samples() keeps it out of attribution).

@@ -55,7 +55,7 @@ class WorkerHandle:
         "outstanding",
     )
 
-    def __init__(self, slot: int):
+    def __init__(self, slot: int, pool_size: int = 1):
         self.slot = slot
         self.name = f"process-{slot}"
         parent_end, child_end = _context.Pipe(duplex=True)
@@ -65,7 +65,7 @@ class WorkerHandle:
         self.last_seen = time.monotonic()
         self.process = _context.Process(
             target=worker_main,
-            args=(child_end, self.current, self.name, self.beat),
+            args=(child_end, self.current, self.name, self.beat, pool_size),
             name=f"notebook_sched-{self.name}",
             daemon=False,  # workers may start pools of their own (nested compute)
         )
@@ -113,7 +113,7 @@ class WorkerPool:
             # computing at import time: leave quietly; the parent explains.
             raise SystemExit(MAIN_GUARD_EXIT)
         self.size = size
-        self.workers = [WorkerHandle(slot) for slot in range(size)]
+        self.workers = [WorkerHandle(slot, size) for slot in range(size)]
         self.lock = threading.Lock()  # held by the run using the pool
 
     def __repr__(self) -> str:
@@ -122,7 +122,7 @@ class WorkerPool:
     def replace(self, worker: WorkerHandle) -> WorkerHandle:
         """Kill ``worker`` (if alive) and start a fresh one in its slot."""
         worker.kill()
-        fresh = WorkerHandle(worker.slot)
+        fresh = WorkerHandle(worker.slot, self.size)
         self.workers[worker.slot] = fresh
         return fresh
 

@@ -48,6 +48,7 @@ from typing import Any
 from ..engine import Reporter, check_workers, execute_graph, run_spec
 from ..gil import GilProbe, run_queue_seconds
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
+from ..measure import result_nbytes
 from . import _pool
 from ._blas import limited_native_threads
 from ._job import make_job
@@ -111,12 +112,11 @@ def _batch_size(mean_seconds: float | None) -> int:
 
 
 def nbytes(value: Any) -> int:
-    """Bytes a value would move, where that is cheap to know (else a shallow size)."""
-    size = getattr(value, "nbytes", None)
-    if isinstance(size, int):
+    """Bytes a value would move: ``measure.result_nbytes`` where that is cheap to know,
+    else its shallow size (a lower bound the router can still weigh)."""
+    size = result_nbytes(value)
+    if size is not None:
         return size
-    if isinstance(value, (bytes, bytearray, memoryview, str)):
-        return len(value)
     try:
         return sys.getsizeof(value)
     except Exception:
@@ -329,7 +329,8 @@ class _AutoRun(_ProcessRun):
                 t1, cpu = clock(), cpu_clock() - c0
                 if error is None:
                     if measure:
-                        report.measured(i, name, t0, t1, cpu, run_queue_seconds() - q0)
+                        starved = run_queue_seconds() - q0
+                        report.measured(i, name, t0, t1, cpu, starved, result_nbytes(value))
                     report.finished(i, name, t0, t1, False)  # task_done: in _thread_done
                 self.results.put((i, ticket, alone, value, error, name, t0, t1, cpu))
                 value = None

@@ -341,10 +341,13 @@ class _ProcessRun:
         finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
         spent = 0.0
-        if report.task_measured:  # results carry the worker's CPU seconds for a sample
+        if report.task_measured:  # results carry the worker's measurements for a sample
             for result in results:
                 if result[4] is not None:
-                    report.measured(result[0], name, result[2], result[3], result[4], None)
+                    cpu, starved, nbytes, gil = result[4]
+                    report.measured(
+                        result[0], name, result[2], result[3], cpu, starved, nbytes, gil, True
+                    )
             results = [result[:4] for result in results]
         for task, value, start, stop in results:
             finish(task, value)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..engine import Reporter, execute_graph, run_spec, skip_after
 from ..gil import run_queue_seconds
+from ..measure import result_nbytes
 
 __all__ = ["get"]
 
@@ -90,7 +91,8 @@ def _drive_timed(graph, state, report: Reporter) -> None:
             _failed(report, i, exc)
         t1 = clock()
         if sample:
-            measure(i, WORKER, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
+            cpu = cpu_clock() - c0
+            measure(i, WORKER, t0, t1, cpu, run_queue_seconds() - q0, result_nbytes(value))
             skip = skip_after(t1 - t0)
         else:
             skip -= 1

@@ -43,6 +43,7 @@ from typing import Any
 
 from ..engine import Reporter, check_workers, execute_graph, run_spec, skip_after
 from ..gil import run_queue_seconds
+from ..measure import result_nbytes
 from . import get_on_pool
 from ._blas import limited_native_threads
 
@@ -204,7 +205,8 @@ class _Run:
                     t0 = clock()
                     value = run_spec(specs[i], values)
                     t1 = clock()
-                    measure(i, name, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
+                    cpu, starved = cpu_clock() - c0, run_queue_seconds() - q0
+                    measure(i, name, t0, t1, cpu, starved, result_nbytes(value))
                     finished(i, name, t0, t1, False)  # task_done follows, under the lock
                     skip = skip_after(t1 - t0)
                 elif timed:
