@@ -7,7 +7,8 @@ through ``Worker.log_event`` on the caller's topic::
 
     ("s", run, task, worker address, start)                        started
     ("d", run, task, worker address, start, stop)                  finished
-    ("d", run, task, worker address, start, stop, cpu, nbytes, gil)  finished, measured
+    ("d", run, task, worker address, start, stop, cpu, starved, nbytes, gil)
+                                                                   finished, measured
     ("f", run, task, worker address, start, stop, traceback text)  raised
 
 Times are ``time.time()`` on the worker's machine.  When the caller measures

@@ -228,9 +228,10 @@ class _DaskRun:
         names = [f"{key_split(key)}-{run}" for key in graph.keys]
         dask_keys = [(names[i], i) for i in range(len(names))]
         tasks = {}
+        measure = bool(self.report.task_measured)  # the workers measure every task then
         for i, spec in enumerate(graph.specs):
             deps = graph.deps[i]
-            packed = Packed(topic, run, i, local_spec(spec, deps))
+            packed = Packed(topic, run, i, local_spec(spec, deps), measure)
             tasks[dask_keys[i]] = (run_task, packed, *[dask_keys[d] for d in deps])
         return tasks, dask_keys
 
@@ -282,10 +283,13 @@ class _DaskRun:
                     deadline = time.monotonic() + EVENT_GRACE_SECONDS
 
     def _finished(self, message: tuple) -> int:
-        _, _, i, worker, start, stop = message
+        _, _, i, worker, start, stop, *measured = message
         if self.finished[i]:
             return 0  # rerun after a worker was lost: reported once
         self.finished[i] = 1
+        if measured:  # measured on the worker (_remote.py): CPU, bytes, its GIL
+            cpu, starved, nbytes, gil = measured
+            self.report.measured(i, worker, start, stop, cpu, starved, nbytes, gil, True)
         self.report.finished(i, worker, start, stop)
         holders, futures = self.holders, self.futures
         for d in self.graph.deps[i]:
