@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..graph import CALL, VALUE, CompiledGraph
+from ..graph import CALL, VALUE, CompiledGraph, remap_spec
 from ..schedulers.processes import TaskPicklingError
 from .gathers import DataRequests
 from .placement import FIRST_QUEUE, Placement
@@ -67,8 +67,6 @@ from .tasks import (
     RunRecord,
     TaskState,
     WorkerState,
-    remap_spec,
-    shift_spec,
 )
 
 __all__ = ["SchedulerState", "KilledWorker", "CancelledError"]
@@ -140,8 +138,9 @@ class SchedulerState(Placement, DataRequests, Recovery):
         self.runs[run_id] = run
         prefix = self.seq << 32
         keys, specs, deps, priority = graph.keys, graph.specs, graph.deps, graph.priority
+        tid = range(base, base + n)  # graph index -> task id
         tasks = [
-            TaskState(base + i, keys[i], shift_spec(specs[i], base), (), prefix + priority[i], run)
+            TaskState(tid[i], keys[i], remap_spec(specs[i], tid), (), prefix + priority[i], run)
             for i in range(n)
         ]
         for i, ts in enumerate(tasks):

@@ -52,7 +52,7 @@ from typing import Any
 from ..engine import execute_graph, task_failure
 from ..events import Dispatcher
 from ..failure import RemoteTraceback, annotate, record_failure
-from ..graph import ALIAS, CALL, EXPR, NODE, key_split
+from ..graph import key_split, remap_spec
 from ._remote import Packed, run_task
 
 __all__ = ["get", "current_client", "shutdown"]
@@ -195,19 +195,6 @@ def _router(client: Any) -> _Router:
 # -- one run -------------------------------------------------------------------------
 
 
-def local_spec(spec: tuple, deps: tuple) -> tuple:
-    """``spec`` with its dependency indices renumbered to positions in ``deps``."""
-    position = {d: j for j, d in enumerate(deps)}
-    kind = spec[0]
-    if kind == CALL:
-        return (CALL, spec[1], spec[2], tuple((pos, position[d]) for pos, d in spec[3]))
-    if kind == ALIAS:
-        return (ALIAS, position[spec[1]])
-    if kind == EXPR or kind == NODE:  # {key: dep}
-        return (kind, spec[1], {k: position[d] for k, d in spec[2].items()})
-    return spec  # VALUE
-
-
 class _DaskRun:
     """One graph on the cluster: submit, turn worker events into ours, collect."""
 
@@ -231,7 +218,8 @@ class _DaskRun:
         tasks = {}
         for i, spec in enumerate(graph.specs):
             deps = graph.deps[i]
-            packed = Packed(topic, run, i, local_spec(spec, deps))
+            position = {d: j for j, d in enumerate(deps)}  # inputs arrive as arguments
+            packed = Packed(topic, run, i, remap_spec(spec, position))
             tasks[dask_keys[i]] = (run_task, packed, *[dask_keys[d] for d in deps])
         return tasks, dask_keys
 
