@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from ..schedulers.processes import describe_exit
 from .tasks import (
-    ERRED,
     MAX_SUSPICIOUS,
     MEMORY,
     PROCESSING,
@@ -139,18 +138,5 @@ class Recovery:
                 )
                 self._fail(t, (error, None, ""))  # and its waiting dependents
                 continue
-            waiting = 0
-            failed = None
-            for dep in t.deps:
-                dep.holders += 1
-                if dep.state != MEMORY:
-                    waiting += 1
-                    if dep.state == RELEASED:
-                        stack.append(dep)
-                    elif dep.state == ERRED:
-                        failed = dep.error
-            t.waiting = waiting
-            if failed is not None:
-                self._fail(t, failed)
-            elif not waiting:
-                self._ready(t)
+            stack.extend(self._hold_inputs(t))
+            self._settle(t)

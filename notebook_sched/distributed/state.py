@@ -232,21 +232,38 @@ class SchedulerState(Placement, DataRequests, Recovery):
 
     def _link(self, ts: TaskState) -> None:
         """Connect a new task to its inputs; ready it, fail it or wait."""
-        waiting = 0
-        failed = None
         for dep in ts.deps:
             dep.dependents.append(ts)
+        for dep in self._hold_inputs(ts):
+            self._recompute(dep)
+        self._settle(ts)
+
+    def _hold_inputs(self, ts: TaskState) -> list:
+        """``ts`` (about to wait) holds its inputs again and counts those not in memory
+        (``waiting``); returns the RELEASED ones, which must be computed again.  Shared
+        by :meth:`_link` and ``recovery._recompute``: the same counting, whether a task
+        is new or made again."""
+        waiting = 0
+        released = []
+        for dep in ts.deps:
             dep.holders += 1
             if dep.state != MEMORY:
                 waiting += 1
-            if dep.state == RELEASED:
-                self._recompute(dep)
-            elif dep.state == ERRED:
-                failed = dep.error
+                if dep.state == RELEASED:
+                    released.append(dep)
         ts.waiting = waiting
-        if failed is not None:
-            self._fail(ts, failed)
-        elif waiting == 0:
+        return released
+
+    def _settle(self, ts: TaskState) -> None:
+        """After :meth:`_hold_inputs` (and recomputing what it returned): fail ``ts`` if
+        an input failed, ready it if nothing is missing, else it waits."""
+        if ts.state != WAITING:
+            return  # failed meanwhile (an input that cannot be made again)
+        for dep in reversed(ts.deps):  # the last failed input names the error, as ever
+            if dep.state == ERRED:
+                self._fail(ts, dep.error)
+                return
+        if not ts.waiting:
             self._ready(ts)
 
     # -- client references -----------------------------------------------------
