@@ -323,16 +323,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for ts in run.tasks:
             if tasks.pop(ts.tid, None) is None:
                 continue
-            worker = ts.worker
-            if worker is not None:
-                self._emit(worker, "release", ts.tid)
-                if ts.state == MEMORY:
-                    worker.has.discard(ts)
-                    worker.nbytes -= ts.nbytes
-                else:
-                    worker.processing.discard(ts)
-            ts.state = FORGOTTEN
-            ts.worker = None
+            self._drop(ts)
             ts.gathers = None
         for rid in [rid for rid, g in self.gathers.items() if g.target is run.target]:
             del self.gathers[rid]
@@ -472,6 +463,19 @@ class SchedulerState(Placement, DataRequests, Recovery):
         ts.state = RELEASED
         ts.worker = None
 
+    def _drop(self, ts: TaskState) -> None:
+        """``ts`` is FORGOTTEN: its worker drops it (its data, or the pending task)."""
+        worker = ts.worker
+        if worker is not None:
+            self._emit(worker, "release", ts.tid)
+            if ts.state == MEMORY:
+                worker.has.discard(ts)
+                worker.nbytes -= ts.nbytes
+            else:
+                worker.processing.discard(ts)
+        ts.state = FORGOTTEN
+        ts.worker = None
+
     def _forget(self, ts: TaskState) -> None:
         """Remove a named task (and inputs nothing else refers to) from the scheduler.
 
@@ -483,17 +487,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
                 continue
             if self.named.get(t.key) is t:
                 del self.named[t.key]
-            worker = t.worker
-            if worker is not None:
-                self._emit(worker, "release", t.tid)
-                if t.state == MEMORY:
-                    worker.has.discard(t)
-                    worker.nbytes -= t.nbytes
-                else:
-                    worker.processing.discard(t)
             was_unfinished = t.state in UNFINISHED
-            t.state = FORGOTTEN
-            t.worker = None
+            self._drop(t)
             for dep in t.deps:
                 if t in dep.dependents:
                     dep.dependents.remove(t)
