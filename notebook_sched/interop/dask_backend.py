@@ -14,8 +14,9 @@ How a run goes::
     workers  --Worker.log_event("notebook_sched-<client id>", ...)-->  scheduler
              --subscribe_topic--> this client's event loop --queue--> the calling thread
     calling thread: task_started / task_finished / task_failed with the worker's
-                    address and times; releases a task's Future once every task that
-                    reads it has finished; gathers the requested results.
+                    address and times; feeds the run's RunState, and releases a
+                    task's Future once the RunState has no reader left for it (its
+                    ``holders``); gathers the requested results.
 
 Holding a Future per task (until its readers finish) is what lets a failure be
 debugged: the failed task's inputs are still in the cluster, and are gathered into
@@ -207,9 +208,6 @@ class _DaskRun:
         self.router = _router(client)
         self.futures: list = []
         self.finished = bytearray(len(graph))
-        self.holders = [len(users) for users in graph.dependents]
-        for out in graph.outputs:
-            self.holders[out] += 1  # requested results are released after gathering
 
     def _dask_graph(self) -> tuple[dict, list]:
         graph, run, topic = self.graph, self.run, self.router.topic
@@ -246,10 +244,10 @@ class _DaskRun:
 
     def _wait(self, inbox: queue.SimpleQueue, n_outputs: int) -> None:
         """Process worker events until every output is done (and its events are in)."""
-        remaining = len(self.graph)
+        state = self.state  # its ``remaining`` counts tasks not reported finished yet
         outputs_done = 0
         deadline = None
-        while remaining or outputs_done < n_outputs:
+        while state.remaining or outputs_done < n_outputs:
             try:
                 message = inbox.get(timeout=POLL_SECONDS)
             except queue.Empty:
@@ -258,7 +256,7 @@ class _DaskRun:
                 continue
             kind = message[0]
             if kind == "d":
-                remaining -= self._finished(message)
+                self._finished(message)
             elif kind == "s":
                 if self.events.task_started:
                     self.events.task_started(self.graph.keys[message[2]], message[3])
@@ -268,13 +266,13 @@ class _DaskRun:
                 outputs_done += 1
                 if self.futures[message[1]].status == "error":
                     self._erred_without_event()
-                if outputs_done == n_outputs and remaining:
+                if outputs_done == n_outputs and state.remaining:
                     deadline = time.monotonic() + EVENT_GRACE_SECONDS
 
-    def _finished(self, message: tuple) -> int:
+    def _finished(self, message: tuple) -> None:
         _, _, i, worker, start, stop = message
         if self.finished[i]:
-            return 0  # rerun after a worker was lost: reported once
+            return  # rerun after a worker was lost: reported once
         self.finished[i] = 1
         key = self.graph.keys[i]
         events = self.events
@@ -282,12 +280,14 @@ class _DaskRun:
             events.task_finished(key, worker, start, stop)
         if events.task_done:
             events.task_done(key)
-        holders, futures = self.holders, self.futures
+        # The run state counts readers (requested results keep one until gathered):
+        # an input with none left is released, and the cluster may drop it.
+        state, futures = self.state, self.futures
+        state.finish(i, None)
+        holders = state.holders
         for d in self.graph.deps[i]:
-            holders[d] -= 1
             if not holders[d]:
-                futures[d].release()  # every reader is done: the cluster may drop it
-        return 1
+                futures[d].release()
 
     def _failed(self, message: tuple) -> None:
         _, _, i, worker, _, _, traceback_text = message
