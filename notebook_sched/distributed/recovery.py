@@ -1,7 +1,8 @@
 """Recovery from lost workers: the failure half of the scheduler state (pure, no I/O).
 
-A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`, like
-``placement`` and ``gathers``; the state machine's design note is in ``state.py``.
+A part of :class:`~notebook_sched.distributed.state.SchedulerState`, like
+``placement`` and ``gathers`` (shared fields: ``state_core.py``); the state
+machine's design note is in ``state.py``.
 
 * ``remove_worker``: results held only by the dead worker are *lost* (back to
   RELEASED; readers wait again); those still needed are recomputed from their
@@ -20,6 +21,8 @@ A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`, like
 from __future__ import annotations
 
 from ..schedulers.processes import describe_exit
+from .state_core import StateCore
+from .stimuli import WorkerLost, stimulus_entry
 from .tasks import (
     MAX_SUSPICIOUS,
     MEMORY,
@@ -35,9 +38,13 @@ from .tasks import (
 __all__ = ["Recovery"]
 
 
-class Recovery:
-    """Failure methods of SchedulerState (see the module docstring)."""
+class Recovery(StateCore):
+    """Failure methods of SchedulerState (see the module docstring).
 
+    Offers ``_recompute``, ``_mark_lost``; writes ``workers`` (removes), ``exit_codes``,
+    the tasks' ``deaths``; calls ``_fail``, ``_ready``, ``_hold_inputs``, ``_settle``."""
+
+    @stimulus_entry(WorkerLost)
     def remove_worker(
         self, wid: int, exit_code: int | None, executing: list, hung: float | None = None
     ) -> None:

@@ -6,6 +6,14 @@ takes out *instructions*: per worker, an ordered list of operations to send in o
 message (``take_outbox``), and notices for client-side objects (``take_notices``).
 Tests drive it with plain calls and asserts.
 
+Stimuli are the typed records of ``stimuli.py``; ``handle(stimulus)`` is the one
+entry point, and each public method (``handle_done(wid, items, values)`` for
+``TasksDone``, ...) is that entry under its own name.  Every stimulus is recorded in
+a bounded log: ``format_log()`` prints the last ones for a failing test or a bug
+report.  The state is written in four parts that share the fields of
+``state_core.StateCore`` (listed there): this module, ``placement``, ``gathers``,
+``recovery``.
+
 Tasks
     Every task has an integer id (``tid``) and a :class:`TaskState`.  A ``get`` run
     takes a block of ids, ``base + graph index``, so its compiled specs only need
@@ -51,8 +59,25 @@ from typing import Any
 from ..graph import CALL, VALUE, CompiledGraph, remap_spec
 from ..schedulers.processes import TaskPicklingError
 from .gathers import DataRequests
-from .placement import FIRST_QUEUE, Placement
+from .placement import Placement
 from .recovery import Recovery
+from .stimuli import (
+    Acquired,
+    Cancelled,
+    GraphAdded,
+    Released,
+    Reset,
+    RunAdded,
+    RunReleased,
+    Scattered,
+    Submitted,
+    TaskErred,
+    TasksDone,
+    TaskUnsendable,
+    WorkerJoined,
+    WorkerPaused,
+    stimulus_entry,
+)
 from .tasks import (
     ERRED,
     FORGOTTEN,
@@ -62,7 +87,6 @@ from .tasks import (
     UNFINISHED,
     WAITING,
     CancelledError,
-    Gather,
     KilledWorker,
     RunRecord,
     TaskState,
@@ -73,46 +97,13 @@ __all__ = ["SchedulerState", "KilledWorker", "CancelledError"]
 
 
 class SchedulerState(Placement, DataRequests, Recovery):
-    """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread)."""
+    """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread).
 
-    def __init__(self) -> None:
-        self.tasks: dict[int, TaskState] = {}
-        self.named: dict[Hashable, TaskState] = {}
-        self.workers: dict[int, WorkerState] = {}
-        self.runs: dict[int, RunRecord] = {}
-        self.gathers: dict[int, Gather] = {}
-        self.root_heap: list = []
-        self.ready_deps: list = []
-        self.next_tid = 0
-        self.seq = 0
-        self.mean_seconds: float | None = None
-        self.queue_target = FIRST_QUEUE
-        self.outbox: dict[int, list] = {}
-        self.notices: list = []
-        self.exit_codes: list = []  # (worker name, exit code) of workers that died
-
-    # -- instructions ----------------------------------------------------------
-    def _emit(self, worker: WorkerState, op: str, item: Any) -> None:
-        ops = self.outbox.get(worker.wid)
-        if ops is None:
-            self.outbox[worker.wid] = [(op, [item])]
-        elif ops[-1][0] == op:
-            ops[-1][1].append(item)
-        else:
-            ops.append((op, [item]))
-
-    def _notify(self, target: Any, kind: str, payload: Any = None) -> None:
-        self.notices.append((target, kind, payload))
-
-    def take_outbox(self) -> dict[int, list]:
-        out, self.outbox = self.outbox, {}
-        return out
-
-    def take_notices(self) -> list:
-        out, self.notices = self.notices, []
-        return out
+    The fields are :class:`~notebook_sched.distributed.state_core.StateCore`'s; this
+    part offers ``_fail``, ``_unneeded``, ``_hold_inputs``, ``_settle`` to the others."""
 
     # -- workers ---------------------------------------------------------------
+    @stimulus_entry(WorkerJoined)
     def add_worker(self, wid: int, name: str, nthreads: int, address: Any) -> None:
         worker = WorkerState(wid, name, nthreads, address)
         self.workers[wid] = worker
@@ -120,12 +111,14 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for other in self.workers.values():
             self._emit(other, "peers", peers)
 
+    @stimulus_entry(WorkerPaused)
     def set_paused(self, wid: int, paused: bool) -> None:
         worker = self.workers.get(wid)
         if worker is not None:
             worker.paused = paused
 
     # -- adding work -----------------------------------------------------------
+    @stimulus_entry(RunAdded)
     def add_run(self, run_id: int, graph: CompiledGraph, target: Any, events: bool) -> int:
         """Add a ``get`` run; returns the base of its task ids.  Outputs come back to
         ``target`` as ``("data", [values of graph.outputs])``; task events as
@@ -161,6 +154,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         self.request_data(run_id, [base + out for out in graph.outputs], target)
         return base
 
+    @stimulus_entry(Submitted)
     def submit(self, items: list) -> None:
         """Add named tasks: ``(key, func, args, ((position, dep key), ...))`` each.
 
@@ -177,6 +171,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             spec = (CALL, func, args, tuple((pos, self.named[k].tid) for pos, k in slots))
             self._add_named(key, spec, tuple(dict.fromkeys(deps)))
 
+    @stimulus_entry(GraphAdded)
     def add_graph(self, graph: CompiledGraph) -> None:
         """Add the tasks of ``graph`` as named tasks (``Client.compute``)."""
         tids = [0] * len(graph.keys)
@@ -206,6 +201,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for i in sorted(new, key=graph.priority.__getitem__):
             self._link(pending[tids[i]])
 
+    @stimulus_entry(Scattered)
     def scatter(self, items: list) -> None:
         """Put data on workers: ``(key, value, wid or None)``; becomes a named task."""
         workers = list(self.workers.values())
@@ -267,6 +263,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             self._ready(ts)
 
     # -- client references -----------------------------------------------------
+    @stimulus_entry(Acquired)
     def acquire(self, key: Hashable, target: Any) -> None:
         """A client holds a future for ``key``; ``target`` hears its state changes."""
         ts = self.named.get(key)
@@ -284,6 +281,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             elif ts.state == ERRED:
                 self._notify(target, "erred", ts.error)
 
+    @stimulus_entry(Released)
     def release(self, key: Hashable, target: Any) -> None:
         """The client dropped its last future for ``key``."""
         ts = self.named.get(key)
@@ -296,6 +294,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         if ts.holders == 0:
             self._unneeded(ts)
 
+    @stimulus_entry(Cancelled)
     def cancel(self, keys: list, reason: str = "cancelled") -> None:
         """Forget named tasks (and what depends on them), wherever they are."""
         doomed: dict = {}
@@ -314,6 +313,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for ts in doomed.values():
             self._forget(ts)
 
+    @stimulus_entry(RunReleased)
     def release_run(self, run_id: int) -> None:
         """The caller is done with a ``get`` run (finished, failed or interrupted)."""
         run = self.runs.pop(run_id, None)
@@ -328,6 +328,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for rid in [rid for rid, g in self.gathers.items() if g.target is run.target]:
             del self.gathers[rid]
 
+    @stimulus_entry(Reset)
     def reset(self, reason: str) -> None:
         """Forget everything (restart/close): every future and run hears ``reason``."""
         for run in list(self.runs.values()):
@@ -349,6 +350,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             worker.nbytes = 0
 
     # -- results from workers --------------------------------------------------
+    @stimulus_entry(TasksDone)
     def handle_done(self, wid: int, items: list, values: dict | None) -> None:
         """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop)`` each;
         ``values`` holds the results of tasks sent with ``send_back``."""
@@ -405,6 +407,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         if items:
             self._measured(spent / len(items))
 
+    @stimulus_entry(TaskUnsendable)
     def task_unsendable(self, tid: int, exc: BaseException) -> None:
         """Task ``tid`` could not be pickled to go to its worker."""
         ts = self.tasks.get(tid)
@@ -418,6 +421,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         )
         self._fail(ts, (error, None, ts.worker.name))
 
+    @stimulus_entry(TaskErred)
     def handle_error(self, wid: int, tid: int, error: Any, traceback_text: str) -> None:
         """Task ``tid`` raised on ``wid``; ``error`` is the pickled exception (bytes)."""
         worker = self.workers.get(wid)
@@ -511,3 +515,10 @@ class SchedulerState(Placement, DataRequests, Recovery):
         """``{wid: (processing count, bytes held, results held, paused)}``."""
         workers = self.workers.values()
         return {w.wid: (len(w.processing), w.nbytes, len(w.has), w.paused) for w in workers}
+
+
+SchedulerState._entries = {  # stimulus type -> its entry method, for handle()
+    entry.stimulus: entry
+    for entry in (getattr(SchedulerState, name) for name in dir(SchedulerState))
+    if hasattr(entry, "stimulus")
+}

@@ -30,6 +30,7 @@ __all__ = [
     "UNFINISHED",
     "STATE_NAMES",
     "MAX_SUSPICIOUS",
+    "FIRST_QUEUE",
 ]
 
 WAITING, QUEUED, PROCESSING, MEMORY, RELEASED, ERRED, FORGOTTEN = range(7)
@@ -37,6 +38,7 @@ STATE_NAMES = ("waiting", "queued", "processing", "memory", "released", "erred",
 UNFINISHED = (WAITING, QUEUED, PROCESSING, ERRED)
 
 MAX_SUSPICIOUS = 3  # worker deaths while a task runs before it is blamed
+FIRST_QUEUE = 4  # root tasks per worker thread before any duration is known (placement)
 
 
 class KilledWorker(WorkerDiedError):
