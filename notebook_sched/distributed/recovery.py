@@ -20,7 +20,7 @@ machine's design note is in ``state.py``.
 
 from __future__ import annotations
 
-from ..schedulers.processes import describe_exit
+from ..errors import describe_exit
 from .state_core import StateCore
 from .stimuli import WorkerLost, stimulus_entry
 from .tasks import (

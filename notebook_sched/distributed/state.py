@@ -56,8 +56,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from ..errors import TaskPicklingError
 from ..graph import CALL, VALUE, CompiledGraph, remap_spec
-from ..schedulers.processes import TaskPicklingError
 from .gathers import DataRequests
 from .placement import Placement
 from .recovery import Recovery

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..schedulers.processes import WorkerDiedError
+from ..errors import WorkerDiedError
 
 __all__ = [
     "TaskState",

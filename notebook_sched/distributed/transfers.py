@@ -109,7 +109,7 @@ def pack_values(items: list) -> tuple[list, list]:
 
 
 def _unpicklable_result(exc: BaseException, how: str = "sent from its worker process"):
-    from ..schedulers.processes import TaskPicklingError
+    from ..errors import TaskPicklingError
 
     return TaskPicklingError(
         f"A result cannot be {how} ({type(exc).__name__}: {exc}). "

@@ -61,7 +61,7 @@ import traceback
 from typing import Any
 
 from ..engine import run_spec
-from ..schedulers._worker import _dump_exception
+from ..errors import dump_exception as _dump_exception
 from . import protocol
 from .listener import AuthListener
 from .transfers import Transfers, pack_values

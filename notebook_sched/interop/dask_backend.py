@@ -50,9 +50,8 @@ import uuid
 import weakref
 from typing import Any
 
-from ..engine import execute_graph, task_failure
-from ..events import Dispatcher
-from ..failure import RemoteTraceback, annotate, record_failure
+from ..engine import UNKNOWN, Reporter, execute_graph
+from ..failure import RemoteTraceback
 from ..graph import key_split, remap_spec
 from ._remote import Packed, run_task
 
@@ -84,8 +83,8 @@ def get(
     client = current_client()
     workers = sum(client.nthreads().values()) or 1
 
-    def drive(graph, state, events):
-        _DaskRun(client, graph, state, events).drive()
+    def drive(graph, state, report):
+        _DaskRun(client, graph, state, report).drive()
 
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -199,11 +198,11 @@ def _router(client: Any) -> _Router:
 class _DaskRun:
     """One graph on the cluster: submit, turn worker events into ours, collect."""
 
-    def __init__(self, client: Any, graph, state, events: Dispatcher):
+    def __init__(self, client: Any, graph, state, report: Reporter):
         self.client = client
         self.graph = graph
         self.state = state
-        self.events = events
+        self.report = report
         self.run = uuid.uuid4().hex[:16]
         self.router = _router(client)
         self.futures: list = []
@@ -258,8 +257,7 @@ class _DaskRun:
             if kind == "d":
                 self._finished(message)
             elif kind == "s":
-                if self.events.task_started:
-                    self.events.task_started(self.graph.keys[message[2]], message[3])
+                self.report.started(message[2], message[3])
             elif kind == "f":
                 self._failed(message)
             else:  # ("out", i): a requested result is done (or erred)
@@ -274,12 +272,7 @@ class _DaskRun:
         if self.finished[i]:
             return  # rerun after a worker was lost: reported once
         self.finished[i] = 1
-        key = self.graph.keys[i]
-        events = self.events
-        if events.task_finished:
-            events.task_finished(key, worker, start, stop)
-        if events.task_done:
-            events.task_done(key)
+        self.report.finished(i, worker, start, stop)
         # The run state counts readers (requested results keep one until gathered):
         # an input with none left is released, and the cluster may drop it.
         state, futures = self.state, self.futures
@@ -319,33 +312,12 @@ class _DaskRun:
         graph = self.graph
         if traceback_text is not None:
             exc.__cause__ = RemoteTraceback(traceback_text)
-        inputs = [self.futures[d] for d in graph.deps[i]]
+        deps = graph.deps[i]
         try:
-            gathered = self.client.gather(inputs) if inputs else []
+            gathered = self.client.gather([self.futures[d] for d in deps]) if deps else []
         except Exception:  # an input is gone too (its worker died): no rerun possible
-            annotate(exc, graph.keys[i], BACKEND, worker)
-            record_failure(_failure_without_inputs(graph, i, exc, worker, traceback_text))
+            inputs = UNKNOWN
         else:
-            values: list = [None] * len(graph)
-            for d, value in zip(graph.deps[i], gathered, strict=True):
-                values[d] = value
-            task_failure(graph, values, i, exc, BACKEND, worker, traceback_text)
-        if self.events.task_failed:
-            self.events.task_failed(graph.keys[i], worker, exc)
+            inputs = dict(zip(deps, gathered, strict=True))
+        self.report.failed(i, exc, worker, traceback_text, inputs)
         raise exc
-
-
-def _failure_without_inputs(graph, i: int, exc: BaseException, worker: str, text: str | None):
-    from ..failure import TaskFailure
-
-    return TaskFailure(
-        key=graph.keys[i],
-        exception=exc,
-        backend=BACKEND,
-        worker=worker,
-        spec=graph.specs[i],
-        inputs=None,
-        remote_traceback=text,
-        graph=graph.source,
-        requested_keys=[graph.keys[o] for o in graph.outputs],
-    )

@@ -31,30 +31,13 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ._worker import MAIN_GUARD_EXIT, worker_main
+from ..errors import MAIN_GUARD_EXIT, MainGuardError
+from ._worker import worker_main
 
 __all__ = ["WorkerHandle", "WorkerPool", "acquire", "shutdown", "MainGuardError"]
+# MainGuardError and its message live in errors.py (the cluster raises them too).
 
 _context = multiprocessing.get_context("spawn")
-
-
-class MainGuardError(RuntimeError):
-    """Worker processes could not start because the main script lacks a __main__ guard."""
-
-
-def _main_guard_message() -> str:
-    import __main__
-
-    script = getattr(__main__, "__file__", "your script")
-    return (
-        f"The 'processes' scheduler could not start its worker processes: {script} "
-        f"starts a computation while it is being imported. Worker processes import the "
-        f"main script again, so that computation ran inside each worker too.\n"
-        f"Put the code that computes under a main guard:\n\n"
-        f'    if __name__ == "__main__":\n'
-        f"        result = compute(...)   # now only the main process runs this\n\n"
-        f"(Notebooks and the interactive prompt do not need this.)"
-    )
 
 
 class WorkerHandle:

@@ -1,17 +1,9 @@
 """What runs inside a worker process (and inside foreign executors' workers).
 
-Kept tiny on purpose: a spawned worker imports this module, ``cloudpickle`` and the
-small ``graph`` module, nothing from Jupyter.
-
-A *job* is one task made self-contained by the caller::
-
-    (task, kind, func_or_expr, args_or_refs, local, send_back)
-
-``task`` is the caller's task number; ``kind`` is graph.CALL, EXPR or NODE;
-``args_or_refs`` holds the input values the caller already has; ``local`` lists
-inputs produced earlier in the same batch, as ``(argument position or key, batch
-position)``: this is how a linear chain runs inside one worker without sending its
-intermediate results home; ``send_back`` is False for such intermediates.
+Kept tiny on purpose: a spawned worker imports this module, the job format
+(``_job.py``: what a job is and how it runs), ``errors`` (exceptions that cross
+processes), the sampling rule of ``reporter.py`` and ``cloudpickle``; nothing from
+Jupyter, no backend, no diagnostics.
 
 Worker-to-caller messages (pickled tuples):
 
@@ -53,28 +45,15 @@ import cloudpickle
 from .._forkguard import install as install_fork_guard
 from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
+from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
-from ..graph import CALL, EXPR, evaluate
+from ..reporter import skip_after
+from ._job import NOT_SENT, run_job
+
+__all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
 HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
-MAIN_GUARD_EXIT = 87  # exit code of a worker whose parent script has no __main__ guard
-NOT_SENT = None  # the value slot of a result that stays in the worker
-
-
-def run_job(job: tuple, produced: list):
-    _task, kind, target, inputs, local, _send = job
-    if kind == CALL:
-        if local:
-            inputs = list(inputs)
-            for pos, batch_pos in local:
-                inputs[pos] = produced[batch_pos]
-        return target(*inputs)
-    for ref_key, batch_pos in local:
-        inputs[ref_key] = produced[batch_pos]
-    if kind == EXPR:
-        return evaluate(target, inputs)
-    return target(inputs)
 
 
 def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
@@ -164,7 +143,7 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
                 cpu = None
                 if sample:
                     cpu = cpu_clock() - c0
-                    skip = 0 if stop - start >= long_task else every
+                    skip = skip_after(stop - start, every, long_task)
                 else:
                     skip -= 1
                 results.append((job[0], sent, start, stop, cpu))
@@ -243,8 +222,17 @@ def run_payload(payload):
     """Run a list of jobs in a foreign executor's worker; returns results or an error.
 
     ``payload`` is cloudpickled bytes for process-based executors (so lambdas and
-    notebook functions travel) and the plain list for thread pools.
+    notebook functions travel), and the answer is then ``(pid, pickled outcome)`` so
+    the caller can name the worker; for thread pools it is the plain list, and the
+    answer the plain outcome: ``("R", results)``, ``("E", results, task, exception,
+    traceback_text, local_inputs)`` or ``("U", [], task, reason)``.
     """
+    if isinstance(payload, bytes):
+        return os.getpid(), _run_payload(payload)
+    return _run_payload(payload)
+
+
+def _run_payload(payload):
     pickled = isinstance(payload, bytes)
     try:
         jobs = pickle.loads(payload) if pickled else payload
