@@ -170,3 +170,16 @@ def test_a_processes_run_shows_worker_cpu_waiting_and_the_gil(no_leaks):
     assert rows["parse"].cpu is not None and rows["parse"].cpu > 0.2 * rows["parse"].wall
     # measured by the workers' own probes (measure.py), not the caller's
     assert rows["parse"].gil_busy is not None and rows["parse"].verdict == "holds-gil"
+
+
+@pytest.mark.parametrize(
+    "func, verdict", [(fetch, "waits"), (parse, "holds-gil"), (matmul, "releases-gil")]
+)
+def test_distributed_runs_are_measured_in_the_cluster_workers(no_leaks, func, verdict):
+    advice = advice_for(func, "distributed", n=8)
+    (row,) = advice.rows
+    assert row.ran_on == "distributed"
+    assert row.cpu is not None and row.gil_busy is not None, advice
+    assert row.verdict == verdict, advice
+    assert row.bytes_out > 0, advice
+    assert advice.recommendation is not None, advice

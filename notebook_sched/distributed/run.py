@@ -163,11 +163,20 @@ class _GraphRun:
                 raise CancelledError(f"the computation was cancelled: {payload}")
 
     def _done(self, items: list, worker: str) -> None:
-        flags = self.started
-        if flags is not None:
-            for i, _start, _stop in items:
-                self._started(i, worker)
-        self.report.finished_batch(items, worker)
+        """``items``: ``(i, start, stop)``, or ``(i, start, stop, nbytes, cpu, starved,
+        gil)`` for a task the worker measured (a sample: see ``worker.py``)."""
+        report = self.report
+        if self.started is not None:
+            for item in items:
+                self._started(item[0], worker)
+        if any(len(item) > 3 for item in items):
+            if report.task_measured:
+                for item in items:
+                    if len(item) > 3:
+                        i, start, stop, nbytes, cpu, starved, gil = item
+                        report.measured(i, worker, start, stop, cpu, starved, nbytes, gil, True)
+            items = [item[:3] for item in items]
+        report.finished_batch(items, worker)
 
     def _started(self, i: int, worker: str) -> None:
         if not self.started[i]:

@@ -361,7 +361,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         events: dict = {}
         wanted = []
         spent = 0.0
-        for tid, nbytes, start, stop in items:
+        for tid, nbytes, start, stop, *measured in items:
             ts = tasks.get(tid)
             if ts is None or ts.state != PROCESSING or ts.worker is not worker:
                 if ts is None or ts.worker is not worker:
@@ -376,7 +376,17 @@ class SchedulerState(Placement, DataRequests, Recovery):
             run = ts.run
             if run is not None:
                 if run.events:
-                    events.setdefault(run, []).append((tid - run.base, start, stop))
+                    # measured: (cpu, starved, gil) from the worker's TaskMeter
+                    item = (
+                        (tid - run.base, start, stop, nbytes, *measured)
+                        if measured
+                        else (
+                            tid - run.base,
+                            start,
+                            stop,
+                        )
+                    )
+                    events.setdefault(run, []).append(item)
             elif ts.watchers:
                 for target in ts.watchers:
                     self._notify(target, "finished")

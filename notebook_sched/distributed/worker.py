@@ -62,6 +62,8 @@ from typing import Any
 
 from ..engine import run_spec
 from ..errors import dump_exception as _dump_exception
+from ..measure import TaskMeter
+from ..reporter import skip_after
 from . import protocol
 from .listener import AuthListener
 from .transfers import Transfers, pack_values
@@ -114,6 +116,7 @@ class Worker(Transfers):
         self.machine = WorkerMachine(self.nthreads, settings["memory_limit"], time.time())
         self.in_task = [False] * self.nthreads
         self.idents: list = [0] * self.nthreads
+        self.meter = TaskMeter()  # measures a sample of tasks (see _execute)
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
         self.pid = os.getpid()  # checked before each message: forks from C run no hooks
@@ -239,8 +242,13 @@ class Worker(Transfers):
                 self.in_task[slot] = False
 
     def _execute(self, slot: int) -> None:
+        """Run tasks on executor thread ``slot``.  A sample of them is measured
+        (reporter.py's rule: every task after a long one, one in SAMPLE_EVERY otherwise)
+        by the worker's TaskMeter: thread CPU, run-queue time and this process's
+        busy-GIL share, sent with the task's times to any run that listens."""
         lock, machine, current, in_task = self.lock, self.machine, self.current, self.in_task
         next_task, clock = machine.next_task, time.time
+        meter, skip = self.meter, 0
         while True:
             with lock:
                 while True:
@@ -257,6 +265,7 @@ class Worker(Transfers):
                         continue
                     self.ready_cond.wait()
                 current[slot] = task.tid
+            began = meter.begin() if skip <= 0 else None
             start = clock()
             error = None
             value = None
@@ -273,12 +282,21 @@ class Worker(Transfers):
             if self.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
             stop = clock()
-            self._finished(slot, task, value, error, start, stop)
+            measured = ()
+            if began is not None:
+                cpu, starved, _nbytes, gil = meter.end(began, None, stop)
+                measured = (cpu, starved, gil)
+                skip = skip_after(stop - start)
+            else:
+                skip -= 1
+            self._finished(slot, task, value, error, start, stop, measured)
 
-    def _finished(self, slot: int, task: Task, value: Any, error, start: float, stop: float):
+    def _finished(
+        self, slot: int, task: Task, value: Any, error, start: float, stop: float, measured=()
+    ):
         with self.lock:
             self.current[slot] = -1
-            out = self.machine.task_finished(slot, task, value, error, start, stop)
+            out = self.machine.task_finished(slot, task, value, error, start, stop, measured)
             if out:
                 self._under_lock(out)
         if out:

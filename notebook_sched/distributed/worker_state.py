@@ -324,9 +324,17 @@ class WorkerMachine:
         return None
 
     def task_finished(
-        self, slot: int, task: Task, value: Any, error: BaseException | None, start, stop
+        self,
+        slot: int,
+        task: Task,
+        value: Any,
+        error: BaseException | None,
+        start,
+        stop,
+        measured: tuple = (),
     ) -> list | tuple:
-        """``task`` ran in ``slot`` from ``start`` to ``stop`` (``stop`` is now)."""
+        """``task`` ran in ``slot`` from ``start`` to ``stop`` (``stop`` is now);
+        ``measured``: ``(cpu, starved, gil_busy)`` when the worker measured it."""
         self.running[slot] = None
         copies = self.copies
         for dep in task.deps:
@@ -339,7 +347,7 @@ class WorkerMachine:
         if error is not None:
             return [SendDone(*self.take_outbox(stop)), SendError(task.tid, error)]
         out: list = []
-        self._store(task, value, start, stop, out)
+        self._store(task, value, start, stop, out, measured)
         if not (
             self.ready and len(self.outbox) < MAX_BATCH and stop - self.last_flush < FLUSH_SECONDS
         ):
@@ -354,13 +362,15 @@ class WorkerMachine:
         self.last_flush = now
         return batch, values or None
 
-    def _store(self, task: Task, value: Any, start: float, stop: float, out: list) -> None:
+    def _store(
+        self, task: Task, value: Any, start: float, stop: float, out: list, measured=()
+    ) -> None:
         tid = task.tid
         nbytes = sizeof(value)
         self.data[tid] = value
         self.sizes[tid] = nbytes
         self.bytes_held += nbytes
-        self.outbox.append((tid, nbytes, start, stop))
+        self.outbox.append((tid, nbytes, start, stop, *measured))
         if task.send_back:
             self.values[tid] = value
         if self._wake_users(tid) and self.nthreads > 1:
