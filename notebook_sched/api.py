@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from . import config
-from .schedulers import resolve
+from .schedulers import capabilities, resolve
 
 __all__ = ["get", "compute", "add_run_hook"]
 
@@ -90,7 +90,7 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
         if ours:
             names = ("num_workers", "pool", "observers")
             backend_options = {name: options.get(name) for name in names}
-            if backend in ("processes", "auto"):  # the local backends with worker processes
+            if capabilities(backend).worker_timeout:  # processes, auto
                 backend_options["worker_timeout"] = options["worker_timeout"]
         else:
             backend_options = {

@@ -207,7 +207,7 @@ def execute_graph(
     mapping = to_mapping(dsk)
     if type(mapping) is not dict:
         mapping = dict(mapping)  # one materialisation: HighLevelGraph lookups are slow
-    flat = flatten_keys(keys, mapping)
+    flat = flatten_keys(keys)
     graph = compile_graph(mapping, flat)
     events = dispatcher(observers)
     kinds = settle_literals(graph)

@@ -146,7 +146,7 @@ def to_mapping(dsk: Any) -> Mapping:
     )
 
 
-def flatten_keys(keys: Any, dsk: Mapping) -> list:
+def flatten_keys(keys: Any) -> list:
     """The requested keys in order.  A list is a (nested) list of keys; anything else a key.
 
     Sets, dicts and iterators are refused: their order (or one-shot nature) would make
@@ -240,7 +240,7 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _called_too_early(key: Hashable, value: tuple, dsk: Mapping) -> GraphError:
+def _called_too_early(key: Hashable, value: tuple) -> GraphError:
     head = value[0]
     name = _short_repr(key, 200)
     args = ", ".join(_short_repr(a, 30) for a in value[1:])
@@ -314,7 +314,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
                 and not names_key(head, dsk)
                 and any(names_key(item, dsk) for item in value[1:])
             ):
-                raise _called_too_early(key, value, dsk)
+                raise _called_too_early(key, value)
         return _parse_expression(key, value, dsk)
     return (VALUE, value), []
 

@@ -314,3 +314,55 @@ def test_backends_emit_only_through_the_reporter(path):
         r"events\.task_\w+\(|TaskFailure\(|task_failure\(|record_failure\(|annotate\(", source
     )
     assert by_hand == [], f"{path} emits or records by hand: {by_hand}"
+
+
+# -- capabilities, not names ---------------------------------------------------------
+
+
+def test_backends_declare_capabilities():
+    from notebook_sched.schedulers import capabilities, resolve
+
+    assert capabilities("threads").runs_tasks_on_threads
+    assert not capabilities("threads").uses_worker_processes
+    assert capabilities("processes").worker_timeout and capabilities("auto").worker_timeout
+    assert not capabilities("sync").runs_tasks_on_threads
+    assert not capabilities("distributed").worker_timeout
+    assert capabilities("no-such-backend") == capabilities("sync")  # nothing claimed
+    with ThreadPoolExecutor(1) as threads, ProcessPoolExecutor(1) as processes:
+        name, _get = resolve(threads)
+        assert capabilities(name).runs_tasks_on_threads
+        name, _get = resolve(processes)
+        assert capabilities(name).uses_worker_processes
+        assert not capabilities(name).runs_tasks_on_threads
+
+
+def test_worker_timeout_reaches_only_the_backends_that_take_it():
+    from notebook_sched.schedulers import register_backend
+
+    seen = {}
+
+    def fake_get(dsk, keys, **options):
+        seen.update(options)
+        return ns.get(dsk, keys, scheduler="sync")
+
+    module = type(sys)("fake_timeout_backend")
+    module.get = fake_get
+    sys.modules["fake_timeout_backend"] = module
+    from notebook_sched.schedulers import Capabilities
+
+    try:
+        register_backend("fake-timeout", "fake_timeout_backend")
+        assert ns.get({"a": (inc, 1)}, "a", scheduler="fake-timeout", worker_timeout=5) == 2
+        assert "worker_timeout" not in seen
+        register_backend(
+            "fake-timeout", "fake_timeout_backend", capabilities=Capabilities(worker_timeout=True)
+        )
+        assert ns.get({"a": (inc, 1)}, "a", scheduler="fake-timeout", worker_timeout=5) == 2
+        assert seen["worker_timeout"] == 5
+    finally:
+        from notebook_sched import schedulers
+
+        for table in (schedulers._modules, schedulers._aliases, schedulers._hints):
+            table.pop("fake-timeout", None)
+        schedulers._capabilities.pop("fake-timeout", None)
+        del sys.modules["fake_timeout_backend"]

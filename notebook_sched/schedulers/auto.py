@@ -42,7 +42,6 @@ import queue
 import sys
 import threading
 import time
-from multiprocessing.connection import wait
 from typing import Any
 
 from ..engine import Reporter, check_workers, execute_graph, run_spec
@@ -137,6 +136,7 @@ class _AutoRun(_ProcessRun):
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self.wake_read, self.wake_write = os.pipe()
+        self.wake = (self.wake_read,)
         self.in_task: dict[int, bool] = {}  # thread ident -> inside a task
         self.threads: list[threading.Thread] = []
         self.pool_refused = False
@@ -166,7 +166,7 @@ class _AutoRun(_ProcessRun):
                         raise RuntimeError("notebook_sched: no runnable task left (internal error)")
                     continue
                 # Block until something finishes, unless inline work was cut short.
-                self._wait_and_collect(0.0 if self.more_inline else None)
+                self._receive(0.0 if self.more_inline else None)
         except BaseException:
             self._abort()
             raise
@@ -405,14 +405,8 @@ class _AutoRun(_ProcessRun):
         self._send(batch)
         self._started_next(batch)
 
-    # -- waiting -----------------------------------------------------------------
-    def _wait_and_collect(self, timeout: float | None) -> None:
-        busy = [w for w in self.pool.workers if w.outstanding] if self.pool is not None else []
-        by_conn = {w.conn: w for w in busy}
-        by_sentinel = {w.sentinel: w for w in busy}
-        if busy and self.check_every is not None:  # wake up to look for hung workers
-            timeout = self.check_every if timeout is None else min(timeout, self.check_every)
-        ready = wait([self.wake_read, *by_conn, *by_sentinel], timeout)
+    # -- waiting (processes._receive, with the threads' pipe in self.wake) -------------
+    def _woken(self, ready: list) -> None:
         if self.wake_read in ready:
             os.read(self.wake_read, 65536)
         while True:
@@ -421,14 +415,3 @@ class _AutoRun(_ProcessRun):
             except queue.Empty:
                 break
             self._thread_done(item)
-        for conn in ready:
-            worker = by_conn.get(conn)
-            if worker is not None:
-                self._read(worker)
-        if busy and self.timeout is not None:
-            self._check_alive(busy)
-        for worker in by_sentinel.values():
-            if worker.outstanding and not worker.process.is_alive():
-                self._read(worker)
-                if worker.outstanding:
-                    self._worker_died(worker)

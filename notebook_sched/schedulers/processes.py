@@ -158,6 +158,7 @@ class _ProcessRun:
         self.batches: dict[int, _Batch] = {}
         self.next_id = 0
         self.mean_seconds: float | None = None
+        self.wake: tuple = ()  # more to wait on in _receive (auto: its threads' pipe)
         specs = graph.specs
         self._shippable = lambda j: specs[j][0] in (CALL, EXPR, NODE)
 
@@ -270,21 +271,31 @@ class _ProcessRun:
         batch.data = b""
 
     # -- receiving -------------------------------------------------------------
-    def _receive(self) -> None:
-        busy = [w for w in self.pool.workers if w.outstanding]
+    def _receive(self, timeout: float | None = None) -> None:
+        """Wait (up to ``timeout``; None: until something happens) on the busy workers'
+        pipes and process sentinels, and on ``self.wake`` (auto's threads); read what
+        arrived, then look for hung (``worker_timeout``) and dead workers."""
+        busy = [w for w in self.pool.workers if w.outstanding] if self.pool is not None else []
         by_conn = {w.conn: w for w in busy}
         by_sentinel = {w.sentinel: w for w in busy}
-        for ready in wait(list(by_conn) + list(by_sentinel), self.check_every):
-            worker = by_conn.get(ready)
+        if busy and self.check_every is not None:  # wake up to look for hung workers
+            timeout = self.check_every if timeout is None else min(timeout, self.check_every)
+        ready = wait([*self.wake, *by_conn, *by_sentinel], timeout)
+        self._woken(ready)
+        for conn in ready:
+            worker = by_conn.get(conn)
             if worker is not None:
                 self._read(worker)
-        if self.timeout is not None:
+        if busy and self.timeout is not None:
             self._check_alive(busy)
         for worker in by_sentinel.values():
             if worker.outstanding and not worker.process.is_alive():
                 self._read(worker)  # it may have sent results before dying
                 if worker.outstanding:
                     self._worker_died(worker)
+
+    def _woken(self, ready: list) -> None:
+        """Something in ``self.wake`` may be ready (auto: results from its threads)."""
 
     def _check_alive(self, busy: list) -> None:
         """Fail the run if a busy worker's heartbeat count stopped for ``timeout`` s."""
