@@ -183,3 +183,18 @@ def test_distributed_runs_are_measured_in_the_cluster_workers(no_leaks, func, ve
     assert row.verdict == verdict, advice
     assert row.bytes_out > 0, advice
     assert advice.recommendation is not None, advice
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+@pytest.mark.parametrize("func, verdict", [(fetch, "waits"), (parse, "holds-gil")])
+def test_executor_runs_are_measured_where_the_tasks_ran(no_leaks, kind, func, verdict):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    make = ThreadPoolExecutor if kind == "threads" else ProcessPoolExecutor
+    dsk = {(func.__name__, i): (func, i) for i in range(8)}
+    with make(2) as pool, Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler=pool)
+    advice = advisor.advice()
+    (row,) = advice.rows
+    assert row.cpu is not None and row.gil_busy is not None, advice
+    assert row.verdict == verdict, advice

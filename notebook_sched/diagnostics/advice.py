@@ -158,7 +158,8 @@ class Advisor(Observer):
         shares = attribute(self._samples, intervals) if self._samples else {}
         measured: dict[str, list[TaskSample]] = {}
         self._workers = {}
-        gil_names = set()
+        remote_means = _remote_gil_means(records, names)
+        gil_names = set(remote_means)
         for record, name, here in zip(records, names, in_caller, strict=True):
             _key, worker, start, stop, cpu, starved, nbytes, remote_gil, _remote = record
             self._workers.setdefault(name, set()).add(worker.split("-")[0])
@@ -166,10 +167,8 @@ class Advisor(Observer):
                 share = shares.get(name)
                 gil = share.gil_busy if share else 0.0
                 gil_names.add(name)
-            else:
-                gil = remote_gil or 0.0
-                if remote_gil is not None:
-                    gil_names.add(name)
+            else:  # a worker's first long task ran before its probe: the prefix's mean
+                gil = remote_means.get(name, 0.0) if remote_gil is None else remote_gil
             wall = stop - start
             sample = TaskSample(
                 prefix=name,
@@ -234,6 +233,17 @@ class Advisor(Observer):
 
     def __repr__(self) -> str:
         return f"<Advisor runs={len(self._runs)} tasks={len(self._records)}>"
+
+
+def _remote_gil_means(records: list, names: list) -> dict[str, float]:
+    """Mean busy-GIL share per prefix of the tasks measured in worker processes."""
+    sums: dict[str, list] = {}
+    for record, name in zip(records, names, strict=True):
+        if record[8] and record[7] is not None:
+            total = sums.setdefault(name, [0.0, 0])
+            total[0] += record[7]
+            total[1] += 1
+    return {name: busy / count for name, (busy, count) in sums.items()}
 
 
 _KIND_WORDS = {"thread": "threads", "process": "processes", "caller": "inline"}

@@ -246,21 +246,23 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
             pool_module.shutdown()
 
 
-def run_payload(payload):
+def run_payload(payload, measure: bool = False):
     """Run a list of jobs in a foreign executor's worker; returns results or an error.
 
     ``payload`` is cloudpickled bytes for process-based executors (so lambdas and
     notebook functions travel), and the answer is then ``(pid, pickled outcome)`` so
     the caller can name the worker; for thread pools it is the plain list, and the
     answer the plain outcome: ``("R", results)``, ``("E", results, task, exception,
-    traceback_text, local_inputs)`` or ``("U", [], task, reason)``.
+    traceback_text, local_inputs)`` or ``("U", [], task, reason)``.  ``measure``: each
+    result carries a fifth item, the ``measure.Measured`` of its task (this process's
+    TaskMeter, as in :func:`run_batch`).
     """
     if isinstance(payload, bytes):
-        return os.getpid(), _run_payload(payload)
-    return _run_payload(payload)
+        return os.getpid(), _run_payload(payload, measure)
+    return _run_payload(payload, measure)
 
 
-def _run_payload(payload):
+def _run_payload(payload, measure: bool = False):
     pickled = isinstance(payload, bytes)
     try:
         jobs = pickle.loads(payload) if pickled else payload
@@ -271,7 +273,9 @@ def _run_payload(payload):
     produced = [None] * len(jobs)
     results = []
     clock = time.time
+    meter = _meter() if measure else None
     for pos, job in enumerate(jobs):
+        began = meter.begin() if meter else None
         start = clock()
         try:
             value = run_job(job, produced)
@@ -286,7 +290,12 @@ def _run_payload(payload):
         if pickled and os.getpid() != pid:
             os._exit(0)
         produced[pos] = value
-        results.append((job[0], value if job[5] else NOT_SENT, start, clock()))
+        stop = clock()
+        if meter:
+            measured = meter.end(began, value, stop)
+            results.append((job[0], value if job[5] else NOT_SENT, start, stop, measured))
+        else:
+            results.append((job[0], value if job[5] else NOT_SENT, start, stop))
     if not pickled:
         return ("R", results)
     try:

@@ -39,7 +39,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..engine import Reporter, execute_graph, run_spec
+from ..engine import Reporter, execute_graph, run_spec, skip_after
 from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
@@ -119,6 +119,7 @@ class _ExecutorRun:
         self.max_in_flight = 2 * width
         self.in_flight: dict = {}  # future -> task
         self.names = _WorkerNames(report)
+        self.skip = 0  # jobs to leave unmeasured (reporter.py's sampling rule)
 
     def drive(self) -> None:
         try:
@@ -141,11 +142,16 @@ class _ExecutorRun:
                     report.finished(i, CALLER, start, time.time())
                     continue
                 payload = [make_job(i, specs[i], values, None, True)]
+                measure = bool(report.task_measured) and self.skip <= 0
+                self.skip -= 1
                 if self.pickled:
-                    future = self.executor.submit(run_payload, self._pickle(i, payload))
+                    job = self._pickle(i, payload)
+                    future = self.executor.submit(run_payload, job, measure)
                 else:
                     run_here = contextvars.copy_context().run
-                    future = self.executor.submit(run_here, _on_thread, self.names, payload)
+                    future = self.executor.submit(
+                        run_here, _on_thread, self.names, payload, measure
+                    )
                 self.in_flight[future] = i
             if not self.in_flight:
                 continue
@@ -168,7 +174,11 @@ class _ExecutorRun:
             worker = self.names.process(worker)
             outcome = pickle.loads(outcome)
         if outcome[0] == "R":
-            for t, value, start, stop in outcome[1]:
+            for t, value, start, stop, *measured in outcome[1]:
+                if measured:  # in the executor's worker (measure.py): its CPU and GIL
+                    cpu, starved, nbytes, gil = measured[0]
+                    report.measured(t, worker, start, stop, cpu, starved, nbytes, gil, True)
+                    self.skip = skip_after(stop - start)
                 self.state.finish(t, value)
                 if self.pickled:
                     report.started(t, worker)
@@ -214,8 +224,8 @@ class _WorkerNames:
         return name
 
 
-def _on_thread(names: _WorkerNames, payload: list) -> tuple[str, Any]:
+def _on_thread(names: _WorkerNames, payload: list, measure: bool) -> tuple[str, Any]:
     """Run jobs in a thread-pool thread: announce the task on it, then run it."""
     name = names.thread()
     names.report.started(payload[0][0], name)
-    return name, run_payload(payload)
+    return name, run_payload(payload, measure)
