@@ -26,7 +26,7 @@ the graph in its order on ``workers`` slots with backend-specific durations:
   the run takes at least their sum: ``max(list schedule, sum of GIL-held parts)``.
 * ``processes``: ``workers`` slots, each task costs its isolated duration plus the
   per-task overhead and the transfer of its inputs and result at the measured cost per
-  byte; no GIL is shared between processes.
+  byte (without dependencies: its result, twice); no GIL is shared between processes.
 * ``auto``: the two mixed on ``workers`` slots: GIL-holding tasks as on processes,
   the others as on threads, whose GIL-held parts still take turns.
 
@@ -183,9 +183,16 @@ def predict(
 
 
 def _in_process(samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs) -> float:
-    """A task's duration on a worker process: its own time plus moving its data."""
-    inputs = sum(samples[d].bytes_out for d in s.deps)
-    return s.isolated + overhead + (inputs + s.bytes_out) * costs.per_byte
+    """A task's duration on a worker process: its own time plus moving its data.
+
+    With dependencies, a task moves its inputs and its result.  Samples without any
+    (the Advisor's: task events carry no edges) count each result twice instead: back
+    to the caller, and out again to the task that reads it."""
+    if s.deps:
+        moved = sum(samples[d].bytes_out for d in s.deps) + s.bytes_out
+    else:
+        moved = 2 * s.bytes_out
+    return s.isolated + overhead + moved * costs.per_byte
 
 
 def list_schedule(samples: Sequence[TaskSample], durations: Sequence[float], slots: int) -> float:
