@@ -166,29 +166,33 @@ def predict(
         schedule = list_schedule(samples, durations, workers)
         return max(schedule, sum(s.gil_held for s in samples))
     if backend == "processes":
-        durations = [_in_process(samples, s, overhead, costs) for s in samples]
+        edges = any(s.deps for s in samples)
+        durations = [_in_process(samples, s, overhead, costs, edges) for s in samples]
         return costs.pool_start + list_schedule(samples, durations, workers)
     # auto: GIL-holding tasks in processes, the rest on threads, sharing the slots; the
     # threads' GIL-held parts still take turns.
     on_threads = costs.per_task["threads"]
+    edges = any(s.deps for s in samples)
     durations = []
     gil = 0.0
     for s in samples:
         if s.gil_busy >= GIL_BOUND:
-            durations.append(_in_process(samples, s, overhead, costs))
+            durations.append(_in_process(samples, s, overhead, costs, edges))
         else:
             durations.append(s.isolated + on_threads)
             gil += s.gil_held
     return costs.pool_start + max(list_schedule(samples, durations, workers), gil)
 
 
-def _in_process(samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs) -> float:
+def _in_process(
+    samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs, edges: bool
+) -> float:
     """A task's duration on a worker process: its own time plus moving its data.
 
     With dependencies, a task moves its inputs and its result.  Samples without any
     (the Advisor's: task events carry no edges) count each result twice instead: back
     to the caller, and out again to the task that reads it."""
-    if s.deps:
+    if edges:
         moved = sum(samples[d].bytes_out for d in s.deps) + s.bytes_out
     else:
         moved = 2 * s.bytes_out
