@@ -24,6 +24,7 @@ callback list.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import uuid
 import weakref
@@ -411,9 +412,10 @@ def _new_key(fn: Any) -> str:
 
 def _output_key(obj: Any, graph: dict) -> Any:
     """The key whose value is ``obj``'s result; adds a finalize task when needed."""
-    from ..delayed import Delayed
-
-    if isinstance(obj, Delayed):
+    # Our Delayed names its one key (no finalize task).  Looked up, not imported: the
+    # delayed layer sits above this one, and without it loaded obj cannot be one.
+    delayed = sys.modules.get("notebook_sched.delayed")
+    if delayed is not None and isinstance(obj, delayed.Delayed):
         return obj.key
     keys = obj.__dask_keys__()
     post, extra = obj.__dask_postcompute__()
