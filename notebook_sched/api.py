@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import config
-from .schedulers import resolve
+from .schedulers import capabilities, resolve
 
 __all__ = ["get", "add_run_hook", "remove_run_hook", "RunRequest", "Additions"]
 
@@ -136,7 +136,7 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     if ours:
         names = ("num_workers", "pool", "observers")
         backend_options = {name: options.get(name) for name in names}
-        if backend in ("processes", "auto"):  # the local backends with worker processes
+        if capabilities(backend).worker_timeout:  # processes, auto
             backend_options["worker_timeout"] = options["worker_timeout"]
     else:
         backend_options = {

@@ -9,21 +9,31 @@ same hooks in the same order for each run::
     task_started(key, worker)                per task, before task_finished/task_failed
     task_finished(key, worker, start, stop)  per successful task; times from time.time()
     task_done(key)                           per successful task, the cheapest hook
-    task_measured(key, worker, start, stop, cpu, starved)
+    task_measured(key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote)
                                              a sample of successful tasks, measured
     task_failed(key, worker, error)          per failed task
     graph_finished(run, error)               once; error is None on success
 
-``worker`` is a short name such as ``"sync"``, ``"thread-1"`` or ``"process-0"``.
-Under ``threads`` the task hooks run on worker threads, so an observer that keeps
-state must guard it (a lock or atomic appends).  Under ``processes`` they run in the
-calling process; ``task_started`` fires when the worker receives the task.
+``worker`` is a short name such as ``"sync"``, ``"thread-1"``, ``"process-0"`` or
+``"caller"`` (literals and aliases, and tasks a backend runs inline in the calling
+thread).  Under ``threads`` the task hooks run on worker threads, so an observer that
+keeps state must guard it (a lock or atomic appends).  Under ``processes`` they run in
+the calling process; ``task_started`` fires when the worker receives the task.  On a
+thread-pool executor (``scheduler=ThreadPoolExecutor(...)``) ``task_started`` runs on
+the pool thread as the task starts; on a process executor, whose workers cannot call
+back, it fires in the caller when the task's result arrives, just before
+``task_finished`` (``task_failed``); under ``distributed`` and ``dask`` it fires when the
+cluster says the task started or, at the latest, just before ``task_finished``.
+
+Backends emit through the engine's one reporter (``reporter.py``), which also builds
+the :class:`~notebook_sched.failure.TaskFailure` of a failed task, so every backend
+keeps the same order and names.
 
 ``task_done`` exists for counters such as progress bars: no clock is read for it, and
 an observer may set it to a C-level callable (``self.task_done = keys.append``), which
 the backends then call directly, so counting costs a few tens of nanoseconds per task.
-``worker_started`` fires on each worker thread of the ``threads`` backend (and, per
-task, on thread-pool executors) so an observer can set thread-local state once, e.g.
+``worker_started`` fires once per run on each worker thread (of ``threads``, ``auto``
+and thread-pool executors) so an observer can set thread-local state once, e.g.
 route output to the cell that started the run.
 
 Literal values and aliases in a graph are not tasks: no task hook fires for them and
@@ -97,12 +107,18 @@ class Observer:
         stop: float,
         cpu: float | None,
         starved: float | None,
+        nbytes: int | None = None,
+        gil_busy: float | None = None,
+        remote: bool = False,
     ) -> None:
         """A *sample* of successful tasks, measured where they ran: wall times, the CPU
-        seconds of the thread that ran it and its seconds runnable without a CPU (None
-        where the backend cannot read them).  Backends measure every task that takes
-        over ``engine.LONG_TASK`` and one in ``engine.SAMPLE_EVERY`` of the others, so
-        listening costs ~1% on graphs of no-op tasks."""
+        seconds of the thread that ran it, its seconds runnable without a CPU, the bytes
+        of its result where cheap to know (``measure.result_nbytes``), and, for tasks
+        that ran in another process (``remote``), the busy-GIL share a probe in that
+        process saw (``measure.TaskMeter``); None where not known.  Backends measure
+        every task that takes over ``reporter.LONG_TASK`` and one in
+        ``reporter.SAMPLE_EVERY`` of the others, so listening costs ~1% on graphs of
+        no-op tasks."""
 
     def worker_started(self, worker: str) -> None:
         """A worker thread started; called on that thread."""

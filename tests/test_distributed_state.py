@@ -159,7 +159,7 @@ class Sim:
 
 
 def add_run(sim, dsk, keys, run_id=1, events=False):
-    graph = compile_graph(dsk, flatten_keys(keys, dsk))
+    graph = compile_graph(dsk, flatten_keys(keys))
     target = Target()
     base = sim.state.add_run(run_id, graph, target, events)
     return graph, target, base

@@ -30,8 +30,8 @@ PACKAGE = Path(notebook_sched.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("graph", "graph_walk"),
-    ("events", "errors", "failure", "environment", "tracebacks", "gil", "_forkguard"),
-    ("engine",),
+    ("events", "errors", "failure", "environment", "tracebacks", "gil", "measure", "_forkguard"),
+    ("engine", "reporter"),
     ("schedulers",),
     ("distributed",),
     ("api",),
@@ -43,25 +43,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("", "__main__", "demo"),  # the package root wires the layers; the command line
 ]
 PEERS = {("schedulers", "distributed")}  # same height: imports between them are errors
-
-# Imports that break the rules today in modules other helpers of issue 12 are
-# rewriting (helper "reporter": schedulers/, the errors module and the job format;
-# helper "cluster-state": distributed/ worker, state, recovery, tasks).  Nothing may
-# be added here; each entry goes when its owner's branch is merged.
-KNOWN: set[tuple[str, str]] = {
-    ("schedulers", "schedulers.executor"),  # cycle registry -> executor -> processes
-    ("schedulers.executor", "schedulers.processes"),  # executor <-> processes
-    ("schedulers.processes", "schedulers.executor"),
-    ("schedulers.processes", "schedulers"),
-    ("schedulers.threads", "schedulers"),
-    ("distributed.cluster", "schedulers._pool"),  # the cluster spawns via the pool
-    ("distributed.cluster", "schedulers._worker"),
-    ("distributed.worker", "schedulers._worker"),
-    ("distributed.recovery", "schedulers.processes"),  # error classes in a backend
-    ("distributed.state", "schedulers.processes"),
-    ("distributed.tasks", "schedulers.processes"),
-    ("distributed.transfers", "schedulers.processes"),
-}
 
 BOTTOM = {"", "config", "graph", "graph_walk", "events", "errors", "failure"}
 HEAVY = [
@@ -75,8 +56,17 @@ HEAVY = [
     "multiprocessing",
     "concurrent.futures",
 ]
-# What a process worker needs: the engine and below, the job format, its fork guard.
-WORKER_ALLOWED = BOTTOM | {"engine", "_forkguard", "schedulers", "schedulers._worker"}
+# What a process worker needs: the engine and its reporter, the job format and the
+# worker loop (with its fork guard and BLAS thread limits), and what they stand on.
+WORKER_ALLOWED = BOTTOM | {
+    "engine",
+    "reporter",
+    "_forkguard",
+    "schedulers",
+    "schedulers._job",
+    "schedulers._worker",
+    "schedulers._blas",
+}
 
 
 def _run(code: str) -> dict:
@@ -253,7 +243,7 @@ def test_imports_point_down_the_layers():
         (importer, imported)
         for importer, targets in _graph().items()
         for imported in targets
-        if not _allowed(importer, imported) and (importer, imported) not in KNOWN
+        if not _allowed(importer, imported)
     )
     assert wrong == [], "imports against ARCHITECTURE.md's layer order: " + ", ".join(
         f"{a or 'notebook_sched'} -> {b}" for a, b in wrong
@@ -303,8 +293,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles_lazy_ones_included():
-    graph = {m: {t for t in ts if (m, t) not in KNOWN} for m, ts in _graph().items()}
-    assert _cycles(graph) == []
+    assert _cycles(_graph()) == []
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():

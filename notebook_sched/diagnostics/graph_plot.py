@@ -29,7 +29,7 @@ LABEL_LIMIT = 60
 def _compiled(obj: Any):
     graph = to_mapping(obj)
     keys = obj.__dask_keys__() if hasattr(obj, "__dask_keys__") else list(graph)
-    return compile_graph(graph, flatten_keys(keys if isinstance(keys, list) else [keys], graph))
+    return compile_graph(graph, flatten_keys(keys if isinstance(keys, list) else [keys]))
 
 
 def _has_graphviz() -> bool:

@@ -119,7 +119,9 @@ def _counted(call: Callable[[], Any]) -> Any:
 
 def _observers_for(backend: str, setting: Any, nested: bool) -> list:
     show = not nested and _wanted(setting)
-    threaded = backend in ("threads", "executor:ThreadPoolExecutor")
+    from ..schedulers import capabilities
+
+    threaded = capabilities(backend).runs_tasks_on_threads
     route = threaded and _kernel_loaded()
     if not (show or route):
         return []

@@ -11,6 +11,14 @@ A ``scheduler`` value is one of:
 * a ``concurrent.futures.Executor`` (thread pool, process pool, loky): run by
   ``executor.py``, with cloudpickled tasks for anything but a thread pool;
 * a callable with Dask's get signature ``get(dsk, keys, **options)``.
+
+**Capabilities, not names.**  A backend says what it can do when it registers
+(:class:`Capabilities`: runs tasks on threads of this process, uses worker processes,
+takes ``worker_timeout=``), and the layers above ask :func:`capabilities` instead of
+comparing names: ``api.get`` passes ``worker_timeout`` to the backends that take it,
+the run hooks route thread output to the cell only where tasks run on threads.  An
+executor passed as ``scheduler=`` gets its capabilities from what it is (a thread pool
+or not) when :func:`resolve` first sees it.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from .. import config
@@ -29,20 +38,48 @@ __all__ = [
     "names",
     "canonical_name",
     "check_pool",
+    "get_on_pool",
+    "Capabilities",
+    "capabilities",
 ]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does, for the layers above (see the module docstring)."""
+
+    runs_tasks_on_threads: bool = False  # tasks (and their output) on threads of ours
+    uses_worker_processes: bool = False  # tasks run in other processes
+    worker_timeout: bool = False  # its get takes worker_timeout= (hung-worker check)
+
 
 _modules: dict[str, str] = {}
 _aliases: dict[str, str] = {}
 _hints: dict[str, str] = {}
+_capabilities: dict[str, Capabilities] = {}
+_NOTHING = Capabilities()
 
 
-def register_backend(name: str, module: str, aliases: tuple[str, ...] = (), hint: str = "") -> None:
+def register_backend(
+    name: str,
+    module: str,
+    aliases: tuple[str, ...] = (),
+    hint: str = "",
+    capabilities: Capabilities = _NOTHING,
+) -> None:
     """Make ``name`` (and ``aliases``) select the ``get`` function of ``module``."""
     _modules[name] = module
     _aliases[name] = name
     for alias in aliases:
         _aliases[alias] = name
     _hints[name] = hint
+    _capabilities[name] = capabilities
+
+
+def capabilities(backend: str) -> Capabilities:
+    """The capabilities of a backend name as :func:`resolve` returns it (none if unknown,
+    e.g. a foreign get function)."""
+    return _capabilities.get(backend, _NOTHING)
 
 
 register_backend(
@@ -56,30 +93,35 @@ register_backend(
     "notebook_sched.schedulers.threads",
     ("threading",),
     "a thread pool: NumPy, pandas and other code that releases the GIL",
+    Capabilities(runs_tasks_on_threads=True),
 )
 register_backend(
     "processes",
     "notebook_sched.schedulers.processes",
     ("multiprocessing",),
     "worker processes: pure-Python code with small inputs and outputs",
+    Capabilities(uses_worker_processes=True, worker_timeout=True),
 )
 register_backend(
     "auto",
     "notebook_sched.schedulers.auto",
     (),
     "threads and processes mixed, chosen per task from measurements of the GIL",
+    Capabilities(runs_tasks_on_threads=True, uses_worker_processes=True, worker_timeout=True),
 )
 register_backend(
     "distributed",
     "notebook_sched.distributed.backend",
     ("local-distributed",),
     "a local cluster: futures, data that stays in worker processes, a live status",
+    Capabilities(uses_worker_processes=True),
 )
 register_backend(
     "dask",
     "notebook_sched.interop.dask_backend",
     (),
     "a dask.distributed cluster: the active Client, or --address tcp://host:8786",
+    Capabilities(uses_worker_processes=True),
 )
 
 
@@ -145,6 +187,15 @@ def check_pool(pool: Any) -> Any:
     )
 
 
+def get_on_pool(dsk: Any, keys: Any, pool: Any, observers=None) -> Any:
+    """``pool=`` given to ``threads`` or ``processes``: the graph runs on that executor
+    or multiprocessing pool (``executor.py``), so no backend imports another."""
+    from .executor import get as executor_get
+
+    check_pool(pool)
+    return executor_get(dsk, keys, executor=pool, observers=observers)
+
+
 def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:
     """``(backend name, get function)`` for a scheduler value."""
     scheduler = validate_scheduler(scheduler)
@@ -153,11 +204,17 @@ def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:
         return scheduler, module.get
     if isinstance(scheduler, Executor):
         from .executor import get as executor_get
+        from .executor import in_threads
 
         def get_on_executor(dsk, keys, *, observers=None, **options):
             return executor_get(dsk, keys, executor=scheduler, observers=observers)
 
-        return f"executor:{type(scheduler).__name__}", get_on_executor
+        name = f"executor:{type(scheduler).__name__}"
+        threads = in_threads(scheduler)
+        _capabilities.setdefault(
+            name, Capabilities(runs_tasks_on_threads=threads, uses_worker_processes=not threads)
+        )
+        return name, get_on_executor
     return getattr(scheduler, "__name__", "custom"), scheduler
 
 
