@@ -5,21 +5,32 @@ Four backends execute the same graphs with the same results (``sync``, ``threads
 in a ``with config.set(...)`` block, or globally.  Progress, profiling and debugging
 are observers of one event protocol (``notebook_sched.events``).
 
-The package imports little: backends, cloudpickle and anything notebook-related load
-on first use, so ``import notebook_sched`` is cheap in scripts and worker processes.
+This module is the package root, above every layer, and the one place that wires
+them together; it does so on first use, not at import.  ``import notebook_sched``
+loads only the bottom layers (``config``, ``events``, ``failure``, ``graph``),
+reads ``NOTEBOOK_SCHED_SCHEDULER`` (a bad value fails the import, naming the valid
+ones) and registers one callback with ``config``.  Everything else loads when first
+asked for, through the module ``__getattr__``: the API (``get``, ``compute``,
+``delayed``), the backends, cloudpickle and anything notebook-related.  The first
+use (a public name other than the bottom ones, the first ``config.set``/``get``,
+``%load_ext``) runs :func:`_activate`, which lets the layers above register
+themselves: the scheduler registry's checks of config values, the run hooks of
+``debug`` (local rerun of a failed task) and ``diagnostics`` (progress, advice), and
+the Dask config mirror of ``interop``.  So a worker process, which imports this
+package only to unpickle a job, runs none of it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import types
 from typing import Any
 
 from . import config, events
-from .api import compute, get
-from .delayed import Delayed, delayed
-from .diagnostics import install_run_hooks as _install_run_hooks
 from .failure import TaskFailure, last_failure
 from .graph import CycleError, GraphError
-from .interop import install as _install_interop
 
 __version__ = "0.1.0"
 
@@ -51,6 +62,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "get": ("notebook_sched.api", "get"),
+    "compute": ("notebook_sched.delayed", "compute"),
+    "delayed": ("notebook_sched.delayed", "delayed"),
+    "Delayed": ("notebook_sched.delayed", "Delayed"),
     "schedulers": ("notebook_sched.schedulers", None),
     "WorkerDiedError": ("notebook_sched.errors", "WorkerDiedError"),
     "picker": ("notebook_sched.ipython.picker", "picker"),
@@ -64,14 +79,55 @@ _LAZY = {
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
 }
 
-# Progress bars and local reruns of failed tasks plug into every get (cheap to load).
-_install_run_hooks()
-# Dask's default scheduler follows config.set(scheduler=...) (Dask loads on first change).
-_install_interop()
+_activated = False
+_activate_lock = threading.RLock()  # guards _activated; re-entered from config
+
+
+def _activate() -> None:
+    """Let the layers above register themselves (once; see the module docstring).
+
+    The failure hook is registered before the progress and advice hooks, so it wraps
+    them: a failed task's bar turns red before the task is rerun here."""
+    global _activated
+    with _activate_lock:
+        if _activated:
+            return
+        _activated = True
+        config.on_first_use(None)
+        from . import debug, diagnostics, interop, schedulers  # noqa: F401 - registers checks
+
+        debug.install()
+        diagnostics.install()
+        interop.install()
+
+
+def _load_environment() -> None:
+    if os.environ.get(config.ENV_SCHEDULER):
+        from . import schedulers  # noqa: F401 - its check of scheduler names
+    config.load_environment()
+
+
+class _Root(types.ModuleType):
+    """The package's module type: ``notebook_sched.delayed`` stays the function.
+
+    Importing the submodule ``notebook_sched.delayed`` (anyone may, and the API does
+    on first use) would set the package attribute of that name to the module; this
+    keeps the public function there instead (the module is ``sys.modules[...]``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "delayed" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Root
+config.on_first_use(_activate)
+_load_environment()
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext notebook_sched``: the %schedule magics and failure rendering."""
+    _activate()
     from .ipython import load_ipython_extension as load
 
     load(ipython)
@@ -92,7 +148,10 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
+        _activate()
         module_name, attribute = _LAZY[name]
         module = importlib.import_module(module_name)
-        return module if attribute is None else getattr(module, attribute)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value  # looked up here once, then an ordinary attribute
+        return value
     raise AttributeError(f"module 'notebook_sched' has no attribute {name!r}")

@@ -1,21 +1,39 @@
-"""The public entry points: ``get`` (Dask's contract) and ``compute``.
+"""The public entry point ``get`` (Dask's contract), and the run hooks around it.
 
 ``get`` resolves the scheduler (per-call keyword, else the config), fills in the
-config's ``num_workers``/``pool`` unless given, attaches observers contributed by
-the layers above (progress, failure handling: see :func:`add_run_hook`), and calls
-the backend.  Everything else lives in the backends and the engine.
+config's ``num_workers``/``pool``/``progress``/``rerun``/``worker_timeout`` unless
+given, asks the run hooks what they add, and calls the backend.  Everything else
+lives in the backends and the engine (``compute`` and ``delayed``, which build graphs
+and call ``get``, sit one layer up in ``delayed.py``).
+
+Run hooks are how the layers above take part in every run without this module
+knowing them (progress bars and advice from ``diagnostics``, the local rerun of a
+failed task from ``debug``; each registers itself on first use).  A hook is a
+callable ``hook(request) -> Additions | None``: it reads the :class:`RunRequest`
+(backend name, resolved options: read-only) and returns what it adds to this run:
+``observers`` (appended, in hook order, after the caller's), and ``around``, a
+wrapper ``around(call) -> result`` that must return (or raise) what ``call()`` does.
+Wrappers nest in registration order, the first hook's outermost, so the failure
+hook sees an error after the progress bar has turned red.  No hook edits a shared
+dict; :func:`add_run_hook` returns the function that removes the hook again
+(:func:`remove_run_hook` does the same).  The hooks are a tuple replaced under
+``_hooks_lock``, so a ``get`` on another thread reads a consistent set without a lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from . import config
 from .schedulers import capabilities, resolve
 
-__all__ = ["get", "compute", "add_run_hook"]
+__all__ = ["get", "add_run_hook", "remove_run_hook", "RunRequest", "Additions"]
 
 # Options a backend understands; Dask-specific ones it may pass along are ignored.
 # Unknown names are an error here (a typo should not pass silently); Dask's compute()
@@ -37,15 +55,49 @@ _DASK_OPTIONS = frozenset(
     }
 )
 
-# Layers above (progress bars, failure reruns) wrap runs through these hooks:
-# hook(call, backend_name, options) -> result, where call() runs the graph.
-_run_hooks: list[Callable[..., Any]] = []
+# The registered run hooks: a tuple, replaced whole under _hooks_lock.
+_hooks_lock = threading.Lock()
+_run_hooks: tuple[Callable[[RunRequest], Additions | None], ...] = ()
 
 
-def add_run_hook(hook: Callable[..., Any]) -> None:
-    """Wrap every ``get``: ``hook(call, backend, options)`` must return ``call()``'s result."""
-    if hook not in _run_hooks:
-        _run_hooks.append(hook)
+@dataclass(frozen=True)
+class RunRequest:
+    """One ``get``, as its run hooks see it: the backend's name and the options
+    (``num_workers``, ``pool``, ``observers``, ``progress``, ``rerun``,
+    ``worker_timeout``) after defaults from the config; read-only."""
+
+    backend: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Additions:
+    """What a run hook adds to one run: observers, and a wrapper around the call."""
+
+    observers: tuple = ()
+    around: Callable[[Callable[[], Any]], Any] | None = None
+
+
+def add_run_hook(hook: Callable[[RunRequest], Additions | None]) -> Callable[[], None]:
+    """Ask ``hook(request)`` before every ``get`` (once, however often added); returns
+    a function that removes it."""
+    global _run_hooks
+    with _hooks_lock:
+        if hook not in _run_hooks:
+            _run_hooks = (*_run_hooks, hook)
+    return functools.partial(remove_run_hook, hook)
+
+
+def remove_run_hook(hook: Callable[[RunRequest], Additions | None]) -> None:
+    """Stop asking ``hook`` (no error if it was not registered)."""
+    global _run_hooks
+    with _hooks_lock:
+        _run_hooks = tuple(h for h in _run_hooks if h != hook)
+
+
+def run_hooks() -> tuple:
+    """The registered hooks, in the order they are asked."""
+    return _run_hooks
 
 
 def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
@@ -71,6 +123,39 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     if scheduler is None:
         scheduler = config.get("scheduler")
     backend, backend_get = resolve(scheduler)
+    _fill_defaults(options)
+    request = RunRequest(backend, MappingProxyType(options))
+    added = [a for a in (hook(request) for hook in _run_hooks) if a is not None]
+    if any(a.observers for a in added):
+        extra = [observer for a in added for observer in a.observers]
+        options["observers"] = [*(options.get("observers") or ()), *extra]
+
+    # Our backends (and get functions marked ``takes_observers``, such as
+    # ``Client.get``) take observers; a foreign get function knows Dask's options only.
+    ours = isinstance(scheduler, (str, Executor)) or getattr(scheduler, "takes_observers", False)
+    if ours:
+        names = ("num_workers", "pool", "observers")
+        backend_options = {name: options.get(name) for name in names}
+        if capabilities(backend).worker_timeout:  # processes, auto
+            backend_options["worker_timeout"] = options["worker_timeout"]
+    else:
+        backend_options = {
+            name: options[name] for name in ("num_workers", "pool") if options[name] is not None
+        }
+
+    def call() -> Any:
+        __tracebackhide__ = True
+        return backend_get(dsk, keys, **backend_options)
+
+    run = call
+    for addition in reversed(added):
+        if addition.around is not None:
+            run = functools.partial(addition.around, run)
+    return run()
+
+
+def _fill_defaults(options: dict) -> None:
+    """The config's values for the options not given (checked: a typo fails here)."""
     for name in ("num_workers", "pool"):
         if options.get(name) is None:
             options[name] = config.get(name)
@@ -79,50 +164,3 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
     config._validate("worker_timeout", options["worker_timeout"])
     if options.get("rerun") not in config.RERUN_CHOICES:
         config._validate("rerun", options.get("rerun"))
-
-    # Our backends (and get functions marked ``takes_observers``, such as
-    # ``Client.get``) take observers; a foreign get function knows Dask's options only.
-    ours = isinstance(scheduler, (str, Executor)) or getattr(scheduler, "takes_observers", False)
-
-    def call() -> Any:
-        __tracebackhide__ = True
-        # Read the options only now: run hooks may add observers (a progress bar).
-        if ours:
-            names = ("num_workers", "pool", "observers")
-            backend_options = {name: options.get(name) for name in names}
-            if capabilities(backend).worker_timeout:  # processes, auto
-                backend_options["worker_timeout"] = options["worker_timeout"]
-        else:
-            backend_options = {
-                name: options[name] for name in ("num_workers", "pool") if options[name] is not None
-            }
-        return backend_get(dsk, keys, **backend_options)
-
-    run = call
-    for hook in reversed(_run_hooks):
-        run = _wrap(hook, run, backend, options)
-    return run()
-
-
-def _wrap(hook, inner, backend, options):
-    def run_with_hook() -> Any:
-        __tracebackhide__ = True
-        return hook(inner, backend, options)
-
-    return run_with_hook
-
-
-def compute(*args: Any, scheduler: Any = None, traverse: bool = True, **options: Any) -> tuple:
-    """Compute several delayed objects (or anything with ``__dask_graph__``) at once.
-
-    Shared parts of their graphs run once.  Plain values pass through unchanged;
-    lists, tuples and dicts of delayed objects are computed inside when ``traverse``.
-    Returns a tuple with one result per argument.
-    """
-    from .delayed import collect_graph
-
-    graph, keys, rebuild = collect_graph(args, traverse=traverse)
-    if not keys:
-        return tuple(args)
-    results = get(graph, keys, scheduler=scheduler, **options)
-    return rebuild(results)

@@ -41,6 +41,15 @@ stays in sync with ``%schedule`` this way).  *Mirrors* registered with
 :func:`add_mirror` copy a change into another library's settings and are undone when
 the scope that made it ends (Dask's default scheduler follows ours this way; a
 subscriber cannot do it, since it cannot tell the end of a scope from a new change).
+
+This module is the bottom layer: it imports nothing from the package.  The values it
+checks itself are plain (``progress``, ``rerun``, ``advise``, ``worker_timeout``); the
+scheduler names, pools and worker counts are checked by the layer that owns them,
+which registers its check with :func:`register_validator` (the scheduler registry,
+when it is imported).  The package root registers, with :func:`on_first_use`, the one
+callback that brings those layers in before the first ``set``/``get``, so a bad name
+fails at once with the list of valid ones, and a script that only imports the
+package loads none of them.
 """
 
 from __future__ import annotations
@@ -50,7 +59,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["set", "get", "subscribe", "unsubscribe", "add_mirror", "DEFAULTS", "ENV_SCHEDULER"]
+__all__ = [
+    "set",
+    "get",
+    "subscribe",
+    "unsubscribe",
+    "add_mirror",
+    "register_validator",
+    "DEFAULTS",
+    "ENV_SCHEDULER",
+]
 
 ENV_SCHEDULER = "NOTEBOOK_SCHED_SCHEDULER"
 
@@ -66,14 +84,45 @@ DEFAULTS: dict[str, Any] = {
 }
 
 RERUN_CHOICES = ("auto", "always", "never")
+# Settings whose values the layer that owns them checks (register_validator): the
+# scheduler registry checks names, executors and pools; the engine worker counts.
+_OWNED = ("scheduler", "num_workers", "pool")
 
-# Guards _values, _subscribers and _mirrors.
+# Guards _values, _subscribers, _mirrors and _validators.
 _lock = threading.RLock()
 _values: dict[str, Any] = dict(DEFAULTS)
 _subscribers: list[Callable[[str, Any], None]] = []
 # mirror(changes) -> an undo callable, or None when it has nothing to undo.
 _mirrors: list[Callable[[dict[str, Any]], Callable[[], None] | None]] = []
+_validators: dict[str, Callable[[Any], Any]] = {}
 _MISSING = object()
+# Called once before the first set/get (on_first_use); _activation_lock serialises it.
+_first_use: Callable[[], None] | None = None
+_activation_lock = threading.RLock()
+
+
+def register_validator(name: str, check: Callable[[Any], Any]) -> None:
+    """Let the layer that owns setting ``name`` check its values: ``check(value)``
+    returns the value to store (a name in canonical form) or raises, saying what is
+    accepted.  None (the "automatic" value) is never passed to it."""
+    with _lock:
+        _validators[name] = check
+
+
+def on_first_use(callback: Callable[[], None] | None) -> None:
+    """Call ``callback()`` once, before the first ``set``/``get``/``snapshot`` (the
+    package root registers the layers above this way; see ``notebook_sched/__init__``)."""
+    global _first_use
+    _first_use = callback
+
+
+def _activate() -> None:
+    """Run the first-use callback once; other threads wait until it has run."""
+    global _first_use
+    with _activation_lock:
+        callback, _first_use = _first_use, None
+        if callback is not None:
+            callback()
 
 
 def _validate(name: str, value: Any) -> Any:
@@ -81,18 +130,12 @@ def _validate(name: str, value: Any) -> Any:
         raise KeyError(
             f"Unknown setting {name!r}; the settings are: {', '.join(sorted(DEFAULTS))}."
         )
-    if name == "scheduler" and value is not None:
-        from .schedulers import validate_scheduler
-
-        return validate_scheduler(value)
-    if name == "num_workers" and value is not None:
-        from .engine import check_workers
-
-        check_workers(value)
-    if name == "pool" and value is not None:
-        from .schedulers.executor import as_executor
-
-        as_executor(value)  # raises TypeError naming what is accepted
+    if value is not None and name in _OWNED:
+        if _first_use is not None:
+            _activate()
+        check = _validators.get(name)
+        if check is not None:
+            return check(value)
     if name == "progress" and value not in (None, True, False):
         raise ValueError(f"progress must be True, False or None (automatic); got {value!r}.")
     if name == "worker_timeout" and value is not None:
@@ -113,6 +156,8 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
     """Change settings now; restore the previous values when used as a context manager."""
 
     def __init__(self, **settings: Any):
+        if _first_use is not None:
+            _activate()
         checked = {name: _validate(name, value) for name, value in settings.items()}
         with _lock:
             self._previous = {name: _values[name] for name in checked}
@@ -138,6 +183,8 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
 
 def get(name: str, default: Any = _MISSING) -> Any:
     """The current value of setting ``name``."""
+    if _first_use is not None:
+        _activate()
     with _lock:
         if name in _values:
             return _values[name]
@@ -148,6 +195,8 @@ def get(name: str, default: Any = _MISSING) -> Any:
 
 def snapshot() -> dict[str, Any]:
     """All settings, as a new dict."""
+    if _first_use is not None:
+        _activate()
     with _lock:
         return dict(_values)
 
@@ -181,13 +230,15 @@ def _notify(changes: dict[str, Any]) -> None:
             callback(name, value)
 
 
-def _load_environment() -> None:
+def load_environment() -> None:
+    """Take the default scheduler from ``NOTEBOOK_SCHED_SCHEDULER`` (the package root
+    calls this once at import, after the scheduler registry registered its check)."""
     name = os.environ.get(ENV_SCHEDULER)
     if name:
+        check = _validators.get("scheduler")
         try:
-            _values["scheduler"] = _validate("scheduler", name)
+            value = check(name) if check is not None else name
         except ValueError as exc:
             raise ValueError(f"{ENV_SCHEDULER}={name!r} is not valid: {exc}") from None
-
-
-_load_environment()
+        with _lock:
+            _values["scheduler"] = value

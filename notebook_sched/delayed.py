@@ -29,7 +29,9 @@ import uuid
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["Delayed", "delayed", "collect_graph", "set_visualizer"]
+from .api import get
+
+__all__ = ["Delayed", "delayed", "compute", "collect_graph", "set_visualizer"]
 
 
 def _apply(func: Callable, args: list, kwargs: dict) -> Any:
@@ -96,8 +98,6 @@ class Delayed:
 
     def compute(self, scheduler: Any = None, **options: Any) -> Any:
         """Compute this value (see :func:`notebook_sched.compute`)."""
-        from .api import compute
-
         return compute(self, scheduler=scheduler, **options)[0]
 
     def __repr__(self) -> str:
@@ -194,35 +194,18 @@ def _unary(op: Callable):
     return method
 
 
-for _name, _op in [
-    ("add", operator.add),
-    ("sub", operator.sub),
-    ("mul", operator.mul),
-    ("truediv", operator.truediv),
-    ("floordiv", operator.floordiv),
-    ("mod", operator.mod),
-    ("pow", operator.pow),
-    ("matmul", operator.matmul),
-    ("and", operator.and_),
-    ("or", operator.or_),
-    ("xor", operator.xor),
-]:
+# Operators: reflected ones too for arithmetic, not for comparisons; unary ones.
+_ARITHMETIC = "add sub mul truediv floordiv mod pow matmul and or xor"
+_COMPARISON = "lt le gt ge"
+_UNARY = "neg pos abs invert"
+for _name in _ARITHMETIC.split():
+    _op = getattr(operator, _name if _name not in ("and", "or") else f"{_name}_")
     setattr(Delayed, f"__{_name}__", _binary(_op))
     setattr(Delayed, f"__r{_name}__", _binary(_op, reflected=True))
-for _name, _op in [
-    ("lt", operator.lt),
-    ("le", operator.le),
-    ("gt", operator.gt),
-    ("ge", operator.ge),
-]:
-    setattr(Delayed, f"__{_name}__", _binary(_op))
-for _name, _op in [
-    ("neg", operator.neg),
-    ("pos", operator.pos),
-    ("abs", operator.abs),
-    ("invert", operator.invert),
-]:
-    setattr(Delayed, f"__{_name}__", _unary(_op))
+for _name in _COMPARISON.split():
+    setattr(Delayed, f"__{_name}__", _binary(getattr(operator, _name)))
+for _name in _UNARY.split():
+    setattr(Delayed, f"__{_name}__", _unary(getattr(operator, _name)))
 
 
 def _to_task(value: Any, deps: list) -> Any:
@@ -353,3 +336,17 @@ def collect_graph(objs: tuple, traverse: bool = True):
         return tuple(finish(results) for finish in finishers)
 
     return graph, keys, rebuild
+
+
+def compute(*args: Any, scheduler: Any = None, traverse: bool = True, **options: Any) -> tuple:
+    """Compute several delayed objects (or anything with ``__dask_graph__``) at once.
+
+    Shared parts of their graphs run once.  Plain values pass through unchanged;
+    lists, tuples and dicts of delayed objects are computed inside when ``traverse``.
+    Returns a tuple with one result per argument.
+    """
+    graph, keys, rebuild = collect_graph(args, traverse=traverse)
+    if not keys:
+        return tuple(args)
+    results = get(graph, keys, scheduler=scheduler, **options)
+    return rebuild(results)

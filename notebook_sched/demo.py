@@ -35,8 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .api import compute
-from .delayed import Delayed, delayed
+from .delayed import Delayed, compute, delayed
 
 __all__ = ["build_workload", "run_demo", "main", "BACKENDS"]
 

@@ -22,8 +22,8 @@ GRACE_SECONDS = 3.0
 
 def _default_cluster() -> tuple[set[int], set[int]]:
     """Pids and thread idents of the default local cluster, if one was started."""
-    backend = sys.modules.get("notebook_sched.distributed.backend")
-    return backend.resident() if backend is not None else (set(), set())
+    defaults = sys.modules.get("notebook_sched.distributed.defaults")
+    return defaults.resident() if defaults is not None else (set(), set())
 
 
 def pool_worker_pids() -> set[int]:

@@ -190,9 +190,9 @@ def test_render_traceback_without_ipython_names_key_and_skips_our_frames(no_leak
     lines = "".join(debug.render_traceback(info.value))
     assert "task 'ratio-1' failed on the 'processes' scheduler" in lines
     assert "in ratio" in lines and "notebook_sched/engine.py" not in lines
-    assert "notebook_sched/debug.py" not in lines
+    assert "notebook_sched/debug" not in lines
     full = "".join(traceback.format_exception(info.value))
-    assert "notebook_sched/debug.py" in full  # the real traceback is untouched
+    assert "notebook_sched/debug/rerun.py" in full  # the real traceback is untouched
 
 
 def test_format_failure_and_html_show_inputs_and_worker_traceback(no_leaks):

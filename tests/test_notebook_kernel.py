@@ -111,7 +111,7 @@ def test_cell_magic_failure_restores_settings_and_debugs_into_the_task(kn):
     assert "it failed the same way" in shown and "_worker.py" not in shown
     assert shown.count("division by zero") == 1 and shown.count("[notebook_sched]") == 0
     assert "run_cell_magic" not in shown and "ns.get(dsk, \x1b" in shown
-    assert "engine.py" not in shown and "debug.py" not in shown
+    assert "engine.py" not in shown and "notebook_sched/debug" not in shown
     assert config_of(kn) == ("threads", 2, None, "auto")
     # What %debug would open: the bottom of sys.last_traceback is the task, with locals.
     ex = kn.ok(

@@ -10,10 +10,13 @@ and ipywidgets / matplotlib are imported only by the widget view and the plots.
 ``ClusterView``  a cluster's status table, live while it runs (``cluster_view.py``)
 ``Advisor``      measures tasks (CPU, the GIL) and advises a scheduler (``advice.py``)
 
-:func:`install_run_hooks` (called by ``notebook_sched/__init__.py``) registers the two
-run hooks: the failure hook of ``debug.py`` (local rerun, traceback rendering) and the
-progress hook.  Hooks run outermost-first in registration order, so a failure is
-rerun after the progress bar has turned red.
+:func:`install` registers this layer's run hooks (progress, then advice; see
+``api.add_run_hook``), the drawing behind ``Delayed.visualize()`` and, in IPython, the
+cluster display.  The package root calls it on first use (the first ``get`` or
+``config`` change, ``%load_ext``), after ``debug.install``, whose failure hook thus
+wraps these: a failure is rerun after the progress bar has turned red.  Nothing is
+registered at ``import notebook_sched``.  Where we run (a kernel, a shell) is asked
+of ``notebook_sched.environment``; this package does not import ``debug``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["progress", "ProgressBar", "Profiler", "Advisor", "advise", "install_run_hooks"]
+__all__ = ["progress", "ProgressBar", "Profiler", "Advisor", "advise", "install"]
 
 _LAZY = {
     "progress": "notebook_sched.diagnostics.hooks",
@@ -32,18 +35,14 @@ _LAZY = {
 }
 
 
-def install_run_hooks() -> None:
-    """Register the failure and progress run hooks with ``api`` (idempotent)."""
+def install() -> None:
+    """Register the progress and advice run hooks with ``api`` (idempotent)."""
     from ..api import add_run_hook
-    from ..debug import failure_hook, prepare_display
     from ..delayed import set_visualizer
-    from ..failure import set_display_hook
     from .hooks import progress_hook
 
-    add_run_hook(failure_hook)
     add_run_hook(progress_hook)
     add_run_hook(advise_hook)
-    set_display_hook(prepare_display)
     set_visualizer(_visualize)
     register_displays()
 
@@ -54,16 +53,16 @@ def _visualize(obj: Any, filename: str | None = None, **options: Any) -> Any:
     return visualize(obj, filename, **options)
 
 
-def advise_hook(call, backend: str, options: dict) -> Any:
+def advise_hook(request: Any) -> Any:
     """The advice run hook, loaded on first use (``advice.py``)."""
     from .advice import advise_hook as hook
 
-    return hook(call, backend, options)
+    return hook(request)
 
 
 def register_displays(shell: Any = None) -> None:
     """In IPython: clusters display as the live status view (``cluster_view.py``)."""
-    from ..debug import ipython_shell
+    from ..environment import ipython_shell
 
     shell = shell if shell is not None else ipython_shell()
     if shell is not None and getattr(shell, "display_formatter", None) is not None:

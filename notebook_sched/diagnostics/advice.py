@@ -39,11 +39,15 @@ a worker process runs before that worker's probe starts, so its GIL share is unk
 
 from __future__ import annotations
 
+import functools
 import html
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from ..api import Additions, RunRequest
 from ..engine import LONG_TASK
 from ..events import Observer, RunInfo
 from ..gil import GilProbe, attribute
@@ -382,7 +386,7 @@ HINT_GAIN = 1.3  # the least predicted speed-up that is worth a hint
 _hinted: set = set()  # kinds of graph (their prefixes) already given a hint
 
 
-def advise_hook(call, backend: str, options: dict):
+def advise_hook(request: RunRequest) -> Additions | None:
     """Run hook: measure the run for :func:`advise` (see config ``advise``) and, when
     automatic, show one line of advice after a long compute that could go faster."""
     from .. import config
@@ -390,20 +394,20 @@ def advise_hook(call, backend: str, options: dict):
 
     setting = config.get("advise")
     automatic = setting is None
-    if options.get("_advising") or setting is False:
-        return call()
-    if automatic and not _wanted(options.get("progress")):
-        return call()
-    global _last_advisor
+    if setting is False:
+        return None
+    if automatic and not _wanted(request.options.get("progress")):
+        return None
     advisor = Advisor()
-    previous = options.get("observers")
-    options["observers"] = [*(previous or ()), advisor]
-    options["_advising"] = True
+    return Additions(observers=(advisor,), around=functools.partial(_advised, advisor, automatic))
+
+
+def _advised(advisor: Advisor, automatic: bool, call: Callable[[], Any]) -> Any:
+    __tracebackhide__ = True
+    global _last_advisor
     try:
         result = call()
     finally:
-        options["observers"] = previous
-        options.pop("_advising", None)
         if advisor._runs:
             _last_advisor = advisor
     if automatic and advisor._runs:

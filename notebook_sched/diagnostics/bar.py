@@ -44,7 +44,7 @@ def make_view(view: Any = "auto", title: str = "") -> Any:
     if not isinstance(view, str):
         return view
     if view == "auto":
-        from ..debug import in_kernel
+        from ..environment import in_kernel
 
         view = "widget" if in_kernel() and _have_widgets() else "text"
     if view == "widget":

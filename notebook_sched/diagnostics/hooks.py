@@ -1,9 +1,9 @@
 """When progress is shown: the run hook, and the ``progress()`` context manager.
 
-Every ``get`` passes through :func:`progress_hook` (registered with
-``api.add_run_hook``), which decides from the ``progress`` option (per call, else the
-config) whether to attach a :class:`~notebook_sched.diagnostics.bar.ProgressBar` to
-this run only:
+Every ``get`` asks :func:`progress_hook` (a run hook, see ``api.add_run_hook``,
+registered by ``diagnostics.install`` on first use), which decides from the
+``progress`` option (per call, else the config) whether to attach a
+:class:`~notebook_sched.diagnostics.bar.ProgressBar` to this run only:
 
 ``True``   show progress (a widget in a kernel, text elsewhere);
 ``False``  do not;
@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .. import config
+from ..api import Additions, RunRequest
+from ..environment import in_kernel
 
 __all__ = ["progress_hook", "progress"]
 
@@ -91,26 +94,25 @@ def _scope_settings() -> dict:
 
 def _wanted(setting: Any) -> bool:
     if setting is None:
-        from ..debug import in_kernel
-
         return threading.current_thread() is threading.main_thread() and in_kernel()
     return bool(setting)
 
 
-def progress_hook(call, backend: str, options: dict) -> Any:
-    """Run hook: attach a progress bar and an output router to this run when wanted."""
+def progress_hook(request: RunRequest) -> Additions:
+    """Run hook: a progress bar and an output router for this run, when wanted; and a
+    wrapper that counts the run on this thread (a compute nested in one of its tasks
+    gets no bar of its own)."""
+    depth = getattr(_nesting, "depth", 0)
+    extra = _observers_for(request.backend, request.options.get("progress"), nested=depth > 0)
+    return Additions(observers=tuple(extra), around=_counted)
+
+
+def _counted(call: Callable[[], Any]) -> Any:
+    __tracebackhide__ = True
     depth = getattr(_nesting, "depth", 0)
     _nesting.depth = depth + 1
     try:
-        extra = _observers_for(backend, options.get("progress"), nested=depth > 0)
-        if not extra:
-            return call()
-        previous = options.get("observers")
-        options["observers"] = [*(previous or ()), *extra]
-        try:
-            return call()
-        finally:
-            options["observers"] = previous
+        return call()
     finally:
         _nesting.depth = depth
 
@@ -147,6 +149,4 @@ def _observers_for(backend: str, setting: Any, nested: bool) -> list:
 def _kernel_loaded() -> bool:
     if "ipykernel" not in sys.modules:
         return False
-    from ..debug import in_kernel
-
     return in_kernel()

@@ -25,7 +25,7 @@ __all__ = ["current_parent", "adopt_parent", "OutputRouter"]
 
 def current_parent() -> Any:
     """The kernel message being handled in this thread (the cell), or None."""
-    from ..debug import ipython_shell
+    from ..environment import ipython_shell
 
     shell = ipython_shell()
     kernel = getattr(shell, "kernel", None)
@@ -40,7 +40,7 @@ def current_parent() -> Any:
 
 def adopt_parent(parent: Any) -> None:
     """Make this thread's stdout, stderr and displays belong to ``parent``'s cell."""
-    from ..debug import ipython_shell
+    from ..environment import ipython_shell
 
     targets = [sys.stdout, sys.stderr]
     shell = ipython_shell()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .progress import prefix_function
+from .progress import natural_order, prefix_function
 
 __all__ = ["task_stream", "figure_size"]
 
@@ -49,9 +49,7 @@ def task_stream(
     from matplotlib import colormaps
     from matplotlib.patches import Patch
 
-    from .profiler import _natural
-
-    workers = sorted({r.worker for r in records}, key=_natural)
+    workers = sorted({r.worker for r in records}, key=natural_order)
     if ax is None:
         import matplotlib.pyplot as plt
 

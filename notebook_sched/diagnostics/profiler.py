@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..events import Observer, RunInfo
-from .progress import prefix_function
+from .progress import natural_order, prefix_function
 
 __all__ = ["Profiler", "TaskRecord", "ProfileSummary", "SummaryRow"]
 
@@ -101,7 +101,7 @@ class Profiler(Observer):
 
     @property
     def workers(self) -> list[str]:
-        return sorted({r.worker for r in self.records}, key=_natural)
+        return sorted({r.worker for r in self.records}, key=natural_order)
 
     def summary(self) -> ProfileSummary:
         """A per-prefix table: count, failed, total and mean seconds (largest total first)."""
@@ -201,11 +201,6 @@ def _count(n: int, noun: str) -> str:
 
 def _display_nothing() -> None:
     """The notebook display of an Axes that ``Profiler.plot`` made (its figure shows)."""
-
-
-def _natural(name: str) -> tuple:
-    head, _, tail = name.rpartition("-")
-    return (head, int(tail)) if tail.isdigit() else (name, -1)
 
 
 @dataclass

@@ -25,10 +25,24 @@ from dataclasses import dataclass, field
 
 from ..graph import key_split
 
-__all__ = ["ProgressModel", "Snapshot", "PrefixCount", "prefix_function", "rate_text", "RUNNING"]
+__all__ = [
+    "ProgressModel",
+    "Snapshot",
+    "PrefixCount",
+    "prefix_function",
+    "natural_order",
+    "rate_text",
+    "RUNNING",
+]
 
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
 _TOKEN_CHARS = "0123456789abcdef"
+
+
+def natural_order(name: str) -> tuple:
+    """Sort key of worker names: ``worker-2`` before ``worker-10``."""
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, -1)
 
 
 def prefix_function() -> Callable[[Hashable], str]:

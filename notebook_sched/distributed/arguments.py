@@ -7,6 +7,11 @@ their position; futures nested in lists, tuples, sets or dicts (or keyword
 arguments) are replaced by placeholders in a template that ``_call_nested`` fills on
 the worker.  Other arguments are passed as they are (a tuple stays a tuple, it is not
 read as a task).
+
+One walk serves every use: :func:`_replace` rebuilds a nested value (lists, tuples,
+sets, frozensets, dict values) with each leaf that matches replaced, so building the
+template, filling it on the worker, collecting the futures of ``gather`` and putting
+their values back all agree on which containers are looked into.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .future import Future
+
 __all__ = ["build_call", "collect_futures", "rebuild"]
 
-
-FUTURE_TYPE: type = type(None)  # set to client.Future when client.py is imported
+_CONTAINERS = (list, tuple, set, frozenset)
 
 
 def _is_future(value: Any) -> bool:
-    return isinstance(value, FUTURE_TYPE)
+    return isinstance(value, Future)
 
 
 class _Ref:
@@ -33,21 +39,42 @@ class _Ref:
         self.n = n
 
 
+def _is_ref(value: Any) -> bool:
+    return type(value) is _Ref
+
+
+def _replace(value: Any, match: Callable[[Any], bool], replace: Callable[[Any], Any]) -> Any:
+    """A copy of ``value`` with every leaf for which ``match`` is true replaced by
+    ``replace(leaf)``, visited left to right."""
+    if match(value):
+        return replace(value)
+    typ = type(value)
+    if typ in _CONTAINERS:
+        return typ([_replace(item, match, replace) for item in value])
+    if typ is dict:
+        return {k: _replace(v, match, replace) for k, v in value.items()}
+    return value
+
+
 def build_call(fn: Callable, args: tuple, kwargs: dict) -> tuple:
     """``(func, args, ((position, dependency key), ...))`` for a CALL spec."""
-    nested = any(_holds_future(v) for v in kwargs.values()) or any(
-        not _is_future(a) and _holds_future(a) for a in args
-    )
+    # Nested: some future is not itself a positional argument.
+    nested = len(_futures((args, kwargs))) > sum(map(_is_future, args))
     if not nested:
         slots = tuple((n, a.key) for n, a in enumerate(args) if _is_future(a))
         call_args = tuple(None if _is_future(a) else a for a in args)
         if kwargs:
             return _call_with_kwargs, (fn, kwargs, *call_args), tuple((n + 2, k) for n, k in slots)
         return fn, call_args, slots
-    found: list = []
-    template = _template((args, kwargs), found)
-    slots = tuple((n + 2, key) for n, key in enumerate(found))
-    return _call_nested, (fn, template, *([None] * len(found))), slots
+    keys: list = []
+
+    def placeholder(future: Future) -> _Ref:
+        keys.append(future.key)
+        return _Ref(len(keys) - 1)
+
+    template = _replace((args, kwargs), _is_future, placeholder)
+    slots = tuple((n + 2, key) for n, key in enumerate(keys))
+    return _call_nested, (fn, template, *([None] * len(keys))), slots
 
 
 def _call_with_kwargs(fn: Callable, kwargs: dict, *args: Any) -> Any:
@@ -55,65 +82,21 @@ def _call_with_kwargs(fn: Callable, kwargs: dict, *args: Any) -> Any:
 
 
 def _call_nested(fn: Callable, template: Any, *values: Any) -> Any:
-    args, kwargs = _fill(template, values)
+    args, kwargs = _replace(template, _is_ref, lambda ref: values[ref.n])
     return fn(*args, **kwargs)
 
 
-def _holds_future(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if _is_future(item):
-            return True
-        if type(item) in (list, tuple, set, frozenset):
-            stack.extend(item)
-        elif type(item) is dict:
-            stack.extend(item.values())
-    return False
-
-
-def _template(value: Any, found: list) -> Any:
-    """``value`` with futures replaced by placeholders (their keys appended to ``found``)."""
-    if _is_future(value):
-        found.append(value.key)
-        return _Ref(len(found) - 1)
-    typ = type(value)
-    if typ in (list, tuple, set, frozenset):
-        return typ(_template(item, found) for item in value)
-    if typ is dict:
-        return {k: _template(v, found) for k, v in value.items()}
-    return value
-
-
-def _fill(template: Any, values: tuple) -> Any:
-    if type(template) is _Ref:
-        return values[template.n]
-    typ = type(template)
-    if typ in (list, tuple, set, frozenset):
-        return typ(_fill(item, values) for item in template)
-    if typ is dict:
-        return {k: _fill(v, values) for k, v in template.items()}
-    return template
+def _futures(value: Any) -> list:
+    found: list = []
+    _replace(value, _is_future, found.append)
+    return found
 
 
 def collect_futures(value: Any, found: list) -> None:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if _is_future(item):
-            found.append(item)
-        elif type(item) in (list, tuple, set):
-            stack.extend(item)
-        elif type(item) is dict:
-            stack.extend(item.values())
+    """Append the futures inside ``value`` to ``found`` (left to right)."""
+    found.extend(_futures(value))
 
 
 def rebuild(value: Any, by_key: dict) -> Any:
-    if _is_future(value):
-        return by_key[value.key]
-    typ = type(value)
-    if typ in (list, tuple, set):
-        return typ(rebuild(item, by_key) for item in value)
-    if typ is dict:
-        return {k: rebuild(v, by_key) for k, v in value.items()}
-    return value
+    """``value`` with each future replaced by ``by_key[future.key]``."""
+    return _replace(value, _is_future, lambda future: by_key[future.key])

@@ -20,9 +20,10 @@ Our graphs on dask.distributed (``dask_backend.py``)
     turns them into our events, and a failed task's inputs are gathered from the
     cluster for the local rerun.
 
-Nothing here imports Dask until it is used: :func:`install` (called by
-``import notebook_sched``) only registers the config mirror, which imports
-``dask.config`` on the first scheduler change, and only when Dask is installed.
+Nothing here imports Dask until it is used: :func:`install` (called by the package
+root on first use, before the first ``config`` change or ``get``; never at ``import
+notebook_sched``) only registers the config mirror, which imports ``dask.config`` on
+the first scheduler change, and only when Dask is installed.
 """
 
 from __future__ import annotations

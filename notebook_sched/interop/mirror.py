@@ -18,8 +18,9 @@ our local backends run (one machine, one disk), and ``"p2p"`` when a Client exis
 which needs dask.distributed's scheduler: :func:`dask_get` stops such a graph before
 it runs, with the fix (see ``dask_collections.py``).
 
-This module is imported by ``import notebook_sched``; it imports ``dask.config`` only
-on the first scheduler change, and only when Dask is installed.
+This module is registered by ``interop.install`` on first use (see
+``notebook_sched/__init__``); it imports ``dask.config`` only on the first scheduler
+change, and only when Dask is installed.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from .. import config
+
 __all__ = [
     "register_backend",
     "resolve",
@@ -214,3 +216,24 @@ def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:
         )
         return name, get_on_executor
     return getattr(scheduler, "__name__", "custom"), scheduler
+
+
+# The scheduler, pool and num_workers settings are this layer's: it checks their
+# values for config (which imports nothing from the package).
+def _check_pool(pool: Any) -> Any:
+    from .executor import as_executor
+
+    as_executor(pool)  # raises TypeError naming what is accepted
+    return pool
+
+
+def _check_workers(num_workers: Any) -> Any:
+    from ..engine import check_workers
+
+    check_workers(num_workers)
+    return num_workers
+
+
+config.register_validator("scheduler", validate_scheduler)
+config.register_validator("pool", _check_pool)
+config.register_validator("num_workers", _check_workers)
