@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import matplotlib
@@ -11,19 +10,12 @@ import pytest
 import notebook_sched as ns
 from notebook_sched.diagnostics.profiler import Profiler, ProfileSummary
 
+from .helpers import local_backends
+
 matplotlib.use("Agg")
 
 
-def _backends() -> list[str]:
-    names = ["sync", "threads", "processes"]
-    if importlib.util.find_spec("notebook_sched.distributed.backend") is not None:
-        importlib.import_module("notebook_sched.distributed.backend")
-        if "distributed" in ns.schedulers.names():
-            names.append("distributed")
-    return names
-
-
-BACKENDS = _backends()
+BACKENDS = local_backends()
 
 
 def work(x, seconds=0.004):
@@ -42,22 +34,9 @@ def graph(n=12):
     return dsk
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm_backends():
-    """Start the shared process pool and local cluster outside the leak checks."""
-    for backend in BACKENDS:
-        if backend not in ("sync", "threads"):
-            ns.get({"warm": (work, 1)}, "warm", scheduler=backend)
-    yield
-    if "distributed" in BACKENDS:
-        from notebook_sched.distributed import backend
-
-        backend.shutdown()
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_profiler_records_every_task(backend, no_leaks):
+def test_profiler_records_every_task(backend, warm, no_leaks):
     with Profiler() as prof:
         assert ns.get(graph(), "total", scheduler=backend) == sum(i + 2 for i in range(12))
     ns.get(graph(), "total", scheduler="sync")  # after the block: not recorded
@@ -83,7 +62,7 @@ def test_threads_spread_over_workers(no_leaks):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_profiler_marks_failed_task(backend, no_leaks):
+def test_profiler_marks_failed_task(backend, warm, no_leaks):
     dsk = {"a": (work, 1), "bad-1": (broken, "a"), "out": (work, "bad-1")}
     with Profiler() as prof:
         with pytest.raises(KeyError):
