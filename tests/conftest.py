@@ -10,6 +10,9 @@ A test that runs on the process pool or the default local cluster also requests
 ``warm``: it starts them (once per module) before ``no_leaks`` takes its baseline, so
 their helper threads are not counted as leaks, and the module's end closes the default
 cluster it used.  Only those tests request it: a pure model test starts no process.
+
+``dask_cluster`` is the dask.distributed cluster of the ``scheduler="dask"`` tests: one
+per module, worker processes on loopback, made before any leak baseline.
 """
 
 from __future__ import annotations
@@ -120,3 +123,23 @@ def warm(request, _warmed):
         if name in helpers.remote_backends() and name not in _warmed:
             helpers.warm_up(name)
             _warmed.add(name)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A ``distributed.LocalCluster``: two single-threaded worker processes on loopback,
+    no dashboard.  Before it closes, the clients our dask backend opened for its address
+    are closed (``dask_backend.shutdown``)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        yield cluster
+        dask_backend = sys.modules.get("notebook_sched.interop.dask_backend")
+        if dask_backend is not None:
+            dask_backend.shutdown()  # the clients made for dask_address, before the cluster

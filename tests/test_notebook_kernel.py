@@ -11,28 +11,29 @@ import time
 
 import pytest
 
-from .kernel_helpers import Kernel, models, sent_at, widget_states
+from .kernel_helpers import (
+    LAST_TASK_FRAME,
+    Kernel,
+    config_reset,
+    models,
+    running_kernel,
+    sent_at,
+    widget_states,
+)
 
 pytestmark = pytest.mark.timeout(90)
-
-RESET = "ns.config.set(scheduler='threads', num_workers=None, progress=None, rerun='auto')"
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    k = Kernel()
-    try:
-        k.ok("import notebook_sched as ns\n%load_ext notebook_sched")
+    with running_kernel("import notebook_sched as ns\n%load_ext notebook_sched") as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 @pytest.fixture
 def kn(kernel):
-    kernel.ok(RESET)
-    yield kernel
-    kernel.ok(RESET)
+    with config_reset(kernel):
+        yield kernel
 
 
 def config_of(k: Kernel) -> tuple:
@@ -115,11 +116,7 @@ def test_cell_magic_failure_restores_settings_and_debugs_into_the_task(kn):
     assert config_of(kn) == ("threads", 2, None, "auto")
     # What %debug would open: the bottom of sys.last_traceback is the task, with locals.
     ex = kn.ok(
-        "import sys\n"
-        "tb = sys.last_traceback\n"
-        "while tb.tb_next is not None:\n"
-        "    tb = tb.tb_next\n"
-        "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))"
+        LAST_TASK_FRAME + "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))"
     )
     assert ex.stdout.strip() == "scale_rows [('factor', 0), ('kept', [1, 3]), ('rows', [1, 0, 3])]"
     ex = kn.ok("ns.last_failure()")
