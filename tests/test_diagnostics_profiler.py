@@ -11,6 +11,7 @@ import notebook_sched as ns
 from notebook_sched.diagnostics.profiler import Profiler, ProfileSummary
 
 from .helpers import local_backends
+from .workloads import load_clean_total
 
 matplotlib.use("Agg")
 
@@ -28,10 +29,7 @@ def broken(x):
 
 
 def graph(n=12):
-    dsk = {f"load-{i}": (work, i) for i in range(n)}
-    dsk.update({f"clean-{i}": (work, f"load-{i}") for i in range(n)})
-    dsk["total"] = (sum, [f"clean-{i}" for i in range(n)])
-    return dsk
+    return load_clean_total(work, n)
 
 
 @pytest.mark.timeout(60)

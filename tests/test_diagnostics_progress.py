@@ -29,6 +29,7 @@ from notebook_sched.events import Observer
 from notebook_sched.graph import key_split
 
 from .helpers import local_backends
+from .workloads import load_clean_total
 
 BACKENDS = local_backends()
 
@@ -46,10 +47,7 @@ def fail_at(x, bad):
 
 
 def two_prefix_graph(n=60, task=slow_inc):
-    dsk = {f"load-{i}": (task, i) for i in range(n)}
-    dsk.update({f"clean-{i}": (task, f"load-{i}") for i in range(n)})
-    dsk["total"] = (sum, [f"clean-{i}" for i in range(n)])
-    return dsk
+    return load_clean_total(task, n)
 
 
 class TTYBuffer(io.StringIO):

@@ -21,6 +21,7 @@ from notebook_sched.distributed.protocol import Channel, pack, parse_bytes, unpa
 
 from .helpers import alive as _alive
 from .helpers import wait_for
+from .workloads import busy
 
 
 def inc(x):
@@ -158,15 +159,6 @@ def test_bad_arguments_are_explained():
         LocalCluster(memory_limit="lots")
     assert parse_bytes("2 GiB") == 2 * 2**30 and parse_bytes("1.5kB") == 1500
     assert parse_bytes(None) is None
-
-
-def busy(seconds):
-    """Pure-Python work (no blocking call), so a cancel must interrupt the bytecode."""
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-    return os.getpid()
 
 
 def test_threads_per_worker_run_tasks_side_by_side(no_leaks):

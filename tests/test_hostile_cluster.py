@@ -13,6 +13,7 @@ import pytest
 from notebook_sched.distributed import CancelledError, Client, LocalCluster
 
 from .helpers import wait_for
+from .workloads import busy
 
 
 def inc(x):
@@ -144,15 +145,6 @@ def test_different_num_workers_in_threads_never_break_runs_in_flight(no_leaks):
 
 def where_am_i(seconds):
     time.sleep(seconds)
-    return os.getpid()
-
-
-def busy(seconds):
-    """A pure-Python loop that never sleeps."""
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
     return os.getpid()
 
 
