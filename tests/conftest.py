@@ -11,6 +11,9 @@ A test that runs on the process pool or the default local cluster also requests
 their helper threads are not counted as leaks, and the module's end closes the default
 cluster it used.  Only those tests request it: a pure model test starts no process.
 
+``kn`` is the module's ``kernel`` fixture (a real IPython kernel, tests/kernel_helpers.py)
+with our config reset before and after the test.
+
 ``dask_cluster`` is the dask.distributed cluster of the ``scheduler="dask"`` tests: one
 per module, worker processes on loopback, made before any leak baseline.
 """
@@ -143,3 +146,12 @@ def dask_cluster():
         dask_backend = sys.modules.get("notebook_sched.interop.dask_backend")
         if dask_backend is not None:
             dask_backend.shutdown()  # the clients made for dask_address, before the cluster
+
+
+@pytest.fixture
+def kn(kernel):
+    """The requesting module's ``kernel``, with our config reset around the test."""
+    from .kernel_helpers import config_reset
+
+    with config_reset(kernel):
+        yield kernel

@@ -11,7 +11,8 @@ Every wait has a timeout; :meth:`Kernel.shutdown` stops the kernel process.
 The setup the kernel test modules share: :func:`running_kernel` (a kernel that ran a
 setup cell, shut down however the block ends), :func:`config_reset` (our config put
 back to :data:`RESET` around a test) and :data:`LAST_TASK_FRAME` (a cell prefix that
-walks ``sys.last_traceback`` to its bottom frame, the one ``%debug`` opens).
+walks ``sys.last_traceback`` to its bottom frame, the one ``%debug`` opens) with
+:data:`FAILING_TASK_CELL` (a cell whose task fails, to debug into).
 """
 
 from __future__ import annotations
@@ -36,9 +37,21 @@ RESET = "ns.config.set(scheduler='threads', num_workers=None, progress=None, rer
 
 # Run before code that reads ``tb``: the bottom of the last traceback, the failed task's
 # frame when the debugger lands in the task.
-LAST_TASK_FRAME = (
-    "import sys\ntb = sys.last_traceback\nwhile tb.tb_next is not None:\n    tb = tb.tb_next\n"
-)
+LAST_TASK_FRAME = """\
+import sys
+tb = sys.last_traceback
+while tb.tb_next is not None:
+    tb = tb.tb_next
+"""
+
+# A cell body whose task 'scale-7' fails (ZeroDivisionError in scale_rows, with the
+# locals rows=[1, 0, 3], factor=0, kept=[1, 3]); put a %%schedule line before it.
+FAILING_TASK_CELL = """\
+def scale_rows(rows, factor):
+    kept = [r for r in rows if r]
+    return len(kept) / factor
+dsk = {'rows': [1, 0, 3], 'factor': 0, 'scale-7': (scale_rows, 'rows', 'factor')}
+ns.get(dsk, 'scale-7')"""
 
 
 @dataclass

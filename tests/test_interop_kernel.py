@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from .kernel_helpers import LAST_TASK_FRAME, models, running_kernel
+from .kernel_helpers import FAILING_TASK_CELL, LAST_TASK_FRAME, models, running_kernel
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -55,14 +55,7 @@ def test_schedule_dask_address_runs_there_and_debugs_into_the_task(kernel, dask_
     assert ex.result["text/plain"] == "3200.0"
     bars = models(ex.messages, "IntProgressModel")
     assert bars, "no progress bar for the dask backend"
-    ex = kernel.execute(
-        f"%%schedule dask --address {address}\n"
-        "def scale_rows(rows, factor):\n"
-        "    kept = [r for r in rows if r]\n"
-        "    return len(kept) / factor\n"
-        "dsk = {'rows': [1, 0, 3], 'factor': 0, 'scale-7': (scale_rows, 'rows', 'factor')}\n"
-        "ns.get(dsk, 'scale-7')"
-    )
+    ex = kernel.execute(f"%%schedule dask --address {address}\n" + FAILING_TASK_CELL)
     assert ex.status == "error" and ex.error["ename"] == "ZeroDivisionError"
     shown = "\n".join(ex.error["traceback"])
     assert "task 'scale-7' failed on the 'dask' scheduler (tcp://127.0.0.1:" in shown

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from .kernel_helpers import (
+    FAILING_TASK_CELL,
     LAST_TASK_FRAME,
     Kernel,
-    config_reset,
     models,
     running_kernel,
     sent_at,
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.timeout(90)
 def kernel():
     with running_kernel("import notebook_sched as ns\n%load_ext notebook_sched") as k:
         yield k
-
-
-@pytest.fixture
-def kn(kernel):
-    with config_reset(kernel):
-        yield kernel
 
 
 def config_of(k: Kernel) -> tuple:
@@ -96,14 +90,7 @@ def test_cell_magic_scopes_settings_and_displays_last_expression(kn):
 
 def test_cell_magic_failure_restores_settings_and_debugs_into_the_task(kn):
     kn.ok("%schedule threads --workers 2")
-    ex = kn.execute(
-        "%%schedule processes --workers 1\n"
-        "def scale_rows(rows, factor):\n"
-        "    kept = [r for r in rows if r]\n"
-        "    return len(kept) / factor\n"
-        "dsk = {'rows': [1, 0, 3], 'factor': 0, 'scale-7': (scale_rows, 'rows', 'factor')}\n"
-        "ns.get(dsk, 'scale-7')"
-    )
+    ex = kn.execute("%%schedule processes --workers 1\n" + FAILING_TASK_CELL)
     assert ex.status == "error" and ex.error["ename"] == "ZeroDivisionError"
     shown = "\n".join(ex.error["traceback"])
     assert "task 'scale-7' failed on the 'processes' scheduler" in shown

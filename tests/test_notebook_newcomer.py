@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .kernel_helpers import config_reset, models, running_kernel, widget_states
+from .kernel_helpers import models, running_kernel, widget_states
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,12 +24,6 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def kernel():
     with running_kernel("import notebook_sched as ns, os, time\n%load_ext notebook_sched") as k:
         yield k
-
-
-@pytest.fixture
-def kn(kernel):
-    with config_reset(kernel):
-        yield kernel
 
 
 def shown(ex) -> str:
