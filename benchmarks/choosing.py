@@ -1,10 +1,11 @@
-"""Which scheduler should I use?  Four workloads x five backends, and the advisor's call.
+"""Which scheduler should I use?  Five workloads x five backends, and the advisor's call.
 
 ``python -m benchmarks.choosing`` (``make bench-auto``) runs, on ``num_workers`` 2:
 
 * four graphs of 64 tasks of ~25 ms plus a sum: NumPy (fill and sort 8 MB arrays:
-  releases the GIL), pure Python (a loop: holds it), sleeping (waits), and the demo's
-  mix of NumPy and pure-Python tasks;
+  releases the GIL), pure Python (a loop: holds it), sleeping (waits), the demo's
+  mix of NumPy and pure-Python tasks, and that mix where the NumPy tasks' 8 MB arrays
+  are read by the final task (so moving them costs as much as making them);
 * on ``sync``, ``threads``, ``processes``, ``distributed`` and ``auto``, round after
   round (every backend once per round), reporting the **median** of the rounds, so a
   burst of outside load hits every backend alike;
@@ -27,7 +28,13 @@ import time
 from functools import partial
 
 from .report import Tally, print_table
-from .workloads import mixed_tasks, numpy_sort_tasks, python_loop_tasks, sleep_tasks
+from .workloads import (
+    mixed_data_tasks,
+    mixed_tasks,
+    numpy_sort_tasks,
+    python_loop_tasks,
+    sleep_tasks,
+)
 
 BACKENDS = ("sync", "threads", "processes", "distributed", "auto")
 LOCAL = ("sync", "threads", "processes")
@@ -37,6 +44,7 @@ WORKLOADS = (
     (python_loop_tasks, {"py": "holds-gil"}),
     (sleep_tasks, {"io": "waits"}),
     (mixed_tasks, {"np": "releases-gil", "py": "holds-gil"}),
+    (mixed_data_tasks, {"np": "releases-gil", "py": "holds-gil"}),
 )
 PREDICTION_TOLERANCE = 0.25
 AUTO_SLACK = 0.10
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tally = Tally()
     print(
-        f"Four workloads x five backends, num_workers={args.workers}, median of "
+        f"Five workloads x five backends, num_workers={args.workers}, median of "
         f"{args.rounds} interleaved rounds (seconds)"
     )
     rows = run(args.workers, args.rounds, tally)

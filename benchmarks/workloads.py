@@ -141,6 +141,45 @@ def mixed_tasks(tasks: int = 64, n: int = 1 << 20, rounds: int = 4, loop: int = 
     return Workload(f"{tasks} mixed NumPy + Python", graph, "total", None)
 
 
+def numpy_array_task(seed: int, n: int, rounds: int):
+    """Like :func:`numpy_task`, but the sorted array (``n`` float64) is the result."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = rng.random(n)
+    for _ in range(rounds - 1):
+        values.sort()
+        values = values + rng.random(n)
+    values.sort()
+    return values
+
+
+def checksum(arrays: list, counts: list) -> float:
+    """The arrays' medians summed, plus the loops' totals: what the mix with data returns."""
+    return float(sum(float(a[len(a) // 2]) for a in arrays)) + float(sum(counts))
+
+
+def mixed_data_tasks(
+    tasks: int = 64, n: int = 1 << 20, rounds: int = 4, loop: int = 1_000_000
+) -> Workload:
+    """The mix where data moves: NumPy tasks make 8 MB arrays that one final task reads.
+
+    On processes every array is pickled home and out again (16 MB of copies per array,
+    about 20 ms on this machine, as long as the task): the case ``auto`` exists for,
+    keeping the NumPy tasks and their data in the caller and sending only the
+    pure-Python loops to the process pool."""
+    graph: dict = {}
+    for i in range(tasks // 2):
+        graph[("np", i)] = (numpy_array_task, i, n, rounds)
+        graph[("py", i)] = (python_task, i, loop)
+    graph["total"] = (
+        checksum,
+        [("np", i) for i in range(tasks // 2)],
+        [("py", i) for i in range(tasks // 2)],
+    )
+    return Workload(f"{tasks} mixed, arrays moving", graph, "total", None)
+
+
 # -- memory: a tree reduction over large arrays ---------------------------------------
 
 

@@ -52,7 +52,7 @@ __all__ = [
 
 _LAZY = {
     "schedulers": ("notebook_sched.schedulers", None),
-    "WorkerDiedError": ("notebook_sched.schedulers.processes", "WorkerDiedError"),
+    "WorkerDiedError": ("notebook_sched.errors", "WorkerDiedError"),
     "picker": ("notebook_sched.ipython.picker", "picker"),
     "progress": ("notebook_sched.diagnostics.hooks", "progress"),
     "Profiler": ("notebook_sched.diagnostics.profiler", "Profiler"),

@@ -25,7 +25,9 @@ State, all indexed by task number (see :class:`~notebook_sched.graph.CompiledGra
 
 :func:`execute_graph` is the envelope every backend shares: normalise the graph,
 compile (cull, validate, order), emit ``graph_started``, run the driver, emit
-``graph_finished`` and pack the requested results as nested tuples.
+``graph_finished`` and pack the requested results as nested tuples.  The driver gets
+the run's :class:`~notebook_sched.reporter.Reporter`, the only way a backend emits
+task events and records failures.
 
 Literals and aliases are not tasks: they are not reported to observers (no
 ``task_*`` event; ``RunInfo.task_keys`` leaves them out, so progress totals and Dask's
@@ -43,9 +45,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from .errors import misspelled_key_note
-from .events import Dispatcher, RunInfo, dispatcher
-from .failure import TaskFailure, annotate, record_failure
+from .events import RunInfo, dispatcher
 from .graph import (
     ALIAS,
     CALL,
@@ -58,6 +58,7 @@ from .graph import (
     flatten_keys,
     to_mapping,
 )
+from .reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after, task_failure
 
 __all__ = [
     "SAMPLE_EVERY",
@@ -66,16 +67,15 @@ __all__ = [
     "run_spec",
     "execute_graph",
     "task_failure",
+    "Reporter",
+    "UNKNOWN",
+    "skip_after",
     "check_workers",
     "check_positive",
 ]
 
 
-# Measuring (the task_measured hook): every task that took LONG_TASK seconds or more
-# is followed by a measured one; otherwise one task in SAMPLE_EVERY is measured.  A
-# measurement costs ~8 µs (clocks, two /proc reads, a call): no-op graphs pay ~1%.
-SAMPLE_EVERY = 256
-LONG_TASK = 0.001
+# SAMPLE_EVERY / LONG_TASK (the task_measured sampling rule) live in reporter.py.
 
 
 class RunState:
@@ -186,61 +186,7 @@ def run_spec(spec: tuple, values: list) -> Any:
     return spec[1](refs)  # a Dask GraphNode
 
 
-def task_failure(
-    graph: CompiledGraph,
-    values: list,
-    i: int,
-    exc: BaseException,
-    backend: str,
-    worker: str,
-    remote_traceback: str | None = None,
-) -> TaskFailure:
-    """Annotate ``exc`` and record the failure of task ``i`` with its inputs."""
-    key = graph.keys[i]
-    annotate(exc, key, backend, worker)
-    _add_misspelling_note(exc, graph, graph.specs[i])
-    return record_failure(
-        TaskFailure(
-            key=key,
-            exception=exc,
-            backend=backend,
-            worker=worker,
-            spec=graph.specs[i],
-            inputs=graph.inputs_of(i, values),
-            remote_traceback=remote_traceback,
-            graph=graph.source,
-            requested_keys=[graph.keys[o] for o in graph.outputs],
-        )
-    )
-
-
-def _add_misspelling_note(exc: BaseException, graph: CompiledGraph, spec: tuple) -> None:
-    """On failure only: point at string arguments one or two edits from a key."""
-    strings = []
-    kind = spec[0]
-    if kind == CALL:
-        slots = {pos for pos, _ in spec[3]}
-        strings = [a for n, a in enumerate(spec[2]) if type(a) is str and n not in slots]
-    elif kind == EXPR:
-        stack = [spec[1]]
-        while stack and len(strings) < 100:
-            item = stack.pop()
-            if type(item) is str:
-                if item not in spec[2]:
-                    strings.append(item)
-            elif type(item) in (tuple, list):
-                stack.extend(item)
-    if not strings or graph.source is None:
-        return
-    note = misspelled_key_note(strings, graph.source)
-    if note:
-        try:
-            exc.add_note(note)
-        except (AttributeError, TypeError):
-            pass
-
-
-Driver = Callable[[CompiledGraph, RunState, Dispatcher], None]
+Driver = Callable[[CompiledGraph, RunState, Reporter], None]
 
 
 def execute_graph(
@@ -254,8 +200,8 @@ def execute_graph(
 ) -> Any:
     """Compile ``dsk`` for ``keys``, run it with ``driver`` and pack the results.
 
-    ``driver(graph, state, events)`` must leave every requested output in
-    ``state.values`` or raise.
+    ``driver(graph, state, reporter)`` must leave every requested output in
+    ``state.values`` or raise; it reports tasks through ``reporter`` (``reporter.py``).
     """
     __tracebackhide__ = True
     mapping = to_mapping(dsk)
@@ -286,7 +232,7 @@ def execute_graph(
     state = RunState(graph)
     try:
         if state.remaining:  # nothing requested (get(dsk, []) or [[], []]): no driver
-            driver(graph, state, events)
+            driver(graph, state, Reporter(graph, events, backend, state.values))
     except BaseException as exc:
         if events.graph_finished:
             events.graph_finished(run, exc)

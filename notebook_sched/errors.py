@@ -1,4 +1,15 @@
-"""Exceptions that cross processes, and the hints added to a failed task's exception.
+"""Error types shared by the backends, exceptions that cross processes, and the hints
+added to a failed task's exception.
+
+**Shared errors.**  Every error type and message that more than one backend raises
+lives here, below the backends, so the process pool, the executors and the cluster
+say the same thing the same way and import no backend to say it:
+:class:`TaskPicklingError` (with :func:`unpicklable_task` and
+:func:`unpicklable_result`, the only places its messages are written),
+:class:`WorkerDiedError` (:func:`worker_died`, :func:`describe_exit`),
+:class:`WorkerHungError` (:func:`worker_hung`) and :class:`MainGuardError`
+(:func:`main_guard_message`, ``MAIN_GUARD_EXIT``).  The backends re-export the
+classes under their old names (``schedulers.processes.TaskPicklingError``...).
 
 **Crossing processes.**  A task's exception travels from a worker process (the
 ``processes`` pool, a foreign executor, a cluster worker) to the caller, who must
@@ -30,10 +41,24 @@ what runs; it only explains the failure.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
+import sys
+from collections.abc import Hashable, Iterable
 from typing import Any
 
+from .failure import key_repr
+
 __all__ = [
+    "TaskPicklingError",
+    "WorkerDiedError",
+    "WorkerHungError",
+    "MainGuardError",
+    "MAIN_GUARD_EXIT",
+    "unpicklable_task",
+    "unpicklable_result",
+    "worker_died",
+    "worker_hung",
+    "describe_exit",
+    "main_guard_message",
     "RemoteTaskError",
     "dump_exception",
     "load_exception",
@@ -45,8 +70,129 @@ MAX_NESTED = 50  # nested exceptions recorded per level (exception groups)
 MAX_KEYS_SCANNED = 200_000  # a failure hint must stay cheap on huge graphs
 
 
+MAIN_GUARD_EXIT = 87  # exit code of a worker whose parent script has no __main__ guard
+
+
 class RemoteTaskError(RuntimeError):
     """A task's exception that could not be rebuilt as its own type in the caller."""
+
+
+class TaskPicklingError(TypeError):
+    """A task, its inputs or its result could not be pickled to cross processes."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process died while running a task (segfault, os._exit, OOM kill...)."""
+
+
+class WorkerHungError(RuntimeError):
+    """A worker process gave no sign of life for ``worker_timeout`` seconds."""
+
+
+class MainGuardError(RuntimeError):
+    """Worker processes could not start because the main script lacks a __main__ guard."""
+
+
+def unpicklable_task(
+    key: Hashable,
+    exc: BaseException,
+    where: str = "a worker process",
+    instead: str = "run this graph with scheduler='threads'",
+) -> TaskPicklingError:
+    """Task ``key`` (its function or an input) could not be pickled to go to ``where``."""
+    deep = isinstance(exc.__cause__, RecursionError) or isinstance(exc, RecursionError)
+    why = (
+        f" The task nests deeper than pickle can follow (the recursion limit is "
+        f"{sys.getrecursionlimit()}); build deep structures inside the task, or run it "
+        f"with scheduler='threads' or 'sync', which have no such limit."
+        if deep
+        else ""
+    )
+    return TaskPicklingError(
+        f"Task {key_repr(key)} cannot be sent to {where}: its function or an "
+        f"input cannot be pickled ({type(exc).__name__}: {exc}).{why} Worker processes "
+        f"need picklable functions and data; {instead}, or "
+        f"build the object inside the task instead of passing it in."
+    )
+
+
+def unpicklable_result(
+    key: Hashable | None,
+    reason: str,
+    where: str = "its worker process",
+    instead: str = "run this graph with scheduler='threads'",
+) -> TaskPicklingError:
+    """The result of task ``key`` (None: unknown) could not be pickled to leave ``where``;
+    ``reason`` is the pickling error as text."""
+    what = "A result" if key is None else f"The result of task {key_repr(key)}"
+    return TaskPicklingError(
+        f"{what} cannot be sent back from {where} ({reason}). Results that travel "
+        f"between processes must be picklable: return plain data, or {instead}."
+    )
+
+
+def worker_died(name: str, pid: int | None, what: str, code: int | None) -> WorkerDiedError:
+    """Worker ``name`` died while running ``what`` (e.g. "task 'x'") with exit ``code``."""
+    return WorkerDiedError(
+        f"Worker {name} (pid {pid}) died while running {what}: "
+        f"exit code {code} ({describe_exit(code)}). This can be caused by a "
+        f"segmentation fault in native code, os._exit() in the task, or the "
+        f"out-of-memory killer. The worker is replaced; the next compute runs on "
+        f"fresh workers. To debug the task, run it with scheduler='sync'."
+    )
+
+
+def worker_hung(
+    name: str, pid: int | None, what: str, silent: float, timeout: float
+) -> WorkerHungError:
+    """Worker ``name`` was silent ``silent`` seconds (over ``timeout``) running ``what``."""
+    return WorkerHungError(
+        f"Worker {name} (pid {pid}) gave no sign of life for "
+        f"{silent:.1f} s (worker_timeout={timeout:g} s) while running {what}: it is "
+        f"stopped (SIGSTOP), deadlocked, swapped out, or stuck in native code that "
+        f"holds the GIL. It was killed and is replaced; the next compute runs on a "
+        f"fresh worker. A task that legitimately holds the GIL that long needs a larger "
+        f"limit: pass worker_timeout=300 to get/compute, or "
+        f"notebook_sched.config.set(worker_timeout=...); None turns the check off."
+    )
+
+
+def describe_exit(code: int | None) -> str:
+    """A worker process's exit code in words (``-9`` -> ``SIGKILL: killed, often by...``)."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = {
+            "SIGKILL": "killed, often by the out-of-memory killer",
+            "SIGSEGV": "segmentation fault",
+            "SIGABRT": "aborted",
+            "SIGTERM": "terminated",
+            "SIGBUS": "bus error",
+        }.get(name, "killed by a signal")
+        return f"{name}: {hint}"
+    return "the process exited by itself, e.g. os._exit() or sys.exit() in native code"
+
+
+def main_guard_message() -> str:
+    """Why worker processes could not start: the main script computes at import."""
+    import __main__
+
+    script = getattr(__main__, "__file__", "your script")
+    return (
+        f"The 'processes' scheduler could not start its worker processes: {script} "
+        f"starts a computation while it is being imported. Worker processes import the "
+        f"main script again, so that computation ran inside each worker too.\n"
+        f"Put the code that computes under a main guard:\n\n"
+        f'    if __name__ == "__main__":\n'
+        f"        result = compute(...)   # now only the main process runs this\n\n"
+        f"(Notebooks and the interactive prompt do not need this.)"
+    )
 
 
 def _cloudpickle():

@@ -9,7 +9,7 @@ same hooks in the same order for each run::
     task_started(key, worker)                per task, before task_finished/task_failed
     task_finished(key, worker, start, stop)  per successful task; times from time.time()
     task_done(key)                           per successful task, the cheapest hook
-    task_measured(key, worker, start, stop, cpu, starved)
+    task_measured(key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote)
                                              a sample of successful tasks, measured
     task_failed(key, worker, error)          per failed task
     graph_finished(run, error)               once; error is None on success
@@ -97,12 +97,18 @@ class Observer:
         stop: float,
         cpu: float | None,
         starved: float | None,
+        nbytes: int | None = None,
+        gil_busy: float | None = None,
+        remote: bool = False,
     ) -> None:
         """A *sample* of successful tasks, measured where they ran: wall times, the CPU
-        seconds of the thread that ran it and its seconds runnable without a CPU (None
-        where the backend cannot read them).  Backends measure every task that takes
-        over ``engine.LONG_TASK`` and one in ``engine.SAMPLE_EVERY`` of the others, so
-        listening costs ~1% on graphs of no-op tasks."""
+        seconds of the thread that ran it, its seconds runnable without a CPU, the bytes
+        of its result where cheap to know (``measure.result_nbytes``), and, for tasks
+        that ran in another process (``remote``), the busy-GIL share a probe in that
+        process saw (``measure.TaskMeter``); None where not known.  Backends measure
+        every task that takes over ``reporter.LONG_TASK`` and one in
+        ``reporter.SAMPLE_EVERY`` of the others, so listening costs ~1% on graphs of
+        no-op tasks."""
 
     def worker_started(self, worker: str) -> None:
         """A worker thread started; called on that thread."""

@@ -72,7 +72,9 @@ class GilProbe:
     the run queue (already taken out of ``busy``).
     """
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, interval: float = DEFAULT_INTERVAL, keep_running=None) -> None:
+        """``keep_running``: asked once per cycle; the probe ends by itself when it says
+        False (a worker's probe that stops when no task has run for a while)."""
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds; got {interval!r}")
         self.interval = interval
@@ -80,6 +82,7 @@ class GilProbe:
         self.span = max(sys.getswitchinterval() - LATENESS_FLOOR, LATENESS_FLOOR)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._keep_running = keep_running
 
     def start(self) -> GilProbe:
         if self._thread is not None:
@@ -104,6 +107,12 @@ class GilProbe:
                 thread.join()
         return self.samples
 
+    @property
+    def running(self) -> bool:
+        """Started, not stopped, and not ended by ``keep_running``."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stop.is_set()
+
     def __enter__(self) -> GilProbe:
         return self.start()
 
@@ -116,6 +125,7 @@ class GilProbe:
         perf, wall = time.perf_counter, time.time
         floor = LATENESS_FLOOR
         span = self.span
+        keep_running = self._keep_running
         run_queue = _run_queue_clock()
         queued = run_queue() if run_queue else 0.0
         try:
@@ -135,6 +145,8 @@ class GilProbe:
                     starved = queued - before
                 busy = late - starved
                 append((due, 0.0 if busy <= 0.0 else min(busy / span, 1.0), woke, starved))
+                if keep_running is not None and not keep_running():
+                    self._stop.set()
         finally:
             if run_queue:
                 run_queue.close()

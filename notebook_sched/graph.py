@@ -84,6 +84,7 @@ __all__ = [
     "is_graph_node",
     "names_key",
     "key_split",
+    "remap_spec",
     "to_mapping",
 ]
 
@@ -255,10 +256,30 @@ def _called_too_early(key: Hashable, value: tuple, dsk: Mapping) -> GraphError:
     )
 
 
+def remap_spec(spec: tuple, table: Any) -> tuple:
+    """``spec`` with every dependency reference ``d`` replaced by ``table[d]``.
+
+    The one place that knows where each spec kind keeps its references (the slots of
+    ``CALL``, the target of ``ALIAS``, the ``{key: ref}`` of ``EXPR``/``NODE``).
+    ``table`` is anything indexable: ``compile_graph`` maps keys to indices with its
+    ``index`` dict, the cluster turns indices into task ids (a ``range`` shifts them by
+    a run's base), the dask backend renumbers them to positions among a task's inputs.
+    """
+    kind = spec[0]
+    if kind == CALL:
+        return (CALL, spec[1], spec[2], tuple([(pos, table[d]) for pos, d in spec[3]]))
+    if kind == ALIAS:
+        return (ALIAS, table[spec[1]])
+    if kind == EXPR or kind == NODE:
+        return (kind, spec[1], {key: table[d] for key, d in spec[2].items()})
+    return spec  # VALUE: no references
+
+
 def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
     """Classify one graph value: returns ``(spec with keys, dependency keys)``.
 
-    The spec still names dependencies by key; :func:`compile_graph` maps them to indices.
+    The spec still names dependencies by key (``EXPR``/``NODE`` as ``{key: key}``);
+    :func:`compile_graph` maps them to indices with :func:`remap_spec`.
     The rule follows Dask's ``convert_legacy_task`` (see the module docstring).
     """
     typ = type(value)
@@ -275,7 +296,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
         for dep in node_deps:
             if not _is_key(dep, dsk):
                 raise _missing_dependency(key, dep, dsk)
-        return (NODE, value, node_deps), node_deps
+        return (NODE, value, {dep: dep for dep in node_deps}), node_deps
     if names_key(value, dsk) and value != key:  # names_key first: arrays compare elementwise
         return (ALIAS, value), [value]
     ref = taskref_key(value)
@@ -323,7 +344,7 @@ def _parse_expression(key: Hashable, expr: Any, dsk: Mapping) -> tuple[tuple, li
                         raise _missing_dependency(key, dep, dsk)
                     found[dep] = None
     dep_keys = list(found)
-    return (EXPR, expr, dep_keys), dep_keys
+    return (EXPR, expr, {dep: dep for dep in dep_keys}), dep_keys
 
 
 def _missing_dependency(key: Hashable, dep: Any, dsk: Mapping) -> GraphError:
@@ -411,14 +432,7 @@ def compile_graph(dsk: Mapping, output_keys: list) -> CompiledGraph:
                     d = index[dep] = len(keys)
                     keys.append(dep)
                 dep_idx.append(d)
-            kind = spec[0]
-            if kind == CALL:
-                spec = (CALL, spec[1], spec[2], tuple((p, index[k]) for p, k in spec[3]))
-            elif kind == ALIAS:
-                spec = (ALIAS, dep_idx[0])
-            elif kind == EXPR or kind == NODE:
-                spec = (kind, spec[1], {k: index[k] for k in spec[2]})
-            specs.append(spec)
+            specs.append(remap_spec(spec, index))
             deps.append(tuple(dep_idx) if len(dep_idx) < 2 else tuple(dict.fromkeys(dep_idx)))
 
         n = len(keys)

@@ -286,3 +286,50 @@ def _interrupt_main():
     import _thread
 
     _thread.interrupt_main()
+
+
+def python_loop(i):
+    total = 0
+    for k in range(600_000):  # pure Python, ~20 ms: holds the GIL of its worker
+        total += k ^ i
+    return total
+
+
+def nap(i):
+    time.sleep(0.03)  # waits
+    return np.full(1000, i)  # 8,000 bytes out
+
+
+def test_advice_measures_tasks_in_the_dask_workers(on_cluster):
+    dsk = {("python_loop", i): (python_loop, i) for i in range(8)}
+    dsk.update({("nap", i): (nap, i) for i in range(8)})
+    with ns.Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler="dask")
+    advice = advisor.advice()
+    rows = {row.prefix: row for row in advice.rows}
+    assert rows["python_loop"].verdict == "holds-gil", advice
+    assert rows["nap"].verdict == "waits", advice
+    assert rows["nap"].bytes_out == 8 * 8000, advice
+    for row in rows.values():
+        assert row.ran_on == "dask" and row.cpu is not None and row.gil_busy is not None
+    assert advice.recommendation is not None, advice
+
+
+def _probe_threads(client) -> int:
+    names = client.run(lambda: [t.name for t in threading.enumerate() if "gil-probe" in t.name])
+    return sum(len(found) for found in names.values())
+
+
+def test_workers_measure_only_when_someone_listens(on_cluster):
+    deadline = time.monotonic() + 10
+    while _probe_threads(on_cluster) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a probe from an earlier measured run stops after 1 s idle
+    assert _probe_threads(on_cluster) == 0
+    slow = {("slow", i): (python_loop, i) for i in range(4)}
+    seen = Recorder()  # listens to task_finished, not task_measured
+    ns.get(slow, list(slow), scheduler="dask", observers=[seen])
+    assert len([e for e in seen.events if e[0] == "finished"]) == 4
+    assert _probe_threads(on_cluster) == 0  # nobody measured: no probe started
+    with ns.Advisor():
+        ns.get(slow, list(slow), scheduler="dask")
+    assert _probe_threads(on_cluster) >= 1  # the same graph, measured

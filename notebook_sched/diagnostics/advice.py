@@ -25,12 +25,16 @@ tasks and nothing measurable on real ones.
 ran) and a :class:`Recommendation` from ``advice_model.predict`` for each backend on
 this machine's measured costs (``costs.py``).
 
+Tasks that ran in another process (``processes``, auto's process side, the cluster and
+dask.distributed workers) are measured there (``notebook_sched/measure.py``): their
+events carry the worker thread's CPU, the result's bytes and the busy-GIL share seen
+by a probe in that worker, so the caller's probe is never attributed to them.
+
 Limits, said where the advice is shown: the task events carry no dependencies, so the
-model replays tasks as independent (optimistic for long chains); results' sizes are
-not reported yet (``bytes_out`` is 0); ``processes`` reports the workers' CPU, which
-tells waiting tasks, but not the GIL (no probe runs in the workers), and the cluster
-backends report nothing; GIL verdicts come from runs on ``sync``, ``threads`` or
-``auto``.
+model replays tasks as independent (optimistic for long chains) and counts each
+result's bytes once; a result's size is known only where it is cheap (arrays, buffers,
+strings: ``bytes_out`` sums those, the rest count 0); the first long task of a burst on
+a worker process runs before that worker's probe starts, so its GIL share is unknown.
 """
 
 from __future__ import annotations
@@ -48,8 +52,7 @@ from .progress import prefix_function
 
 __all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation", "advise", "advise_hook"]
 
-MEASURED_BACKENDS = ("sync", "threads", "auto")  # task hooks on the running thread
-REMOTE_WORKERS = ("process-",)  # tasks measured in a worker process
+MEASURED_BACKENDS = ("sync", "threads", "auto")  # the caller's probe sees their threads
 VERDICT_WORDS = {
     "holds-gil": "holds the GIL",
     "releases-gil": "releases the GIL",
@@ -86,7 +89,8 @@ class Advisor(Observer):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards _runs and _probe
-        self._records: list[tuple] = []  # (key, worker, start, stop, cpu, starved)
+        # (key, worker, start, stop, cpu, starved, nbytes, gil_busy measured where it ran)
+        self._records: list[tuple] = []
         self._done: list = []  # keys of finished tasks, all runs
         self.task_done = self._done.append  # a C-level call: counting costs ~30 ns
         # (run, start time, stop time or 0, first index in _done, end index or -1)
@@ -95,7 +99,6 @@ class Advisor(Observer):
         self._samples: list[tuple[float, float]] = []
         self._measuring = False
         self._workers: dict[str, set] = {}
-        self._remote: set = set()  # keys of tasks measured in worker processes
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -103,11 +106,13 @@ class Advisor(Observer):
             self._measuring = run.scheduler in MEASURED_BACKENDS
             self._runs.append((run, time.time(), 0.0, len(self._done), -1))
 
-    def task_measured(self, key, worker, start, stop, cpu, starved) -> None:
-        if worker.startswith(REMOTE_WORKERS):
-            # Measured in a worker process: its CPU is real, but the caller's GIL says
-            # nothing of it (_in_caller below keeps it out of the GIL attribution).
-            self._remote.add(key)
+    def task_measured(
+        self, key, worker, start, stop, cpu, starved, nbytes=None, gil_busy=None, remote=False
+    ) -> None:
+        if remote:
+            # Measured in a worker process: its CPU and GIL share are that worker's; the
+            # caller's probe says nothing of it (samples() keeps it out of attribution).
+            pass
         elif self._probe is None and self._measuring and stop - start >= LONG_TASK:
             # The GIL only matters where tasks take time: the probe starts with the
             # first long task, so graphs of tiny tasks never pay for its thread (the
@@ -115,7 +120,7 @@ class Advisor(Observer):
             with self._lock:
                 if self._probe is None and self._measuring:
                     self._probe = GilProbe().start()
-        self._records.append((key, worker, start, stop, cpu, starved))
+        self._records.append((key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote))
 
     def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
         with self._lock:
@@ -146,23 +151,32 @@ class Advisor(Observer):
         prefix = prefix_function()
         names = [prefix(r[0]) for r in records]
         # The caller's GIL tells only about tasks that ran in the caller, on threads.
-        remote = self._remote
-        in_caller = [r[4] is not None and r[0] not in remote for r in records]
+        in_caller = [r[4] is not None and not r[8] for r in records]
         intervals = [
             (n, r[2], r[3]) for n, r, here in zip(names, records, in_caller, strict=True) if here
         ]
         shares = attribute(self._samples, intervals) if self._samples else {}
         measured: dict[str, list[TaskSample]] = {}
         self._workers = {}
-        for (_key, worker, start, stop, cpu, starved), name in zip(records, names, strict=True):
+        gil_names = set()
+        for record, name, here in zip(records, names, in_caller, strict=True):
+            _key, worker, start, stop, cpu, starved, nbytes, remote_gil, _remote = record
             self._workers.setdefault(name, set()).add(worker.split("-")[0])
-            share = shares.get(name)
+            if here:
+                share = shares.get(name)
+                gil = share.gil_busy if share else 0.0
+                gil_names.add(name)
+            else:
+                gil = remote_gil or 0.0
+                if remote_gil is not None:
+                    gil_names.add(name)
             wall = stop - start
             sample = TaskSample(
                 prefix=name,
                 wall=wall,
                 cpu=wall if cpu is None else cpu,
-                gil_busy=share.gil_busy if share else 0.0,
+                gil_busy=gil,
+                bytes_out=nbytes or 0,
                 starved=starved or 0.0,
             )
             measured.setdefault(name, []).append(sample)
@@ -175,7 +189,7 @@ class Advisor(Observer):
             have = measured.get(name)
             if have:
                 out.extend(have[n % len(have)] for n in range(max(count, len(have))))
-        self._measured_names = {n for n, here in zip(names, in_caller, strict=True) if here}
+        self._gil_names = gil_names
         self._cpu_names = {n for n, r in zip(names, records, strict=True) if r[4] is not None}
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
@@ -187,7 +201,6 @@ class Advisor(Observer):
 
             costs = measured_costs()
         samples, ran_on, workers, seconds = self.samples(every_run)
-        measured = ran_on in MEASURED_BACKENDS
         rows = []
         for s in prefix_stats(samples):
             where, why = ran_on, ""
@@ -195,7 +208,7 @@ class Advisor(Observer):
                 kinds = self._workers.get(s.prefix, set())
                 where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
                 why = _auto_reason(s.prefix)
-            known = measured and s.prefix in self._measured_prefixes()
+            known = s.prefix in self._gil_prefixes()
             cpu_known = known or s.prefix in getattr(self, "_cpu_names", ())
             verdict = s.verdict if known else None
             if not known and cpu_known and s.verdict == "waits":
@@ -215,8 +228,9 @@ class Advisor(Observer):
             )
         return Advice(rows, recommend(samples, rows, ran_on, workers, seconds, costs))
 
-    def _measured_prefixes(self) -> set[str]:
-        return getattr(self, "_measured_names", set())
+    def _gil_prefixes(self) -> set[str]:
+        """Prefixes with a GIL measurement: on the caller's threads, or in a worker."""
+        return getattr(self, "_gil_names", set())
 
     def __repr__(self) -> str:
         return f"<Advisor runs={len(self._runs)} tasks={len(self._records)}>"

@@ -18,12 +18,17 @@ cluster started on first use.  Modules, each opening with its design note:
 ``listener``   accepting connections: one thread, capped handshakes, floods survived
 ``sockdir``    the private socket directory: short paths, SIGTERM, stale sweeps
 ``tasks``      the scheduler's records (task and worker states)
+``stimuli``    the typed stimuli of the scheduler's state, the stimulus log
+``state_core`` the fields the parts of the scheduler's state share; ``handle``
 ``state``      the scheduler's pure state machine: stimuli in, instructions out
 ``placement``  where tasks run (chunks of roots, eager chains, locality)
 ``gathers``    results requested by the client
 ``recovery``   lost workers: recompute, retry, KilledWorker, what cannot be remade
 ``scheduler``  the I/O thread around the state; heartbeats and worker_timeout
-``worker``     the worker process (``transfers``: data to and from other workers)
+``worker_state`` the worker's pure state machine (WorkerMachine): stimuli in,
+               instructions out
+``worker``     the worker process: threads and sockets around its WorkerMachine
+               (``transfers``: data to and from other workers)
 ``cluster``    LocalCluster: processes, secret, replacement of dead and hung workers
 ``client``     Client, Future, as_completed (``arguments``: futures inside arguments)
 ``run``        one ``get`` on the cluster, events in the caller's thread

@@ -45,8 +45,8 @@ from typing import Any
 
 from .. import config
 from ..engine import check_positive
-from ..schedulers._pool import MainGuardError, _main_guard_message
-from ..schedulers._worker import MAIN_GUARD_EXIT
+from ..errors import MAIN_GUARD_EXIT, MainGuardError
+from ..errors import main_guard_message as _main_guard_message
 from . import protocol, sockdir, worker
 from .scheduler import HEARTBEAT_FRACTION, Scheduler
 

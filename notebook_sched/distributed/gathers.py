@@ -1,6 +1,7 @@
 """Results for the client: the data-request half of the scheduler state (pure).
 
-A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`.  A request
+A part of :class:`~notebook_sched.distributed.state.SchedulerState` (shared fields:
+``state_core.py``).  A request
 (:class:`~notebook_sched.distributed.tasks.Gather`) names tasks; it is answered once,
 with every value in order, as ``("data", [packed values])`` to its target, or with
 ``("error", (key, error))`` / ``("cancelled", reason)``.
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .state_core import StateCore
+from .stimuli import DataRequested, DataSent, KeysRequested, RequestDropped, stimulus_entry
 from .tasks import (
     ERRED,
     MEMORY,
@@ -36,9 +39,13 @@ from .tasks import (
 __all__ = ["DataRequests"]
 
 
-class DataRequests:
-    """Data-request methods of SchedulerState (see the module docstring)."""
+class DataRequests(StateCore):
+    """Data-request methods of SchedulerState (see the module docstring).
 
+    Offers ``_fail_gathers``, ``_send_gathers``, ``request_data``; writes ``gathers``
+    and the tasks' ``gathers``/``send_back``; calls ``_recompute``, ``_mark_lost``."""
+
+    @stimulus_entry(DataRequested)
     def request_data(self, rid: int, tids: list, target: Any) -> None:
         """Send the results of ``tids`` to ``target`` as one ``("data", [packed values])``."""
         gather = Gather(rid, target, list(tids))
@@ -66,6 +73,7 @@ class DataRequests:
             del self.gathers[rid]
             self._notify(target, "data", gather.answer())
 
+    @stimulus_entry(KeysRequested)
     def request_keys(self, rid: int, keys: list, target: Any) -> None:
         tids = []
         for key in keys:
@@ -76,6 +84,7 @@ class DataRequests:
             tids.append(ts.tid)
         self.request_data(rid, tids, target)
 
+    @stimulus_entry(RequestDropped)
     def drop_request(self, rid: int) -> None:
         """The caller stopped waiting (a timeout, an interrupt): forget the request."""
         self.gathers.pop(rid, None)
@@ -96,6 +105,7 @@ class DataRequests:
                     self._notify(gather.target, "error", (ts.key, error))
         ts.gathers = None
 
+    @stimulus_entry(DataSent)
     def handle_data(self, wid: int, items: list, missing: list, errors: list) -> None:
         """A worker answered ``send``: ``items`` ``(rid, tid, value)``; ``missing`` and
         ``errors`` (results that could not be pickled) ``(rid, tid[, message])``."""

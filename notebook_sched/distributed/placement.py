@@ -1,7 +1,8 @@
 """Where tasks run: the placement half of the scheduler state (pure, no I/O).
 
-A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`; it reads and
-changes the same fields and is driven by ``dispatch()`` after every batch of stimuli.
+A part of :class:`~notebook_sched.distributed.state.SchedulerState` (the shared
+fields are listed in ``state_core.py``), driven by ``dispatch()`` after every batch
+of stimuli.
 
 * Tasks without inputs (roots) wait in ``root_heap`` (priority order) and go out in
   *chunks*: each worker with room takes a contiguous run of the heap, up to
@@ -34,13 +35,14 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from .state_core import StateCore
+from .stimuli import TasksStolen, stimulus_entry
 from .tasks import MEMORY, PROCESSING, QUEUED, WAITING, TaskState, WorkerState
 
 __all__ = ["Placement"]
 
 TARGET_QUEUE_SECONDS = 0.05  # work per worker thread the root queue keeps in flight
 TASK_OVERHEAD = 2e-5  # seconds of bookkeeping per task, added to measured run times
-FIRST_QUEUE = 4  # root tasks per thread before any duration is known
 MAX_QUEUE = 8192
 BANDWIDTH = 1e9  # bytes/s between local workers, for placement estimates
 LATENCY = 1e-4  # seconds per input fetched from another worker
@@ -48,8 +50,11 @@ EAGER_MAX_INPUTS = 32  # a dependent with more inputs never follows them eagerly
 STEAL_SCAN = 2048  # queued tasks of a busy worker examined per steal attempt
 
 
-class Placement:
-    """Placement methods of SchedulerState (see the module docstring)."""
+class Placement(StateCore):
+    """Placement methods of SchedulerState (see the module docstring).
+
+    Offers ``_ready``, ``_measured``, ``dispatch``; writes ``root_heap``,
+    ``ready_deps``, ``mean_seconds``, ``queue_target`` and the workers' ``processing``."""
 
     def _measured(self, mean: float) -> None:
         """Workers reported tasks taking ``mean`` seconds: size the root queues."""
@@ -135,6 +140,7 @@ class Placement:
         for ts in stealable[: len(stealable) // 2]:
             self._emit(victim, "steal", ts.tid)
 
+    @stimulus_entry(TasksStolen)
     def handle_stolen(self, wid: int, tids: list) -> None:
         """Worker ``wid`` gave back ``tids`` (unstarted): place them again."""
         victim = self.workers.get(wid)

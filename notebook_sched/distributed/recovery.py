@@ -1,7 +1,8 @@
 """Recovery from lost workers: the failure half of the scheduler state (pure, no I/O).
 
-A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`, like
-``placement`` and ``gathers``; the state machine's design note is in ``state.py``.
+A part of :class:`~notebook_sched.distributed.state.SchedulerState`, like
+``placement`` and ``gathers`` (shared fields: ``state_core.py``); the state
+machine's design note is in ``state.py``.
 
 * ``remove_worker``: results held only by the dead worker are *lost* (back to
   RELEASED; readers wait again); those still needed are recomputed from their
@@ -19,9 +20,10 @@ A mixin of :class:`~notebook_sched.distributed.state.SchedulerState`, like
 
 from __future__ import annotations
 
-from ..schedulers.processes import describe_exit
+from ..errors import describe_exit
+from .state_core import StateCore
+from .stimuli import WorkerLost, stimulus_entry
 from .tasks import (
-    ERRED,
     MAX_SUSPICIOUS,
     MEMORY,
     PROCESSING,
@@ -36,9 +38,13 @@ from .tasks import (
 __all__ = ["Recovery"]
 
 
-class Recovery:
-    """Failure methods of SchedulerState (see the module docstring)."""
+class Recovery(StateCore):
+    """Failure methods of SchedulerState (see the module docstring).
 
+    Offers ``_recompute``, ``_mark_lost``; writes ``workers`` (removes), ``exit_codes``,
+    the tasks' ``deaths``; calls ``_fail``, ``_ready``, ``_hold_inputs``, ``_settle``."""
+
+    @stimulus_entry(WorkerLost)
     def remove_worker(
         self, wid: int, exit_code: int | None, executing: list, hung: float | None = None
     ) -> None:
@@ -139,18 +145,5 @@ class Recovery:
                 )
                 self._fail(t, (error, None, ""))  # and its waiting dependents
                 continue
-            waiting = 0
-            failed = None
-            for dep in t.deps:
-                dep.holders += 1
-                if dep.state != MEMORY:
-                    waiting += 1
-                    if dep.state == RELEASED:
-                        stack.append(dep)
-                    elif dep.state == ERRED:
-                        failed = dep.error
-            t.waiting = waiting
-            if failed is not None:
-                self._fail(t, failed)
-            elif not waiting:
-                self._ready(t)
+            stack.extend(self._hold_inputs(t))
+            self._settle(t)

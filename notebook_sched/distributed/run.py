@@ -15,7 +15,7 @@ caller also looks (every POLL_SECONDS) at which tasks the workers are executing 
 now (shared memory), so long tasks show as running while they run.
 
 When a task fails, its inputs are gathered from the workers (they are kept while the
-failed task exists) and recorded with ``engine.task_failure``, so the debugging layer
+failed task exists) and recorded by the run's reporter (``reporter.py``), so the debugging layer
 can rerun the task locally.  Whatever happens - success, failure, KeyboardInterrupt -
 the run is released at the end: its data is freed and its unfinished tasks are
 cancelled on the workers.
@@ -28,7 +28,7 @@ import queue
 import time
 from typing import Any
 
-from ..engine import execute_graph, task_failure
+from ..engine import UNKNOWN, execute_graph
 from ..errors import load_exception
 from ..failure import RemoteTraceback
 from ..graph import VALUE
@@ -108,25 +108,25 @@ def fetch(client, tids: list, timeout: float | None = None) -> list:
 def run_graph(client, dsk: Any, keys: Any, observers=None) -> Any:
     """Compute ``keys`` of ``dsk`` on ``client``'s cluster (Dask's ``get`` contract)."""
 
-    def drive(graph, state, events):
-        _GraphRun(client, graph, state, events).run()
+    def drive(graph, state, report):
+        _GraphRun(client, graph, state, report).run()
 
     threads = client.cluster.n_workers * client.cluster.threads_per_worker
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=threads)
 
 
 class _GraphRun:
-    def __init__(self, client, graph, state, events):
+    def __init__(self, client, graph, state, report):
         self.client = client
         self.graph = graph
         self.state = state
-        self.events = events
+        self.report = report
         self.base: list = []
-        self.started = bytearray(len(graph.keys)) if events.task_started else None
+        self.started = bytearray(len(graph.keys)) if report.task_started else None
 
     def run(self) -> None:
-        events = self.events
-        timed = events.per_task or bool(events.task_done)
+        report = self.report
+        timed = report.timed or bool(report.key_done)
         notices = Waiter(self.client._scheduler)
         run_id = next(request_ids)
         graph = self.graph
@@ -163,19 +163,16 @@ class _GraphRun:
                 raise CancelledError(f"the computation was cancelled: {payload}")
 
     def _done(self, items: list, worker: str) -> None:
-        keys = self.graph.keys
-        started, finished = self.events.task_started, self.events.task_finished
-        done = self.events.task_done
         flags = self.started
-        for i, start, stop in items:
-            key = keys[i]
-            if started and not flags[i]:
-                flags[i] = 1
-                started(key, worker)
-            if finished:
-                finished(key, worker, start, stop)
-            if done:
-                done(key)
+        if flags is not None:
+            for i, _start, _stop in items:
+                self._started(i, worker)
+        self.report.finished_batch(items, worker)
+
+    def _started(self, i: int, worker: str) -> None:
+        if not self.started[i]:
+            self.started[i] = 1
+            self.report.started(i, worker)
 
     def _poll_started(self) -> None:
         if not self.base:
@@ -184,31 +181,22 @@ class _GraphRun:
         n = len(self.graph.keys)
         for worker, tid in self.client.cluster.executing():
             i = tid - base
-            if 0 <= i < n and not self.started[i]:
-                self.started[i] = 1
-                self.events.task_started(self.graph.keys[i], worker)
+            if 0 <= i < n:
+                self._started(i, worker)
 
     def _failed(self, i: int, error: tuple) -> None:
         exc, worker, traceback_text = rebuild_error(error)
-        graph = self.graph
-        inputs: dict | None = None
-        deps = graph.deps[i]
+        inputs = UNKNOWN
+        deps = self.graph.deps[i]
         if self.base:
             base = self.base[0]
             try:
                 values = fetch(self.client, [base + d for d in deps], INPUTS_TIMEOUT)
                 inputs = dict(zip(deps, values, strict=True))
             except Exception:
-                inputs = None  # e.g. the worker holding them died meanwhile
-        failure = task_failure(
-            graph, inputs or {d: None for d in deps}, i, exc, BACKEND, worker, traceback_text
-        )
-        if inputs is None:
-            failure.inputs = None
-        events = self.events
-        key = graph.keys[i]
-        if events.task_started and not self.started[i]:
-            events.task_started(key, worker)
-        if events.task_failed:
-            events.task_failed(key, worker, exc)
+                pass  # e.g. the worker holding them died meanwhile: no local rerun
+        self.report.failed(i, exc, worker, traceback_text, inputs, emit=False)
+        if self.started is not None:
+            self._started(i, worker)
+        self.report.emit_failed(i, worker, exc)
         raise exc

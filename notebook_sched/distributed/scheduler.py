@@ -58,6 +58,7 @@ from typing import Any
 from . import protocol
 from .listener import HANDSHAKE_SECONDS, AuthListener, set_socket_timeout
 from .state import SchedulerState
+from .stimuli import Reset, TaskUnsendable, WorkerJoined, WorkerLost, from_worker
 
 __all__ = ["Scheduler"]
 
@@ -93,14 +94,6 @@ class Scheduler:
         os.set_blocking(self._wake_w, False)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self.handlers = {
-            "done": lambda wid, m: self.state.handle_done(wid, m[1], m[2]),
-            "error": lambda wid, m: self.state.handle_error(wid, m[1], m[2], m[3]),
-            "data": lambda wid, m: self.state.handle_data(wid, m[1], m[2], m[3]),
-            "paused": lambda wid, m: self.state.set_paused(wid, m[1]),
-            "stolen": lambda wid, m: self.state.handle_stolen(wid, m[1]),
-            "heartbeat": None,
-        }
         self.listener = AuthListener(
             protocol.listen_address(directory, "scheduler.sock"),
             secret,
@@ -187,14 +180,17 @@ class Scheduler:
         self.channels[wid] = channel
         self.last_heard[wid] = time.monotonic()
         self.selector.register(channel.fd, selectors.EVENT_READ, wid)
-        self.state.add_worker(wid, name, nthreads, address)
+        self.state.handle(WorkerJoined(wid, name, nthreads, address))
         self.hooks.worker_joined(wid, pid)
 
     def _run(self) -> None:
         try:
             self._loop()
         except BaseException:  # logged, and waiting clients see the thread is gone
-            logger.exception("notebook_sched scheduler thread crashed")
+            logger.exception(
+                "notebook_sched scheduler thread crashed; its last stimuli:\n%s",
+                self.state.format_log(),
+            )
         finally:
             for channel in self.channels.values():
                 channel.close()
@@ -233,7 +229,10 @@ class Scheduler:
                 try:
                     fn(state)
                 except Exception:
-                    logger.exception("notebook_sched scheduler: a request failed")
+                    logger.exception(
+                        "notebook_sched scheduler: a request failed; the last stimuli:\n%s",
+                        state.format_log(10),
+                    )
             state.dispatch()
             self._flush()
 
@@ -244,7 +243,7 @@ class Scheduler:
         try:
             message = channel.recv()
             self.last_heard[wid] = time.monotonic()
-            handler = self.handlers[message[0]]
+            stimulus = from_worker(wid, message)  # None: a heartbeat
         except BlockingIOError:  # stopped in the middle of a message (SO_RCVTIMEO)
             self.hooks.kill_worker(wid)
             self._lost(wid, hung=self.worker_timeout)
@@ -255,8 +254,8 @@ class Scheduler:
         except Exception as exc:  # an absurd length prefix, an unknown operation...
             self._broken(wid, f"sent a message that cannot be read ({exc!r:.200})")
             return
-        if handler is not None:  # None: a heartbeat
-            handler(wid, message)
+        if stimulus is not None:
+            self.state.handle(stimulus)
 
     def _broken(self, wid: int, why: str) -> None:
         logger.error("notebook_sched scheduler: %s %s; it is replaced", self._name(wid), why)
@@ -271,7 +270,7 @@ class Scheduler:
         """Every TICK_SECONDS at most: workers that start, workers that went silent."""
         reason = self.hooks.check_starting()
         if reason is not None and not self.state.workers:
-            self.state.reset(reason)  # nothing could ever run what is waiting
+            self.state.handle(Reset(reason))  # nothing could ever run what is waiting
         if self.worker_timeout is None:
             return
         now = time.monotonic()
@@ -301,7 +300,7 @@ class Scheduler:
             pass
         channel.close()
         exit_code, executing = self.hooks.worker_lost(wid)
-        self.state.remove_worker(wid, exit_code, executing, hung)
+        self.state.handle(WorkerLost(wid, exit_code, executing, hung))
 
     def _flush(self) -> None:
         state = self.state
@@ -350,7 +349,7 @@ class Scheduler:
                     protocol.dumps(item)
                     good.append(item)
                 except Exception as exc:
-                    self.state.task_unsendable(item[0], exc)
+                    self.state.handle(TaskUnsendable(item[0], exc))
             kept.append((op, good))
         return kept
 

@@ -6,6 +6,14 @@ takes out *instructions*: per worker, an ordered list of operations to send in o
 message (``take_outbox``), and notices for client-side objects (``take_notices``).
 Tests drive it with plain calls and asserts.
 
+Stimuli are the typed records of ``stimuli.py``; ``handle(stimulus)`` is the one
+entry point, and each public method (``handle_done(wid, items, values)`` for
+``TasksDone``, ...) is that entry under its own name.  Every stimulus is recorded in
+a bounded log: ``format_log()`` prints the last ones for a failing test or a bug
+report.  The state is written in four parts that share the fields of
+``state_core.StateCore`` (listed there): this module, ``placement``, ``gathers``,
+``recovery``.
+
 Tasks
     Every task has an integer id (``tid``) and a :class:`TaskState`.  A ``get`` run
     takes a block of ids, ``base + graph index``, so its compiled specs only need
@@ -48,11 +56,28 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..graph import CALL, VALUE, CompiledGraph
-from ..schedulers.processes import TaskPicklingError
+from ..errors import TaskPicklingError
+from ..graph import CALL, VALUE, CompiledGraph, remap_spec
 from .gathers import DataRequests
-from .placement import FIRST_QUEUE, Placement
+from .placement import Placement
 from .recovery import Recovery
+from .stimuli import (
+    Acquired,
+    Cancelled,
+    GraphAdded,
+    Released,
+    Reset,
+    RunAdded,
+    RunReleased,
+    Scattered,
+    Submitted,
+    TaskErred,
+    TasksDone,
+    TaskUnsendable,
+    WorkerJoined,
+    WorkerPaused,
+    stimulus_entry,
+)
 from .tasks import (
     ERRED,
     FORGOTTEN,
@@ -62,59 +87,23 @@ from .tasks import (
     UNFINISHED,
     WAITING,
     CancelledError,
-    Gather,
     KilledWorker,
     RunRecord,
     TaskState,
     WorkerState,
-    remap_spec,
-    shift_spec,
 )
 
 __all__ = ["SchedulerState", "KilledWorker", "CancelledError"]
 
 
 class SchedulerState(Placement, DataRequests, Recovery):
-    """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread)."""
+    """Tasks, workers, placement and recovery.  One thread calls it (the I/O thread).
 
-    def __init__(self) -> None:
-        self.tasks: dict[int, TaskState] = {}
-        self.named: dict[Hashable, TaskState] = {}
-        self.workers: dict[int, WorkerState] = {}
-        self.runs: dict[int, RunRecord] = {}
-        self.gathers: dict[int, Gather] = {}
-        self.root_heap: list = []
-        self.ready_deps: list = []
-        self.next_tid = 0
-        self.seq = 0
-        self.mean_seconds: float | None = None
-        self.queue_target = FIRST_QUEUE
-        self.outbox: dict[int, list] = {}
-        self.notices: list = []
-        self.exit_codes: list = []  # (worker name, exit code) of workers that died
-
-    # -- instructions ----------------------------------------------------------
-    def _emit(self, worker: WorkerState, op: str, item: Any) -> None:
-        ops = self.outbox.get(worker.wid)
-        if ops is None:
-            self.outbox[worker.wid] = [(op, [item])]
-        elif ops[-1][0] == op:
-            ops[-1][1].append(item)
-        else:
-            ops.append((op, [item]))
-
-    def _notify(self, target: Any, kind: str, payload: Any = None) -> None:
-        self.notices.append((target, kind, payload))
-
-    def take_outbox(self) -> dict[int, list]:
-        out, self.outbox = self.outbox, {}
-        return out
-
-    def take_notices(self) -> list:
-        out, self.notices = self.notices, []
-        return out
+    The fields are :class:`~notebook_sched.distributed.state_core.StateCore`'s; this
+    part offers ``_fail``, ``_unneeded``, ``_hold_inputs``, ``_settle`` to the others."""
 
     # -- workers ---------------------------------------------------------------
+    @stimulus_entry(WorkerJoined)
     def add_worker(self, wid: int, name: str, nthreads: int, address: Any) -> None:
         worker = WorkerState(wid, name, nthreads, address)
         self.workers[wid] = worker
@@ -122,12 +111,14 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for other in self.workers.values():
             self._emit(other, "peers", peers)
 
+    @stimulus_entry(WorkerPaused)
     def set_paused(self, wid: int, paused: bool) -> None:
         worker = self.workers.get(wid)
         if worker is not None:
             worker.paused = paused
 
     # -- adding work -----------------------------------------------------------
+    @stimulus_entry(RunAdded)
     def add_run(self, run_id: int, graph: CompiledGraph, target: Any, events: bool) -> int:
         """Add a ``get`` run; returns the base of its task ids.  Outputs come back to
         ``target`` as ``("data", [values of graph.outputs])``; task events as
@@ -140,8 +131,9 @@ class SchedulerState(Placement, DataRequests, Recovery):
         self.runs[run_id] = run
         prefix = self.seq << 32
         keys, specs, deps, priority = graph.keys, graph.specs, graph.deps, graph.priority
+        tid = range(base, base + n)  # graph index -> task id
         tasks = [
-            TaskState(base + i, keys[i], shift_spec(specs[i], base), (), prefix + priority[i], run)
+            TaskState(tid[i], keys[i], remap_spec(specs[i], tid), (), prefix + priority[i], run)
             for i in range(n)
         ]
         for i, ts in enumerate(tasks):
@@ -162,6 +154,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         self.request_data(run_id, [base + out for out in graph.outputs], target)
         return base
 
+    @stimulus_entry(Submitted)
     def submit(self, items: list) -> None:
         """Add named tasks: ``(key, func, args, ((position, dep key), ...))`` each.
 
@@ -178,6 +171,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             spec = (CALL, func, args, tuple((pos, self.named[k].tid) for pos, k in slots))
             self._add_named(key, spec, tuple(dict.fromkeys(deps)))
 
+    @stimulus_entry(GraphAdded)
     def add_graph(self, graph: CompiledGraph) -> None:
         """Add the tasks of ``graph`` as named tasks (``Client.compute``)."""
         tids = [0] * len(graph.keys)
@@ -207,6 +201,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for i in sorted(new, key=graph.priority.__getitem__):
             self._link(pending[tids[i]])
 
+    @stimulus_entry(Scattered)
     def scatter(self, items: list) -> None:
         """Put data on workers: ``(key, value, wid or None)``; becomes a named task."""
         workers = list(self.workers.values())
@@ -233,24 +228,42 @@ class SchedulerState(Placement, DataRequests, Recovery):
 
     def _link(self, ts: TaskState) -> None:
         """Connect a new task to its inputs; ready it, fail it or wait."""
-        waiting = 0
-        failed = None
         for dep in ts.deps:
             dep.dependents.append(ts)
+        for dep in self._hold_inputs(ts):
+            self._recompute(dep)
+        self._settle(ts)
+
+    def _hold_inputs(self, ts: TaskState) -> list:
+        """``ts`` (about to wait) holds its inputs again and counts those not in memory
+        (``waiting``); returns the RELEASED ones, which must be computed again.  Shared
+        by :meth:`_link` and ``recovery._recompute``: the same counting, whether a task
+        is new or made again."""
+        waiting = 0
+        released = []
+        for dep in ts.deps:
             dep.holders += 1
             if dep.state != MEMORY:
                 waiting += 1
-            if dep.state == RELEASED:
-                self._recompute(dep)
-            elif dep.state == ERRED:
-                failed = dep.error
+                if dep.state == RELEASED:
+                    released.append(dep)
         ts.waiting = waiting
-        if failed is not None:
-            self._fail(ts, failed)
-        elif waiting == 0:
+        return released
+
+    def _settle(self, ts: TaskState) -> None:
+        """After :meth:`_hold_inputs` (and recomputing what it returned): fail ``ts`` if
+        an input failed, ready it if nothing is missing, else it waits."""
+        if ts.state != WAITING:
+            return  # failed meanwhile (an input that cannot be made again)
+        for dep in reversed(ts.deps):  # the last failed input names the error, as ever
+            if dep.state == ERRED:
+                self._fail(ts, dep.error)
+                return
+        if not ts.waiting:
             self._ready(ts)
 
     # -- client references -----------------------------------------------------
+    @stimulus_entry(Acquired)
     def acquire(self, key: Hashable, target: Any) -> None:
         """A client holds a future for ``key``; ``target`` hears its state changes."""
         ts = self.named.get(key)
@@ -268,6 +281,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             elif ts.state == ERRED:
                 self._notify(target, "erred", ts.error)
 
+    @stimulus_entry(Released)
     def release(self, key: Hashable, target: Any) -> None:
         """The client dropped its last future for ``key``."""
         ts = self.named.get(key)
@@ -280,6 +294,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         if ts.holders == 0:
             self._unneeded(ts)
 
+    @stimulus_entry(Cancelled)
     def cancel(self, keys: list, reason: str = "cancelled") -> None:
         """Forget named tasks (and what depends on them), wherever they are."""
         doomed: dict = {}
@@ -298,6 +313,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for ts in doomed.values():
             self._forget(ts)
 
+    @stimulus_entry(RunReleased)
     def release_run(self, run_id: int) -> None:
         """The caller is done with a ``get`` run (finished, failed or interrupted)."""
         run = self.runs.pop(run_id, None)
@@ -307,20 +323,12 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for ts in run.tasks:
             if tasks.pop(ts.tid, None) is None:
                 continue
-            worker = ts.worker
-            if worker is not None:
-                self._emit(worker, "release", ts.tid)
-                if ts.state == MEMORY:
-                    worker.has.discard(ts)
-                    worker.nbytes -= ts.nbytes
-                else:
-                    worker.processing.discard(ts)
-            ts.state = FORGOTTEN
-            ts.worker = None
+            self._drop(ts)
             ts.gathers = None
         for rid in [rid for rid, g in self.gathers.items() if g.target is run.target]:
             del self.gathers[rid]
 
+    @stimulus_entry(Reset)
     def reset(self, reason: str) -> None:
         """Forget everything (restart/close): every future and run hears ``reason``."""
         for run in list(self.runs.values()):
@@ -342,6 +350,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             worker.nbytes = 0
 
     # -- results from workers --------------------------------------------------
+    @stimulus_entry(TasksDone)
     def handle_done(self, wid: int, items: list, values: dict | None) -> None:
         """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop)`` each;
         ``values`` holds the results of tasks sent with ``send_back``."""
@@ -398,6 +407,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         if items:
             self._measured(spent / len(items))
 
+    @stimulus_entry(TaskUnsendable)
     def task_unsendable(self, tid: int, exc: BaseException) -> None:
         """Task ``tid`` could not be pickled to go to its worker."""
         ts = self.tasks.get(tid)
@@ -411,6 +421,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         )
         self._fail(ts, (error, None, ts.worker.name))
 
+    @stimulus_entry(TaskErred)
     def handle_error(self, wid: int, tid: int, error: Any, traceback_text: str) -> None:
         """Task ``tid`` raised on ``wid``; ``error`` is the pickled exception (bytes)."""
         worker = self.workers.get(wid)
@@ -456,6 +467,19 @@ class SchedulerState(Placement, DataRequests, Recovery):
         ts.state = RELEASED
         ts.worker = None
 
+    def _drop(self, ts: TaskState) -> None:
+        """``ts`` is FORGOTTEN: its worker drops it (its data, or the pending task)."""
+        worker = ts.worker
+        if worker is not None:
+            self._emit(worker, "release", ts.tid)
+            if ts.state == MEMORY:
+                worker.has.discard(ts)
+                worker.nbytes -= ts.nbytes
+            else:
+                worker.processing.discard(ts)
+        ts.state = FORGOTTEN
+        ts.worker = None
+
     def _forget(self, ts: TaskState) -> None:
         """Remove a named task (and inputs nothing else refers to) from the scheduler.
 
@@ -467,17 +491,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
                 continue
             if self.named.get(t.key) is t:
                 del self.named[t.key]
-            worker = t.worker
-            if worker is not None:
-                self._emit(worker, "release", t.tid)
-                if t.state == MEMORY:
-                    worker.has.discard(t)
-                    worker.nbytes -= t.nbytes
-                else:
-                    worker.processing.discard(t)
             was_unfinished = t.state in UNFINISHED
-            t.state = FORGOTTEN
-            t.worker = None
+            self._drop(t)
             for dep in t.deps:
                 if t in dep.dependents:
                     dep.dependents.remove(t)
@@ -500,3 +515,10 @@ class SchedulerState(Placement, DataRequests, Recovery):
         """``{wid: (processing count, bytes held, results held, paused)}``."""
         workers = self.workers.values()
         return {w.wid: (len(w.processing), w.nbytes, len(w.has), w.paused) for w in workers}
+
+
+SchedulerState._entries = {  # stimulus type -> its entry method, for handle()
+    entry.stimulus: entry
+    for entry in (getattr(SchedulerState, name) for name in dir(SchedulerState))
+    if hasattr(entry, "stimulus")
+}

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..graph import ALIAS, CALL, EXPR, NODE
-from ..schedulers.processes import WorkerDiedError
+from ..errors import WorkerDiedError
 
 __all__ = [
     "TaskState",
@@ -31,8 +30,7 @@ __all__ = [
     "UNFINISHED",
     "STATE_NAMES",
     "MAX_SUSPICIOUS",
-    "shift_spec",
-    "remap_spec",
+    "FIRST_QUEUE",
 ]
 
 WAITING, QUEUED, PROCESSING, MEMORY, RELEASED, ERRED, FORGOTTEN = range(7)
@@ -40,6 +38,7 @@ STATE_NAMES = ("waiting", "queued", "processing", "memory", "released", "erred",
 UNFINISHED = (WAITING, QUEUED, PROCESSING, ERRED)
 
 MAX_SUSPICIOUS = 3  # worker deaths while a task runs before it is blamed
+FIRST_QUEUE = 4  # root tasks per worker thread before any duration is known (placement)
 
 
 class KilledWorker(WorkerDiedError):
@@ -155,30 +154,3 @@ class Gather:
     def answer(self) -> list:
         values = self.values
         return [values[tid] for tid in self.order]
-
-
-def shift_spec(spec: tuple, base: int) -> tuple:
-    """A compiled spec with its dependency indices turned into task ids."""
-    kind = spec[0]
-    if kind == CALL:
-        slots = spec[3]
-        if not slots:
-            return spec
-        return (CALL, spec[1], spec[2], tuple([(pos, base + d) for pos, d in slots]))
-    if kind == ALIAS:
-        return (ALIAS, base + spec[1])
-    if kind == EXPR or kind == NODE:
-        return (kind, spec[1], {key: base + d for key, d in spec[2].items()})
-    return spec
-
-
-def remap_spec(spec: tuple, tids: list) -> tuple:
-    """Like :func:`shift_spec`, with an arbitrary index -> task id table."""
-    kind = spec[0]
-    if kind == CALL:
-        return (CALL, spec[1], spec[2], tuple([(pos, tids[d]) for pos, d in spec[3]]))
-    if kind == ALIAS:
-        return (ALIAS, tids[spec[1]])
-    if kind == EXPR or kind == NODE:
-        return (kind, spec[1], {key: tids[d] for key, d in spec[2].items()})
-    return spec

@@ -14,20 +14,12 @@
 
 The sender, the peer servers and the fetcher live in ``transfers.py``.
 
-State (all guarded by ``lock``; ``ready_cond``/``fetch_cond`` are conditions on it):
-
-``data``     tid -> value: results computed here (*home* data, freed when the
-             scheduler says ``release``) and *copies* fetched from peers.
-``copies``   tid -> how many local tasks still read that copy; at zero it is dropped.
-``tasks``    tid -> :class:`_Task` assigned here and not finished (waiting for inputs,
-             ready, or running).  ``missing`` counts inputs not yet in ``data``.
-``waiters``  input tid -> tasks waiting for it (produced here, or fetched).
-``ready``    heap of ``(priority, tid)``: lowest first, so a reduction finishes one
-             branch before starting the next.
-``retries``  failed fetches to try again (``transfers.py``).
-``outbox``   finished tasks not yet reported; flushed when the worker runs out of
-             ready work, every FLUSH_SECONDS, or at MAX_BATCH.  Many small tasks thus
-             cost one message, and a task made ready here runs without a round trip.
+State: a :class:`~notebook_sched.distributed.worker_state.WorkerMachine` (its
+docstring describes the tables), guarded by ``lock`` (``ready_cond``/``fetch_cond``
+are conditions on it).  Every thread here is a thin shell: it turns what it heard
+(a message, a finished task, a peer's answer) into a stimulus, calls the machine
+under ``lock``, wakes threads and queues replies as instructed while it still holds
+the lock, and sends or interrupts after releasing it (``_handle``).
 
 The receiver thread never writes to the scheduler connection: a worker always drains
 what the scheduler sends, so the scheduler's blocking sends cannot deadlock with
@@ -59,7 +51,6 @@ result discarded.  The parent's result is the answer.
 from __future__ import annotations
 
 import ctypes
-import heapq
 import os
 import queue
 import signal
@@ -70,14 +61,26 @@ import traceback
 from typing import Any
 
 from ..engine import run_spec
-from ..schedulers._worker import _dump_exception
+from ..errors import dump_exception as _dump_exception
 from . import protocol
 from .listener import AuthListener
-from .protocol import sizeof
 from .transfers import Transfers, pack_values
+from .worker_state import (
+    WAKE_EXECUTORS,
+    WAKE_FETCHER,
+    Compute,
+    Interrupt,
+    Peers,
+    Release,
+    Reply,
+    SendDone,
+    SendError,
+    Steal,
+    Task,
+    Where,
+    WorkerMachine,
+)
 
-FLUSH_SECONDS = 0.01
-MAX_BATCH = 4096
 _CANCEL_SIGNAL = getattr(signal, "SIGUSR1", None)
 
 
@@ -85,18 +88,17 @@ class TaskCancelled(BaseException):
     """Raised inside a running task whose result nobody wants any more."""
 
 
-class _Task:
-    __slots__ = ("tid", "spec", "deps", "priority", "missing", "send_back", "cancelled", "started")
+def _compute(items: list) -> Compute:
+    return Compute(items, time.time())
 
-    def __init__(self, tid, spec, deps, priority, send_back):
-        self.tid = tid
-        self.spec = spec
-        self.deps = deps
-        self.priority = priority
-        self.missing = 0
-        self.send_back = send_back
-        self.cancelled = False
-        self.started = False  # popped from ``ready`` (a task id may be queued twice)
+
+_STIMULI = {  # scheduler operation -> stimulus ("send" goes to the sender thread)
+    "compute": _compute,
+    "release": Release,
+    "steal": Steal,
+    "where": Where,
+    "peers": Peers,
+}
 
 
 class Worker(Transfers):
@@ -106,25 +108,10 @@ class Worker(Transfers):
         self.secret = settings["secret"]
         self.nthreads = settings["nthreads"]
         self.current = settings["current"]
-        self.memory_limit = settings["memory_limit"]
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards ``machine`` (and nothing else)
         self.ready_cond = threading.Condition(self.lock)
         self.fetch_cond = threading.Condition(self.lock)
-        self.data: dict = {}
-        self.sizes: dict = {}
-        self.bytes_held = 0
-        self.paused = False
-        self.copies: dict = {}
-        self.tasks: dict = {}
-        self.waiters: dict = {}
-        self.ready: list = []
-        self.outbox: list = []
-        self.values: dict = {}
-        self.last_flush = time.time()
-        self.peers: dict = {}
-        self.to_fetch: dict = {}
-        self.fetching: set = set()
-        self.running: list = [None] * self.nthreads
+        self.machine = WorkerMachine(self.nthreads, settings["memory_limit"], time.time())
         self.in_task = [False] * self.nthreads
         self.idents: list = [0] * self.nthreads
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
@@ -132,8 +119,6 @@ class Worker(Transfers):
         self.pid = os.getpid()  # checked before each message: forks from C run no hooks
         self.forked = False  # set in a forked child; checked after each task (cheaper)
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
-        self.retries: list = []  # (due, wid, tids) of fetches that failed; under lock
-        self.fetch_attempts: dict = {}  # tid -> failed fetches so far; under lock
         self.channel = protocol.connect(settings["address"], self.secret)
         self.server = AuthListener(
             protocol.listen_address(settings["directory"], f"{self.name}.sock"),
@@ -141,14 +126,6 @@ class Worker(Transfers):
             self._serve_peer,
             f"notebook_sched-{self.name}-peers",
         )
-        self.handlers = {
-            "compute": self._on_compute,
-            "release": self._on_release,
-            "where": self._on_where,
-            "send": self.replies.put,
-            "peers": self._on_peers,
-            "steal": self._on_steal,
-        }
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
@@ -198,7 +175,6 @@ class Worker(Transfers):
         os.close(null)
 
     def _receive_loop(self) -> None:
-        handlers = self.handlers
         recv = self.channel.recv
         while True:
             try:
@@ -208,111 +184,38 @@ class Worker(Transfers):
             if message is None:
                 _exit()
             for op, items in message:
-                handlers[op](items)
+                if op == "send":
+                    self.replies.put(items)  # answered by the sender thread
+                else:
+                    self._handle(_STIMULI[op](items))
 
-    # -- scheduler operations (receiver thread) --------------------------------
-    def _on_compute(self, items: list) -> None:
-        data, copies, tasks, waiters, ready = (
-            self.data,
-            self.copies,
-            self.tasks,
-            self.waiters,
-            self.ready,
-        )
-        done_here = []
+    # -- applying the machine's instructions -----------------------------------
+    def _handle(self, stimulus: Any) -> None:
         with self.lock:
-            pushed = False
-            fetch = False
-            for tid, spec, deps, priority, remote, send_back in items:
-                if tid in data:  # a copy we fetched earlier becomes the home copy
-                    copies.pop(tid, None)
-                    done_here.append((tid, self.sizes.setdefault(tid, sizeof(data[tid]))))
-                    continue
-                task = _Task(tid, spec, deps, priority, send_back)
-                tasks[tid] = task
-                missing = 0
-                for dep in deps:
-                    if dep in data:
-                        if dep in copies:
-                            copies[dep] += 1
-                    else:
-                        missing += 1
-                        users = waiters.get(dep)
-                        if users is None:
-                            waiters[dep] = [task]
-                        else:
-                            users.append(task)
-                task.missing = missing
-                if not missing:
-                    heapq.heappush(ready, (priority, tid))
-                    pushed = True
-                for dep, wid in remote:
-                    if dep not in data and dep not in self.fetching:
-                        self._want(dep, wid)
-                        fetch = True
-            if done_here:
-                now = time.time()
-                for tid, nbytes in done_here:
-                    self.outbox.append((tid, nbytes, now, now))
-                    self._wake_users(tid)
-                pushed = True
-            if pushed:
+            out = self.machine.handle(stimulus)
+            self._under_lock(out)
+        self._after_lock(out)
+
+    def _under_lock(self, out) -> None:
+        for instruction in out:
+            if instruction is WAKE_EXECUTORS:
                 self.ready_cond.notify(self.nthreads)
-            if fetch:
+            elif instruction is WAKE_FETCHER:
                 self.fetch_cond.notify()
+            elif type(instruction) is Reply:  # queued in the order of the state changes
+                self.replies.put(instruction.message)
 
-    def _on_release(self, tids: list) -> None:
-        interrupt = []
-        with self.lock:
-            for tid in tids:
-                task = self.tasks.pop(tid, None)
-                if task is not None:
-                    task.cancelled = True
-                    self._forget_inputs(task)
-                    for slot, running in enumerate(self.running):
-                        if running is task:
-                            interrupt.append(slot)
-                if tid in self.data and tid not in self.copies:
-                    del self.data[tid]
-                    self.bytes_held -= self.sizes.pop(tid, 0)
-            self._check_memory()
-        for slot in interrupt:
-            self._interrupt(slot)
+    def _after_lock(self, out) -> None:
+        for instruction in out:
+            kind = type(instruction)
+            if kind is SendDone:
+                self._send_done(instruction.batch, instruction.values)
+            elif kind is SendError:
+                self._send_error(instruction.tid, instruction.exc)
+            elif kind is Interrupt:
+                self._interrupt(instruction.slot)
 
-    def _on_steal(self, tids: list) -> None:
-        """Give back the tasks among ``tids`` that have not started (nor are awaited
-        here); the answer goes out through the sender thread."""
-        given = []
-        with self.lock:
-            for tid in tids:
-                task = self.tasks.get(tid)
-                if task is None or task.started or tid in self.waiters:
-                    continue
-                del self.tasks[tid]
-                task.cancelled = True
-                self._forget_inputs(task)
-                given.append(tid)
-        self.replies.put(("stolen", given))
-
-    def _forget_inputs(self, task: _Task) -> None:
-        """A cancelled task no longer waits for, or reads, its inputs."""
-        for dep in task.deps:
-            users = self.waiters.get(dep)
-            if users is not None and task in users:
-                users.remove(task)
-                if not users:
-                    del self.waiters[dep]
-            elif dep in self.copies:
-                self._drop_copy(dep)
-
-    def _drop_copy(self, tid: int) -> None:
-        left = self.copies[tid] - 1
-        if left:
-            self.copies[tid] = left
-        else:
-            del self.copies[tid]
-            self.data.pop(tid, None)
-
+    # -- cancelling ------------------------------------------------------------
     def _interrupt(self, slot: int) -> None:
         if slot == 0 and _CANCEL_SIGNAL is not None:
             signal.pthread_kill(threading.main_thread().ident, _CANCEL_SIGNAL)
@@ -322,18 +225,9 @@ class Worker(Transfers):
             )
 
     def _on_cancel_signal(self, signum, frame) -> None:
-        task = self.running[0]
+        task = self.machine.running[0]
         if task is not None and task.cancelled and self.in_task[0]:
             raise TaskCancelled
-
-    def _check_memory(self) -> None:
-        """Pause (take no new tasks) above the memory limit.  Called under ``lock``."""
-        if self.memory_limit is None:
-            return
-        paused = self.bytes_held > self.memory_limit
-        if paused != self.paused:
-            self.paused = paused
-            self.replies.put(("paused", paused))
 
     # -- running tasks (executor threads) --------------------------------------
     def _execute_loop(self, slot: int) -> None:
@@ -345,14 +239,16 @@ class Worker(Transfers):
                 self.in_task[slot] = False
 
     def _execute(self, slot: int) -> None:
-        lock, ready, tasks, data = self.lock, self.ready, self.tasks, self.data
-        current, running, in_task = self.current, self.running, self.in_task
-        clock = time.time
+        lock, machine, current, in_task = self.lock, self.machine, self.current, self.in_task
+        next_task, clock = machine.next_task, time.time
         while True:
             with lock:
-                while not ready:
-                    if self.outbox:
-                        batch = self._take_outbox()
+                while True:
+                    task = next_task(slot)
+                    if task is not None:
+                        break
+                    if machine.outbox:  # out of ready work: report what is done
+                        batch = machine.take_outbox(clock())
                         lock.release()
                         try:
                             self._send_done(*batch)
@@ -360,19 +256,13 @@ class Worker(Transfers):
                             lock.acquire()
                         continue
                     self.ready_cond.wait()
-                tid = heapq.heappop(ready)[1]
-                task = tasks.get(tid)
-                if task is None or task.cancelled or task.started:
-                    continue
-                task.started = True
-                running[slot] = task
-                current[slot] = tid
+                current[slot] = task.tid
             start = clock()
             error = None
             value = None
             try:
                 in_task[slot] = True
-                value = run_spec(task.spec, data)
+                value = run_spec(task.spec, machine.data)
                 in_task[slot] = False
             except TaskCancelled:
                 in_task[slot] = False
@@ -385,64 +275,14 @@ class Worker(Transfers):
             stop = clock()
             self._finished(slot, task, value, error, start, stop)
 
-    def _finished(self, slot: int, task: _Task, value: Any, error, start: float, stop: float):
+    def _finished(self, slot: int, task: Task, value: Any, error, start: float, stop: float):
         with self.lock:
-            self.running[slot] = None
             self.current[slot] = -1
-            for dep in task.deps:
-                if dep in self.copies:
-                    self._drop_copy(dep)
-            if task.cancelled:
-                return
-            if self.tasks.get(task.tid) is task:
-                del self.tasks[task.tid]
-            if error is None:
-                self._store(task, value, start, stop)
-                if not (
-                    self.ready
-                    and len(self.outbox) < MAX_BATCH
-                    and stop - self.last_flush < FLUSH_SECONDS
-                ):
-                    batch = self._take_outbox()
-                else:
-                    batch = None
-            else:
-                batch = self._take_outbox()
-        if error is not None:
-            self._send_done(*batch)
-            self._send_error(task.tid, error)
-        elif batch is not None:
-            self._send_done(*batch)
-
-    def _store(self, task: _Task, value: Any, start: float, stop: float) -> None:
-        tid = task.tid
-        nbytes = sizeof(value)
-        self.data[tid] = value
-        self.sizes[tid] = nbytes
-        self.bytes_held += nbytes
-        self.outbox.append((tid, nbytes, start, stop))
-        if task.send_back:
-            self.values[tid] = value
-        self._wake_users(tid)
-        self._check_memory()
-
-    def _wake_users(self, tid: int) -> None:
-        users = self.waiters.pop(tid, None)
-        if users:
-            ready = self.ready
-            for user in users:
-                user.missing -= 1
-                if not user.missing:
-                    heapq.heappush(ready, (user.priority, user.tid))
-            if self.nthreads > 1:
-                self.ready_cond.notify(self.nthreads)
-
-    def _take_outbox(self) -> tuple[list, dict | None]:
-        batch, values = self.outbox, self.values
-        self.outbox = []
-        self.values = {}
-        self.last_flush = time.time()
-        return batch, values or None
+            out = self.machine.task_finished(slot, task, value, error, start, stop)
+            if out:
+                self._under_lock(out)
+        if out:
+            self._after_lock(out)
 
     def _send_done(self, batch: list, values: dict | None) -> None:
         if not batch:

@@ -14,8 +14,9 @@ How a run goes::
     workers  --Worker.log_event("notebook_sched-<client id>", ...)-->  scheduler
              --subscribe_topic--> this client's event loop --queue--> the calling thread
     calling thread: task_started / task_finished / task_failed with the worker's
-                    address and times; releases a task's Future once every task that
-                    reads it has finished; gathers the requested results.
+                    address and times; feeds the run's RunState, and releases a
+                    task's Future once the RunState has no reader left for it (its
+                    ``holders``); gathers the requested results.
 
 Holding a Future per task (until its readers finish) is what lets a failure be
 debugged: the failed task's inputs are still in the cluster, and are gathered into
@@ -49,10 +50,9 @@ import uuid
 import weakref
 from typing import Any
 
-from ..engine import execute_graph, task_failure
-from ..events import Dispatcher
-from ..failure import RemoteTraceback, annotate, record_failure
-from ..graph import ALIAS, CALL, EXPR, NODE, key_split
+from ..engine import UNKNOWN, Reporter, execute_graph
+from ..failure import RemoteTraceback
+from ..graph import key_split, remap_spec
 from ._remote import Packed, run_task
 
 __all__ = ["get", "current_client", "shutdown"]
@@ -83,8 +83,8 @@ def get(
     client = current_client()
     workers = sum(client.nthreads().values()) or 1
 
-    def drive(graph, state, events):
-        _DaskRun(client, graph, state, events).drive()
+    def drive(graph, state, report):
+        _DaskRun(client, graph, state, report).drive()
 
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -195,43 +195,29 @@ def _router(client: Any) -> _Router:
 # -- one run -------------------------------------------------------------------------
 
 
-def local_spec(spec: tuple, deps: tuple) -> tuple:
-    """``spec`` with its dependency indices renumbered to positions in ``deps``."""
-    position = {d: j for j, d in enumerate(deps)}
-    kind = spec[0]
-    if kind == CALL:
-        return (CALL, spec[1], spec[2], tuple((pos, position[d]) for pos, d in spec[3]))
-    if kind == ALIAS:
-        return (ALIAS, position[spec[1]])
-    if kind == EXPR or kind == NODE:  # {key: dep}
-        return (kind, spec[1], {k: position[d] for k, d in spec[2].items()})
-    return spec  # VALUE
-
-
 class _DaskRun:
     """One graph on the cluster: submit, turn worker events into ours, collect."""
 
-    def __init__(self, client: Any, graph, state, events: Dispatcher):
+    def __init__(self, client: Any, graph, state, report: Reporter):
         self.client = client
         self.graph = graph
         self.state = state
-        self.events = events
+        self.report = report
         self.run = uuid.uuid4().hex[:16]
         self.router = _router(client)
         self.futures: list = []
         self.finished = bytearray(len(graph))
-        self.holders = [len(users) for users in graph.dependents]
-        for out in graph.outputs:
-            self.holders[out] += 1  # requested results are released after gathering
 
     def _dask_graph(self) -> tuple[dict, list]:
         graph, run, topic = self.graph, self.run, self.router.topic
         names = [f"{key_split(key)}-{run}" for key in graph.keys]
         dask_keys = [(names[i], i) for i in range(len(names))]
         tasks = {}
+        measure = bool(self.report.task_measured)  # the workers measure every task then
         for i, spec in enumerate(graph.specs):
             deps = graph.deps[i]
-            packed = Packed(topic, run, i, local_spec(spec, deps))
+            position = {d: j for j, d in enumerate(deps)}  # inputs arrive as arguments
+            packed = Packed(topic, run, i, remap_spec(spec, position), measure)
             tasks[dask_keys[i]] = (run_task, packed, *[dask_keys[d] for d in deps])
         return tasks, dask_keys
 
@@ -258,10 +244,10 @@ class _DaskRun:
 
     def _wait(self, inbox: queue.SimpleQueue, n_outputs: int) -> None:
         """Process worker events until every output is done (and its events are in)."""
-        remaining = len(self.graph)
+        state = self.state  # its ``remaining`` counts tasks not reported finished yet
         outputs_done = 0
         deadline = None
-        while remaining or outputs_done < n_outputs:
+        while state.remaining or outputs_done < n_outputs:
             try:
                 message = inbox.get(timeout=POLL_SECONDS)
             except queue.Empty:
@@ -270,36 +256,35 @@ class _DaskRun:
                 continue
             kind = message[0]
             if kind == "d":
-                remaining -= self._finished(message)
+                self._finished(message)
             elif kind == "s":
-                if self.events.task_started:
-                    self.events.task_started(self.graph.keys[message[2]], message[3])
+                self.report.started(message[2], message[3])
             elif kind == "f":
                 self._failed(message)
             else:  # ("out", i): a requested result is done (or erred)
                 outputs_done += 1
                 if self.futures[message[1]].status == "error":
                     self._erred_without_event()
-                if outputs_done == n_outputs and remaining:
+                if outputs_done == n_outputs and state.remaining:
                     deadline = time.monotonic() + EVENT_GRACE_SECONDS
 
-    def _finished(self, message: tuple) -> int:
-        _, _, i, worker, start, stop = message
+    def _finished(self, message: tuple) -> None:
+        _, _, i, worker, start, stop, *measured = message
         if self.finished[i]:
-            return 0  # rerun after a worker was lost: reported once
+            return  # rerun after a worker was lost: reported once
         self.finished[i] = 1
-        key = self.graph.keys[i]
-        events = self.events
-        if events.task_finished:
-            events.task_finished(key, worker, start, stop)
-        if events.task_done:
-            events.task_done(key)
-        holders, futures = self.holders, self.futures
+        if measured:  # measured on the worker (_remote.py): CPU, bytes, its GIL
+            cpu, starved, nbytes, gil = measured
+            self.report.measured(i, worker, start, stop, cpu, starved, nbytes, gil, True)
+        self.report.finished(i, worker, start, stop)
+        # The run state counts readers (requested results keep one until gathered):
+        # an input with none left is released, and the cluster may drop it.
+        state, futures = self.state, self.futures
+        state.finish(i, None)
+        holders = state.holders
         for d in self.graph.deps[i]:
-            holders[d] -= 1
             if not holders[d]:
-                futures[d].release()  # every reader is done: the cluster may drop it
-        return 1
+                futures[d].release()
 
     def _failed(self, message: tuple) -> None:
         _, _, i, worker, _, _, traceback_text = message
@@ -331,33 +316,12 @@ class _DaskRun:
         graph = self.graph
         if traceback_text is not None:
             exc.__cause__ = RemoteTraceback(traceback_text)
-        inputs = [self.futures[d] for d in graph.deps[i]]
+        deps = graph.deps[i]
         try:
-            gathered = self.client.gather(inputs) if inputs else []
+            gathered = self.client.gather([self.futures[d] for d in deps]) if deps else []
         except Exception:  # an input is gone too (its worker died): no rerun possible
-            annotate(exc, graph.keys[i], BACKEND, worker)
-            record_failure(_failure_without_inputs(graph, i, exc, worker, traceback_text))
+            inputs = UNKNOWN
         else:
-            values: list = [None] * len(graph)
-            for d, value in zip(graph.deps[i], gathered, strict=True):
-                values[d] = value
-            task_failure(graph, values, i, exc, BACKEND, worker, traceback_text)
-        if self.events.task_failed:
-            self.events.task_failed(graph.keys[i], worker, exc)
+            inputs = dict(zip(deps, gathered, strict=True))
+        self.report.failed(i, exc, worker, traceback_text, inputs)
         raise exc
-
-
-def _failure_without_inputs(graph, i: int, exc: BaseException, worker: str, text: str | None):
-    from ..failure import TaskFailure
-
-    return TaskFailure(
-        key=graph.keys[i],
-        exception=exc,
-        backend=BACKEND,
-        worker=worker,
-        spec=graph.specs[i],
-        inputs=None,
-        remote_traceback=text,
-        graph=graph.source,
-        requested_keys=[graph.keys[o] for o in graph.outputs],
-    )

@@ -27,6 +27,7 @@ __all__ = [
     "names",
     "canonical_name",
     "check_pool",
+    "get_on_pool",
 ]
 
 _modules: dict[str, str] = {}
@@ -141,6 +142,15 @@ def check_pool(pool: Any) -> Any:
         f"ProcessPoolExecutor, loky's executor) or a multiprocessing pool; got "
         f"{type(pool).__name__}: {shown}.{hint}"
     )
+
+
+def get_on_pool(dsk: Any, keys: Any, pool: Any, observers=None) -> Any:
+    """``pool=`` given to ``threads`` or ``processes``: the graph runs on that executor
+    or multiprocessing pool (``executor.py``), so no backend imports another."""
+    from .executor import get as executor_get
+
+    check_pool(pool)
+    return executor_get(dsk, keys, executor=pool, observers=observers)
 
 
 def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:

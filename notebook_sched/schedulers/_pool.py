@@ -31,30 +31,13 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ._worker import MAIN_GUARD_EXIT, worker_main
+from ..errors import MAIN_GUARD_EXIT, MainGuardError
+from ._worker import worker_main
 
 __all__ = ["WorkerHandle", "WorkerPool", "acquire", "shutdown", "MainGuardError"]
+# MainGuardError and its message live in errors.py (the cluster raises them too).
 
 _context = multiprocessing.get_context("spawn")
-
-
-class MainGuardError(RuntimeError):
-    """Worker processes could not start because the main script lacks a __main__ guard."""
-
-
-def _main_guard_message() -> str:
-    import __main__
-
-    script = getattr(__main__, "__file__", "your script")
-    return (
-        f"The 'processes' scheduler could not start its worker processes: {script} "
-        f"starts a computation while it is being imported. Worker processes import the "
-        f"main script again, so that computation ran inside each worker too.\n"
-        f"Put the code that computes under a main guard:\n\n"
-        f'    if __name__ == "__main__":\n'
-        f"        result = compute(...)   # now only the main process runs this\n\n"
-        f"(Notebooks and the interactive prompt do not need this.)"
-    )
 
 
 class WorkerHandle:
@@ -72,7 +55,7 @@ class WorkerHandle:
         "outstanding",
     )
 
-    def __init__(self, slot: int):
+    def __init__(self, slot: int, pool_size: int = 1):
         self.slot = slot
         self.name = f"process-{slot}"
         parent_end, child_end = _context.Pipe(duplex=True)
@@ -82,7 +65,7 @@ class WorkerHandle:
         self.last_seen = time.monotonic()
         self.process = _context.Process(
             target=worker_main,
-            args=(child_end, self.current, self.name, self.beat),
+            args=(child_end, self.current, self.name, self.beat, pool_size),
             name=f"notebook_sched-{self.name}",
             daemon=False,  # workers may start pools of their own (nested compute)
         )
@@ -130,7 +113,7 @@ class WorkerPool:
             # computing at import time: leave quietly; the parent explains.
             raise SystemExit(MAIN_GUARD_EXIT)
         self.size = size
-        self.workers = [WorkerHandle(slot) for slot in range(size)]
+        self.workers = [WorkerHandle(slot, size) for slot in range(size)]
         self.lock = threading.Lock()  # held by the run using the pool
 
     def __repr__(self) -> str:
@@ -139,7 +122,7 @@ class WorkerPool:
     def replace(self, worker: WorkerHandle) -> WorkerHandle:
         """Kill ``worker`` (if alive) and start a fresh one in its slot."""
         worker.kill()
-        fresh = WorkerHandle(worker.slot)
+        fresh = WorkerHandle(worker.slot, self.size)
         self.workers[worker.slot] = fresh
         return fresh
 

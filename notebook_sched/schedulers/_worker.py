@@ -1,17 +1,9 @@
 """What runs inside a worker process (and inside foreign executors' workers).
 
-Kept tiny on purpose: a spawned worker imports this module, ``cloudpickle`` and the
-small ``graph`` module, nothing from Jupyter.
-
-A *job* is one task made self-contained by the caller::
-
-    (task, kind, func_or_expr, args_or_refs, local, send_back)
-
-``task`` is the caller's task number; ``kind`` is graph.CALL, EXPR or NODE;
-``args_or_refs`` holds the input values the caller already has; ``local`` lists
-inputs produced earlier in the same batch, as ``(argument position or key, batch
-position)``: this is how a linear chain runs inside one worker without sending its
-intermediate results home; ``send_back`` is False for such intermediates.
+Kept tiny on purpose: a spawned worker imports this module, the job format
+(``_job.py``: what a job is and how it runs), ``errors`` (exceptions that cross
+processes), the sampling rule of ``reporter.py`` and ``cloudpickle``; nothing from
+Jupyter, no backend, no diagnostics.
 
 Worker-to-caller messages (pickled tuples):
 
@@ -53,28 +45,18 @@ import cloudpickle
 from .._forkguard import install as install_fork_guard
 from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
+from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
-from ..graph import CALL, EXPR, evaluate
+from ..reporter import skip_after
+from ._blas import limited_native_threads
+from ._job import NOT_SENT, run_job
+
+__all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
 HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
-MAIN_GUARD_EXIT = 87  # exit code of a worker whose parent script has no __main__ guard
-NOT_SENT = None  # the value slot of a result that stays in the worker
-
-
-def run_job(job: tuple, produced: list):
-    _task, kind, target, inputs, local, _send = job
-    if kind == CALL:
-        if local:
-            inputs = list(inputs)
-            for pos, batch_pos in local:
-                inputs[pos] = produced[batch_pos]
-        return target(*inputs)
-    for ref_key, batch_pos in local:
-        inputs[ref_key] = produced[batch_pos]
-    if kind == EXPR:
-        return evaluate(target, inputs)
-    return target(inputs)
+# Native pools read these when they load; set (unless the user did) in each worker.
+NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
@@ -123,12 +105,15 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
     """Run ``jobs`` in order, streaming results to ``conn``.
 
     ``sampling`` is ``(every, long)`` when the caller measures: results then carry a
-    fifth item, the CPU seconds of this worker's thread for a sample of tasks (every
-    task after one that took ``long`` seconds, one in ``every`` otherwise), else None.
+    fifth item for a sample of tasks (every task after one that took ``long`` seconds,
+    one in ``every`` otherwise), else None: a ``measure.Measured`` (this worker
+    thread's CPU seconds, the result's bytes, the busy-GIL share of this process's
+    probe while the task ran; see ``measure.py``).
     """
-    clock, cpu_clock = time.time, time.thread_time
+    clock = time.time
     every, long_task = sampling or (0, 0.0)
     skip = 0 if sampling else 1 << 62
+    meter = _meter() if sampling else None
     produced = [None] * len(jobs)
     results: list = []
     last_flush = clock()
@@ -136,7 +121,7 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
         for pos, job in enumerate(jobs):
             current.value = job[0]
             sample = skip <= 0
-            c0 = cpu_clock() if sample else 0.0
+            began = meter.begin() if sample else None
             start = clock()
             try:
                 value = run_job(job, produced)
@@ -161,13 +146,13 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
             if not job[5]:
                 produced[pos] = value
             if sampling:
-                cpu = None
+                measured = None
                 if sample:
-                    cpu = cpu_clock() - c0
-                    skip = 0 if stop - start >= long_task else every
+                    measured = meter.end(began, value, stop)
+                    skip = skip_after(stop - start, every, long_task)
                 else:
                     skip -= 1
-                results.append((job[0], sent, start, stop, cpu))
+                results.append((job[0], sent, start, stop, measured))
             else:
                 results.append((job[0], sent, start, stop))
             value = None
@@ -179,6 +164,18 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
         _send(conn, batch, results, True)
     except _BatchAborted:
         current.value = -1
+
+
+_meters: list = []
+
+
+def _meter():
+    """This worker's TaskMeter (``measure.py``, imported only when someone measures)."""
+    if not _meters:
+        from ..measure import TaskMeter
+
+        _meters.append(TaskMeter())
+    return _meters[0]
 
 
 def batch_id(data: bytes) -> int:
@@ -205,13 +202,22 @@ def _heartbeat(beat) -> None:
         beat.value += 1
 
 
-def worker_main(conn, current, name: str, beat=None) -> None:
-    """Entry point of a pool worker process: run batches until told to stop."""
+def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None:
+    """Entry point of a pool worker process: run batches until told to stop.
+
+    Each batch runs with native thread pools (BLAS, OpenMP) limited to ``cpus //
+    pool_size`` threads (``_blas.py``): ``pool_size`` workers each starting a BLAS call
+    on every core would share the cores between ``pool_size x cpus`` threads (a
+    matrix-product graph ran 3.4x slower on 2 workers than on 2 threads here)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles interrupts
     install_fork_guard(lambda: [conn.fileno()])
     if beat is not None:
         threading.Thread(target=_heartbeat, args=(beat,), name="heartbeat", daemon=True).start()
     os.environ["NOTEBOOK_SCHED_WORKER"] = name
+    if "numpy" not in sys.modules:  # read when the libraries load: a task importing NumPy
+        per_worker = str(max(1, (os.cpu_count() or 1) // max(pool_size, 1)))
+        for variable in NATIVE_THREAD_VARIABLES:
+            os.environ.setdefault(variable, per_worker)
     loads = pickle.loads
     try:
         while True:
@@ -229,7 +235,8 @@ def worker_main(conn, current, name: str, beat=None) -> None:
             if message is None:
                 return
             batch, jobs, sampling = message
-            run_batch(conn, current, batch, jobs, sampling)
+            with limited_native_threads(pool_size):
+                run_batch(conn, current, batch, jobs, sampling)
             sys.stdout.flush()
     finally:
         # A task may have started a pool of its own (nested compute); its workers are
@@ -243,8 +250,17 @@ def run_payload(payload):
     """Run a list of jobs in a foreign executor's worker; returns results or an error.
 
     ``payload`` is cloudpickled bytes for process-based executors (so lambdas and
-    notebook functions travel) and the plain list for thread pools.
+    notebook functions travel), and the answer is then ``(pid, pickled outcome)`` so
+    the caller can name the worker; for thread pools it is the plain list, and the
+    answer the plain outcome: ``("R", results)``, ``("E", results, task, exception,
+    traceback_text, local_inputs)`` or ``("U", [], task, reason)``.
     """
+    if isinstance(payload, bytes):
+        return os.getpid(), _run_payload(payload)
+    return _run_payload(payload)
+
+
+def _run_payload(payload):
     pickled = isinstance(payload, bytes)
     try:
         jobs = pickle.loads(payload) if pickled else payload

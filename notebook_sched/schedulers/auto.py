@@ -45,14 +45,15 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from ..engine import check_workers, execute_graph, run_spec, task_failure
-from ..events import Dispatcher
+from ..engine import Reporter, check_workers, execute_graph, run_spec
 from ..gil import GilProbe, run_queue_seconds
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
+from ..measure import result_nbytes
 from . import _pool
 from ._blas import limited_native_threads
+from ._job import make_job
 from .auto_routing import PROCESSES, THREADS, Router
-from .processes import _Batch, _ProcessRun, make_job, worker_timeout_setting
+from .processes import _Batch, _ProcessRun, worker_timeout_setting
 from .threads import INTERRUPT_GRACE, TaskCancelled
 
 __all__ = ["get", "router"]
@@ -97,8 +98,8 @@ def get(
     workers = check_workers(num_workers)
     timeout = worker_timeout_setting(worker_timeout)
 
-    def drive(graph, state, events):
-        _AutoRun(graph, state, events, workers, _router, timeout).drive()
+    def drive(graph, state, report):
+        _AutoRun(graph, state, report, workers, _router, timeout).drive()
 
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -111,12 +112,11 @@ def _batch_size(mean_seconds: float | None) -> int:
 
 
 def nbytes(value: Any) -> int:
-    """Bytes a value would move, where that is cheap to know (else a shallow size)."""
-    size = getattr(value, "nbytes", None)
-    if isinstance(size, int):
+    """Bytes a value would move: ``measure.result_nbytes`` where that is cheap to know,
+    else its shallow size (a lower bound the router can still weigh)."""
+    size = result_nbytes(value)
+    if size is not None:
         return size
-    if isinstance(value, (bytes, bytearray, memoryview, str)):
-        return len(value)
     try:
         return sys.getsizeof(value)
     except Exception:
@@ -126,10 +126,8 @@ def nbytes(value: Any) -> int:
 class _AutoRun(_ProcessRun):
     """One auto run; only the calling thread touches ``state`` (see module docstring)."""
 
-    def __init__(
-        self, graph, state, events: Dispatcher, workers: int, router: Router, timeout=None
-    ):
-        super().__init__(graph, state, events, None, timeout)
+    def __init__(self, graph, state, report: Reporter, workers: int, router: Router, timeout=None):
+        super().__init__(graph, state, report, None, timeout)
         self.router = router
         self.slots = workers
         self.prefixes: dict = {}  # key head -> prefix, memoised key_split
@@ -303,12 +301,10 @@ class _AutoRun(_ProcessRun):
 
     def _thread_main(self, name: str) -> None:
         __tracebackhide__ = True
-        events, specs, keys = self.events, self.graph.specs, self.graph.keys
+        report, specs = self.report, self.graph.specs
         values = self.state.values
-        started, finished = events.task_started, events.task_finished
-        measure = events.task_measured  # every task here is timed for the router anyway
-        if events.worker_started:
-            events.worker_started(name)
+        measure = report.task_measured  # every task here is timed for the router anyway
+        report.worker_started(name)
         ident = threading.get_ident()
         clock, cpu_clock = time.time, time.thread_time
         try:
@@ -317,8 +313,7 @@ class _AutoRun(_ProcessRun):
                 if job is None:
                     return
                 i, ticket, alone = job
-                if started:
-                    started(keys[i], name)
+                report.started(i, name)
                 error = value = None
                 self.in_task[ident] = True
                 q0 = run_queue_seconds() if measure else 0.0
@@ -332,10 +327,11 @@ class _AutoRun(_ProcessRun):
                 finally:
                     self.in_task[ident] = False
                 t1, cpu = clock(), cpu_clock() - c0
-                if error is None and measure:
-                    measure(keys[i], name, t0, t1, cpu, run_queue_seconds() - q0)
-                if error is None and finished:
-                    finished(keys[i], name, t0, t1)
+                if error is None:
+                    if measure:
+                        starved = run_queue_seconds() - q0
+                        report.measured(i, name, t0, t1, cpu, starved, result_nbytes(value))
+                    report.finished(i, name, t0, t1, False)  # task_done: in _thread_done
                 self.results.put((i, ticket, alone, value, error, name, t0, t1, cpu))
                 value = None
                 os.write(self.wake_write, b"\0")
@@ -350,37 +346,27 @@ class _AutoRun(_ProcessRun):
         if self.solo == i:
             self.solo = None
         if error is not None:
-            task_failure(self.graph, self.state.values, i, error, BACKEND, name)
-            if self.events.task_failed:
-                self.events.task_failed(self.graph.keys[i], name, error)
+            self.report.failed(i, error, name)
             raise error
         gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
         self.router.observe(self._prefix(i), t1 - t0, cpu, gil, nbytes(value), samples)
         self.state.finish(i, value)
-        if self.events.task_done:
-            self.events.task_done(self.graph.keys[i])
+        self.report.done(i)
 
     # -- inline ------------------------------------------------------------------
     def _run_inline(self, i: int) -> None:
-        key = self.graph.keys[i]
-        events = self.events
-        if events.task_started:
-            events.task_started(key, CALLER)
+        report = self.report
+        report.started(i, CALLER)
         t0 = time.time()
         try:
             value = run_spec(self.graph.specs[i], self.state.values)
         except BaseException as exc:
-            task_failure(self.graph, self.state.values, i, exc, BACKEND, CALLER)
-            if events.task_failed:
-                events.task_failed(key, CALLER, exc)
+            report.failed(i, exc, CALLER)
             raise
         t1 = time.time()
         self.router.observe(self._prefix(i), t1 - t0, t1 - t0, None)
         self.state.finish(i, value)
-        if events.task_finished:
-            events.task_finished(key, CALLER, t0, t1)
-        if events.task_done:
-            events.task_done(key)
+        report.finished(i, CALLER, t0, t1)
 
     # -- processes -----------------------------------------------------------------
     def _ensure_pool(self) -> bool:

@@ -13,6 +13,14 @@ them): :func:`as_executor` wraps them in :class:`PoolExecutor`, whose ``submit``
 ``apply_async``.  Thread pools (``ThreadPoolExecutor``, ``ThreadPool``) get plain
 jobs, each run in a copy of the caller's ``contextvars`` context, as Dask does.
 
+Events follow ``events.py``, with worker names like the other backends' (``thread-0``,
+``process-1``, numbered per run as the executor's threads and processes first show
+up; ``caller`` for literals and aliases).  On a thread pool ``task_started`` fires on
+the pool thread as the task starts, and ``worker_started`` once per thread.  A worker
+process of a foreign executor cannot call back, so its task's ``task_started`` fires
+in the caller when the result (or the failure) arrives, just before ``task_finished``
+(or ``task_failed``): honest, if late.
+
 The executor belongs to the user: on KeyboardInterrupt or failure the run cancels
 the futures that have not started and returns; tasks already running in a foreign
 executor finish there (we cannot kill its workers).
@@ -24,20 +32,23 @@ import contextvars
 import os
 import pickle
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import cloudpickle
 
-from ..engine import execute_graph, run_spec, task_failure
-from ..errors import load_exception
-from ..events import Dispatcher
+from ..engine import Reporter, execute_graph, run_spec
+from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
+from ._job import make_job
 from ._worker import run_payload
 
 __all__ = ["get", "as_executor", "PoolExecutor"]
+
+CALLER = "caller"  # worker name of literals and aliases, which run in the caller
 
 
 class PoolExecutor(Executor):
@@ -92,22 +103,22 @@ def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -
     backend = f"executor:{type(getattr(executor, 'pool', executor)).__name__}"
     width = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 
-    def drive(graph, state, events):
-        _ExecutorRun(graph, state, events, executor, backend, width).drive()
+    def drive(graph, state, report):
+        _ExecutorRun(graph, state, report, executor, width).drive()
 
     return execute_graph(dsk, keys, drive, backend, observers=observers, workers=width)
 
 
 class _ExecutorRun:
-    def __init__(self, graph, state, events: Dispatcher, executor, backend: str, width: int):
+    def __init__(self, graph, state, report: Reporter, executor, width: int):
         self.graph = graph
         self.state = state
-        self.events = events
+        self.report = report
         self.executor = executor
-        self.backend = backend
         self.pickled = not in_threads(executor)
         self.max_in_flight = 2 * width
         self.in_flight: dict = {}  # future -> task
+        self.names = _WorkerNames(report)
 
     def drive(self) -> None:
         try:
@@ -118,89 +129,93 @@ class _ExecutorRun:
             raise
 
     def _loop(self) -> None:
-        from .processes import make_job
-
-        state, graph, events = self.state, self.graph, self.events
-        specs, keys, values = graph.specs, graph.keys, state.values
+        state, specs, report = self.state, self.graph.specs, self.report
+        values = state.values
         while state.remaining:
             while state.ready and len(self.in_flight) < self.max_in_flight:
                 i = state.ready.pop()
-                if events.task_started:
-                    events.task_started(keys[i], self.backend)
                 if specs[i][0] in (VALUE, ALIAS):
+                    report.started(i, CALLER)
                     start = time.time()
                     state.finish(i, run_spec(specs[i], values))
-                    if events.task_finished:
-                        events.task_finished(keys[i], self.backend, start, time.time())
-                    if events.task_done:
-                        events.task_done(keys[i])
+                    report.finished(i, CALLER, start, time.time())
                     continue
                 payload = [make_job(i, specs[i], values, None, True)]
                 if self.pickled:
-                    payload = self._pickle(i, payload)
-                if self.pickled:
-                    future = self.executor.submit(run_payload, payload)
+                    future = self.executor.submit(run_payload, self._pickle(i, payload))
                 else:
                     run_here = contextvars.copy_context().run
-                    announce = events.worker_started
-                    future = self.executor.submit(run_here, _announced, announce, payload)
+                    future = self.executor.submit(run_here, _on_thread, self.names, payload)
                 self.in_flight[future] = i
             if not self.in_flight:
                 continue
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 task = self.in_flight.pop(future)
-                self._collect(task, future.result())
+                self._collect(task, *future.result())
 
     def _pickle(self, task: int, payload: list) -> bytes:
         try:
             return cloudpickle.dumps(payload, protocol=5)
         except Exception as exc:
-            from .processes import TaskPicklingError
+            raise unpicklable_task(self.graph.keys[task], exc, "the executor's worker") from exc
 
-            raise TaskPicklingError(
-                f"Task {self.graph.keys[task]!r} cannot be sent to the executor's worker "
-                f"processes: {type(exc).__name__}: {exc}. Use picklable functions and data, "
-                f"or a thread pool."
-            ) from exc
-
-    def _collect(self, task: int, outcome: Any) -> None:
-        if isinstance(outcome, bytes):
+    def _collect(self, task: int, worker: Any, outcome: Any) -> None:
+        """One job's outcome: a thread pool's thread name, or a worker process's pid
+        (its tasks are announced now, as their results arrive: see the module doc)."""
+        report = self.report
+        if self.pickled:
+            worker = self.names.process(worker)
             outcome = pickle.loads(outcome)
-        keys, events = self.graph.keys, self.events
         if outcome[0] == "R":
             for t, value, start, stop in outcome[1]:
                 self.state.finish(t, value)
-                if events.task_finished:
-                    events.task_finished(keys[t], self.backend, start, stop)
-                if events.task_done:
-                    events.task_done(keys[t])
+                if self.pickled:
+                    report.started(t, worker)
+                report.finished(t, worker, start, stop)
             return
         if outcome[0] == "U":
-            from .processes import TaskPicklingError
-
-            raise TaskPicklingError(
-                f"The result of task {keys[outcome[2]]!r} cannot be sent back from the "
-                f"executor's worker process ({outcome[3]}); return picklable data."
-            )
+            raise unpicklable_result(self.graph.keys[outcome[2]], outcome[3], "the executor's")
         _, _, failed_task, exc, tb_text, _ = outcome
         if failed_task < 0:  # its job could not be unpickled in the executor's worker
             failed_task = task
-        if isinstance(exc, bytes):
+        if self.pickled:
             exc = load_exception(exc)
             exc.__cause__ = RemoteTraceback(tb_text)
-        task_failure(
-            self.graph, self.state.values, failed_task, exc, self.backend, self.backend, tb_text
-        )
-        if events.task_failed:
-            events.task_failed(keys[failed_task], self.backend, exc)
+            report.started(failed_task, worker)
+        report.failed(failed_task, exc, worker, tb_text)
         raise exc
 
 
-def _announced(worker_started, payload):
-    """Run jobs in a thread-pool thread after telling observers which thread it is."""
-    if worker_started:
-        import threading
+class _WorkerNames:
+    """Names like the other backends' (``thread-0``, ``process-1``) for the executor's
+    threads and processes, numbered as this run first sees them."""
 
-        worker_started(threading.current_thread().name)
-    return run_payload(payload)
+    def __init__(self, report: Reporter):
+        self.report = report
+        self.lock = threading.Lock()  # guards threads (pool threads name themselves)
+        self.threads: dict[int, str] = {}
+        self.processes: dict[int, str] = {}  # pid -> name; only the caller's thread
+
+    def thread(self) -> str:
+        """This thread's name; the first time, ``worker_started`` on it."""
+        ident = threading.get_ident()
+        name = self.threads.get(ident)
+        if name is None:
+            with self.lock:
+                name = self.threads[ident] = f"thread-{len(self.threads)}"
+            self.report.worker_started(name)
+        return name
+
+    def process(self, pid: int) -> str:
+        name = self.processes.get(pid)
+        if name is None:
+            name = self.processes[pid] = f"process-{len(self.processes)}"
+        return name
+
+
+def _on_thread(names: _WorkerNames, payload: list) -> tuple[str, Any]:
+    """Run jobs in a thread-pool thread: announce the task on it, then run it."""
+    name = names.thread()
+    names.report.started(payload[0][0], name)
+    return name, run_payload(payload)

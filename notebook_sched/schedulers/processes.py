@@ -41,8 +41,6 @@ Cheap tasks (literals and aliases) run in the caller and never travel.
 from __future__ import annotations
 
 import pickle
-import signal
-import sys
 import time
 from multiprocessing.connection import wait
 from typing import Any
@@ -50,14 +48,26 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..engine import LONG_TASK, SAMPLE_EVERY, check_workers, execute_graph, run_spec, task_failure
-from ..errors import load_exception
-from ..events import Dispatcher
+from ..engine import Reporter, check_workers, execute_graph, run_spec
+from ..errors import (
+    MAIN_GUARD_EXIT,
+    MainGuardError,
+    TaskPicklingError,
+    WorkerDiedError,
+    WorkerHungError,
+    describe_exit,
+    load_exception,
+    main_guard_message,
+    unpicklable_result,
+    unpicklable_task,
+    worker_died,
+    worker_hung,
+)
 from ..failure import RemoteTraceback, key_repr
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
-from . import _pool
-from ._pool import MainGuardError, WorkerHandle
-from ._worker import MAIN_GUARD_EXIT
+from . import _pool, get_on_pool
+from ._job import make_job
+from ._pool import WorkerHandle
 
 __all__ = [
     "get",
@@ -65,8 +75,12 @@ __all__ = [
     "WorkerHungError",
     "TaskPicklingError",
     "MainGuardError",
+    "describe_exit",
+    "make_job",
     "shutdown",
 ]
+# The error types, describe_exit and make_job live in errors.py and _job.py; they are
+# re-exported here, where users and older code import them from.
 
 BACKEND = "processes"
 CALLER = "caller"  # worker name of tasks that run in the calling process
@@ -76,18 +90,6 @@ MAX_BATCH = 1024
 PIPELINE_BYTES = 64 * 1024  # a second batch is queued in the pipe only below this size
 
 shutdown = _pool.shutdown
-
-
-class WorkerDiedError(RuntimeError):
-    """A worker process died while running a task (segfault, os._exit, OOM kill...)."""
-
-
-class WorkerHungError(RuntimeError):
-    """A worker process gave no sign of life for ``worker_timeout`` seconds."""
-
-
-class TaskPicklingError(TypeError):
-    """A task, its inputs or its result could not be pickled to cross processes."""
 
 
 def get(
@@ -106,19 +108,15 @@ def get(
     killed and the run fails naming its task (None: no check); default the config's.
     """
     if pool is not None:
-        from . import check_pool
-        from .executor import get as executor_get
-
-        check_pool(pool)
-        return executor_get(dsk, keys, executor=pool, observers=observers)
+        return get_on_pool(dsk, keys, pool, observers)
     workers = check_workers(num_workers)
     timeout = worker_timeout_setting(worker_timeout)
     worker_pool = _pool.acquire(workers)
     with worker_pool.lock:
         worker_pool.replace_dead()
 
-        def drive(graph, state, events):
-            _ProcessRun(graph, state, events, worker_pool, timeout).drive()
+        def drive(graph, state, report):
+            _ProcessRun(graph, state, report, worker_pool, timeout).drive()
 
         return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -128,30 +126,6 @@ def worker_timeout_setting(value: float | None | str) -> float | None:
     if value == "config":
         value = config.get("worker_timeout")
     return config._validate("worker_timeout", value)
-
-
-def make_job(task: int, spec: tuple, values: list, local: dict | None, send_back: bool) -> tuple:
-    """A self-contained job for task ``task`` (format in ``_worker.py``)."""
-    kind = spec[0]
-    in_batch = []
-    if kind == CALL:
-        args = spec[2]
-        slots = spec[3]
-        if slots:
-            args = list(args)
-            for pos, dep in slots:
-                if local and dep in local:
-                    in_batch.append((pos, local[dep]))
-                else:
-                    args[pos] = values[dep]
-        return (task, CALL, spec[1], args, tuple(in_batch), send_back)
-    refs = {}
-    for ref_key, dep in spec[2].items():
-        if local and dep in local:
-            in_batch.append((ref_key, local[dep]))
-        else:
-            refs[ref_key] = values[dep]
-    return (task, kind, spec[1], refs, tuple(in_batch), send_back)
 
 
 class _Batch:
@@ -171,7 +145,7 @@ class _ProcessRun:
     """One run on the pool: dispatch batches, collect results, handle failures."""
 
     def __init__(
-        self, graph, state, events: Dispatcher, pool: _pool.WorkerPool, timeout: float | None
+        self, graph, state, report: Reporter, pool: _pool.WorkerPool, timeout: float | None
     ):
         self.graph = graph
         self.timeout = timeout  # worker_timeout, or None
@@ -179,7 +153,7 @@ class _ProcessRun:
         self.check_every = None if timeout is None else min(1.0, max(0.05, timeout / 4))
         self.next_check = 0.0
         self.state = state
-        self.events = events
+        self.report = report
         self.pool = pool
         self.batches: dict[int, _Batch] = {}
         self.next_id = 0
@@ -268,29 +242,23 @@ class _ProcessRun:
         return tasks, jobs
 
     def _run_here(self, i: int) -> None:
-        key = self.graph.keys[i]
-        events = self.events
-        if events.task_started:
-            events.task_started(key, CALLER)
+        self.report.started(i, CALLER)
         start = time.time()
         value = run_spec(self.graph.specs[i], self.state.values)
         self.state.finish(i, value)
-        if events.task_finished:
-            events.task_finished(key, CALLER, start, time.time())
-        if events.task_done:
-            events.task_done(key)
+        self.report.finished(i, CALLER, start, time.time())
 
     def _pickle(self, jobs: list) -> bytes:
         batch_id = self.next_id
         try:
-            sampling = (SAMPLE_EVERY, LONG_TASK) if self.events.task_measured else None
+            sampling = self.report.sampling()
             return cloudpickle.dumps((batch_id, jobs, sampling), protocol=5)
         except Exception:
             for job in jobs:
                 try:
                     cloudpickle.dumps(job, protocol=5)
                 except Exception as exc:
-                    raise _unpicklable_task(self.graph.keys[job[0]], exc) from exc
+                    raise unpicklable_task(self.graph.keys[job[0]], exc) from exc
             raise
 
     def _send(self, batch: _Batch) -> None:
@@ -364,45 +332,39 @@ class _ProcessRun:
             self._task_raised(worker, self._unloadable(batch), *message[4:], [])
         else:  # "U": a result could not be pickled
             self._batch_done(worker, batch)
-            key = self.graph.keys[message[3]]
-            raise TaskPicklingError(
-                f"The result of task {key_repr(key)} cannot be sent back from its worker process "
-                f"({message[4]}). The processes scheduler returns every result to the "
-                f"caller, so results must be picklable; return plain data, or run this "
-                f"graph with scheduler='threads'."
-            )
+            raise unpicklable_result(self.graph.keys[message[3]], message[4])
 
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish
-        started, finished = self.events.task_started, self.events.task_finished
-        done, measure = self.events.task_done, self.events.task_measured
+        report = self.report
+        started = report.started if report.task_started else None
+        finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
-        keys = self.graph.keys
         spent = 0.0
-        if measure:  # results carry the worker's CPU seconds for a sample of tasks
+        if report.task_measured:  # results carry the worker's measurements for a sample
             for result in results:
                 if result[4] is not None:
-                    measure(keys[result[0]], name, result[2], result[3], result[4], None)
+                    cpu, starved, nbytes, gil = result[4]
+                    report.measured(
+                        result[0], name, result[2], result[3], cpu, starved, nbytes, gil, True
+                    )
             results = [result[:4] for result in results]
         for task, value, start, stop in results:
             finish(task, value)
             spent += stop - start
             if started and batch.announced <= batch.reported:
-                started(keys[task], name)  # it ran between two of our reads
+                started(task, name)  # it ran between two of our reads
                 batch.announced = batch.reported + 1
             batch.reported += 1
             if finished:
-                finished(keys[task], name, start, stop)
-            if done:
-                done(keys[task])
+                finished(task, name, start, stop)
         mean = spent / len(results)
         self.mean_seconds = mean if self.mean_seconds is None else 0.5 * (self.mean_seconds + mean)
 
     def _started_next(self, batch: _Batch) -> None:
         """Announce the task the worker is on now: the first one not yet reported."""
-        started = self.events.task_started
-        if started and batch.announced <= batch.reported < len(batch.tasks):
-            started(self.graph.keys[batch.tasks[batch.reported]], batch.worker.name)
+        if self.report.task_started and batch.announced <= batch.reported < len(batch.tasks):
+            self.report.started(batch.tasks[batch.reported], batch.worker.name)
             batch.announced = batch.reported + 1
 
     def _batch_done(self, worker: WorkerHandle, batch: _Batch) -> None:
@@ -418,14 +380,7 @@ class _ProcessRun:
     def _task_raised(self, worker, task, exc_bytes, tb_text, local_inputs) -> None:
         exc = load_exception(exc_bytes)
         exc.__cause__ = RemoteTraceback(tb_text)
-        failure = task_failure(
-            self.graph, self.state.values, task, exc, BACKEND, worker.name, tb_text
-        )
-        keys = self.graph.keys
-        for dep, value in local_inputs:
-            failure.inputs[keys[dep]] = value
-        if self.events.task_failed:
-            self.events.task_failed(keys[task], worker.name, exc)
+        self.report.failed(task, exc, worker.name, tb_text, dict(local_inputs))
         raise exc
 
     def _unloadable(self, batch: _Batch) -> int:
@@ -441,20 +396,10 @@ class _ProcessRun:
     def _worker_hung(self, worker: WorkerHandle, silent: float) -> None:
         task = self._running_task(worker)
         what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
-        exc = WorkerHungError(
-            f"Worker {worker.name} (pid {worker.process.pid}) gave no sign of life for "
-            f"{silent:.1f} s (worker_timeout={self.timeout:g} s) while running {what}: it is "
-            f"stopped (SIGSTOP), deadlocked, swapped out, or stuck in native code that "
-            f"holds the GIL. It was killed and is replaced; the next compute runs on a "
-            f"fresh worker. A task that legitimately holds the GIL that long needs a larger "
-            f"limit: pass worker_timeout=300 to get/compute, or "
-            f"notebook_sched.config.set(worker_timeout=...); None turns the check off."
-        )
+        exc = worker_hung(worker.name, worker.process.pid, what, silent, self.timeout)
         worker.kill()
         if task >= 0:
-            task_failure(self.graph, self.state.values, task, exc, BACKEND, worker.name)
-            if self.events.task_failed:
-                self.events.task_failed(self.graph.keys[task], worker.name, exc)
+            self.report.failed(task, exc, worker.name)
         raise exc
 
     def _running_task(self, worker: WorkerHandle) -> int:
@@ -470,54 +415,10 @@ class _ProcessRun:
         process.join(0.5)
         code = process.exitcode
         if code == MAIN_GUARD_EXIT:
-            raise MainGuardError(_pool._main_guard_message()) from None
+            raise MainGuardError(main_guard_message()) from None
         task = self._running_task(worker)
         what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
-        exc = WorkerDiedError(
-            f"Worker {worker.name} (pid {process.pid}) died while running {what}: "
-            f"exit code {code} ({describe_exit(code)}). This can be caused by a "
-            f"segmentation fault in native code, os._exit() in the task, or the "
-            f"out-of-memory killer. The worker is replaced; the next compute runs on "
-            f"fresh workers. To debug the task, run it with scheduler='sync'."
-        )
+        exc = worker_died(worker.name, process.pid, what, code)
         if task >= 0:
-            task_failure(self.graph, self.state.values, task, exc, BACKEND, worker.name)
-            if self.events.task_failed:
-                self.events.task_failed(self.graph.keys[task], worker.name, exc)
+            self.report.failed(task, exc, worker.name)
         raise exc from None  # the pipe's EOFError is noise next to this
-
-
-def _unpicklable_task(key, exc: Exception) -> TaskPicklingError:
-    deep = isinstance(exc.__cause__, RecursionError) or isinstance(exc, RecursionError)
-    why = (
-        f" The task nests deeper than pickle can follow (the recursion limit is "
-        f"{sys.getrecursionlimit()}); build deep structures inside the task, or run it "
-        f"with scheduler='threads' or 'sync', which have no such limit."
-        if deep
-        else ""
-    )
-    return TaskPicklingError(
-        f"Task {key_repr(key)} cannot be sent to a worker process: its function or an "
-        f"input cannot be pickled ({type(exc).__name__}: {exc}).{why} Worker processes "
-        f"need picklable functions and data; run this graph with scheduler='threads', or "
-        f"build the object inside the task instead of passing it in."
-    )
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = {
-            "SIGKILL": "killed, often by the out-of-memory killer",
-            "SIGSEGV": "segmentation fault",
-            "SIGABRT": "aborted",
-            "SIGTERM": "terminated",
-            "SIGBUS": "bus error",
-        }.get(name, "killed by a signal")
-        return f"{name}: {hint}"
-    return "the process exited by itself, e.g. os._exit() or sys.exit() in native code"

@@ -13,10 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..engine import LONG_TASK, SAMPLE_EVERY, execute_graph, run_spec, task_failure
-from ..events import Dispatcher
-from ..failure import annotate
+from ..engine import Reporter, execute_graph, run_spec, skip_after
 from ..gil import run_queue_seconds
+from ..measure import result_nbytes
 
 __all__ = ["get"]
 
@@ -33,7 +32,7 @@ def get(dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
     return execute_graph(dsk, keys, _drive, BACKEND, observers=observers)
 
 
-def _drive(graph, state, events: Dispatcher) -> None:
+def _drive(graph, state, report: Reporter) -> None:
     __tracebackhide__ = True
     specs = graph.specs
     keys = graph.keys
@@ -41,42 +40,34 @@ def _drive(graph, state, events: Dispatcher) -> None:
     ready = state.ready
     pop = ready.pop
     finish = state.finish
-    done = events.task_done
-    if not (events.task_started or events.task_finished or events.task_measured):
+    done = report.key_done
+    if not (report.timed or report.task_measured):
         # The fast loop: no clock, no per-task call but done.
         while ready:
             i = pop()
             try:
                 value = run_spec(specs[i], values)
             except BaseException as exc:
-                _failed(graph, values, i, exc, events)
+                _failed(report, i, exc)
             finish(i, value)
             if done:
                 done(keys[i])
         return
-    _drive_timed(graph, state, events)
+    _drive_timed(graph, state, report)
 
 
-def _interrupted(exc: KeyboardInterrupt, key) -> None:
-    """A kernel interrupt lands in the running task's frame here: it stays an interrupt
-    (progress shows "interrupted", no failure record), with a note naming the task."""
-    __tracebackhide__ = True
-    annotate(exc, key, BACKEND, WORKER)
-    raise exc
-
-
-def _drive_timed(graph, state, events: Dispatcher) -> None:
+def _drive_timed(graph, state, report: Reporter) -> None:
     """The loop when someone wants times: every task for task_started/task_finished,
-    a sample of tasks for task_measured (see engine.SAMPLE_EVERY); tasks that are
-    neither read no clock."""
+    a sample of tasks for task_measured (see reporter.py); tasks that are neither
+    read no clock."""
     __tracebackhide__ = True
     specs, keys, values = graph.specs, graph.keys, state.values
     ready, finish = state.ready, state.finish
-    started, finished = events.task_started, events.task_finished
-    done, measure = events.task_done, events.task_measured
+    started, finished = report.started, report.finished
+    done, measure = report.key_done, report.measured
     clock, cpu_clock = time.time, time.thread_time
-    timed = bool(started or finished)
-    skip = 0 if measure else 1 << 62  # nobody measures: never sample
+    timed = report.timed
+    skip = 0 if report.task_measured else 1 << 62  # nobody measures: never sample
     while ready:
         i = ready.pop()
         if skip > 0 and not timed:  # the common case under measurement: a plain run
@@ -84,42 +75,38 @@ def _drive_timed(graph, state, events: Dispatcher) -> None:
             try:
                 value = run_spec(specs[i], values)
             except BaseException as exc:
-                _failed(graph, values, i, exc, events)
+                _failed(report, i, exc)
             finish(i, value)
             if done:
                 done(keys[i])
             continue
-        key = keys[i]
         sample = skip <= 0
-        if started:
-            started(key, WORKER)
+        started(i, WORKER)
         if sample:
             c0, q0 = cpu_clock(), run_queue_seconds()
         t0 = clock()
         try:
             value = run_spec(specs[i], values)
         except BaseException as exc:
-            _failed(graph, values, i, exc, events)
+            _failed(report, i, exc)
         t1 = clock()
         if sample:
-            measure(key, WORKER, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
-            skip = 0 if t1 - t0 >= LONG_TASK else SAMPLE_EVERY
+            cpu = cpu_clock() - c0
+            measure(i, WORKER, t0, t1, cpu, run_queue_seconds() - q0, result_nbytes(value))
+            skip = skip_after(t1 - t0)
         else:
             skip -= 1
         finish(i, value)
-        if finished:
-            finished(key, WORKER, t0, t1)
-        if done:
-            done(key)
+        finished(i, WORKER, t0, t1)
 
 
-def _failed(graph, values: list, i: int, exc: BaseException, events: Dispatcher) -> None:
-    """A task raised: an interrupt stays one, anything else is the task's failure."""
+def _failed(report: Reporter, i: int, exc: BaseException) -> None:
+    """A task raised: a kernel interrupt lands in the running task's frame here and stays
+    an interrupt (progress shows "interrupted", no failure record), with a note naming
+    the task; anything else is the task's failure (SystemExit too)."""
     __tracebackhide__ = True
-    key = graph.keys[i]
     if isinstance(exc, KeyboardInterrupt):
-        _interrupted(exc, key)
-    task_failure(graph, values, i, exc, BACKEND, WORKER)  # SystemExit too
-    if events.task_failed:
-        events.task_failed(key, WORKER, exc)
+        report.interrupted(i, exc, WORKER)
+    else:
+        report.failed(i, exc, WORKER)
     raise exc

@@ -41,9 +41,10 @@ import threading
 import time
 from typing import Any
 
-from ..engine import LONG_TASK, SAMPLE_EVERY, check_workers, execute_graph, run_spec, task_failure
-from ..events import Dispatcher
+from ..engine import Reporter, check_workers, execute_graph, run_spec, skip_after
 from ..gil import run_queue_seconds
+from ..measure import result_nbytes
+from . import get_on_pool
 from ._blas import limited_native_threads
 
 __all__ = ["get", "TaskCancelled"]
@@ -67,15 +68,11 @@ def get(
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on ``num_workers`` threads (Dask's ``get`` contract)."""
     if pool is not None:
-        from . import check_pool
-        from .executor import get as executor_get
-
-        check_pool(pool)
-        return executor_get(dsk, keys, executor=pool, observers=observers)
+        return get_on_pool(dsk, keys, pool, observers)
     workers = check_workers(num_workers)
 
-    def drive(graph, state, events):
-        _Run(graph, state, events, workers).drive()
+    def drive(graph, state, report):
+        _Run(graph, state, report, workers).drive()
 
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
@@ -83,10 +80,10 @@ def get(
 class _Run:
     """One threaded run.  ``cond`` guards every field below and the RunState."""
 
-    def __init__(self, graph, state, events: Dispatcher, workers: int):
+    def __init__(self, graph, state, report: Reporter, workers: int):
         self.graph = graph
         self.state = state
-        self.events = events
+        self.report = report
         self.cond = threading.Condition(threading.Lock())
         self.done = threading.Event()
         self.stop = False  # set on failure or interrupt: take no new task
@@ -161,18 +158,17 @@ class _Run:
 
     def _loop(self, name: str) -> None:
         __tracebackhide__ = True
-        graph, state, events, cond = self.graph, self.state, self.events, self.cond
+        graph, state, report, cond = self.graph, self.state, self.report, self.cond
         specs, keys, values = graph.specs, graph.keys, state.values
         ready = state.ready
         finish = state.finish
-        started, finished, failed = events.task_started, events.task_finished, events.task_failed
-        done = events.task_done
-        timed = events.per_task
-        if events.worker_started:
-            events.worker_started(name)
+        started, finished = report.started, report.finished
+        done = report.key_done
+        timed = report.timed
+        report.worker_started(name)
         ident = threading.get_ident()
         clock, cpu_clock = time.time, time.thread_time
-        measure = events.task_measured
+        measure = report.measured if report.task_measured else None
         skip = 0
         i = -1
         value = None
@@ -203,26 +199,21 @@ class _Run:
                 self.in_task[ident] = True
             try:
                 if measure is not None and skip <= 0:
-                    # A measured task (see engine.SAMPLE_EVERY): clocks on this thread.
-                    key = keys[i]
-                    if started:
-                        started(key, name)
+                    # A measured task (see reporter.py's sampling): clocks on this thread.
+                    started(i, name)
                     c0, q0 = cpu_clock(), run_queue_seconds()
                     t0 = clock()
                     value = run_spec(specs[i], values)
                     t1 = clock()
-                    measure(key, name, t0, t1, cpu_clock() - c0, run_queue_seconds() - q0)
-                    if finished:
-                        finished(key, name, t0, t1)
-                    skip = 0 if t1 - t0 >= LONG_TASK else SAMPLE_EVERY
+                    cpu, starved = cpu_clock() - c0, run_queue_seconds() - q0
+                    measure(i, name, t0, t1, cpu, starved, result_nbytes(value))
+                    finished(i, name, t0, t1, False)  # task_done follows, under the lock
+                    skip = skip_after(t1 - t0)
                 elif timed:
-                    key = keys[i]
-                    if started:
-                        started(key, name)
+                    started(i, name)
                     t0 = clock()
                     value = run_spec(specs[i], values)
-                    if finished:
-                        finished(key, name, t0, clock())
+                    finished(i, name, t0, clock(), False)
                     skip -= 1
                 else:
                     value = run_spec(specs[i], values)
@@ -233,11 +224,10 @@ class _Run:
                     if isinstance(exc, TaskCancelled) and self.stop:
                         return  # cancelled by the caller, not a failure of the task
                     if self.failure is None and not self.stop:
-                        self.failure = task_failure(graph, values, i, exc, BACKEND, name)
+                        self.failure = report.failed(i, exc, name, emit=False)
                     self.stop = True
                     cond.notify_all()
-                if failed:
-                    failed(keys[i], name, exc)
+                report.emit_failed(i, name, exc)
                 self.done.set()
                 return
             self.in_task[ident] = False

@@ -1,0 +1,156 @@
+"""Measuring a task where it ran: the numbers behind the ``task_measured`` event.
+
+Backends whose tasks run on the caller's threads (sync, threads, auto's threads) read
+the wall and CPU clocks around the task and leave the GIL to the caller's probe (the
+Advisor's :class:`~notebook_sched.gil.GilProbe`).  Tasks that run in another process
+(a ``processes`` worker, a cluster worker, a dask.distributed worker) can only be
+measured there, so that process keeps a :class:`TaskMeter`:
+
+* **CPU**: ``time.thread_time()`` of the thread that ran the task, read around it, and
+  the seconds that thread spent runnable without a CPU (``gil.run_queue_seconds``: a
+  loaded machine, or native threads of the task competing with it), so a starved task
+  is not taken for one that waits.
+* **GIL**: a :class:`~notebook_sched.gil.GilProbe` in the worker process, started by
+  the first long task (``LONG_TASK``, 1 ms) the meter measures and stopped by itself
+  after ``IDLE_STOP`` seconds in which no measured task ran, so an idle worker pays
+  nothing and a graph of tiny tasks never starts it.  A task's busy-GIL share is the
+  probe's window over the task (``GilProbe.window``); in a single-threaded worker
+  (``processes``) that is the task's own, in a worker with several task threads (the
+  cluster) it is the process's while the task ran, shared with its neighbours (the
+  same ambiguity the caller's attribution splits evenly).  The first long task of a
+  burst has no probe yet: its share is None ("not measured"), not 0.
+* **Bytes**: :func:`result_nbytes`, the size of the result where it is cheap to know
+  (``nbytes`` of arrays and buffers, the length of bytes and strings, summed over the
+  items of a short list or tuple); None otherwise.  Nothing is pickled to find out.
+
+A measurement is a :class:`Measured` tuple ``(cpu, starved, nbytes, gil_busy)``; the reporter
+passes its fields to ``task_measured``.  Cost: two clock reads and an attribute lookup
+per measured task (a sample of tasks: see ``engine.SAMPLE_EVERY``); the probe's cost is
+described in ``gil.py`` (well under 1% of a core while it runs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, NamedTuple
+
+__all__ = ["Measured", "TaskMeter", "result_nbytes", "IDLE_STOP"]
+
+IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
+LONG_TASK = 0.001  # the engine's rule: a task this long starts the probe (engine.LONG_TASK)
+MAX_ITEMS = 64  # a list or tuple longer than this is not summed (not cheap any more)
+KEEP_SAMPLES = 4096  # probe samples kept once no task needs the older ones
+
+
+class Measured(NamedTuple):
+    cpu: float | None
+    starved: float | None
+    nbytes: int | None
+    gil_busy: float | None
+
+
+def result_nbytes(value: Any) -> int | None:
+    """Bytes of ``value`` where that is cheap to know, else None (see the docstring)."""
+    size = _flat_nbytes(value)
+    if size is not None or not isinstance(value, list | tuple) or len(value) > MAX_ITEMS:
+        return size
+    total = 0
+    for item in value:
+        size = _flat_nbytes(item)
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+def _flat_nbytes(value: Any) -> int | None:
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    if isinstance(value, int | float | bool | complex) or value is None:
+        return 8
+    size = getattr(type(value), "nbytes", None)
+    if size is None:
+        return None
+    try:
+        size = value.nbytes  # numpy, pandas Series/Index, xarray, pyarrow
+    except Exception:
+        return None
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+class TaskMeter:
+    """Measures tasks in a worker process (see the module docstring); thread-safe."""
+
+    def __init__(self, idle_stop: float = IDLE_STOP) -> None:
+        self.idle_stop = idle_stop
+        self._lock = threading.Lock()  # guards _probe, _running, _last_end
+        self._probe = None
+        self._running: dict[int, float] = {}  # token -> task start (time.time())
+        self._last_end = 0.0
+        self._next_token = 0
+
+    def begin(self) -> tuple[int, float, float, float]:
+        """Call just before the task: ``(token, start, thread cpu, run-queue time)``."""
+        from .gil import run_queue_seconds
+
+        start = time.time()
+        with self._lock:
+            token = self._next_token = self._next_token + 1
+            self._running[token] = start
+        return token, start, time.thread_time(), run_queue_seconds()
+
+    def end(self, began: tuple, value: Any, stop: float) -> Measured:
+        """Call just after the task returned ``value`` at ``stop`` (``time.time()``)."""
+        from .gil import run_queue_seconds
+
+        cpu = time.thread_time() - began[2]
+        starved = run_queue_seconds() - began[3]
+        start = began[1]
+        with self._lock:
+            del self._running[began[0]]
+            self._last_end = stop
+            probe = self._probe
+            if probe is not None and not probe.running:
+                probe = self._probe = None
+            if probe is None and stop - start >= LONG_TASK:
+                probe = self._probe = self._start_probe()
+                gil = None  # the probe starts now: this task went unmeasured
+            else:
+                gil = self._share(probe, start, stop) if probe is not None else None
+            if probe is not None:
+                self._trim(probe)
+        return Measured(cpu, starved, result_nbytes(value), gil)
+
+    def stop(self) -> None:
+        """Stop the probe now and wait for its thread (one cycle, 2 ms at most)."""
+        with self._lock:
+            probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.stop()
+
+    def _start_probe(self):
+        from .gil import GilProbe
+
+        return GilProbe(keep_running=self._busy).start()
+
+    def _busy(self) -> bool:
+        """The probe's question each cycle: was a measured task running lately?"""
+        return bool(self._running) or time.time() - self._last_end < self.idle_stop
+
+    @staticmethod
+    def _share(probe, start: float, stop: float) -> float | None:
+        busy, count = probe.window(start, stop)
+        return busy if count else None
+
+    def _trim(self, probe) -> None:
+        samples = probe.samples
+        if len(samples) > 2 * KEEP_SAMPLES:
+            oldest = min(self._running.values(), default=time.time())
+            keep = len(samples) - KEEP_SAMPLES
+            cut = 0
+            while cut < keep and samples[cut][0] < oldest:
+                cut += 1
+            del samples[:cut]  # the probe only appends: the list stays in time order

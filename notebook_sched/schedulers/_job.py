@@ -1,0 +1,64 @@
+"""The job format: one task made self-contained by the caller, and how a worker runs it.
+
+Everything a worker process (the pool's, or a foreign executor's) needs to run a task,
+and nothing else: a spawned worker imports this module, ``_worker.py``, the engine's
+small base modules and ``cloudpickle``.  A *job* is::
+
+    (task, kind, func_or_expr, args_or_refs, local, send_back)
+
+``task`` is the caller's task number; ``kind`` is graph.CALL, EXPR or NODE;
+``args_or_refs`` holds the input values the caller already has; ``local`` lists
+inputs produced earlier in the same batch, as ``(argument position or key, batch
+position)``: this is how a linear chain runs inside one worker without sending its
+intermediate results home; ``send_back`` is False for such intermediates, whose
+result slot then holds ``NOT_SENT``.
+"""
+
+from __future__ import annotations
+
+from ..graph import CALL, EXPR, evaluate
+
+__all__ = ["make_job", "run_job", "NOT_SENT"]
+
+NOT_SENT = None  # the value slot of a result that stays in the worker
+
+
+def make_job(task: int, spec: tuple, values: list, local: dict | None, send_back: bool) -> tuple:
+    """A self-contained job for task ``task``: its inputs from ``values``, or, for the
+    tasks in ``local`` (``{task: batch position}``), from earlier jobs of its batch."""
+    kind = spec[0]
+    in_batch = []
+    if kind == CALL:
+        args = spec[2]
+        slots = spec[3]
+        if slots:
+            args = list(args)
+            for pos, dep in slots:
+                if local and dep in local:
+                    in_batch.append((pos, local[dep]))
+                else:
+                    args[pos] = values[dep]
+        return (task, CALL, spec[1], args, tuple(in_batch), send_back)
+    refs = {}
+    for ref_key, dep in spec[2].items():
+        if local and dep in local:
+            in_batch.append((ref_key, local[dep]))
+        else:
+            refs[ref_key] = values[dep]
+    return (task, kind, spec[1], refs, tuple(in_batch), send_back)
+
+
+def run_job(job: tuple, produced: list):
+    """Run ``job``; ``produced`` holds the results of the earlier jobs of its batch."""
+    _task, kind, target, inputs, local, _send = job
+    if kind == CALL:
+        if local:
+            inputs = list(inputs)
+            for pos, batch_pos in local:
+                inputs[pos] = produced[batch_pos]
+        return target(*inputs)
+    for ref_key, batch_pos in local:
+        inputs[ref_key] = produced[batch_pos]
+    if kind == EXPR:
+        return evaluate(target, inputs)
+    return target(inputs)
