@@ -11,7 +11,7 @@ import notebook_sched as ns
 from notebook_sched.diagnostics.profiler import Profiler, ProfileSummary
 
 from .helpers import local_backends
-from .workloads import load_clean_total
+from .workloads import load_clean_total, parse
 
 matplotlib.use("Agg")
 
@@ -142,10 +142,7 @@ def test_notebook_display_of_plot_and_profiler(no_leaks):
 
 
 def crunch(i):
-    total = 0
-    for k in range(200_000):  # pure Python, ~10 ms: holds the GIL
-        total += k ^ i
-    return total
+    return parse(i, n=200_000)  # pure Python, ~10 ms: holds the GIL
 
 
 def nap(i):

@@ -24,6 +24,7 @@ from notebook_sched.events import Observer
 from notebook_sched.interop import dask_backend
 
 from .conftest import leak_check
+from .workloads import parse
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -289,10 +290,7 @@ def _interrupt_main():
 
 
 def python_loop(i):
-    total = 0
-    for k in range(600_000):  # pure Python, ~20 ms: holds the GIL of its worker
-        total += k ^ i
-    return total
+    return parse(i, n=600_000)  # pure Python, ~20 ms: holds the GIL of its worker
 
 
 def nap(i):
