@@ -10,17 +10,17 @@ import pytest
 import notebook_sched as ns
 from notebook_sched.diagnostics.advice import Advisor
 
+from . import workloads
+
 pytestmark = pytest.mark.timeout(90)
 
 MATRIX = np.random.default_rng(1).random((500, 500))
 
 
 def parse(i):
-    total = 0
-    for k in range(400_000):  # pure Python, ~12 ms: holds the GIL (the probe starts after
-        # the first long task, so a run needs a few of them to be sampled)
-        total += k ^ i
-    return total
+    # pure Python, ~12 ms: holds the GIL (the probe starts after the first long task, so
+    # a run needs a few of them to be sampled)
+    return workloads.parse(i, n=400_000)
 
 
 def matmul(i):
