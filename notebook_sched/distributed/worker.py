@@ -4,8 +4,8 @@
 
     scheduler (client process)                     worker process
        |  compute/release/where/send/peers  ---->  receiver thread (never sends, never
-       |                                             blocks but on ``lock``) updates the
-       |                                             tables below, wakes executors
+       |                                             blocks but on ``lock``) feeds the
+       |                                             WorkerMachine, wakes executors
        |  <---- done batches, errors        ----   executor threads (slot 0 is the main
        |                                             thread): pop ready, run, store result
        |  <---- data, paused, stolen --------   sender thread: answers ``send``/``steal``
