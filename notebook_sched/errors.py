@@ -121,12 +121,14 @@ def unpicklable_result(
     reason: str,
     where: str = "its worker process",
     instead: str = "run this graph with scheduler='threads'",
+    how: str | None = None,
 ) -> TaskPicklingError:
-    """The result of task ``key`` (None: unknown) could not be pickled to leave ``where``;
+    """The result of task ``key`` (None: unknown) could not be pickled to leave ``where``
+    (or ``how``: what else could not be done with it, e.g. "unpickled here");
     ``reason`` is the pickling error as text."""
     what = "A result" if key is None else f"The result of task {key_repr(key)}"
     return TaskPicklingError(
-        f"{what} cannot be sent back from {where} ({reason}). Results that travel "
+        f"{what} cannot be {how or 'sent back from ' + where} ({reason}). Results that travel "
         f"between processes must be picklable: return plain data, or {instead}."
     )
 

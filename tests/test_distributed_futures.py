@@ -232,3 +232,22 @@ def test_concurrent_gets_with_the_same_keys_do_not_mix(client):
     for thread in threads:
         thread.join(30)
     assert results == {n: [2 * n] * 5 for n in range(4)}
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise TypeError("no pickling for this one")
+
+
+def _echo(value):
+    return value
+
+
+def test_unpicklable_inputs_and_results_name_the_key_and_the_fix(client):
+    from notebook_sched.errors import TaskPicklingError
+
+    with pytest.raises(TaskPicklingError, match=r"Task 'holds' cannot be sent to a worker"):
+        ns.get({"holds": (_echo, _Unpicklable())}, "holds", scheduler="distributed")
+    with pytest.raises(TaskPicklingError, match=r"cannot be sent back from its worker process"):
+        ns.get({"makes": (_Unpicklable,)}, "makes", scheduler="distributed")
+    assert ns.get({"ok": (_echo, 2)}, "ok", scheduler="distributed") == 2  # nothing lost

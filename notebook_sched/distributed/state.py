@@ -56,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..errors import TaskPicklingError
+from ..errors import unpicklable_task
 from ..graph import CALL, VALUE, CompiledGraph, remap_spec
 from .gathers import DataRequests
 from .placement import Placement
@@ -423,13 +423,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
         ts = self.tasks.get(tid)
         if ts is None or ts.state != PROCESSING:
             return
-        error = TaskPicklingError(
-            f"Task {ts.key!r} cannot be sent to a worker process: its function or an input "
-            f"cannot be pickled ({type(exc).__name__}: {exc}). Worker processes need "
-            f"picklable functions and data; run this graph with scheduler='threads', or "
-            f"build the object inside the task instead of passing it in."
-        )
-        self._fail(ts, (error, None, ts.worker.name))
+        self._fail(ts, (unpicklable_task(ts.key, exc), None, ts.worker.name))
 
     @stimulus_entry(TaskErred)
     def handle_error(self, wid: int, tid: int, error: Any, traceback_text: str) -> None:

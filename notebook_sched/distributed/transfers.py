@@ -108,11 +108,7 @@ def pack_values(items: list) -> tuple[list, list]:
     return packed, errors
 
 
-def _unpicklable_result(exc: BaseException, how: str = "sent from its worker process"):
-    from ..errors import TaskPicklingError
+def _unpicklable_result(exc: BaseException, how: str | None = None):
+    from ..errors import unpicklable_result
 
-    return TaskPicklingError(
-        f"A result cannot be {how} ({type(exc).__name__}: {exc}). "
-        f"Results that travel between processes must be picklable: return plain data, "
-        f"or use scheduler='threads'."
-    )
+    return unpicklable_result(None, f"{type(exc).__name__}: {exc}", how=how)
