@@ -115,9 +115,10 @@ def test_unknown_backend_is_named():
 def test_transfer_cost_is_measured_on_this_machine():
     from notebook_sched.diagnostics.costs import measured_costs, per_byte_transfer
 
-    per_byte = per_byte_transfer(nbytes=1 << 20, repeats=2)
-    # Between 100 GB/s and 10 MB/s: a real measurement, not a constant.
-    assert 1e-11 < per_byte < 1e-7
+    per_byte = per_byte_transfer(nbytes=1 << 20, repeats=3)
+    # Between 100 GB/s and 1 MB/s (a loaded machine has been seen at 10 MB/s): a real
+    # measurement, not a constant.
+    assert 1e-11 < per_byte < 1e-6
     costs = measured_costs()
     assert costs is measured_costs()  # measured once per process
     assert costs.per_task["processes"] > costs.per_task["sync"]
