@@ -199,3 +199,20 @@ def test_executor_runs_are_measured_where_the_tasks_ran(no_leaks, kind, func, ve
     (row,) = advice.rows
     assert row.cpu is not None and row.gil_busy is not None, advice
     assert row.verdict == verdict, advice
+
+
+@pytest.mark.parametrize("scheduler, hinted", [("threads", True), ("distributed", False)])
+def test_automatic_hints_follow_local_runs_only(no_leaks, monkeypatch, scheduler, hinted):
+    from notebook_sched.diagnostics import advice as module
+
+    shown = []
+    monkeypatch.setattr(module, "ADVICE_AFTER", 0.0)
+    monkeypatch.setattr(module, "HINT_GAIN", 1.1)
+    monkeypatch.setattr(module, "_hinted", set())
+    monkeypatch.setattr(module, "show_hint", shown.append)
+    dsk = {("parse", i): (parse, i) for i in range(8)}
+    with Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler=scheduler, num_workers=2)
+    assert advisor.advice().recommendation.backend in ("processes", "auto")  # worth a hint
+    module._maybe_hint(advisor)
+    assert len(shown) == (1 if hinted else 0)

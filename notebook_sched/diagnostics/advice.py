@@ -416,10 +416,15 @@ def _advised(advisor: Advisor, automatic: bool, call: Callable[[], Any]) -> Any:
 
 
 def _maybe_hint(advisor: Advisor) -> None:
-    """One line under the progress bar, once per kind of graph (never raises)."""
+    """One line under the progress bar, once per kind of graph (never raises).
+
+    Only after runs on this machine's backends, the ones the model chooses among: a
+    cluster (``distributed``, ``dask``) or an executor of the user's is picked for more
+    than one machine's speed (data that does not fit, other machines), so it gets
+    advice when asked (``advise()``), not a hint to leave it."""
     try:
         run, t0, t1, _first, _last = advisor._runs[-1]
-        if not t1 or t1 - t0 < ADVICE_AFTER:
+        if not t1 or t1 - t0 < ADVICE_AFTER or run.scheduler not in BACKENDS:
             return
         advice = advisor.advice()
         rec = advice.recommendation
