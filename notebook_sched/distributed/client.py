@@ -24,7 +24,6 @@ callback list.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import uuid
 import weakref
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..failure import TaskFailure, annotate, record_failure
-from ..graph import CALL
+from ..graph import CALL, first
 from . import protocol
 from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
@@ -412,13 +411,10 @@ def _new_key(fn: Any) -> str:
 
 def _output_key(obj: Any, graph: dict) -> Any:
     """The key whose value is ``obj``'s result; adds a finalize task when needed."""
-    # Our Delayed names its one key (no finalize task).  Looked up, not imported: the
-    # delayed layer sits above this one, and without it loaded obj cannot be one.
-    delayed = sys.modules.get("notebook_sched.delayed")
-    if delayed is not None and isinstance(obj, delayed.Delayed):
-        return obj.key
     keys = obj.__dask_keys__()
     post, extra = obj.__dask_postcompute__()
+    if post is first and not extra and len(keys) == 1 and not isinstance(keys[0], list):
+        return keys[0]  # one key's value (a Delayed): no finalize task
     key = f"finalize-{uuid.uuid4().hex}"
     graph[key] = (_finalize, post, list(extra), keys)
     return key
