@@ -37,7 +37,7 @@ from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
 from .defaults import default_cluster
 from .future import Future, _FutureState
-from .run import BACKEND, Waiter, fetch, rebuild_error, request_ids, run_graph
+from .run import BACKEND, ask, fetch, rebuild_error, run_graph
 from .state import CancelledError
 
 __all__ = ["Client", "Future", "as_completed", "CancelledError", "current_client"]
@@ -198,14 +198,7 @@ class Client:
         __tracebackhide__ = True
         if not keys:
             return []
-        waiter = Waiter(self._scheduler)
-        rid = next(request_ids)
-        self._post(lambda state: state.request_keys(rid, keys, waiter))
-        try:
-            kind, payload = waiter.wait(timeout)
-        except BaseException:  # timed out or interrupted: nobody will read the answer
-            self._scheduler.post(lambda state: state.drop_request(rid))
-            raise
+        kind, payload = ask(self, lambda state, rid, w: state.request_keys(rid, keys, w), timeout)
         if kind == "data":
             return [protocol.unpack(value) for value in payload]
         if kind == "error":
