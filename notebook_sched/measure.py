@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["Measured", "TaskMeter", "result_nbytes", "IDLE_STOP"]
+__all__ = ["Measured", "TaskMeter", "process_meter", "result_nbytes", "IDLE_STOP"]
 
 IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
 LONG_TASK = 0.001  # the engine's rule: a task this long starts the probe (engine.LONG_TASK)
@@ -154,3 +154,17 @@ class TaskMeter:
             while cut < keep and samples[cut][0] < oldest:
                 cut += 1
             del samples[:cut]  # the probe only appends: the list stays in time order
+
+
+_process_meter: list = []  # this process's shared TaskMeter, made on first use
+_process_meter_lock = threading.Lock()
+
+
+def process_meter() -> TaskMeter:
+    """The TaskMeter of this process (one probe per process, whoever asks: a process
+    worker's batches, a foreign executor's jobs, a dask.distributed worker's tasks)."""
+    if not _process_meter:
+        with _process_meter_lock:
+            if not _process_meter:
+                _process_meter.append(TaskMeter())
+    return _process_meter[0]

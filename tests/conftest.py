@@ -1,10 +1,21 @@
-"""Shared fixtures: leak checks for threads and processes.
+"""Shared fixtures: leak checks for threads and processes, and warm shared workers.
 
 Every test that runs threads or processes uses ``no_leaks``: after the test, no new
 thread may still run and no child process may exist besides the live workers of the
 shared process pool (which is reused across computes by design).  Stragglers get a
 short grace period to finish, since a worker killed on purpose needs a moment to be
 reaped.
+
+A test that runs on the process pool or the default local cluster also requests
+``warm``: it starts them (once per module) before ``no_leaks`` takes its baseline, so
+their helper threads are not counted as leaks, and the module's end closes the default
+cluster it used.  Only those tests request it: a pure model test starts no process.
+
+``kn`` is the module's ``kernel`` fixture (a real IPython kernel, tests/kernel_helpers.py)
+with our config reset before and after the test.
+
+``dask_cluster`` is the dask.distributed cluster of the ``scheduler="dask"`` tests: one
+per module, worker processes on loopback, made before any leak baseline.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ import time
 
 import psutil
 import pytest
+
+from . import helpers
 
 GRACE_SECONDS = 3.0
 
@@ -83,6 +96,62 @@ def leak_check():
 
 
 @pytest.fixture
-def no_leaks():
+def no_leaks(request):
+    if "warm" in request.fixturenames:
+        request.getfixturevalue("warm")  # before the baseline, whatever the argument order
     with leak_check():
         yield
+
+
+@pytest.fixture(scope="module")
+def _warmed():
+    """The remote backends ``warm`` started in this module; the default cluster is
+    closed when the module ends (the next module starts from none)."""
+    warmed: set[str] = set()
+    yield warmed
+    if "distributed" in warmed:
+        helpers.stop_default_cluster()
+
+
+@pytest.fixture
+def warm(request, _warmed):
+    """Start the shared workers of the remote backend this test is parametrized with
+    (its ``backend`` argument), or of every remote backend for a test without one."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "backend" in callspec.params:
+        names = [callspec.params["backend"]]
+    else:
+        names = helpers.remote_backends()
+    for name in names:
+        if name in helpers.remote_backends() and name not in _warmed:
+            helpers.warm_up(name)
+            _warmed.add(name)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A ``distributed.LocalCluster``: two single-threaded worker processes on loopback,
+    no dashboard.  Before it closes, the clients our dask backend opened for its address
+    are closed (``dask_backend.shutdown``)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        yield cluster
+        dask_backend = sys.modules.get("notebook_sched.interop.dask_backend")
+        if dask_backend is not None:
+            dask_backend.shutdown()  # the clients made for dask_address, before the cluster
+
+
+@pytest.fixture
+def kn(kernel):
+    """The requesting module's ``kernel``, with our config reset around the test."""
+    from .kernel_helpers import config_reset
+
+    with config_reset(kernel):
+        yield kernel

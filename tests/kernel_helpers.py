@@ -7,22 +7,51 @@ every IOPub message whose parent is that request, each stamped with the time the
 received it.  Widget traffic is decoded by :func:`widget_states`.
 
 Every wait has a timeout; :meth:`Kernel.shutdown` stops the kernel process.
+
+The setup the kernel test modules share: :func:`running_kernel` (a kernel that ran a
+setup cell, shut down however the block ends), :func:`config_reset` (our config put
+back to :data:`RESET` around a test) and :data:`LAST_TASK_FRAME` (a cell prefix that
+walks ``sys.last_traceback`` to its bottom frame, the one ``%debug`` opens) with
+:data:`FAILING_TASK_CELL` (a cell whose task fails, to debug into).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 START_TIMEOUT = 60.0
+
+# The settings a kernel test starts from and leaves behind (see config_reset).
+RESET = "ns.config.set(scheduler='threads', num_workers=None, progress=None, rerun='auto')"
+
+# Run before code that reads ``tb``: the bottom of the last traceback, the failed task's
+# frame when the debugger lands in the task.
+LAST_TASK_FRAME = """\
+import sys
+tb = sys.last_traceback
+while tb.tb_next is not None:
+    tb = tb.tb_next
+"""
+
+# A cell body whose task 'scale-7' fails (ZeroDivisionError in scale_rows, with the
+# locals rows=[1, 0, 3], factor=0, kept=[1, 3]); put a %%schedule line before it.
+FAILING_TASK_CELL = """\
+def scale_rows(rows, factor):
+    kept = [r for r in rows if r]
+    return len(kept) / factor
+dsk = {'rows': [1, 0, 3], 'factor': 0, 'scale-7': (scale_rows, 'rows', 'factor')}
+ns.get(dsk, 'scale-7')"""
 
 
 @dataclass
@@ -202,3 +231,25 @@ def sent_at(msg: dict) -> float:
 
         date = datetime.fromisoformat(date.replace("Z", "+00:00"))
     return date.timestamp()
+
+
+@contextlib.contextmanager
+def running_kernel(setup: str = "", **kwargs) -> Iterator[Kernel]:
+    """A started :class:`Kernel` (``kwargs`` go to it) that ran ``setup`` without error;
+    shut down when the block ends, however it ends."""
+    kernel = Kernel(**kwargs)
+    try:
+        if setup:
+            kernel.ok(setup)
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+@contextlib.contextmanager
+def config_reset(kernel: Kernel) -> Iterator[Kernel]:
+    """Run :data:`RESET` in ``kernel`` before and after the block (a test's settings do
+    not reach the next test; needs ``ns`` imported in the kernel)."""
+    kernel.ok(RESET)
+    yield kernel
+    kernel.ok(RESET)

@@ -60,6 +60,17 @@ def test_moving_a_large_input_can_cost_more_than_the_gil():
     assert predict(tasks, "threads", 2, COSTS) < predict(tasks, "processes", 2, COSTS)
 
 
+def test_without_edges_a_result_is_moved_back_and_out_again():
+    # The Advisor's samples carry no dependencies: each result crosses twice.
+    tasks = independent(1, prefix="np", wall=0.02, cpu=0.02, gil_busy=0.0, bytes_out=8_000_000)
+    assert predict(tasks, "processes", 1, COSTS) == pytest.approx(0.02 + 0.001 + 0.016)
+    # With edges, a result is counted once out and once in by the task that reads it.
+    reader = TaskSample(prefix="sum", wall=0.0, cpu=0.0, deps=(0,))
+    assert predict([*tasks, reader], "processes", 1, COSTS) == pytest.approx(
+        0.02 + 0.001 + 0.008 + 0.001 + 0.008
+    )
+
+
 def test_a_chain_cannot_go_faster_than_its_length():
     chain = [
         TaskSample(prefix="step", wall=0.1, cpu=0.1, deps=(i - 1,) if i else ()) for i in range(5)

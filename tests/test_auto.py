@@ -21,7 +21,7 @@ from notebook_sched.failure import RemoteTraceback
 from notebook_sched.schedulers import _pool
 from notebook_sched.schedulers.auto import router
 
-from .test_interrupts import progress, python_loop
+from .workloads import fetch, parse, progress, python_loop
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
 
@@ -33,14 +33,6 @@ def fresh_router():
     router().forget()
 
 
-def parse(i, n=300_000):
-    """Pure Python: holds the GIL (~10 ms)."""
-    total = 0
-    for k in range(n):
-        total += k ^ i
-    return total
-
-
 MATRIX = np.random.default_rng(2).random((400, 400))
 
 
@@ -48,11 +40,6 @@ def matmul(i):
     """BLAS: releases the GIL."""
     for _ in range(3):
         MATRIX @ MATRIX
-    return i
-
-
-def fetch(i):
-    time.sleep(0.01)
     return i
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .kernel_helpers import Kernel
+from .kernel_helpers import running_kernel
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,12 +30,8 @@ graph.update({("fetch", i): (fetch, i) for i in range(10)})
 
 @pytest.fixture(scope="module")
 def kernel():
-    k = Kernel()
-    try:
-        k.ok(SETUP)
+    with running_kernel(SETUP) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def test_schedule_auto_cell_and_advice(kernel):

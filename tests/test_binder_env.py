@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+
+from .helpers import wait_for_no_marked_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
@@ -55,18 +56,6 @@ def repository_files() -> list[str]:
             if p.is_file() and str(p.relative_to(ROOT)).startswith(keep)
         ] + ["tests/nbval_sanitize.cfg"]
     return [name for name in listed.decode().split("\0") if name and (ROOT / name).is_file()]
-
-
-def marked_processes(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get(MARKER) == marker:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return found
 
 
 def run(command: list, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
@@ -155,9 +144,7 @@ def test_fresh_binder_environment_runs_every_notebook(tmp_path):
             check=False,
         )
     finally:
-        deadline = time.monotonic() + 10
-        while (left := marked_processes(marker)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left = wait_for_no_marked_processes(MARKER, marker)
         for proc in left:
             proc.kill()
     output = done.stdout + done.stderr

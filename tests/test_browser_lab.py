@@ -45,8 +45,9 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
+
+from .helpers import wait_for_no_marked_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -102,28 +103,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def marked_processes(marker: str) -> list[psutil.Process]:
-    """Processes whose environment carries ``MARKER=marker`` (survives reparenting)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get(MARKER) == marker:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return found
-
-
-def wait_for_no_marked_processes(marker: str, grace: float = 10.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + grace
-    while True:
-        left = marked_processes(marker)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
 
 
 def clean_copy(source: Path, folder: Path) -> Path:
@@ -391,7 +370,7 @@ def test_every_tutorial_runs_in_jupyterlab(chromium, tmp_path):
                 browser.close()
     finally:
         lab.stop()
-        left = wait_for_no_marked_processes(marker)
+        left = wait_for_no_marked_processes(MARKER, marker)
         assert not left, f"processes left after the test: {[p.info for p in left] or left}"
 
     for path in NOTEBOOKS:

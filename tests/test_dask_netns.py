@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from .kernel_helpers import Kernel, models
+from .kernel_helpers import LAST_TASK_FRAME, models, running_kernel
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -204,29 +204,25 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kernel(cluster):
-    k = Kernel()
-    try:
-        k.ok(
-            "import notebook_sched as ns\n"
-            "%load_ext notebook_sched\n"
-            "from notebook_sched.events import Observer\n"
-            "class Recorder(Observer):\n"
-            "    def __init__(self):\n"
-            "        self.events = []\n"
-            "    def graph_started(self, run):\n"
-            "        self.events.append(('graph', run.scheduler, run.tasks))\n"
-            "    def task_started(self, key, worker):\n"
-            "        self.events.append(('started', key, worker))\n"
-            "    def task_finished(self, key, worker, start, stop):\n"
-            "        self.events.append(('finished', key, worker))\n"
-            "    def task_failed(self, key, worker, error):\n"
-            "        self.events.append(('failed', key, worker))\n"
-            "recorder = Recorder()\n"
-            "ns.events.register(recorder)\n"
-        )
+    with running_kernel(
+        "import notebook_sched as ns\n"
+        "%load_ext notebook_sched\n"
+        "from notebook_sched.events import Observer\n"
+        "class Recorder(Observer):\n"
+        "    def __init__(self):\n"
+        "        self.events = []\n"
+        "    def graph_started(self, run):\n"
+        "        self.events.append(('graph', run.scheduler, run.tasks))\n"
+        "    def task_started(self, key, worker):\n"
+        "        self.events.append(('started', key, worker))\n"
+        "    def task_finished(self, key, worker, start, stop):\n"
+        "        self.events.append(('finished', key, worker))\n"
+        "    def task_failed(self, key, worker, error):\n"
+        "        self.events.append(('failed', key, worker))\n"
+        "recorder = Recorder()\n"
+        "ns.events.register(recorder)\n"
+    ) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def test_workers_in_their_namespaces_join_the_scheduler(cluster, kernel):
@@ -295,11 +291,8 @@ def test_failed_task_reruns_locally_in_the_kernel(cluster, kernel):
     # The rerun's frames are shown (the worker's are in last_failure().remote_traceback).
     assert "Rerun here with the same inputs, it failed the same way" in shown
     ex = kernel.ok(
-        "import sys\n"
-        "tb = sys.last_traceback\n"
-        "while tb.tb_next is not None:\n"
-        "    tb = tb.tb_next\n"
-        "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))\n"
+        LAST_TASK_FRAME
+        + "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))\n"
         "print(ns.last_failure().inputs)\n"
         "print([e for e in recorder.events if e[0] == 'failed'])"
     )

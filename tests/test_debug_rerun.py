@@ -6,7 +6,6 @@ No IPython here (the kernel and pty tests cover it): the policy is forced with
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import traceback
 
@@ -16,29 +15,9 @@ import notebook_sched as ns
 from notebook_sched import debug
 from notebook_sched.failure import RemoteTraceback, TaskFailure
 
+from .helpers import remote_backends
 
-def _remote_backends() -> list[str]:
-    names = ["processes"]
-    if importlib.util.find_spec("notebook_sched.distributed.backend") is not None:
-        importlib.import_module("notebook_sched.distributed.backend")
-        if "distributed" in ns.schedulers.names():
-            names.append("distributed")
-    return names
-
-
-REMOTE = _remote_backends()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _warm_backends():
-    """Start the shared process pool and local cluster outside the leak checks."""
-    for backend in REMOTE:
-        ns.get({"warm": (len, "ab")}, "warm", scheduler=backend)
-    yield
-    if "distributed" in REMOTE:
-        from notebook_sched.distributed import backend
-
-        backend.shutdown()
+REMOTE = list(remote_backends())
 
 
 def ratio(total, count):
@@ -73,7 +52,7 @@ def bottom_frame(exc: BaseException):
 
 
 @pytest.mark.parametrize("backend", REMOTE)
-def test_always_rerun_gives_the_task_frame_with_locals(backend, no_leaks):
+def test_always_rerun_gives_the_task_frame_with_locals(backend, warm, no_leaks):
     with pytest.raises(ZeroDivisionError) as info:
         ns.get(RATIO, "ratio-1", scheduler=backend, rerun="always")
     frame = bottom_frame(info.value)
@@ -90,7 +69,7 @@ def test_always_rerun_gives_the_task_frame_with_locals(backend, no_leaks):
 
 
 @pytest.mark.parametrize("backend", REMOTE)
-def test_never_rerun_raises_the_worker_error(backend, no_leaks):
+def test_never_rerun_raises_the_worker_error(backend, warm, no_leaks):
     with pytest.raises(ZeroDivisionError) as info:
         ns.get(RATIO, "ratio-1", scheduler=backend, rerun="never")
     assert bottom_frame(info.value).f_code is not ratio.__code__
@@ -98,14 +77,14 @@ def test_never_rerun_raises_the_worker_error(backend, no_leaks):
     assert "rerun" not in ns.last_failure().extra
 
 
-def test_auto_does_not_rerun_outside_ipython(no_leaks):
+def test_auto_does_not_rerun_outside_ipython(warm, no_leaks):
     assert debug.ipython_shell() is None
     with pytest.raises(ZeroDivisionError) as info:
         ns.get(RATIO, "ratio-1", scheduler="processes", rerun="auto")
     assert bottom_frame(info.value).f_code is not ratio.__code__
 
 
-def test_rerun_that_does_not_fail_says_so_and_raises_the_original(no_leaks):
+def test_rerun_that_does_not_fail_says_so_and_raises_the_original(warm, no_leaks):
     dsk = {"x": 1, "flaky-1": (only_fails_in_a_worker, "x")}
     with pytest.raises(RuntimeError, match="worker-only failure") as info:
         ns.get(dsk, "flaky-1", scheduler="processes", rerun="always")
@@ -114,7 +93,7 @@ def test_rerun_that_does_not_fail_says_so_and_raises_the_original(no_leaks):
     assert ns.last_failure().extra["rerun"] == "did not fail"
 
 
-def test_rerun_with_another_error_keeps_the_original(no_leaks):
+def test_rerun_with_another_error_keeps_the_original(warm, no_leaks):
     dsk = {"x": 1, "odd-1": (fails_differently_here, "x")}
     with pytest.raises(RuntimeError, match="in the worker") as info:
         ns.get(dsk, "odd-1", scheduler="processes", rerun="always")
@@ -154,7 +133,7 @@ def test_rerun_task_refuses_missing_graph_or_inputs():
         debug.rerun_task(failure)
 
 
-def test_rerun_graph_on_sync_raises_in_the_task_frame(no_leaks):
+def test_rerun_graph_on_sync_raises_in_the_task_frame(warm, no_leaks):
     with pytest.raises(ZeroDivisionError):
         ns.get(RATIO, "ratio-1", scheduler="processes", rerun="never")
     with pytest.raises(ZeroDivisionError) as info:
@@ -184,7 +163,7 @@ def test_trim_remote_traceback_drops_our_frames_only():
     assert trimmed.endswith("ZeroDivisionError: division by zero\n")
 
 
-def test_render_traceback_without_ipython_names_key_and_skips_our_frames(no_leaks):
+def test_render_traceback_without_ipython_names_key_and_skips_our_frames(warm, no_leaks):
     with pytest.raises(ZeroDivisionError) as info:
         ns.get(RATIO, "ratio-1", scheduler="processes", rerun="always")
     lines = "".join(debug.render_traceback(info.value))
@@ -195,7 +174,7 @@ def test_render_traceback_without_ipython_names_key_and_skips_our_frames(no_leak
     assert "notebook_sched/debug/rerun.py" in full  # the real traceback is untouched
 
 
-def test_format_failure_and_html_show_inputs_and_worker_traceback(no_leaks):
+def test_format_failure_and_html_show_inputs_and_worker_traceback(warm, no_leaks):
     with pytest.raises(ZeroDivisionError):
         ns.get(RATIO, "ratio-1", scheduler="processes", rerun="always")
     failure = ns.last_failure()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import matplotlib
@@ -11,19 +10,13 @@ import pytest
 import notebook_sched as ns
 from notebook_sched.diagnostics.profiler import Profiler, ProfileSummary
 
+from .helpers import local_backends
+from .workloads import load_clean_total, parse
+
 matplotlib.use("Agg")
 
 
-def _backends() -> list[str]:
-    names = ["sync", "threads", "processes"]
-    if importlib.util.find_spec("notebook_sched.distributed.backend") is not None:
-        importlib.import_module("notebook_sched.distributed.backend")
-        if "distributed" in ns.schedulers.names():
-            names.append("distributed")
-    return names
-
-
-BACKENDS = _backends()
+BACKENDS = local_backends()
 
 
 def work(x, seconds=0.004):
@@ -36,28 +29,12 @@ def broken(x):
 
 
 def graph(n=12):
-    dsk = {f"load-{i}": (work, i) for i in range(n)}
-    dsk.update({f"clean-{i}": (work, f"load-{i}") for i in range(n)})
-    dsk["total"] = (sum, [f"clean-{i}" for i in range(n)])
-    return dsk
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _warm_backends():
-    """Start the shared process pool and local cluster outside the leak checks."""
-    for backend in BACKENDS:
-        if backend not in ("sync", "threads"):
-            ns.get({"warm": (work, 1)}, "warm", scheduler=backend)
-    yield
-    if "distributed" in BACKENDS:
-        from notebook_sched.distributed import backend
-
-        backend.shutdown()
+    return load_clean_total(work, n)
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_profiler_records_every_task(backend, no_leaks):
+def test_profiler_records_every_task(backend, warm, no_leaks):
     with Profiler() as prof:
         assert ns.get(graph(), "total", scheduler=backend) == sum(i + 2 for i in range(12))
     ns.get(graph(), "total", scheduler="sync")  # after the block: not recorded
@@ -83,7 +60,7 @@ def test_threads_spread_over_workers(no_leaks):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_profiler_marks_failed_task(backend, no_leaks):
+def test_profiler_marks_failed_task(backend, warm, no_leaks):
     dsk = {"a": (work, 1), "bad-1": (broken, "a"), "out": (work, "bad-1")}
     with Profiler() as prof:
         with pytest.raises(KeyError):
@@ -165,10 +142,7 @@ def test_notebook_display_of_plot_and_profiler(no_leaks):
 
 
 def crunch(i):
-    total = 0
-    for k in range(200_000):  # pure Python, ~10 ms: holds the GIL
-        total += k ^ i
-    return total
+    return parse(i, n=200_000)  # pure Python, ~10 ms: holds the GIL
 
 
 def nap(i):

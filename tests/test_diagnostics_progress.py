@@ -7,7 +7,6 @@ kernel is in test_notebook_kernel.py).
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import threading
@@ -29,17 +28,10 @@ from notebook_sched.diagnostics.text import TextView, format_line
 from notebook_sched.events import Observer
 from notebook_sched.graph import key_split
 
+from .helpers import local_backends
+from .workloads import load_clean_total
 
-def _backends() -> list[str]:
-    names = ["sync", "threads", "processes"]
-    if importlib.util.find_spec("notebook_sched.distributed.backend") is not None:
-        importlib.import_module("notebook_sched.distributed.backend")
-        if "distributed" in ns.schedulers.names():
-            names.append("distributed")
-    return names
-
-
-BACKENDS = _backends()
+BACKENDS = local_backends()
 
 
 def slow_inc(x):
@@ -55,23 +47,7 @@ def fail_at(x, bad):
 
 
 def two_prefix_graph(n=60, task=slow_inc):
-    dsk = {f"load-{i}": (task, i) for i in range(n)}
-    dsk.update({f"clean-{i}": (task, f"load-{i}") for i in range(n)})
-    dsk["total"] = (sum, [f"clean-{i}" for i in range(n)])
-    return dsk
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _warm_backends():
-    """Start the shared process pool and local cluster outside the leak checks."""
-    for backend in BACKENDS:
-        if backend not in ("sync", "threads"):
-            ns.get({"warm": (slow_inc, 1)}, "warm", scheduler=backend)
-    yield
-    if "distributed" in BACKENDS:
-        from notebook_sched.distributed import backend
-
-        backend.shutdown()
+    return load_clean_total(task, n)
 
 
 class TTYBuffer(io.StringIO):
@@ -210,7 +186,7 @@ def test_text_view_writes_only_final_line_to_non_terminals():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_progress_bar_redraws_live_and_ends_done(backend, no_leaks):
+def test_progress_bar_redraws_live_and_ends_done(backend, warm, no_leaks):
     stream = TTYBuffer()
     bar = ProgressBar(TextView(backend, stream), delay=0.05, interval=0.02)
     result = ns.get(two_prefix_graph(80), "total", scheduler=backend, observers=[bar])
@@ -225,7 +201,7 @@ def test_progress_bar_redraws_live_and_ends_done(backend, no_leaks):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_progress_bar_shows_failure_with_key_and_message(backend, no_leaks):
+def test_progress_bar_shows_failure_with_key_and_message(backend, warm, no_leaks):
     stream = TTYBuffer()
     bar = ProgressBar(TextView(backend, stream), delay=0.0, interval=0.02)
     dsk = {f"row-{i}": (fail_at, i, 25) for i in range(40)}

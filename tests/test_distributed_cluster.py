@@ -19,6 +19,10 @@ import pytest
 from notebook_sched.distributed import Client, LocalCluster
 from notebook_sched.distributed.protocol import Channel, pack, parse_bytes, unpack
 
+from .helpers import alive as _alive
+from .helpers import wait_for
+from .workloads import busy
+
 
 def inc(x):
     return x + 1
@@ -30,14 +34,6 @@ def make_bytes(n):
 
 def worker_name(*inputs):
     return os.environ["NOTEBOOK_SCHED_WORKER"]
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def test_start_views_and_close_leave_nothing_behind(no_leaks):
@@ -62,18 +58,6 @@ def test_start_views_and_close_leave_nothing_behind(no_leaks):
     assert cluster.status == "closed"
     for pid in pids:
         wait_for(lambda pid=pid: not _alive(pid))
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def test_listens_on_loopback_or_a_private_socket_only():
@@ -175,15 +159,6 @@ def test_bad_arguments_are_explained():
         LocalCluster(memory_limit="lots")
     assert parse_bytes("2 GiB") == 2 * 2**30 and parse_bytes("1.5kB") == 1500
     assert parse_bytes(None) is None
-
-
-def busy(seconds):
-    """Pure-Python work (no blocking call), so a cancel must interrupt the bytecode."""
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-    return os.getpid()
 
 
 def test_threads_per_worker_run_tasks_side_by_side(no_leaks):

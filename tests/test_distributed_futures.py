@@ -13,6 +13,8 @@ import notebook_sched as ns
 from notebook_sched.distributed import CancelledError, Client, LocalCluster, as_completed
 from notebook_sched.failure import RemoteTraceback
 
+from .helpers import wait_for
+
 
 def inc(x):
     return x + 1
@@ -50,14 +52,6 @@ def cluster():
 def client(cluster):
     with Client(cluster) as client:
         yield client
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def test_submit_result_and_repr(client):

@@ -11,6 +11,9 @@ import pytest
 
 from notebook_sched.distributed import Client, KilledWorker, LocalCluster
 
+from .helpers import alive as _alive
+from .helpers import wait_for
+
 
 def slow_inc(x, seconds=0.01):
     time.sleep(seconds)
@@ -34,14 +37,6 @@ def ticking(path, seconds):
             f.write(".")
         time.sleep(0.02)
     return seconds
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def tree_graph(leaves, seconds):
@@ -143,18 +138,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "hang":
         time.sleep(60)
 """
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def _script_workers(tmp_path, mode):

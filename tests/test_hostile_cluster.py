@@ -12,6 +12,9 @@ import pytest
 
 from notebook_sched.distributed import CancelledError, Client, LocalCluster
 
+from .helpers import wait_for
+from .workloads import busy
+
 
 def inc(x):
     return x + 1
@@ -21,19 +24,11 @@ def add(x, y):
     return x + y
 
 
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 def _kill_holder(cluster, client, future):
     holder = client.who_has([future])[future.key]
     pid = next(w.pid for w in cluster.workers if w.name == holder)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: pid not in cluster.pids)
+    wait_for(lambda: pid not in cluster.pids, timeout=10.0)
     return holder
 
 
@@ -67,7 +62,7 @@ def test_a_result_lost_with_the_scattered_input_it_needs_fails_too(no_leaks):
         assert z.result(timeout=10) == 3
         pid = cluster.pids[0]
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: pid not in cluster.pids)
+        wait_for(lambda: pid not in cluster.pids, timeout=10.0)
         for future in (y, z, client.submit(add, z, 1)):
             with pytest.raises(CancelledError, match="scattered data cannot be recomputed"):
                 future.result(timeout=10)
@@ -153,20 +148,11 @@ def where_am_i(seconds):
     return os.getpid()
 
 
-def busy(seconds):
-    """A pure-Python loop that never sleeps."""
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-    return os.getpid()
-
-
 @pytest.mark.timeout(60)
 def test_a_stopped_worker_is_killed_and_its_task_finishes_elsewhere(no_leaks):
     with LocalCluster(n_workers=2, worker_timeout=1.0) as cluster, Client(cluster) as client:
         future = client.submit(where_am_i, 0.5)
-        wait_for(lambda: any(w.running for w in cluster.workers))
+        wait_for(lambda: any(w.running for w in cluster.workers), timeout=10.0)
         victim = next(w.pid for w in cluster.workers if w.running)
         os.kill(victim, signal.SIGSTOP)
         stopped = time.monotonic()
@@ -177,7 +163,7 @@ def test_a_stopped_worker_is_killed_and_its_task_finishes_elsewhere(no_leaks):
             _cont(victim)
         assert pid != victim and pid in cluster.pids
         assert 1.0 <= detected < 5.0, detected  # worker_timeout, plus one check interval
-        wait_for(lambda: len(cluster.workers) == 2 and victim not in cluster.pids)
+        wait_for(lambda: len(cluster.workers) == 2 and victim not in cluster.pids, timeout=10.0)
         assert client.submit(inc, 1).result(timeout=10) == 2
 
 
@@ -199,7 +185,7 @@ def test_a_worker_stopped_in_every_try_fails_the_task_with_killed_worker(no_leak
         message = str(info.value)
         assert "3 different workers" in message and "without answering" in message
         assert "worker_timeout" in message
-        wait_for(lambda: len(cluster.workers) == 1)
+        wait_for(lambda: len(cluster.workers) == 1, timeout=10.0)
         assert client.submit(inc, 1).result(timeout=10) == 2
 
 
@@ -584,7 +570,7 @@ def test_when_no_worker_can_be_started_waiting_work_fails_with_the_reason(no_lea
         assert client.submit(inc, 1).result(timeout=10) == 2
         cluster.scheduler.address = os.path.join(os.path.dirname(cluster.scheduler.address), "x")
         future = client.submit(slow_inc, 1, 30.0)
-        wait_for(lambda: any(w.running for w in cluster.workers))
+        wait_for(lambda: any(w.running for w in cluster.workers), timeout=10.0)
         os.kill(cluster.pids[0], signal.SIGKILL)  # its replacements cannot connect
         with pytest.raises(CancelledError, match="no worker process could be started"):
             future.result(timeout=30)
@@ -596,7 +582,7 @@ def _fake_worker(cluster, wid):
 
     channel = protocol.connect(cluster.scheduler.address, cluster._secret)
     channel.send(("register", wid, f"fake-{wid}", os.getpid(), 1, "nowhere"))
-    wait_for(lambda: f"fake-{wid}" in cluster.scheduler.call(lambda s: _names(s)))
+    wait_for(lambda: f"fake-{wid}" in cluster.scheduler.call(lambda s: _names(s)), timeout=10.0)
     return channel
 
 

@@ -1,6 +1,6 @@
 """``scheduler="dask"``: our graphs on a real dask.distributed cluster, with our events.
 
-One ``distributed.LocalCluster`` (worker processes, loopback only) serves the module;
+One ``distributed.LocalCluster`` (``dask_cluster`` in conftest.py) serves the module;
 it is made before any leak-check baseline.  Its client is *not* the default, so each
 test picks the cluster explicitly: ``client.as_current()`` or ``dask_address``.
 """
@@ -15,7 +15,7 @@ import dask.array as da
 import dask.bag as db
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import notebook_sched as ns
 from notebook_sched.debug import rerun_task
@@ -24,6 +24,7 @@ from notebook_sched.events import Observer
 from notebook_sched.interop import dask_backend
 
 from .conftest import leak_check
+from .workloads import parse
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -34,21 +35,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        host="127.0.0.1",
-    ) as cluster:
-        yield cluster
-        dask_backend.shutdown()  # the clients made for dask_address, before the cluster
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    with Client(cluster, set_as_default=False) as client:
+def client(dask_cluster):
+    with Client(dask_cluster, set_as_default=False) as client:
         client.wait_for_workers(2)
         with client.as_current():  # starts the client's lazy helper threads before baselines
             assert ns.get({"a": np.ones(3), "b": (np.sum, "a")}, "b", scheduler="dask") == 3
@@ -139,7 +127,7 @@ def test_same_key_names_in_later_and_concurrent_runs_stay_apart(on_cluster):
     assert results == {n: n + 1 for n in range(4)}
 
 
-def test_events_carry_worker_addresses_and_times(on_cluster, cluster):
+def test_events_carry_worker_addresses_and_times(on_cluster, dask_cluster):
     recorder = Recorder()
     before = time.time()
     ns.get(graph(), [("x", 1), "c"], scheduler="dask", observers=[recorder])
@@ -149,7 +137,7 @@ def test_events_carry_worker_addresses_and_times(on_cluster, cluster):
     assert recorder.events[-1] == ("graph_finished", None)
     started, finished = recorder.of("started"), recorder.of("finished")
     assert {e[1] for e in started} == {e[1] for e in finished} == tasks
-    workers = set(cluster.scheduler_info["workers"])
+    workers = set(dask_cluster.scheduler_info["workers"])
     assert {e[2] for e in finished} <= workers
     position = {(e[0], e[1]): n for n, e in enumerate(recorder.events)}
     for _, key, _, start, stop in finished:
@@ -251,13 +239,13 @@ def test_dask_collections_run_there_through_our_config(on_cluster):
     assert recorder.events[0][:2] == ("graph_started", "dask")
 
 
-def test_address_setting_connects_its_own_client(cluster, client):
+def test_address_setting_connects_its_own_client(dask_cluster, client):
     saved = ns.config.snapshot()
     try:
-        with ns.config.set(scheduler="dask", dask_address=cluster.scheduler_address):
+        with ns.config.set(scheduler="dask", dask_address=dask_cluster.scheduler_address):
             assert ns.get(graph(), "d") == 6
             first = dask_backend.current_client()
-            assert first is not client and first.scheduler.address == cluster.scheduler_address
+            assert first is not client and first.scheduler.address == dask_cluster.scheduler_address
             assert ns.get(graph(), "d") == 6
             assert dask_backend.current_client() is first  # one client per address, reused
     finally:
@@ -302,10 +290,7 @@ def _interrupt_main():
 
 
 def python_loop(i):
-    total = 0
-    for k in range(600_000):  # pure Python, ~20 ms: holds the GIL of its worker
-        total += k ^ i
-    return total
+    return parse(i, n=600_000)  # pure Python, ~20 ms: holds the GIL of its worker
 
 
 def nap(i):

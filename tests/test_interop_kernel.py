@@ -10,9 +10,8 @@ connects to it by address, as a notebook connects to a cluster started with
 from __future__ import annotations
 
 import pytest
-from distributed import LocalCluster
 
-from .kernel_helpers import Kernel, models
+from .kernel_helpers import FAILING_TASK_CELL, LAST_TASK_FRAME, models, running_kernel
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -31,25 +30,11 @@ x = da.ones((40, 40), chunks=5).map_blocks(slow)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        host="127.0.0.1",
-    ) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
 def kernel():
-    k = Kernel()
-    try:
-        k.ok("import notebook_sched as ns\n%load_ext notebook_sched\n" + SLOW_BLOCKS)
+    with running_kernel(
+        "import notebook_sched as ns\n%load_ext notebook_sched\n" + SLOW_BLOCKS
+    ) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def test_schedule_cell_runs_a_plain_dask_compute_on_our_backend_with_our_bar(kernel):
@@ -64,30 +49,20 @@ def test_schedule_cell_runs_a_plain_dask_compute_on_our_backend_with_our_bar(ker
     assert ex.stdout.strip() == "None"  # Dask's own default again after the cell
 
 
-def test_schedule_dask_address_runs_there_and_debugs_into_the_task(kernel, cluster):
-    address = cluster.scheduler_address
+def test_schedule_dask_address_runs_there_and_debugs_into_the_task(kernel, dask_cluster):
+    address = dask_cluster.scheduler_address
     ex = kernel.ok(f"%%schedule dask --address {address}\nfloat(x.sum().compute())")
     assert ex.result["text/plain"] == "3200.0"
     bars = models(ex.messages, "IntProgressModel")
     assert bars, "no progress bar for the dask backend"
-    ex = kernel.execute(
-        f"%%schedule dask --address {address}\n"
-        "def scale_rows(rows, factor):\n"
-        "    kept = [r for r in rows if r]\n"
-        "    return len(kept) / factor\n"
-        "dsk = {'rows': [1, 0, 3], 'factor': 0, 'scale-7': (scale_rows, 'rows', 'factor')}\n"
-        "ns.get(dsk, 'scale-7')"
-    )
+    ex = kernel.execute(f"%%schedule dask --address {address}\n" + FAILING_TASK_CELL)
     assert ex.status == "error" and ex.error["ename"] == "ZeroDivisionError"
     shown = "\n".join(ex.error["traceback"])
     assert "task 'scale-7' failed on the 'dask' scheduler (tcp://127.0.0.1:" in shown
     assert "it failed the same way" in shown  # the rerun's frames; the worker's are the same
     ex = kernel.ok(
-        "import sys\n"
-        "tb = sys.last_traceback\n"
-        "while tb.tb_next is not None:\n"
-        "    tb = tb.tb_next\n"
-        "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))\n"
+        LAST_TASK_FRAME
+        + "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))\n"
         "print(ns.last_failure().inputs, ns.config.get('scheduler'),"
         " ns.config.get('dask_address'))"
     )

@@ -17,6 +17,8 @@ import pytest
 import notebook_sched as ns
 from notebook_sched.schedulers import _pool
 
+from .workloads import progress, python_loop
+
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 INTERRUPT_AFTER = 0.5
@@ -26,20 +28,6 @@ def interrupt_soon(delay: float = INTERRUPT_AFTER) -> threading.Timer:
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     return timer
-
-
-progress: list = []
-
-
-def python_loop(i, seconds=3.0):
-    """Pure-Python work: stoppable between bytecodes."""
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        if n % 10_000 == 0:
-            progress.append(i)
-    return i
 
 
 def sleeper_writing_marker(i, directory, seconds=2.0):

@@ -1,7 +1,6 @@
 """The worker-side meter (notebook_sched/measure.py): CPU, result bytes and the busy-GIL
 share of a task, measured in the process that ran it, and a probe that stops when idle."""
 
-import threading
 import time
 
 import numpy as np
@@ -69,32 +68,39 @@ def test_meter_tells_a_python_loop_from_sleep_and_numpy():
         meter.stop()
 
 
+def probe_running(meter: TaskMeter) -> bool:
+    """This meter's own probe thread (other meters of the test process may run theirs)."""
+    probe = meter._probe
+    return probe is not None and probe.running
+
+
 def test_first_long_task_is_unmeasured_and_short_tasks_start_no_probe():
     meter = TaskMeter()
-    before = threading.active_count()
     try:
         for _ in range(50):
             _, measured = measure(meter, int, 3)
             assert measured.gil_busy is None and measured.nbytes == 8
-        assert threading.active_count() == before  # tiny tasks never pay for a probe
+        assert meter._probe is None  # tiny tasks never pay for a probe
         _, first = measure(meter, python_loop, 0.01)
         assert first.gil_busy is None  # the probe starts after it
-        assert threading.active_count() == before + 1
+        assert probe_running(meter)
     finally:
         meter.stop()
+    assert meter._probe is None
 
 
 def test_probe_stops_by_itself_when_no_task_runs():
     meter = TaskMeter(idle_stop=0.1)
-    before = threading.active_count()
     measure(meter, python_loop, 0.01)
-    assert threading.active_count() == before + 1
+    probe = meter._probe
+    assert probe_running(meter)
     deadline = time.monotonic() + 5
-    while threading.active_count() > before and time.monotonic() < deadline:
+    while probe.running and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert threading.active_count() == before
-    # and it comes back with the next long task, measuring again
+    assert not probe.running
+    # and a new one comes with the next long task, measuring again
     measure(meter, python_loop, 0.01)
+    assert probe_running(meter) and meter._probe is not probe
     _, again = measure(meter, python_loop, 0.05)
     assert again.gil_busy is not None and again.gil_busy > 0.5
     meter.stop()

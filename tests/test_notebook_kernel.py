@@ -11,28 +11,23 @@ import time
 
 import pytest
 
-from .kernel_helpers import Kernel, models, sent_at, widget_states
+from .kernel_helpers import (
+    FAILING_TASK_CELL,
+    LAST_TASK_FRAME,
+    Kernel,
+    models,
+    running_kernel,
+    sent_at,
+    widget_states,
+)
 
 pytestmark = pytest.mark.timeout(90)
-
-RESET = "ns.config.set(scheduler='threads', num_workers=None, progress=None, rerun='auto')"
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    k = Kernel()
-    try:
-        k.ok("import notebook_sched as ns\n%load_ext notebook_sched")
+    with running_kernel("import notebook_sched as ns\n%load_ext notebook_sched") as k:
         yield k
-    finally:
-        k.shutdown()
-
-
-@pytest.fixture
-def kn(kernel):
-    kernel.ok(RESET)
-    yield kernel
-    kernel.ok(RESET)
 
 
 def config_of(k: Kernel) -> tuple:
@@ -95,14 +90,7 @@ def test_cell_magic_scopes_settings_and_displays_last_expression(kn):
 
 def test_cell_magic_failure_restores_settings_and_debugs_into_the_task(kn):
     kn.ok("%schedule threads --workers 2")
-    ex = kn.execute(
-        "%%schedule processes --workers 1\n"
-        "def scale_rows(rows, factor):\n"
-        "    kept = [r for r in rows if r]\n"
-        "    return len(kept) / factor\n"
-        "dsk = {'rows': [1, 0, 3], 'factor': 0, 'scale-7': (scale_rows, 'rows', 'factor')}\n"
-        "ns.get(dsk, 'scale-7')"
-    )
+    ex = kn.execute("%%schedule processes --workers 1\n" + FAILING_TASK_CELL)
     assert ex.status == "error" and ex.error["ename"] == "ZeroDivisionError"
     shown = "\n".join(ex.error["traceback"])
     assert "task 'scale-7' failed on the 'processes' scheduler" in shown
@@ -115,11 +103,7 @@ def test_cell_magic_failure_restores_settings_and_debugs_into_the_task(kn):
     assert config_of(kn) == ("threads", 2, None, "auto")
     # What %debug would open: the bottom of sys.last_traceback is the task, with locals.
     ex = kn.ok(
-        "import sys\n"
-        "tb = sys.last_traceback\n"
-        "while tb.tb_next is not None:\n"
-        "    tb = tb.tb_next\n"
-        "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))"
+        LAST_TASK_FRAME + "print(tb.tb_frame.f_code.co_name, sorted(tb.tb_frame.f_locals.items()))"
     )
     assert ex.stdout.strip() == "scale_rows [('factor', 0), ('kept', [1, 3]), ('rows', [1, 0, 3])]"
     ex = kn.ok("ns.last_failure()")

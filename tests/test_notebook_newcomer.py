@@ -13,29 +13,17 @@ import time
 
 import pytest
 
-from .kernel_helpers import Kernel, models, widget_states
+from .kernel_helpers import models, running_kernel, widget_states
 
 pytestmark = pytest.mark.timeout(120)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-RESET = "ns.config.set(scheduler='threads', num_workers=None, progress=None, rerun='auto')"
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    k = Kernel()
-    try:
-        k.ok("import notebook_sched as ns, os, time\n%load_ext notebook_sched")
+    with running_kernel("import notebook_sched as ns, os, time\n%load_ext notebook_sched") as k:
         yield k
-    finally:
-        k.shutdown()
-
-
-@pytest.fixture
-def kn(kernel):
-    kernel.ok(RESET)
-    yield kernel
-    kernel.ok(RESET)
 
 
 def shown(ex) -> str:

@@ -23,7 +23,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 
-from .test_browser_lab import marked_processes, wait_for_no_marked_processes
+from .helpers import marked_processes, wait_for_no_marked_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -72,10 +72,10 @@ def test_notebook_runs_like_run_all(path, tmp_path):
     finally:
         if manager.has_kernel:
             manager.shutdown_kernel()  # we own the manager, so nbclient leaves it running
-        left = wait_for_no_marked_processes(marker)
+        left = wait_for_no_marked_processes(MARKER, marker)
         for proc in left:  # do not leak into the next test; still fail below
             proc.kill()
-    assert not left, f"processes left after {path.name}: {left or marked_processes(marker)}"
+    assert not left, f"processes left after {path.name}: {left or marked_processes(MARKER, marker)}"
 
     home = os.path.expanduser("~")
     for index, cell in enumerate(nb.cells):

@@ -26,7 +26,7 @@ the graph in its order on ``workers`` slots with backend-specific durations:
   the run takes at least their sum: ``max(list schedule, sum of GIL-held parts)``.
 * ``processes``: ``workers`` slots, each task costs its isolated duration plus the
   per-task overhead and the transfer of its inputs and result at the measured cost per
-  byte; no GIL is shared between processes.
+  byte (without dependencies: its result, twice); no GIL is shared between processes.
 * ``auto``: the two mixed on ``workers`` slots: GIL-holding tasks as on processes,
   the others as on threads, whose GIL-held parts still take turns.
 
@@ -166,26 +166,37 @@ def predict(
         schedule = list_schedule(samples, durations, workers)
         return max(schedule, sum(s.gil_held for s in samples))
     if backend == "processes":
-        durations = [_in_process(samples, s, overhead, costs) for s in samples]
+        edges = any(s.deps for s in samples)
+        durations = [_in_process(samples, s, overhead, costs, edges) for s in samples]
         return costs.pool_start + list_schedule(samples, durations, workers)
     # auto: GIL-holding tasks in processes, the rest on threads, sharing the slots; the
     # threads' GIL-held parts still take turns.
     on_threads = costs.per_task["threads"]
+    edges = any(s.deps for s in samples)
     durations = []
     gil = 0.0
     for s in samples:
         if s.gil_busy >= GIL_BOUND:
-            durations.append(_in_process(samples, s, overhead, costs))
+            durations.append(_in_process(samples, s, overhead, costs, edges))
         else:
             durations.append(s.isolated + on_threads)
             gil += s.gil_held
     return costs.pool_start + max(list_schedule(samples, durations, workers), gil)
 
 
-def _in_process(samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs) -> float:
-    """A task's duration on a worker process: its own time plus moving its data."""
-    inputs = sum(samples[d].bytes_out for d in s.deps)
-    return s.isolated + overhead + (inputs + s.bytes_out) * costs.per_byte
+def _in_process(
+    samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs, edges: bool
+) -> float:
+    """A task's duration on a worker process: its own time plus moving its data.
+
+    With dependencies, a task moves its inputs and its result.  Samples without any
+    (the Advisor's: task events carry no edges) count each result twice instead: back
+    to the caller, and out again to the task that reads it."""
+    if edges:
+        moved = sum(samples[d].bytes_out for d in s.deps) + s.bytes_out
+    else:
+        moved = 2 * s.bytes_out
+    return s.isolated + overhead + moved * costs.per_byte
 
 
 def list_schedule(samples: Sequence[TaskSample], durations: Sequence[float], slots: int) -> float:

@@ -4,8 +4,8 @@
 
     scheduler (client process)                     worker process
        |  compute/release/where/send/peers  ---->  receiver thread (never sends, never
-       |                                             blocks but on ``lock``) updates the
-       |                                             tables below, wakes executors
+       |                                             blocks but on ``lock``) feeds the
+       |                                             WorkerMachine, wakes executors
        |  <---- done batches, errors        ----   executor threads (slot 0 is the main
        |                                             thread): pop ready, run, store result
        |  <---- data, paused, stolen --------   sender thread: answers ``send``/``steal``
@@ -62,7 +62,7 @@ from typing import Any
 
 from ..engine import run_spec
 from ..errors import dump_exception as _dump_exception
-from ..measure import TaskMeter
+from ..measure import process_meter
 from ..reporter import skip_after
 from . import protocol
 from .listener import AuthListener
@@ -116,7 +116,7 @@ class Worker(Transfers):
         self.machine = WorkerMachine(self.nthreads, settings["memory_limit"], time.time())
         self.in_task = [False] * self.nthreads
         self.idents: list = [0] * self.nthreads
-        self.meter = TaskMeter()  # measures a sample of tasks (see _execute)
+        self.meter = process_meter()  # measures a sample of tasks (see _execute)
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
         self.pid = os.getpid()  # checked before each message: forks from C run no hooks

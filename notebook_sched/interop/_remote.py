@@ -79,16 +79,11 @@ def run_task(packed: Packed, *inputs: Any) -> Any:
     return value
 
 
-_meters: list = []
-
-
 def _meter():
-    """This worker process's TaskMeter, made on first use."""
-    if not _meters:
-        from ..measure import TaskMeter
+    """This worker process's TaskMeter (``measure.py``, imported only when measuring)."""
+    from ..measure import process_meter
 
-        _meters.append(TaskMeter())
-    return _meters[0]
+    return process_meter()
 
 
 def format_exception(exc: BaseException) -> str:

@@ -166,16 +166,11 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
         current.value = -1
 
 
-_meters: list = []
-
-
 def _meter():
     """This worker's TaskMeter (``measure.py``, imported only when someone measures)."""
-    if not _meters:
-        from ..measure import TaskMeter
+    from ..measure import process_meter
 
-        _meters.append(TaskMeter())
-    return _meters[0]
+    return process_meter()
 
 
 def batch_id(data: bytes) -> int:
