@@ -97,23 +97,33 @@ def _activate() -> None:
         _activated = True
         config.on_first_use(None)
         from . import debug, diagnostics, interop
-        from .schedulers import Capabilities, register_backend  # registers config's checks
 
-        register_backend(
-            "distributed",
-            "notebook_sched.distributed.backend",
-            ("local-distributed",),
-            "a local cluster: futures, data that stays in worker processes, a live status",
-            Capabilities(uses_worker_processes=True),
-        )
+        _register_backends()
         debug.install()
         diagnostics.install()
-        interop.install()  # the Dask config mirror, and the "dask" backend
+        interop.install()  # the Dask config mirror
+
+
+def _register_backends() -> None:
+    """The backends above the registry: the local cluster (named here, since
+    ``distributed`` stands beside ``schedulers`` and imports none of it) and ``dask``
+    (registered by ``interop``).  Importing the registry registers config's checks."""
+    from .interop import register_dask_backend
+    from .schedulers import Capabilities, register_backend
+
+    register_backend(
+        "distributed",
+        "notebook_sched.distributed.backend",
+        ("local-distributed",),
+        "a local cluster: futures, data that stays in worker processes, a live status",
+        Capabilities(uses_worker_processes=True),
+    )
+    register_dask_backend()
 
 
 def _load_environment() -> None:
     if os.environ.get(config.ENV_SCHEDULER):
-        from . import schedulers  # noqa: F401 - its check of scheduler names
+        _register_backends()  # every name may be given, nothing else is loaded
     config.load_environment()
 
 

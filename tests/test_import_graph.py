@@ -122,6 +122,20 @@ def test_first_use_registers_the_layers_above_once():
     assert {"debug", "diagnostics.hooks", "interop.mirror"} <= _ours(found["modules"])
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["distributed", "dask"])
+def test_the_environment_may_name_a_backend_of_a_layer_above(name, monkeypatch):
+    monkeypatch.setenv("NOTEBOOK_SCHED_SCHEDULER", name)
+    found = _run(
+        "import json, sys, notebook_sched as ns\n"
+        "modules = sorted(sys.modules)\n"
+        "print(json.dumps({'modules': modules, 'scheduler': ns.config.get('scheduler')}))\n"
+    )
+    # The names are checked with the registry alone: no API, hooks or Dask at import.
+    assert _ours(found["modules"]) <= BOTTOM | {"schedulers", "interop"}
+    assert found["scheduler"] == name
+
+
 def test_delayed_stays_the_function_after_its_module_is_imported():
     import importlib
 

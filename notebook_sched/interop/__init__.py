@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["install", "dask_get"]
+__all__ = ["install", "register_dask_backend", "dask_get"]
 
 _installed = False
 
@@ -43,8 +43,16 @@ def install() -> None:
     if _installed:
         return
     from .. import config
-    from ..schedulers import Capabilities, register_backend
     from .mirror import mirror_scheduler
+
+    register_dask_backend()
+    config.add_mirror(mirror_scheduler)
+    _installed = True
+
+
+def register_dask_backend() -> None:
+    """Make ``scheduler="dask"`` select ``dask_backend.get`` (loaded when chosen)."""
+    from ..schedulers import Capabilities, register_backend
 
     register_backend(
         "dask",
@@ -53,8 +61,6 @@ def install() -> None:
         "a dask.distributed cluster: the active Client, or --address tcp://host:8786",
         Capabilities(uses_worker_processes=True),
     )
-    config.add_mirror(mirror_scheduler)
-    _installed = True
 
 
 def __getattr__(name: str) -> Any:
