@@ -46,7 +46,15 @@ from .errors import misspelled_key_note
 from .failure import TaskFailure, annotate, record_failure
 from .graph import CALL, EXPR, CompiledGraph
 
-__all__ = ["Reporter", "SAMPLE_EVERY", "LONG_TASK", "skip_after", "task_failure", "UNKNOWN"]
+__all__ = [
+    "Reporter",
+    "SAMPLE_EVERY",
+    "LONG_TASK",
+    "skip_after",
+    "task_failure",
+    "key_failure",
+    "UNKNOWN",
+]
 
 SAMPLE_EVERY = 256
 LONG_TASK = 0.001
@@ -190,7 +198,7 @@ def task_failure(
     """Annotate ``exc`` and record the failure of task ``i`` with its inputs (read from
     ``values``, overridden by ``inputs``: ``{dependency task: value}``, or UNKNOWN)."""
     key = graph.keys[i]
-    annotate(exc, key, backend, worker)
+    annotate(exc, key, backend, worker)  # first, so it comes before the hint
     _add_misspelling_note(exc, graph, graph.specs[i])
     if inputs is UNKNOWN:
         recorded = None
@@ -200,17 +208,46 @@ def task_failure(
             keys = graph.keys
             for dep, value in inputs.items():
                 recorded[keys[dep]] = value
+    return key_failure(
+        key,
+        exc,
+        backend,
+        worker,
+        spec=graph.specs[i],
+        inputs=recorded,
+        remote_traceback=remote_traceback,
+        graph=graph.source,
+        requested_keys=[graph.keys[o] for o in graph.outputs],
+    )
+
+
+def key_failure(
+    key: Any,
+    exc: BaseException,
+    backend: str,
+    worker: str,
+    *,
+    spec: Any = None,
+    inputs: dict | None = None,
+    remote_traceback: str | None = None,
+    graph: Any = None,
+    requested_keys: Any = None,
+) -> TaskFailure:
+    """Annotate ``exc`` and record the failure of ``key``: the one place a
+    :class:`TaskFailure` is made (:func:`task_failure`, and a cluster Future's failure,
+    which is known by key, outside any run)."""
+    annotate(exc, key, backend, worker)
     return record_failure(
         TaskFailure(
             key=key,
             exception=exc,
             backend=backend,
             worker=worker,
-            spec=graph.specs[i],
-            inputs=recorded,
+            spec=spec,
+            inputs=inputs,
             remote_traceback=remote_traceback,
-            graph=graph.source,
-            requested_keys=[graph.keys[o] for o in graph.outputs],
+            graph=graph,
+            requested_keys=requested_keys,
         )
     )
 

@@ -304,7 +304,18 @@ EMITTERS = [
     "schedulers/executor.py",
     "distributed/run.py",
     "interop/dask_backend.py",
+    "distributed/client.py",
 ]
+
+
+def test_only_the_reporter_makes_task_failures():
+    makers = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name in ("reporter.py", "failure.py"):
+            continue
+        if re.search(r"\bTaskFailure\(|\brecord_failure\(", path.read_text()):
+            makers.append(str(path.relative_to(PACKAGE)))
+    assert makers == []
 
 
 @pytest.mark.parametrize("path", EMITTERS)

@@ -30,8 +30,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..failure import TaskFailure, annotate, record_failure
 from ..graph import CALL, first
+from ..reporter import key_failure
 from . import protocol
 from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
@@ -215,19 +215,16 @@ class Client:
         """The exception of a failed key, rebuilt once, annotated and recorded."""
         if state.exception is None:
             exc, worker, traceback_text = rebuild_error(state.error)
-            annotate(exc, state.key, BACKEND, worker)
             inputs, graph = self._failure_context(state.key)
-            record_failure(
-                TaskFailure(
-                    key=state.key,
-                    exception=exc,
-                    backend=BACKEND,
-                    worker=worker,
-                    inputs=inputs,
-                    remote_traceback=traceback_text,
-                    graph=graph,
-                    requested_keys=[state.key] if graph is not None else None,
-                )
+            key_failure(
+                state.key,
+                exc,
+                BACKEND,
+                worker,
+                inputs=inputs,
+                remote_traceback=traceback_text,
+                graph=graph,
+                requested_keys=[state.key] if graph is not None else None,
             )
             state.exception = exc
         return state.exception
