@@ -14,7 +14,9 @@ asked for, through the module ``__getattr__``: the API (``get``, ``compute``,
 ``delayed``), the backends, cloudpickle and anything notebook-related.  The first
 use (a public name other than the bottom ones, the first ``config.set``/``get``,
 ``%load_ext``) runs :func:`_activate`, which lets the layers above register
-themselves: the scheduler registry's checks of config values, the run hooks of
+themselves: the scheduler registry's checks of config values, the backends above it
+(the local cluster, named here since ``distributed`` stands beside ``schedulers``
+and imports none of it; ``dask``, registered by ``interop``), the run hooks of
 ``debug`` (local rerun of a failed task) and ``diagnostics`` (progress, advice), and
 the Dask config mirror of ``interop``.  So a worker process, which imports this
 package only to unpickle a job, runs none of it.
@@ -94,16 +96,34 @@ def _activate() -> None:
             return
         _activated = True
         config.on_first_use(None)
-        from . import debug, diagnostics, interop, schedulers  # noqa: F401 - registers checks
+        from . import debug, diagnostics, interop
 
+        _register_backends()
         debug.install()
         diagnostics.install()
-        interop.install()
+        interop.install()  # the Dask config mirror
+
+
+def _register_backends() -> None:
+    """The backends above the registry: the local cluster (named here, since
+    ``distributed`` stands beside ``schedulers`` and imports none of it) and ``dask``
+    (registered by ``interop``).  Importing the registry registers config's checks."""
+    from .interop import register_dask_backend
+    from .schedulers import Capabilities, register_backend
+
+    register_backend(
+        "distributed",
+        "notebook_sched.distributed.backend",
+        ("local-distributed",),
+        "a local cluster: futures, data that stays in worker processes, a live status",
+        Capabilities(uses_worker_processes=True),
+    )
+    register_dask_backend()
 
 
 def _load_environment() -> None:
     if os.environ.get(config.ENV_SCHEDULER):
-        from . import schedulers  # noqa: F401 - its check of scheduler names
+        _register_backends()  # every name may be given, nothing else is loaded
     config.load_environment()
 
 

@@ -120,8 +120,9 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, **options: Any) -> Any:
         )
     for name in _DASK_OPTIONS:
         options.pop(name, None)
+    default = config.get("scheduler")  # (the first use: the layers above register)
     if scheduler is None:
-        scheduler = config.get("scheduler")
+        scheduler = default
     backend, backend_get = resolve(scheduler)
     _fill_defaults(options)
     request = RunRequest(backend, MappingProxyType(options))

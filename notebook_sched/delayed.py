@@ -30,6 +30,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .api import get
+from .graph import first
 
 __all__ = ["Delayed", "delayed", "compute", "collect_graph", "set_visualizer"]
 
@@ -94,7 +95,7 @@ class Delayed:
         return self._key
 
     def __dask_postcompute__(self):
-        return _first, ()
+        return first, ()
 
     def compute(self, scheduler: Any = None, **options: Any) -> Any:
         """Compute this value (see :func:`notebook_sched.compute`)."""
@@ -173,10 +174,6 @@ def _as_data(value: Any) -> Any:
     if type(value) in (str, bytes, tuple, list, dict, set, frozenset):
         return (_unwrap, _Literal(value))  # could read as a key, a task or hold keys
     return value
-
-
-def _first(results: Any) -> Any:
-    return results[0]
 
 
 def _binary(op: Callable, reflected: bool = False):

@@ -7,7 +7,7 @@ backends, and the task's inputs where the caller holds them) and stores it as th
 note naming the key and backend added by :func:`annotate`, and a reference to the
 record in ``exception.__notebook_sched_failure__``.
 
-The debugging layer (``debug.py``) reads this record to rerun the task in the
+The debugging layer (``debug/``) reads this record to rerun the task in the
 caller, so ``%debug`` lands in the task's frame; nothing here depends on it.
 """
 
@@ -68,7 +68,7 @@ class TaskFailure:
 
 _lock = threading.Lock()  # guards _last
 _last: TaskFailure | None = None
-# Set by the debugging layer (debug.py): gives a recorded failure's exception its IPython
+# Set by the debugging layer (debug/): gives a recorded failure's exception its IPython
 # rendering, also when it reaches the user outside ``get`` (``Future.result()``).
 _display_hook: Callable[[TaskFailure], None] | None = None
 

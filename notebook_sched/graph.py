@@ -69,6 +69,7 @@ from .graph_walk import (
 )
 
 __all__ = [
+    "first",
     "CALL",
     "VALUE",
     "ALIAS",
@@ -500,3 +501,9 @@ def _cycle_error(keys: list, cycle: list) -> CycleError:
         f"A task cannot depend on its own result; break the cycle by removing one of "
         f"these references or by giving one of the tasks a different input."
     )
+
+
+def first(results: Any) -> Any:
+    """``results[0]``: the ``__dask_postcompute__`` of a collection that is one key's
+    value (``Delayed``), by which the layers below it recognise one without its type."""
+    return results[0]

@@ -153,6 +153,17 @@ def test_scatter_and_compute(client):
     assert (first.result(), second.result()) == (9, 16)
 
 
+def test_compute_of_a_delayed_is_the_future_of_its_key(client):
+    """A Delayed is one key's value: its future is that key, with no finalize task
+    (the cluster layer recognises it by its postcompute, not by importing Delayed)."""
+    d = ns.delayed(inc)(41)
+    future = client.compute(d)
+    assert future.key == d.key and future.result() == 42
+    pair = ns.delayed(tuple)([d, d])
+    other = client.compute(pair)
+    assert other.key == pair.key and other.result() == (42, 42)
+
+
 def test_results_stay_on_workers_and_are_freed_with_the_future(client, cluster):
     future = client.submit(np.ones, 1_000_000)  # 8 MB
     future.result()

@@ -7,8 +7,9 @@ Three checks:
 * a spawned process worker loads only what running a job needs (the engine and what
   is below it, the job format, cloudpickle);
 * every import in the package (module level and lazy ones inside functions alike,
-  read with ``ast``) points down the layer order below, or stays inside its own
-  layer, and no set of modules imports itself round, lazily or not.
+  read with ``ast``), and every module named in a string (a registry entry, an
+  ``import_module`` target), points down the layer order below or stays inside its
+  own layer, and no set of modules imports itself round, lazily or not.
 """
 
 from __future__ import annotations
@@ -119,6 +120,20 @@ def test_first_use_registers_the_layers_above_once():
     assert found["after"] == ["failure_hook", "progress_hook", "advise_hook"]
     assert "Unknown scheduler 'gpu'" in found["error"] and "threads" in found["error"]
     assert {"debug", "diagnostics.hooks", "interop.mirror"} <= _ours(found["modules"])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["distributed", "dask"])
+def test_the_environment_may_name_a_backend_of_a_layer_above(name, monkeypatch):
+    monkeypatch.setenv("NOTEBOOK_SCHED_SCHEDULER", name)
+    found = _run(
+        "import json, sys, notebook_sched as ns\n"
+        "modules = sorted(sys.modules)\n"
+        "print(json.dumps({'modules': modules, 'scheduler': ns.config.get('scheduler')}))\n"
+    )
+    # The names are checked with the registry alone: no API, hooks or Dask at import.
+    assert _ours(found["modules"]) <= BOTTOM | {"schedulers", "interop"}
+    assert found["scheduler"] == name
 
 
 def test_delayed_stays_the_function_after_its_module_is_imported():
@@ -236,6 +251,7 @@ def test_the_parser_sees_lazy_relative_and_absolute_imports():
     assert "diagnostics.advice" in graph["diagnostics"]  # lazy, inside a function
     assert "client" not in " ".join(graph["distributed.future"])  # TYPE_CHECKING only
     assert "debug.rerun" in graph["debug"] and "interop" in graph[""]
+    assert "distributed.backend" in _named_modules(PACKAGE / "__init__.py")
 
 
 def test_imports_point_down_the_layers():
@@ -290,6 +306,30 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                 if len(component) > 1:
                     found.append(sorted(component))
     return found
+
+
+def _named_modules(path: Path) -> set[str]:
+    """Package modules named in string literals (``importlib.import_module`` targets,
+    registry entries, ``sys.modules`` lookups): imports by another name."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name = node.value.removeprefix("notebook_sched.")
+            if node.value.startswith("notebook_sched.") and name and _is_module(name):
+                found.add(name)
+    return found
+
+
+def test_no_module_names_a_higher_layer_in_a_string():
+    wrong = sorted(
+        (_module_name(path), named)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for named in _named_modules(path)
+        if not _allowed(_module_name(path), named)
+    )
+    assert wrong == [], "modules of higher layers named as strings: " + ", ".join(
+        f"{a or 'notebook_sched'} -> {b}" for a, b in wrong
+    )
 
 
 def test_no_import_cycles_lazy_ones_included():

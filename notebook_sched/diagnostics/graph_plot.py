@@ -11,7 +11,7 @@ Only what the requested keys need is drawn (the graph is compiled and culled fir
 so a bad graph fails here as it would at compute).  Tasks are labelled with their
 prefix (``key_split``); graphs of more than ``LABEL_LIMIT`` nodes go unlabelled.
 Delayed objects reach this module through ``delayed.set_visualizer`` (registered by
-``diagnostics.install_run_hooks``): drawing lives above the delayed layer.
+``diagnostics.install``): drawing lives above the delayed layer.
 """
 
 from __future__ import annotations

@@ -30,9 +30,12 @@ cluster started on first use.  Modules, each opening with its design note:
 ``worker``     the worker process: threads and sockets around its WorkerMachine
                (``transfers``: data to and from other workers)
 ``cluster``    LocalCluster: processes, secret, replacement of dead and hung workers
-``client``     Client, Future, as_completed (``arguments``: futures inside arguments)
-``run``        one ``get`` on the cluster, events in the caller's thread
-``backend``    ``scheduler="distributed"`` and the default cluster
+``future``     Future and the per-key state its copies share
+``arguments``  futures inside ``submit`` arguments: one walk over nested values
+``client``     Client, as_completed (imports ``future`` and ``arguments``)
+``run``        one ``get`` on the cluster, events in the caller's thread; ``ask``
+``defaults``   the default clusters: started on first use, resized, retired
+``backend``    ``scheduler="distributed"`` (registered by the package root on first use)
 
 Nothing here is imported by ``import notebook_sched``.
 """

@@ -24,21 +24,20 @@ callback list.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..graph import CALL
+from ..graph import CALL, first
 from ..reporter import key_failure
 from . import protocol
 from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
 from .defaults import default_cluster
 from .future import Future, _FutureState
-from .run import BACKEND, Waiter, fetch, rebuild_error, request_ids, run_graph
+from .run import BACKEND, ask, fetch, rebuild_error, run_graph
 from .state import CancelledError
 
 __all__ = ["Client", "Future", "as_completed", "CancelledError", "current_client"]
@@ -199,14 +198,7 @@ class Client:
         __tracebackhide__ = True
         if not keys:
             return []
-        waiter = Waiter(self._scheduler)
-        rid = next(request_ids)
-        self._post(lambda state: state.request_keys(rid, keys, waiter))
-        try:
-            kind, payload = waiter.wait(timeout)
-        except BaseException:  # timed out or interrupted: nobody will read the answer
-            self._scheduler.post(lambda state: state.drop_request(rid))
-            raise
+        kind, payload = ask(self, lambda state, rid, w: state.request_keys(rid, keys, w), timeout)
         if kind == "data":
             return [protocol.unpack(value) for value in payload]
         if kind == "error":
@@ -409,13 +401,10 @@ def _new_key(fn: Any) -> str:
 
 def _output_key(obj: Any, graph: dict) -> Any:
     """The key whose value is ``obj``'s result; adds a finalize task when needed."""
-    # Our Delayed names its one key (no finalize task).  Looked up, not imported: the
-    # delayed layer sits above this one, and without it loaded obj cannot be one.
-    delayed = sys.modules.get("notebook_sched.delayed")
-    if delayed is not None and isinstance(obj, delayed.Delayed):
-        return obj.key
     keys = obj.__dask_keys__()
     post, extra = obj.__dask_postcompute__()
+    if post is first and not extra and len(keys) == 1 and not isinstance(keys[0], list):
+        return keys[0]  # one key's value (a Delayed): no finalize task
     key = f"finalize-{uuid.uuid4().hex}"
     graph[key] = (_finalize, post, list(extra), keys)
     return key

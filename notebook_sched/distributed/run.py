@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..engine import UNKNOWN, execute_graph
@@ -90,16 +91,23 @@ class Waiter:
                 )
 
 
-def fetch(client, tids: list, timeout: float | None = None) -> list:
-    """The values of tasks ``tids`` (any run), unpacked, in order."""
+def ask(client, request: Callable[..., None], timeout: float | None) -> tuple[str, Any]:
+    """Post ``request(state, rid, waiter)`` to the scheduler and wait for its answer
+    ``(kind, payload)``; a wait that ends without one (timeout, interrupt) withdraws
+    the request, since nobody will read the answer."""
     waiter = Waiter(client._scheduler)
     rid = next(request_ids)
-    client._post(lambda state: state.request_data(rid, tids, waiter))
+    client._post(lambda state: request(state, rid, waiter))
     try:
-        kind, payload = waiter.wait(timeout)
-    except BaseException:  # timed out or interrupted: nobody will read the answer
+        return waiter.wait(timeout)
+    except BaseException:
         client._scheduler.post(lambda state: state.drop_request(rid))
         raise
+
+
+def fetch(client, tids: list, timeout: float | None = None) -> list:
+    """The values of tasks ``tids`` (any run), unpacked, in order."""
+    kind, payload = ask(client, lambda state, rid, w: state.request_data(rid, tids, w), timeout)
     if kind != "data":
         raise RuntimeError(f"the inputs could not be gathered: {kind} {payload!r}")
     return [protocol.unpack(value) for value in payload]

@@ -22,29 +22,45 @@ Our graphs on dask.distributed (``dask_backend.py``)
 
 Nothing here imports Dask until it is used: :func:`install` (called by the package
 root on first use, before the first ``config`` change or ``get``; never at ``import
-notebook_sched``) only registers the config mirror, which imports ``dask.config`` on
-the first scheduler change, and only when Dask is installed.
+notebook_sched``) only registers the ``dask`` backend (its module loads when chosen)
+and the config mirror, which imports ``dask.config`` on the first scheduler change,
+and only when Dask is installed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["install", "dask_get"]
+__all__ = ["install", "register_dask_backend", "dask_get"]
 
 _installed = False
 
 
 def install() -> None:
-    """Register the Dask config mirror (cheap: Dask is imported on first use)."""
+    """Register the ``dask`` backend and the Dask config mirror (cheap: Dask is
+    imported on first use)."""
     global _installed
     if _installed:
         return
     from .. import config
     from .mirror import mirror_scheduler
 
+    register_dask_backend()
     config.add_mirror(mirror_scheduler)
     _installed = True
+
+
+def register_dask_backend() -> None:
+    """Make ``scheduler="dask"`` select ``dask_backend.get`` (loaded when chosen)."""
+    from ..schedulers import Capabilities, register_backend
+
+    register_backend(
+        "dask",
+        "notebook_sched.interop.dask_backend",
+        (),
+        "a dask.distributed cluster: the active Client, or --address tcp://host:8786",
+        Capabilities(uses_worker_processes=True),
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ How a run goes::
 
 Holding a Future per task (until its readers finish) is what lets a failure be
 debugged: the failed task's inputs are still in the cluster, and are gathered into
-its :class:`~notebook_sched.failure.TaskFailure`, so ``debug.py`` reruns the task here
+its :class:`~notebook_sched.failure.TaskFailure`, so ``debug/`` reruns the task here
 and ``%debug`` lands in its frame.  Results stay in the workers until then, about as
 long as Dask would keep them itself.
 

@@ -109,20 +109,6 @@ register_backend(
     "threads and processes mixed, chosen per task from measurements of the GIL",
     Capabilities(runs_tasks_on_threads=True, uses_worker_processes=True, worker_timeout=True),
 )
-register_backend(
-    "distributed",
-    "notebook_sched.distributed.backend",
-    ("local-distributed",),
-    "a local cluster: futures, data that stays in worker processes, a live status",
-    Capabilities(uses_worker_processes=True),
-)
-register_backend(
-    "dask",
-    "notebook_sched.interop.dask_backend",
-    (),
-    "a dask.distributed cluster: the active Client, or --address tcp://host:8786",
-    Capabilities(uses_worker_processes=True),
-)
 
 
 def names() -> dict[str, list[str]]:
