@@ -83,6 +83,7 @@ class GilProbe:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._keep_running = keep_running
+        self.pending: float | None = None  # ``due`` of the cycle in flight (not appended)
 
     def start(self) -> GilProbe:
         if self._thread is not None:
@@ -133,7 +134,7 @@ class GilProbe:
                 # Stamped with the time it meant to wake: the moment the sample is about
                 # (stamping the actual wake would push busy samples past the task that
                 # held the GIL, since the probe gets it when that task lets go).
-                due = wall() + interval
+                due = self.pending = wall() + interval
                 t0 = perf()
                 sleep(interval)
                 late = perf() - t0 - interval - floor
@@ -162,7 +163,9 @@ class GilProbe:
         A sample still waiting at ``stop`` counts for its part inside the window: the
         probe was kept from the GIL from ``due`` to ``stop`` while asking for at most
         one switch interval of it, so a task that held the GIL to its end reads busy
-        however it lines up with the probe's cycle.  Samples are in time order, so the
+        however it lines up with the probe's cycle.  The cycle still in flight (due
+        before ``stop``, its sample not written because the probe is still waiting for
+        the GIL) counts as one busy sample.  Samples are in time order, so the
         window is found by bisection (O(log n + window), safe while the probe is still
         appending).
         """
@@ -182,6 +185,14 @@ class GilProbe:
                 continue
             blocked = min(woke, stop) - due - floor - starved
             shares.append(0.0 if blocked <= 0.0 else min(blocked / min(span, room), 1.0))
+        pending = self.pending
+        if pending is not None and stop - pending > floor:
+            last = samples[-1][0] if samples else None
+            if last is None or last < pending:
+                # The probe meant to wake at ``pending`` and has not got the GIL back by
+                # ``stop``: a busy sample the probe has not been able to write yet (a
+                # meter asks as its task ends, while other threads keep the GIL).
+                shares.append(1.0)
         if not shares:
             return 0.0, 0
         return sum(shares) / len(shares), len(shares)

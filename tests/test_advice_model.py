@@ -133,13 +133,27 @@ def test_auto_mixes_the_two_and_wins_on_a_mixed_graph():
     )
     times = {b: predict(mix, b, 2, costs) for b in ("sync", "threads", "processes", "auto")}
     assert times["sync"] == pytest.approx(1.6)
-    assert times["threads"] == pytest.approx(0.8)  # the 0.8 s of GIL-held work
+    # The sorts take 1.5x beside the parses (the convoy): (8 x 0.15 + 8 x 0.1) / 2.
+    assert times["threads"] == pytest.approx(1.0)
     assert times["auto"] == pytest.approx(0.8)
     assert times["processes"] == pytest.approx(0.8)
     # Large results make processes pay for the sorts; auto keeps them on threads.
     heavy = [TaskSample(**{**vars(s), "bytes_out": 50_000_000}) for s in mix]
     slow_pipe = Costs(per_task=costs.per_task, per_byte=1e-9)
     assert predict(heavy, "auto", 2, slow_pipe) < predict(heavy, "processes", 2, slow_pipe)
+
+
+def test_the_convoy_slows_gil_releasing_cpu_work_beside_holders_only():
+    costs = Costs(
+        per_task={"sync": 0.0, "threads": 0.0, "processes": 0.0, "auto": 0.0}, per_byte=0.0
+    )
+    sorts = independent(8, prefix="sort", wall=0.1, cpu=0.1, gil_busy=0.0)
+    naps = independent(8, prefix="nap", wall=0.1, cpu=0.001, gil_busy=0.0)
+    parses = independent(8, prefix="parse", wall=0.1, cpu=0.1, gil_busy=1.0)
+    assert predict(sorts, "threads", 2, costs) == pytest.approx(0.4)  # no holder: no convoy
+    assert predict(naps + parses, "threads", 2, costs) == pytest.approx(0.8)  # naps: no CPU
+    assert predict(sorts + parses, "threads", 2, costs) == pytest.approx(1.0)
+    assert predict(sorts + parses, "threads", 1, costs) == pytest.approx(1.6)  # one thread
 
 
 def test_time_without_a_cpu_is_not_waiting():

@@ -23,7 +23,9 @@ the graph in its order on ``workers`` slots with backend-specific durations:
 
 * ``sync``: one slot, isolated durations.
 * ``threads``: ``workers`` slots; the GIL-held parts of all tasks cannot overlap, so
-  the run takes at least their sum: ``max(list schedule, sum of GIL-held parts)``.
+  the run takes at least their sum: ``max(list schedule, sum of GIL-held parts)``;
+  a GIL-releasing task on a CPU beside GIL-holding ones waits for the GIL between its
+  C calls (the convoy, ``_convoy``): 1.5x its own time.
 * ``processes``: ``workers`` slots, each task costs its isolated duration plus the
   per-task overhead and the transfer of its inputs and result at the measured cost per
   byte (without dependencies: its result, twice); no GIL is shared between processes.
@@ -55,6 +57,7 @@ HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
 BACKENDS = ("sync", "threads", "processes", "auto")
 GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 ON_CPU = 0.25  # CPU share of wall time under which a prefix waits
+CONVOY = 1.5  # a GIL-releasing CPU task's slow-down on threads beside GIL holders
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,8 @@ def predict(
     if backend == "sync":
         return sum(s.isolated for s in samples) + overhead * len(samples)
     if backend == "threads":
-        durations = [s.isolated + overhead for s in samples]
+        convoy = any(s.gil_busy >= GIL_BOUND for s in samples) and workers > 1
+        durations = [s.isolated * _convoy(s, convoy) + overhead for s in samples]
         schedule = list_schedule(samples, durations, workers)
         return max(schedule, sum(s.gil_held for s in samples))
     if backend == "processes":
@@ -182,6 +186,21 @@ def predict(
             durations.append(s.isolated + on_threads)
             gil += s.gil_held
     return costs.pool_start + max(list_schedule(samples, durations, workers), gil)
+
+
+def _convoy(s: TaskSample, holders: bool) -> float:
+    """How much longer a task takes on threads beside GIL-holding tasks (the convoy).
+
+    A task on a CPU that releases the GIL (NumPy) takes it back between its C calls;
+    beside a thread running Python it waits for that thread's switch interval to end
+    each time.  Its calls are of the order of a switch interval (a call much shorter
+    would hold the GIL, one much longer would barely notice), so it waits about half
+    an interval per interval of its own work: ``CONVOY``, 1.5x.  Waiting tasks (sleep,
+    I/O) take the GIL back once at the end, and GIL holders are already serialized
+    by the model's sum of GIL-held time."""
+    if not holders or s.gil_busy >= GIL_BOUND or s.cpu < s.wall * ON_CPU:
+        return 1.0
+    return CONVOY
 
 
 def _in_process(
