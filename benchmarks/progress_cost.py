@@ -137,8 +137,13 @@ def report(repeats: int) -> bool:
             # observer), and a 30 ms compute never shows a bar (0.5 s delay); the target
             # applies to what progress adds on top of the protocol.
             ok &= (own if cheap else max(shown, hidden)) <= TARGET
+            # The advisor's target (issue 11) is on no-op tasks, by medians, where its
+            # cost shows.  On 50 µs pure-Python tasks it measures the same 1 in 256 tasks
+            # (~0.1% of the run), but threads runs there are bimodal (0.5 s or 0.8 s, as
+            # the GIL convoy falls) and 9 rounds cannot resolve 3%: printed, not judged.
             advisor = best["advisor median"] / best["off median"]
-            ok &= advisor <= ADVISOR_TARGET
+            if cheap:
+                ok &= advisor <= ADVISOR_TARGET
             print(
                 f"{name:<13}{scheduler:<8}{cells}  {shown:9.3f}  {hidden:12.3f}  {own:14.3f}  "
                 f"{advisor:19.3f}"
@@ -147,7 +152,7 @@ def report(repeats: int) -> bool:
     print(
         f"targets: 50 µs tasks: progress (hidden or shown) <= {TARGET:.2f} x off; no-op "
         f"tasks: progress (hidden) <= {TARGET:.2f} x a no-op observer; the advisor <= "
-        f"{ADVISOR_TARGET:.2f} x off (medians). {verdict}"
+        f"{ADVISOR_TARGET:.2f} x off (medians, no-op tasks). {verdict}"
     )
     return ok
 

@@ -170,6 +170,7 @@ class _Run:
         clock, cpu_clock = time.time, time.thread_time
         measure = report.measured if report.task_measured else None
         skip = 0
+        queued = True  # read run-queue time after a long task only (see sync.py)
         i = -1
         value = None
         while True:
@@ -201,14 +202,16 @@ class _Run:
                 if measure is not None and skip <= 0:
                     # A measured task (see reporter.py's sampling): clocks on this thread.
                     started(i, name)
-                    c0, q0 = cpu_clock(), run_queue_seconds()
+                    c0, q0 = cpu_clock(), run_queue_seconds() if queued else 0.0
                     t0 = clock()
                     value = run_spec(specs[i], values)
                     t1 = clock()
-                    cpu, starved = cpu_clock() - c0, run_queue_seconds() - q0
+                    cpu = cpu_clock() - c0
+                    starved = run_queue_seconds() - q0 if queued else None
                     measure(i, name, t0, t1, cpu, starved, result_nbytes(value))
                     finished(i, name, t0, t1, False)  # task_done follows, under the lock
                     skip = skip_after(t1 - t0)
+                    queued = not skip
                 elif timed:
                     started(i, name)
                     t0 = clock()
