@@ -11,6 +11,8 @@ number, and the reporter turns it into the protocol of ``events.py``::
     done(i)                               -> task_done(key)   (no clock: the cheap hook)
     measured(i, worker, start, stop, cpu, starved, nbytes, gil_busy, remote)
                                           -> task_measured(...)
+    measured_remote(i, worker, start, stop, (cpu, starved, nbytes, gil_busy))
+                                          -> the same, measured in a worker process
     failed(i, exc, worker, remote_tb, inputs)
                                           -> annotate exc, record the TaskFailure,
                                              task_failed(key, worker, exc)
@@ -154,6 +156,15 @@ class Reporter:
         if self.task_measured:
             self.task_measured(
                 self.keys[i], worker, start, stop, cpu, starved, nbytes, gil_busy, remote
+            )
+
+    def measured_remote(self, i: int, worker: str, start: float, stop: float, measured) -> None:
+        """Task ``i`` was measured in another process: ``measured`` is its worker's
+        ``measure.Measured`` ``(cpu, starved, nbytes, gil_busy)``."""
+        if self.task_measured:
+            cpu, starved, nbytes, gil_busy = measured
+            self.task_measured(
+                self.keys[i], worker, start, stop, cpu, starved, nbytes, gil_busy, True
             )
 
     def failed(

@@ -119,3 +119,10 @@ def test_meter_keeps_a_bounded_number_of_samples():
         assert len(probe.samples) <= 2 * module.KEEP_SAMPLES
     finally:
         meter.stop()
+
+
+def test_the_probe_starts_by_the_reporters_rule_of_a_long_task():
+    # measure.py sits below the reporter, so it keeps its own copy of the threshold.
+    from notebook_sched import measure, reporter
+
+    assert measure.LONG_TASK == reporter.LONG_TASK

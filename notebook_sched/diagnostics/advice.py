@@ -113,14 +113,12 @@ class Advisor(Observer):
     def task_measured(
         self, key, worker, start, stop, cpu, starved, nbytes=None, gil_busy=None, remote=False
     ) -> None:
-        if remote:
-            # Measured in a worker process: its CPU and GIL share are that worker's; the
-            # caller's probe says nothing of it (samples() keeps it out of attribution).
-            pass
-        elif self._probe is None and self._measuring and stop - start >= LONG_TASK:
-            # The GIL only matters where tasks take time: the probe starts with the
-            # first long task, so graphs of tiny tasks never pay for its thread (the
-            # tasks running before it starts go without GIL samples).
+        # The GIL only matters where tasks take time: the caller's probe starts with the
+        # first long task, so graphs of tiny tasks never pay for its thread (the tasks
+        # running before it starts go without GIL samples).  A task measured in a worker
+        # process (``remote``) brings that worker's GIL share; the caller's probe says
+        # nothing of it (samples() keeps it out of attribution).
+        if not remote and self._probe is None and self._measuring and stop - start >= LONG_TASK:
             with self._lock:
                 if self._probe is None and self._measuring:
                     self._probe = GilProbe().start()

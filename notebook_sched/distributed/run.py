@@ -171,18 +171,18 @@ class _GraphRun:
                 raise CancelledError(f"the computation was cancelled: {payload}")
 
     def _done(self, items: list, worker: str) -> None:
-        """``items``: ``(i, start, stop)``, or ``(i, start, stop, nbytes, cpu, starved,
-        gil)`` for a task the worker measured (a sample: see ``worker.py``)."""
+        """``items``: ``(i, start, stop)``, or ``(i, start, stop, measured)`` for a task
+        the worker measured (a sample: see ``worker.py``; ``measured`` is a
+        ``measure.Measured``)."""
         report = self.report
         if self.started is not None:
             for item in items:
                 self._started(item[0], worker)
         if any(len(item) > 3 for item in items):
-            if report.task_measured:
-                for item in items:
-                    if len(item) > 3:
-                        i, start, stop, nbytes, cpu, starved, gil = item
-                        report.measured(i, worker, start, stop, cpu, starved, nbytes, gil, True)
+            for item in items:
+                if len(item) > 3:
+                    i, start, stop, measured = item
+                    report.measured_remote(i, worker, start, stop, measured)
             items = [item[:3] for item in items]
         report.finished_batch(items, worker)
 

@@ -376,16 +376,10 @@ class SchedulerState(Placement, DataRequests, Recovery):
             run = ts.run
             if run is not None:
                 if run.events:
-                    # measured: (cpu, starved, gil) from the worker's TaskMeter
-                    item = (
-                        (tid - run.base, start, stop, nbytes, *measured)
-                        if measured
-                        else (
-                            tid - run.base,
-                            start,
-                            stop,
-                        )
-                    )
+                    item = (tid - run.base, start, stop)
+                    if measured:  # (cpu, starved, gil) from the worker's TaskMeter
+                        cpu, starved, gil = measured
+                        item = (*item, (cpu, starved, nbytes, gil))  # a measure.Measured
                     events.setdefault(run, []).append(item)
             elif ts.watchers:
                 for target in ts.watchers:

@@ -274,8 +274,7 @@ class _DaskRun:
             return  # rerun after a worker was lost: reported once
         self.finished[i] = 1
         if measured:  # measured on the worker (_remote.py): CPU, bytes, its GIL
-            cpu, starved, nbytes, gil = measured
-            self.report.measured(i, worker, start, stop, cpu, starved, nbytes, gil, True)
+            self.report.measured_remote(i, worker, start, stop, measured)
         self.report.finished(i, worker, start, stop)
         # The run state counts readers (requested results keep one until gathered):
         # an input with none left is released, and the cluster may drop it.

@@ -176,8 +176,7 @@ class _ExecutorRun:
         if outcome[0] == "R":
             for t, value, start, stop, *measured in outcome[1]:
                 if measured:  # in the executor's worker (measure.py): its CPU and GIL
-                    cpu, starved, nbytes, gil = measured[0]
-                    report.measured(t, worker, start, stop, cpu, starved, nbytes, gil, True)
+                    report.measured_remote(t, worker, start, stop, measured[0])
                     self.skip = skip_after(stop - start)
                 self.state.finish(t, value)
                 if self.pickled:

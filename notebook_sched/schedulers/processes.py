@@ -355,10 +355,7 @@ class _ProcessRun:
         if report.task_measured:  # results carry the worker's measurements for a sample
             for result in results:
                 if result[4] is not None:
-                    cpu, starved, nbytes, gil = result[4]
-                    report.measured(
-                        result[0], name, result[2], result[3], cpu, starved, nbytes, gil, True
-                    )
+                    report.measured_remote(result[0], name, result[2], result[3], result[4])
             results = [result[:4] for result in results]
         for task, value, start, stop in results:
             finish(task, value)
