@@ -43,7 +43,8 @@ Where it can be wrong (say so when advising):
   the clip at 1.0 keeps it a "busy" sample, which is the truth.
 * Short tasks (well under the 2 ms interval) are sampled rarely: their share comes
   from few samples, so :func:`attribute` reports the sample count with the share.
-* The probe sees only its own process: under ``processes`` it must run in the worker.
+* The probe sees only its own process: tasks in worker processes are measured by a
+  probe in that worker (``measure.TaskMeter``), never by the caller's.
 """
 
 from __future__ import annotations
