@@ -35,6 +35,8 @@ import threading
 import time
 from typing import Any, NamedTuple
 
+from .gil import GilProbe, run_queue_seconds
+
 __all__ = ["Measured", "TaskMeter", "process_meter", "result_nbytes", "IDLE_STOP"]
 
 IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
@@ -86,7 +88,7 @@ class TaskMeter:
 
     def __init__(self, idle_stop: float = IDLE_STOP) -> None:
         self.idle_stop = idle_stop
-        self._lock = threading.Lock()  # guards _probe, _running, _last_end
+        self._lock = threading.Lock()  # guards _probe, _running, _last_end, _next_token
         self._probe = None
         self._running: dict[int, float] = {}  # token -> task start (time.time())
         self._last_end = 0.0
@@ -94,8 +96,6 @@ class TaskMeter:
 
     def begin(self) -> tuple[int, float, float, float]:
         """Call just before the task: ``(token, start, thread cpu, run-queue time)``."""
-        from .gil import run_queue_seconds
-
         start = time.time()
         with self._lock:
             token = self._next_token = self._next_token + 1
@@ -104,8 +104,6 @@ class TaskMeter:
 
     def end(self, began: tuple, value: Any, stop: float) -> Measured:
         """Call just after the task returned ``value`` at ``stop`` (``time.time()``)."""
-        from .gil import run_queue_seconds
-
         cpu = time.thread_time() - began[2]
         starved = run_queue_seconds() - began[3]
         start = began[1]
@@ -132,8 +130,6 @@ class TaskMeter:
             probe.stop()
 
     def _start_probe(self):
-        from .gil import GilProbe
-
         return GilProbe(keep_running=self._busy).start()
 
     def _busy(self) -> bool:
