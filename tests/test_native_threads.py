@@ -39,3 +39,14 @@ def test_limit_is_restored_after_a_failure():
             num_workers=2,
         )
     assert blas_threads() == before
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPUs to have a pool to limit")
+def test_process_workers_limit_blas_threads_to_their_share_of_the_cpus(no_leaks):
+    before = blas_threads()
+    if before < 2:
+        pytest.skip(f"this BLAS runs {before} thread already; nothing to limit")
+    dsk = {f"t{i}": (blas_threads, i) for i in range(4)}
+    seen = ns.get(dsk, list(dsk), scheduler="processes", num_workers=2)
+    assert set(seen) == {min(before, max(1, (os.cpu_count() or 1) // 2))}
+    assert blas_threads() == before  # the caller's own pool is not touched

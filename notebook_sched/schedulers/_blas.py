@@ -25,7 +25,24 @@ import sys
 import threading
 from collections.abc import Iterator
 
-__all__ = ["limited_native_threads"]
+__all__ = ["limited_native_threads", "limit_by_environment", "threads_per_worker"]
+
+# Native pools read these when they load (before NumPy is imported, the only lever).
+NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_per_worker(workers: int) -> int:
+    """Native threads each of ``workers`` concurrent tasks may use: ``cpus // workers``."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def limit_by_environment(workers: int) -> None:
+    """In a fresh worker process, before NumPy loads: set the pools' variables (unless
+    the user did), so a task that imports NumPy starts with the limit."""
+    if "numpy" not in sys.modules:
+        for variable in NATIVE_THREAD_VARIABLES:
+            os.environ.setdefault(variable, str(threads_per_worker(workers)))
+
 
 # Guards every field below: concurrent runs share one limit, applied by the first
 # run to enter and undone by the last to leave.
@@ -56,7 +73,7 @@ def limited_native_threads(workers: int) -> Iterator[None]:
     if workers < 2 or "numpy" not in sys.modules:
         yield
         return
-    per_task = max(1, (os.cpu_count() or 1) // workers)
+    per_task = threads_per_worker(workers)
     with _lock:
         if _active == 0:
             for library in _libraries():

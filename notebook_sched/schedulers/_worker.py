@@ -48,15 +48,13 @@ from .._forkguard import state as fork_state
 from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
 from ..reporter import skip_after
-from ._blas import limited_native_threads
+from ._blas import limit_by_environment, limited_native_threads
 from ._job import NOT_SENT, run_job
 
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
 HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
-# Native pools read these when they load; set (unless the user did) in each worker.
-NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
@@ -209,10 +207,7 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
     if beat is not None:
         threading.Thread(target=_heartbeat, args=(beat,), name="heartbeat", daemon=True).start()
     os.environ["NOTEBOOK_SCHED_WORKER"] = name
-    if "numpy" not in sys.modules:  # read when the libraries load: a task importing NumPy
-        per_worker = str(max(1, (os.cpu_count() or 1) // max(pool_size, 1)))
-        for variable in NATIVE_THREAD_VARIABLES:
-            os.environ.setdefault(variable, per_worker)
+    limit_by_environment(pool_size)
     loads = pickle.loads
     try:
         while True:
