@@ -48,34 +48,26 @@ from typing import Any
 from .events import RunInfo, dispatcher
 from .graph import (
     ALIAS,
-    CALL,
-    EXPR,
     NODE,
     VALUE,
     CompiledGraph,
     compile_graph,
-    evaluate,
     flatten_keys,
     to_mapping,
 )
-from .reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after, task_failure
+from .reporter import UNKNOWN, Reporter, task_failure
+from .task_runner import run_spec
 
 __all__ = [
-    "SAMPLE_EVERY",
-    "LONG_TASK",
     "RunState",
     "run_spec",
     "execute_graph",
     "task_failure",
     "Reporter",
     "UNKNOWN",
-    "skip_after",
     "check_workers",
     "check_positive",
 ]
-
-
-# SAMPLE_EVERY / LONG_TASK (the task_measured sampling rule) live in reporter.py.
 
 
 class RunState:
@@ -162,28 +154,6 @@ class RunState:
             chain.append(j)
             j = nxt[j]
         return chain
-
-
-def run_spec(spec: tuple, values: list) -> Any:
-    """Run one compiled task in this process, reading inputs from ``values``."""
-    __tracebackhide__ = True
-    kind = spec[0]
-    if kind == CALL:
-        slots = spec[3]
-        if slots:
-            args = list(spec[2])
-            for pos, dep in slots:
-                args[pos] = values[dep]
-            return spec[1](*args)
-        return spec[1](*spec[2])
-    if kind == VALUE:
-        return spec[1]
-    if kind == ALIAS:
-        return values[spec[1]]
-    refs = {k: values[d] for k, d in spec[2].items()}
-    if kind == EXPR:
-        return evaluate(spec[1], refs)
-    return spec[1](refs)  # a Dask GraphNode
 
 
 Driver = Callable[[CompiledGraph, RunState, Reporter], None]

@@ -189,7 +189,9 @@ class CompiledGraph:
     docstring); ``priority[i]`` its rank in the memory-friendly order (lower runs
     first); ``outputs`` the indices of the requested keys, in request order;
     ``chain_next[i]`` the task that continues a linear chain from ``i`` (its only
-    dependent, which has no other dependency), or -1.
+    dependent, which has no other dependency), or -1.  ``on_result``: None, or
+    ``{task: hook}``: ``hook(value)`` is called where the task ran, right after it
+    succeeds (``task_runner.py``; a hook that raises only warns).
     """
 
     __slots__ = (
@@ -202,6 +204,7 @@ class CompiledGraph:
         "outputs",
         "chain_next",
         "source",
+        "on_result",
     )
 
     def __init__(self, keys, index, deps, dependents, specs, priority, outputs, source):
@@ -213,6 +216,7 @@ class CompiledGraph:
         self.priority = priority
         self.outputs = outputs
         self.source = source
+        self.on_result: dict | None = None
         output_set = set(outputs)
         chain_next = [-1] * len(keys)
         for i, users in enumerate(dependents):

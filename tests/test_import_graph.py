@@ -31,7 +31,17 @@ PACKAGE = Path(notebook_sched.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("graph", "graph_walk"),
-    ("events", "errors", "failure", "environment", "tracebacks", "gil", "measure", "_forkguard"),
+    (
+        "events",
+        "errors",
+        "failure",
+        "environment",
+        "tracebacks",
+        "gil",
+        "measure",
+        "task_runner",
+        "_forkguard",
+    ),
     ("engine", "reporter"),
     ("schedulers",),
     ("distributed",),
@@ -57,11 +67,13 @@ HEAVY = [
     "multiprocessing",
     "concurrent.futures",
 ]
-# What a process worker needs: the engine and its reporter, the job format and the
-# worker loop (with its fork guard and BLAS thread limits), and what they stand on.
+# What a process worker needs: the task runner (with the clocks and meter of
+# ``measure``/``gil``), the job format and the worker loop (with its fork guard and BLAS
+# thread limits), and what they stand on.
 WORKER_ALLOWED = BOTTOM | {
-    "engine",
-    "reporter",
+    "task_runner",
+    "measure",
+    "gil",
     "_forkguard",
     "schedulers",
     "schedulers._job",

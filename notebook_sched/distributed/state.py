@@ -352,7 +352,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
     # -- results from workers --------------------------------------------------
     @stimulus_entry(TasksDone)
     def handle_done(self, wid: int, items: list, values: dict | None) -> None:
-        """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop)`` each;
+        """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop, measured)``
+        each (``measured``: the worker's ``measure.Measurement`` of a sample, or None);
         ``values`` holds the results of tasks sent with ``send_back``."""
         worker = self.workers.get(wid)
         if worker is None:
@@ -377,9 +378,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
             if run is not None:
                 if run.events:
                     item = (tid - run.base, start, stop)
-                    if measured:  # (cpu, starved, gil) from the worker's TaskMeter
-                        cpu, starved, gil = measured
-                        item = (*item, (cpu, starved, nbytes, gil))  # a measure.Measured
+                    if measured and measured[0] is not None:  # named by run task number
+                        item = (*item, measured[0]._replace(key=item[0], nbytes=nbytes))
                     events.setdefault(run, []).append(item)
             elif ts.watchers:
                 for target in ts.watchers:

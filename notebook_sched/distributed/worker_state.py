@@ -331,10 +331,10 @@ class WorkerMachine:
         error: BaseException | None,
         start,
         stop,
-        measured: tuple = (),
+        measured=None,
     ) -> list | tuple:
         """``task`` ran in ``slot`` from ``start`` to ``stop`` (``stop`` is now);
-        ``measured``: ``(cpu, starved, gil_busy)`` when the worker measured it."""
+        ``measured``: its ``measure.Measurement`` when the worker measured it."""
         self.running[slot] = None
         copies = self.copies
         for dep in task.deps:
@@ -363,14 +363,14 @@ class WorkerMachine:
         return batch, values or None
 
     def _store(
-        self, task: Task, value: Any, start: float, stop: float, out: list, measured=()
+        self, task: Task, value: Any, start: float, stop: float, out: list, measured=None
     ) -> None:
         tid = task.tid
         nbytes = sizeof(value)
         self.data[tid] = value
         self.sizes[tid] = nbytes
         self.bytes_held += nbytes
-        self.outbox.append((tid, nbytes, start, stop, *measured))
+        self.outbox.append((tid, nbytes, start, stop, measured))
         if task.send_back:
             self.values[tid] = value
         if self._wake_users(tid) and self.nthreads > 1:
