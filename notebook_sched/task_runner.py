@@ -186,7 +186,7 @@ class TaskRunner:
     ):
         self.where = where
         self.execute = execute
-        self.hooks = hooks or None
+        self.hooks = hooks  # None, or a dict (perhaps one its owner fills as it goes)
         self.keys = keys
         self.every = every
         self.skip = 0 if measure else NEVER

@@ -140,6 +140,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             ts.deps = tuple([tasks[d] for d in deps[i]])
             self.tasks[ts.tid] = ts
         run.tasks = tasks
+        _set_hooks(graph, tasks)
         for out in graph.outputs:
             tasks[out].refs += 1
             tasks[out].holders += 1
@@ -191,6 +192,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for i in new:
             ts = pending[tids[i]]
             ts.deps = tuple(pending.get(tids[d]) or self.tasks[tids[d]] for d in graph.deps[i])
+        if graph.on_result:
+            _set_hooks(graph, {i: pending[tids[i]] for i in new})
         self.seq += 1
         prefix = self.seq << 32
         for i in new:
@@ -520,3 +523,15 @@ SchedulerState._entries = {  # stimulus type -> its entry method, for handle()
     for entry in (getattr(SchedulerState, name) for name in dir(SchedulerState))
     if hasattr(entry, "stimulus")
 }
+
+
+def _set_hooks(graph: CompiledGraph, tasks) -> None:
+    """Each task's result hook (``CompiledGraph.on_result``), shipped with the task."""
+    on_result = graph.on_result
+    if on_result:
+        for i, hook in on_result.items():
+            try:
+                ts = tasks[i]
+            except (KeyError, IndexError):
+                continue  # a task Client.compute found already known: it does not run
+            ts.hook = (graph.keys[i], hook)

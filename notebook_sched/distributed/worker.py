@@ -243,7 +243,14 @@ class Worker(Transfers):
         busy-GIL share, sent with the task's times to any run that listens."""
         lock, machine, current, in_task = self.lock, self.machine, self.current, self.in_task
         next_task, clock = machine.next_task, time.time
-        runner = TaskRunner(CLUSTER, measure=True, timed=True, meter=self.meter)
+        runner = TaskRunner(
+            CLUSTER,
+            hooks=machine.hooks,  # filled and emptied under lock; a get is atomic
+            keys=machine.hook_keys,
+            measure=True,
+            timed=True,
+            meter=self.meter,
+        )
         run = runner.run_timed
         while True:
             with lock:
