@@ -43,6 +43,8 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..measure import GIL_BOUND
+
 __all__ = [
     "TaskSample",
     "Costs",
@@ -55,7 +57,6 @@ __all__ = [
 
 HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
 BACKENDS = ("sync", "threads", "processes", "auto")
-GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 ON_CPU = 0.25  # CPU share of wall time under which a prefix waits
 CONVOY = 1.5  # a GIL-releasing CPU task's slow-down on threads beside GIL holders
 

@@ -53,7 +53,7 @@ from . import _pool
 from ._blas import limited_native_threads
 from ._job import make_job
 from .auto_routing import PROCESSES, THREADS, Router
-from .processes import _Batch, _ProcessRun, worker_timeout_setting
+from .processes import TARGET_BATCH_SECONDS, _Batch, _ProcessRun, worker_timeout_setting
 from .threads import INTERRUPT_GRACE
 
 __all__ = ["get", "router"]
@@ -62,7 +62,6 @@ BACKEND = "auto"
 INLINE_SECONDS = 50e-6  # known tasks shorter than this run in the calling thread
 INLINE_BUDGET = 0.005  # seconds of inline work before the caller looks at results again
 PROCESS_BATCH = 64  # at most this many tasks per process batch (chains count as one)
-TARGET_BATCH_SECONDS = 0.02
 MAX_DEFERRED = 64  # tasks set aside per dispatch round before it stops looking
 
 _router = Router()
