@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
@@ -50,6 +51,7 @@ __all__ = [
     "TaskMeter",
     "process_meter",
     "result_nbytes",
+    "sizeof",
     "IDLE_STOP",
     "LONG_TASK",
     "CALLER",
@@ -107,6 +109,32 @@ class Measurement(NamedTuple):
     @property
     def wall(self) -> float:
         return self.stop - self.start
+
+
+def sizeof(value: Any) -> int:
+    """Bytes ``value`` holds, always an estimate: :func:`result_nbytes` where that is
+    cheap to know, else the shallow size (``sys.getsizeof``, plus the items' shallow
+    sizes for a container of under 1000).  The one size estimate: the cluster's
+    memory accounting and ``auto``'s routing (what moving a value costs) use it."""
+    size = result_nbytes(value)
+    if size is not None:
+        return size
+    typ = type(value)
+    if typ in (list, tuple, set, frozenset) and len(value) < 1000:
+        return _shallow(value) + sum(_shallow(item) for item in value)
+    if typ is dict and len(value) < 1000:
+        return _shallow(value) + sum(_shallow(k) + _shallow(v) for k, v in value.items())
+    return _shallow(value)
+
+
+def _shallow(value: Any) -> int:
+    size = _flat_nbytes(value)
+    if size is not None:
+        return size
+    try:
+        return sys.getsizeof(value)
+    except Exception:
+        return 64
 
 
 def result_nbytes(value: Any) -> int | None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
-import sys
 import threading
 import time
 from typing import Any
@@ -47,7 +46,7 @@ from typing import Any
 from ..engine import Reporter, check_workers, execute_graph
 from ..gil import GilProbe
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
-from ..measure import CALLER, THREAD, result_nbytes
+from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
 from ._blas import limited_native_threads
@@ -110,18 +109,6 @@ def _batch_size(mean_seconds: float | None) -> int:
     if not mean_seconds:
         return 1
     return max(1, min(PROCESS_BATCH, int(TARGET_BATCH_SECONDS / mean_seconds)))
-
-
-def nbytes(value: Any) -> int:
-    """Bytes a value would move: ``measure.result_nbytes`` where that is cheap to know,
-    else its shallow size (a lower bound the router can still weigh)."""
-    size = result_nbytes(value)
-    if size is not None:
-        return size
-    try:
-        return sys.getsizeof(value)
-    except Exception:
-        return 0
 
 
 class _ObserverError:
@@ -225,7 +212,7 @@ class _AutoRun(_ProcessRun):
         if router.route(prefix) == THREADS or self.pool_refused:
             return THREADS
         values = self.state.values
-        moving = sum(nbytes(values[d]) for d in self.graph.deps[i])
+        moving = sum(sizeof(values[d]) for d in self.graph.deps[i])
         return router.route(prefix, moving)
 
     def _busy(self) -> int:
@@ -381,7 +368,7 @@ class _AutoRun(_ProcessRun):
             raise value.exc
         t0, t1 = record.start, record.stop
         gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
-        self.router.observe(self._prefix(i), t1 - t0, record.cpu, gil, nbytes(value), samples)
+        self.router.observe(self._prefix(i), t1 - t0, record.cpu, gil, sizeof(value), samples)
         self.state.finish(i, value)
         self.report.done(i)
 
