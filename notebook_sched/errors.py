@@ -59,6 +59,8 @@ __all__ = [
     "worker_hung",
     "describe_exit",
     "main_guard_message",
+    "exit_if_bootstrapping",
+    "raise_if_main_guard",
     "RemoteTaskError",
     "dump_exception",
     "load_exception",
@@ -179,6 +181,23 @@ def describe_exit(code: int | None) -> str:
         }.get(name, "killed by a signal")
         return f"{name}: {hint}"
     return "the process exited by itself, e.g. os._exit() or sys.exit() in native code"
+
+
+def exit_if_bootstrapping() -> None:
+    """The one main-guard check, in a process that is about to start workers: if this
+    process is itself a worker being bootstrapped (its parent's main script computes
+    at import time, with no ``__main__`` guard), leave quietly with MAIN_GUARD_EXIT;
+    the parent sees the code and explains (:func:`raise_if_main_guard`)."""
+    multiprocessing = sys.modules.get("multiprocessing")  # not imported: not spawned
+    if multiprocessing is not None:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            raise SystemExit(MAIN_GUARD_EXIT)
+
+
+def raise_if_main_guard(exitcode: int | None) -> None:
+    """A worker exited with ``exitcode``: MAIN_GUARD_EXIT raises the MainGuardError."""
+    if exitcode == MAIN_GUARD_EXIT:
+        raise MainGuardError(main_guard_message()) from None
 
 
 def main_guard_message() -> str:

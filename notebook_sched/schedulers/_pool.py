@@ -31,7 +31,7 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ..errors import MAIN_GUARD_EXIT, MainGuardError
+from ..errors import MainGuardError, exit_if_bootstrapping
 from ._worker import worker_main
 
 __all__ = ["WorkerHandle", "WorkerPool", "acquire", "shutdown", "MainGuardError"]
@@ -108,10 +108,7 @@ class WorkerPool:
     """``size`` worker processes.  Used by one run at a time (see ``acquire``)."""
 
     def __init__(self, size: int):
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            # We are a worker being bootstrapped and the parent's main script is
-            # computing at import time: leave quietly; the parent explains.
-            raise SystemExit(MAIN_GUARD_EXIT)
+        exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.size = size
         self.workers = [WorkerHandle(slot, size) for slot in range(size)]
         self.lock = threading.Lock()  # held by the run using the pool

@@ -50,14 +50,13 @@ import cloudpickle
 from .. import config
 from ..engine import Reporter, check_workers, execute_graph
 from ..errors import (
-    MAIN_GUARD_EXIT,
     MainGuardError,
     TaskPicklingError,
     WorkerDiedError,
     WorkerHungError,
     describe_exit,
     load_exception,
-    main_guard_message,
+    raise_if_main_guard,
     unpicklable_result,
     unpicklable_task,
     worker_died,
@@ -428,8 +427,7 @@ class _ProcessRun:
         process = worker.process
         process.join(0.5)
         code = process.exitcode
-        if code == MAIN_GUARD_EXIT:
-            raise MainGuardError(main_guard_message()) from None
+        raise_if_main_guard(code)
         task = self._running_task(worker)
         what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
         exc = worker_died(worker.name, process.pid, what, code)
