@@ -31,7 +31,17 @@ PACKAGE = Path(notebook_sched.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("graph", "graph_walk"),
-    ("events", "errors", "failure", "environment", "tracebacks", "gil", "measure", "_forkguard"),
+    (
+        "events",
+        "errors",
+        "failure",
+        "environment",
+        "tracebacks",
+        "gil",
+        "measure",
+        "_forkguard",
+        "cache",  # pure fingerprinting and storage a worker can import (issue 18)
+    ),
     ("engine", "reporter"),
     ("schedulers",),
     ("distributed",),
