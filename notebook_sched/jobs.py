@@ -239,6 +239,7 @@ class Job(Future):
         if not self.set_running_or_notify_cancel():
             return
         _pool.BACKGROUND.set(True)
+        _RUNNING.set(self)
         self.started = time.time()
         previous = _failure.last_failure()
         try:
@@ -276,6 +277,9 @@ class Job(Future):
             from .api import get
 
             return get(target, keys, **options)
+        if kind == "call":  # a %%schedule --background cell: its computes read the config
+            with config.set(**keys):
+                return target()
         from .delayed import compute
 
         results = compute(*target, **options)
@@ -404,8 +408,46 @@ def submit(*args: Any, name: str | None = None, progress: Any = None, **options:
     return job
 
 
+def submit_call(
+    function: Any, settings: dict, *, name: str | None = None, progress: Any = None
+) -> Job:
+    """Run ``function()`` as a job (a ``%%schedule --background`` cell): the computes
+    it makes on the job's thread use ``settings`` (a ``config.set`` scope opened in
+    the job's context: its own with a per-context config) and count in its progress."""
+    from .api import add_run_hook
+
+    add_run_hook(_track_calls)  # once, however often added
+    captured = {**config.snapshot(), **settings}
+    options = {name_: captured[name_] for name_ in _OPTIONS if name_ in captured}
+    job = Job(("call", function, settings, {}), options, name)
+    _show_view(job, progress)
+    with _registry_lock:
+        _registry.append(job)
+    job._start(_job_context())
+    return job
+
+
 def _job_context() -> contextvars.Context:
     return contextvars.copy_context()
+
+
+_RUNNING: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
+    "notebook_sched_job", default=None
+)
+
+
+def _track_calls(request: Any) -> Any:
+    """Run hook: a compute made by a call job on its own thread counts in its progress
+    (and stops at its next task once the job is cancelled)."""
+    job = _RUNNING.get()
+    if job is None or threading.current_thread() is not job._thread:
+        return None
+    work = job._work
+    if work is None or work[0] != "call":
+        return None
+    from .api import Additions
+
+    return Additions(observers=(job.tracker,))
 
 
 def _show_view(job: Job, progress: Any) -> None:
