@@ -51,6 +51,7 @@ import atexit
 import contextvars
 import ctypes
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -128,7 +129,8 @@ class Job(Future):
         self.view: Any = None  # set by submit when progress is shown
         self._work = work
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the runner, once it took the job
+        self._ran = threading.Event()  # set when the run has stopped (or never started)
         self._run_lock = threading.Lock()  # guards _in_run (async exceptions)
         self._in_run = False
 
@@ -200,10 +202,9 @@ class Job(Future):
         self._interrupt_runner()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(KILL_AFTER)
-            if thread.is_alive():
+            if not self._ran.wait(KILL_AFTER):
                 _kill_busy_workers(thread.ident)
-                thread.join(max(0.0, CANCEL_WAIT - KILL_AFTER))
+                self._ran.wait(max(0.0, CANCEL_WAIT - KILL_AFTER))
         # A threads task inside a long C call stops at its end (as on an interrupt);
         # the job is cancelled for the caller now either way.
         self._set_cancelled()
@@ -230,13 +231,12 @@ class Job(Future):
 
     # -- the job thread ---------------------------------------------------------------
     def _start(self, context: contextvars.Context) -> None:
-        self._thread = threading.Thread(
-            target=context.run, args=(self._run,), name=f"notebook_sched-{self.name}", daemon=True
-        )
-        self._thread.start()
+        _runners.run(self, context)
 
     def _run(self) -> None:
+        self._thread = threading.current_thread()
         if not self.set_running_or_notify_cancel():
+            self._ran.set()
             return
         _pool.BACKGROUND.set(True)
         _RUNNING.set(self)
@@ -266,6 +266,7 @@ class Job(Future):
                 self.set_result(value)
         finally:
             self._work = None  # the graph and inputs; the result stays until dropped
+            self._ran.set()
             self._closed()
 
     def _execute(self) -> Any:
@@ -324,6 +325,66 @@ class Job(Future):
 
     def _repr_html_(self) -> str:
         return JobList([self])._repr_html_()
+
+
+class _Runners:
+    """The job threads: ``submit`` hands a job to an idle runner through a queue, so it
+    never waits for a thread to start (``Thread.start`` waits until the new thread runs,
+    tens of ms on a loaded machine).  A runner that takes a job starts a spare if none
+    is idle, and a runner idle for ``IDLE_EXIT`` seconds exits (nothing lingers)."""
+
+    IDLE_EXIT = 1.0
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()  # guards idle, count
+        self.idle = 0  # runners waiting on the queue
+        self.count = 0
+
+    def run(self, job: Job, context: contextvars.Context) -> None:
+        with self.lock:  # put under the lock: an idle runner leaves only on an empty queue
+            self.queue.put((job, context))
+            start = self.idle == 0
+            if start:
+                self.idle += 1  # the new runner counts as idle until it takes a job
+        if start:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        with self.lock:
+            self.count += 1
+            number = self.count
+        thread = threading.Thread(
+            target=self._loop, name=f"notebook_sched-jobs-{number}", daemon=True
+        )
+        thread.start()
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            try:
+                job, context = self.queue.get(timeout=self.IDLE_EXIT)
+            except queue.Empty:
+                with self.lock:
+                    if self.queue.empty():
+                        self.idle -= 1
+                        return
+                continue
+            with self.lock:
+                self.idle -= 1
+                spare = self.idle == 0
+                if spare:
+                    self.idle += 1
+            if spare:
+                self._spawn()  # so the next submit finds a runner waiting
+            me.name = f"notebook_sched-{job.name}"
+            context.run(job._run)
+            me.name = "notebook_sched-jobs-idle"
+            with self.lock:
+                self.idle += 1
+
+
+_runners = _Runners()
 
 
 def _async_raise(ident: int | None, exc_type: type[BaseException] | None) -> None:

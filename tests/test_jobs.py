@@ -113,7 +113,7 @@ def test_cancel_mid_run_stops_within_half_a_second_and_the_next_compute_works(ba
     assert job.cancelled() and job.state == "cancelled"
     with pytest.raises(CancelledError):
         job.result(1)
-    wait_for(lambda: not job._thread.is_alive(), 2)
+    assert job._ran.wait(2)
     done = job.progress[0]
     time.sleep(0.3)
     assert job.progress[0] == done, "tasks kept finishing after the cancel"
@@ -182,7 +182,7 @@ def test_a_foreground_compute_gets_workers_while_a_job_runs():
     assert time.monotonic() - start < 5.0
     assert not job.done(), "the job should still be running beside the foreground"
     assert job.cancel()
-    wait_for(lambda: not job._thread.is_alive(), 5)
+    assert job._ran.wait(5)
 
 
 def test_settings_and_graph_are_captured_at_submit():
@@ -219,7 +219,7 @@ def test_jobs_lists_them_with_a_table_and_cancel_all_stops_them():
     assert long.name in repr(listing)
     assert ns.cancel_all() == 1
     assert long.cancelled()
-    wait_for(lambda: not long._thread.is_alive(), 5)
+    assert long._ran.wait(5)
 
 
 def test_a_script_exiting_with_a_running_job_leaves_no_process(tmp_path):
