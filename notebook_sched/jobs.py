@@ -323,8 +323,9 @@ class Job(Future):
             return f"running {done}/{total} tasks, {self.elapsed:.1f}s"
         return "pending"
 
-    def _repr_html_(self) -> str:
-        return JobList([self])._repr_html_()
+    def _repr_html_(self) -> str | None:
+        # While it runs the cell's bar is the live view; a table row would go stale.
+        return JobList([self])._repr_html_() if self.done() else None
 
 
 class _Runners:

@@ -59,7 +59,7 @@ def test_the_bar_moves_in_its_cell_while_later_cells_run_and_output_stays_there(
 
 def test_background_cell_returns_the_job_and_jobs_are_listed(kn):
     ex = kn.ok("%%schedule sync --background\nr = ns.get(slow_graph(5, 0.02), 'total')\nr * 2")
-    assert "<table>" in ex.result["text/html"]
+    assert ex.result["text/plain"].startswith("<Job 'job-") and " sync " in ex.result["text/plain"]
     kn.ok("bg = _\nassert bg.result(30) == 20, bg")
     listing = kn.ok("%sched_jobs")
     assert "job-" in listing.result["text/plain"] and "finished" in listing.result["text/plain"]

@@ -96,6 +96,19 @@ def _tick() -> None:
                     _live.pop(job.id, None)
 
 
+def _job_box(widgets: Any) -> type:
+    """A VBox whose text repr (front ends without widgets, saved outputs) is a fixed
+    line naming the job: the live state is in the widgets, not in a stale text."""
+
+    class JobBox(widgets.VBox):
+        line = ""
+
+        def __repr__(self) -> str:
+            return self.line or "<notebook_sched job>"
+
+    return JobBox
+
+
 class JobWidgetView:
     """An HTML line and a bar, built and displayed on the submitting thread."""
 
@@ -107,7 +120,8 @@ class JobWidgetView:
         self.bar = widgets.IntProgress(
             value=0, min=0, max=1, layout=widgets.Layout(width="auto", max_width="40em")
         )
-        self.box = widgets.VBox([self.header, self.bar])
+        self.box = _job_box(widgets)([self.header, self.bar])
+        self.box.line = f"notebook_sched {job.name} ({job.backend})"
         self.handle = display(self.box, display_id=True)
         self._ended = threading.Lock()
 
