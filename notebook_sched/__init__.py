@@ -61,6 +61,9 @@ __all__ = [
     "Client",
     "Future",
     "as_completed",
+    "submit",
+    "jobs",
+    "cancel_all",
     "__version__",
 ]
 
@@ -80,6 +83,9 @@ _LAZY = {
     "Client": ("notebook_sched.distributed.client", "Client"),
     "Future": ("notebook_sched.distributed.client", "Future"),
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
+    "submit": ("notebook_sched.jobs", "submit"),
+    "jobs": ("notebook_sched.jobs", "jobs"),
+    "cancel_all": ("notebook_sched.jobs", "cancel_all"),
 }
 
 _activated = False
@@ -143,15 +149,19 @@ def _load_environment() -> None:
     config.load_environment()
 
 
+_SHADOWED = ("delayed", "jobs")  # submodules named like the public function they hold
+
+
 class _Root(types.ModuleType):
-    """The package's module type: ``notebook_sched.delayed`` stays the function.
+    """The package's module type: ``notebook_sched.delayed`` (and ``.jobs``) stay the
+    functions.
 
     Importing the submodule ``notebook_sched.delayed`` (anyone may, and the API does
     on first use) would set the package attribute of that name to the module; this
     keeps the public function there instead (the module is ``sys.modules[...]``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "delayed" and isinstance(value, types.ModuleType):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -197,7 +197,7 @@ class _AutoRun:
         os.close(self.wake_read)
         os.close(self.wake_write)
         if self.pool is not None:
-            self.pool.lock.release()
+            self.pool.release()
             self.pool = None
 
     def _abort(self) -> None:
@@ -404,14 +404,13 @@ class _AutoRun:
             return True
         if self.pool_refused:
             return False
-        pool = _pool.acquire(self.slots)
-        if not pool.lock.acquire(blocking=False):
+        lease = _pool.acquire(self.slots).lease(self.slots, exclusive=True)
+        if lease is None:
             self.pool_refused = True  # another run has it; never wait on ourselves
             self.router.reasons["(pool)"] = "the process pool was busy with another run"
             return False
-        pool.replace_dead()
-        self.pool = pool
-        self.channel = BatchChannel(self.graph, self.state, self.report, pool, self.timeout)
+        self.pool = lease
+        self.channel = BatchChannel(self.graph, self.state, self.report, lease, self.timeout)
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:
