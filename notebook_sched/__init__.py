@@ -26,9 +26,7 @@ package only to unpickle a job, runs none of it.
 from __future__ import annotations
 
 import os
-import sys
 import threading
-import types
 from typing import Any
 
 from . import config, events
@@ -66,9 +64,9 @@ __all__ = [
 
 _LAZY = {
     "get": ("notebook_sched.api", "get"),
-    "compute": ("notebook_sched.delayed", "compute"),
-    "delayed": ("notebook_sched.delayed", "delayed"),
-    "Delayed": ("notebook_sched.delayed", "Delayed"),
+    "compute": ("notebook_sched.lazy", "compute"),
+    "delayed": ("notebook_sched.lazy", "delayed"),
+    "Delayed": ("notebook_sched.lazy", "Delayed"),
     "schedulers": ("notebook_sched.schedulers", None),
     "WorkerDiedError": ("notebook_sched.errors", "WorkerDiedError"),
     "picker": ("notebook_sched.ipython.picker", "picker"),
@@ -143,20 +141,6 @@ def _load_environment() -> None:
     config.load_environment()
 
 
-class _Root(types.ModuleType):
-    """The package's module type: ``notebook_sched.delayed`` stays the function.
-
-    Importing the submodule ``notebook_sched.delayed`` (anyone may, and the API does
-    on first use) would set the package attribute of that name to the module; this
-    keeps the public function there instead (the module is ``sys.modules[...]``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "delayed" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Root
 config.on_first_use(_activate)
 _load_environment()
 

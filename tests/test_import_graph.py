@@ -30,7 +30,7 @@ PACKAGE = Path(notebook_sched.__file__).parent
 # ``schedulers`` and ``distributed`` are side by side (neither imports the other).
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
-    ("graph", "graph_walk"),
+    ("graph", "graph_walk", "calls"),
     (
         "events",
         "errors",
@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("schedulers",),
     ("distributed",),
     ("api",),
-    ("delayed",),
+    ("lazy",),
     ("interop",),
     ("debug",),
     ("diagnostics",),
@@ -149,12 +149,18 @@ def test_the_environment_may_name_a_backend_of_a_layer_above(name, monkeypatch):
 
 def test_delayed_stays_the_function_after_its_module_is_imported():
     import importlib
+    import types
 
-    importlib.import_module("notebook_sched.delayed")
+    importlib.import_module("notebook_sched.lazy")
     assert callable(notebook_sched.delayed) and notebook_sched.delayed.__name__ == "delayed"
     from notebook_sched import delayed
 
     assert delayed is notebook_sched.delayed
+    # No module shadows a public name, so the package is a plain module (picklable by
+    # reference: tasks that mention it run in worker processes).
+    assert type(notebook_sched) is types.ModuleType
+    public = set(notebook_sched.__all__)
+    assert not {p.stem for p in PACKAGE.iterdir()} & (public - {"config", "events", "schedulers"})
 
 
 @pytest.mark.timeout(120)
@@ -257,7 +263,7 @@ def _allowed(importer: str, imported: str) -> bool:
 
 def test_the_parser_sees_lazy_relative_and_absolute_imports():
     graph = _graph()
-    assert "api" in graph["delayed"]  # module level, relative
+    assert "api" in graph["lazy"]  # module level, relative
     assert "schedulers" in graph["api"]
     assert "diagnostics.advice" in graph["diagnostics"]  # lazy, inside a function
     assert "client" not in " ".join(graph["distributed.future"])  # TYPE_CHECKING only
@@ -343,11 +349,24 @@ def test_no_module_names_a_higher_layer_in_a_string():
     )
 
 
-def test_no_import_cycles_lazy_ones_included():
-    assert _cycles(_graph()) == []
+def _graph_with_names() -> dict[str, set[str]]:
+    """The imports plus the modules each module names in a string."""
+    graph = _graph()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        graph[_module_name(path)] |= _named_modules(path) - {_module_name(path)}
+    return graph
+
+
+def test_no_import_cycles_lazy_ones_and_names_included():
+    assert _cycles(_graph_with_names()) == []
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    # The registry names its backends: one that imported the registry back would be
+    # a cycle by name.
+    named = _graph_with_names()
+    assert "schedulers.threads" in named["schedulers"]
+    assert "schedulers" not in named["schedulers.threads"]
     assert not _allowed("config", "schedulers") and _allowed("api", "config")
     assert not _allowed("distributed.client", "schedulers.processes")

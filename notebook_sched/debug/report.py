@@ -13,7 +13,7 @@ import html
 import threading
 from typing import Any
 
-from ..delayed import _apply, _name_of
+from ..calls import apply, funcname
 from ..environment import ipython_shell
 from ..failure import TaskFailure
 from ..graph import is_task
@@ -47,11 +47,11 @@ def describe_call(failure: TaskFailure, limit: int = 200) -> str | None:
     if not is_task(task):
         return None
     func, args, kwargs = task[0], list(task[1:]), {}
-    if func is _apply and len(args) == 3 and isinstance(args[1], list):
+    if func is apply and len(args) == 3 and isinstance(args[1], list):
         func, args, kwargs = args[0], args[1], args[2] if isinstance(args[2], dict) else {}
     parts = [_short(a, 60) for a in args]
     parts += [f"{k}={_short(v, 60)}" for k, v in kwargs.items()]
-    text = f"{_name_of(func)}({', '.join(parts)})"
+    text = f"{funcname(func)}({', '.join(parts)})"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -51,6 +51,10 @@ from ..reporter import skip_after
 from ._blas import limit_by_environment, limited_native_threads
 from ._job import NOT_SENT, run_job
 
+# Called as a worker leaves: _pool registers its shutdown here when a task imports it
+# (a nested compute on processes), so this module need not name _pool.
+AT_EXIT: list = []
+
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
@@ -231,9 +235,8 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
     finally:
         # A task may have started a pool of its own (nested compute); its workers are
         # not daemons, and multiprocessing would wait for them as this process exits.
-        pool_module = sys.modules.get("notebook_sched.schedulers._pool")
-        if pool_module is not None:
-            pool_module.shutdown()
+        for stop in AT_EXIT:
+            stop()
 
 
 def run_payload(payload, measure: bool = False):

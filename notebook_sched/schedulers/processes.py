@@ -65,9 +65,10 @@ from ..errors import (
 )
 from ..failure import RemoteTraceback, key_repr
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
-from . import _pool, get_on_pool
+from . import _pool
 from ._job import make_job
 from ._pool import WorkerHandle
+from .on_pool import get_on_pool
 
 __all__ = [
     "get",
