@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import itertools
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
@@ -80,6 +81,7 @@ __all__ = [
     "CompiledGraph",
     "Known",
     "compile_graph",
+    "closest_keys",
     "evaluate",
     "flatten_keys",
     "is_task",
@@ -385,11 +387,26 @@ def _missing_dependency(key: Hashable, dep: Any, dsk: Mapping) -> GraphError:
     )
 
 
+MAX_KEYS_SCANNED = 200_000  # a "did you mean" hint must stay cheap on huge graphs
+
+
+def closest_keys(texts: Iterable[str], keys: Iterable, n: int = 3) -> dict[str, list[str]]:
+    """For each of ``texts``, up to ``n`` string keys most like it, best first.
+
+    The one "did you mean" of the package: :mod:`difflib`'s similarity (as Python's
+    own suggestions for names), over at most ``MAX_KEYS_SCANNED`` keys; a key equal
+    to the text is not a suggestion."""
+    names = [k for k in itertools.islice(keys, MAX_KEYS_SCANNED) if isinstance(k, str)]
+    return {
+        text: [m for m in difflib.get_close_matches(text, names, n=n + 1) if m != text][:n]
+        for text in texts
+    }
+
+
 def _did_you_mean(key: Any, keys: Iterable) -> str:
     if not isinstance(key, str):
         return ""
-    names = [k for k in keys if isinstance(k, str)]
-    close = difflib.get_close_matches(key, names, n=3)
+    close = closest_keys([key], keys)[key]
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
