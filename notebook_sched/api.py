@@ -5,7 +5,7 @@ config's ``num_workers``/``pool``/``progress``/``rerun``/``worker_timeout``/``ca
 unless given, asks the run hooks what they add and the plan hooks for planners, and
 calls the backend.  Everything else
 lives in the backends and the engine (``compute`` and ``delayed``, which build graphs
-and call ``get``, sit one layer up in ``delayed.py``).
+and call ``get``, sit one layer up in ``lazy.py``).
 
 Run hooks are how the layers above take part in every run without this module
 knowing them (progress bars and advice from ``diagnostics``, the local rerun of a

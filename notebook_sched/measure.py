@@ -25,7 +25,7 @@ measured there, so that process keeps a :class:`TaskMeter`:
 
 A measurement is a :class:`Measured` tuple ``(cpu, starved, nbytes, gil_busy)``; the reporter
 passes its fields to ``task_measured``.  Cost: two clock reads and an attribute lookup
-per measured task (a sample of tasks: see ``engine.SAMPLE_EVERY``); the probe's cost is
+per measured task (a sample of tasks: see ``reporter.SAMPLE_EVERY``); the probe's cost is
 described in ``gil.py`` (well under 1% of a core while it runs).
 """
 
@@ -40,7 +40,7 @@ from .gil import GilProbe, run_queue_seconds
 __all__ = ["Measured", "TaskMeter", "process_meter", "result_nbytes", "IDLE_STOP"]
 
 IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
-LONG_TASK = 0.001  # the engine's rule: a task this long starts the probe (engine.LONG_TASK)
+LONG_TASK = 0.001  # the engine's rule: a task this long starts the probe (reporter.LONG_TASK)
 MAX_ITEMS = 64  # a list or tuple longer than this is not summed (not cheap any more)
 KEEP_SAMPLES = 4096  # probe samples kept once no task needs the older ones
 

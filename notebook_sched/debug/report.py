@@ -15,7 +15,7 @@ from typing import Any
 
 from ..calls import apply, funcname
 from ..environment import ipython_shell
-from ..failure import TaskFailure
+from ..failure import RerunOutcome, TaskFailure
 from ..graph import is_task
 from ..tracebacks import name_cells, trim_remote_traceback
 
@@ -55,6 +55,12 @@ def describe_call(failure: TaskFailure, limit: int = 200) -> str | None:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _rerun(failure: TaskFailure) -> str:
+    """What the local rerun found, as one phrase (``failure.extra["rerun"]``)."""
+    outcome = RerunOutcome(failure.extra["rerun"])
+    return outcome.describe(failure.extra.get("rerun_detail"))
+
+
 def format_failure(failure: TaskFailure) -> str:
     """A plain-text report of a failure: key, error, worker, inputs, trimmed traceback."""
     exc = failure.exception
@@ -74,7 +80,7 @@ def format_failure(failure: TaskFailure) -> str:
         lines.append("  inputs:")
         lines.extend(f"    {_short(k, 50)}: {_short(v)}" for k, v in failure.inputs.items())
     if "rerun" in failure.extra:
-        lines.append(f"  local rerun: {failure.extra['rerun']}")
+        lines.append(f"  local rerun: {_rerun(failure)}")
     if failure.remote_traceback:
         lines.append("  worker traceback (notebook_sched frames left out):")
         text = name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell())
@@ -107,7 +113,7 @@ def failure_html(failure: TaskFailure) -> str:
         )
         rows.append(("inputs", f"<ul style='margin:0'>{items}</ul>" if items else "<i>none</i>"))
     if "rerun" in failure.extra:
-        rows.append(("local rerun", esc(str(failure.extra["rerun"]))))
+        rows.append(("local rerun", esc(_rerun(failure))))
     if failure.remote_traceback:
         text = esc(name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell()))
         rows.append(("worker traceback", f"<pre style='margin:0'>{text}</pre>"))

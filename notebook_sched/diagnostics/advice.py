@@ -11,8 +11,8 @@
     notebook_sched.advise()   # the advice for the last run (also %sched_advise)
 
 :class:`Advisor` is an observer (``events.py``) of ``task_measured``, the hook backends
-call for a *sample* of tasks (every task over ``engine.LONG_TASK``, one in
-``engine.SAMPLE_EVERY`` of the shorter ones) with the wall times, the CPU seconds of
+call for a *sample* of tasks (every task over ``reporter.LONG_TASK``, one in
+``reporter.SAMPLE_EVERY`` of the shorter ones) with the wall times, the CPU seconds of
 the thread that ran it and its seconds runnable without a CPU, read on that thread;
 and of ``task_done``, a C-level ``list.append`` that counts every task.  While a run is
 in progress it keeps a :class:`~notebook_sched.gil.GilProbe` sampling; the probe's

@@ -8,8 +8,8 @@ Jupyter, no backend, no diagnostics.
 Worker-to-caller messages (pickled tuples):
 
 ``("R", batch, results, final)``   results: ``[(task, value, start, stop), ...]``
-                                   (a fifth item, CPU seconds or None, when the
-                                   caller measures: see ``run_batch``);
+                                   (a fifth item, a ``measure.Measured`` or None,
+                                   when the caller measures: see ``run_batch``);
                                    sent when the batch ends, and every FLUSH_SECONDS
                                    meanwhile so progress stays live.
 ``("E", batch, results, task, exception_bytes, traceback_text, local_inputs)``
