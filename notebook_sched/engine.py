@@ -63,6 +63,7 @@ from .graph import (
 )
 from .plan import Plan, call_hook
 from .reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after, task_failure
+from .tracebacks import task_runner
 
 __all__ = [
     "SAMPLE_EVERY",
@@ -169,6 +170,7 @@ class RunState:
         return chain
 
 
+@task_runner
 def run_spec(spec: tuple, values: list) -> Any:
     """Run one compiled task in this process, reading inputs from ``values``."""
     __tracebackhide__ = True

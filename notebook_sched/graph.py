@@ -66,6 +66,7 @@ from .graph_walk import (
     is_graph_node,
     names_key,
     needs_walk,
+    node_dependencies,
     taskref_key,
 )
 
@@ -323,7 +324,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
                 return _parse_expression(key, value, dsk)
         return (CALL, value[0], value[1:], slots), [k for _, k in slots]
     if is_graph_node(value):
-        node_deps = list(value.dependencies)
+        node_deps = node_dependencies(value)
         for dep in node_deps:
             if not _is_key(dep, dsk):
                 raise _missing_dependency(key, dep, dsk)
@@ -370,7 +371,7 @@ def _parse_expression(key: Hashable, expr: Any, dsk: Mapping) -> tuple[tuple, li
                     raise _missing_dependency(key, ref, dsk)
                 found[ref] = None
             elif is_graph_node(item):
-                for dep in item.dependencies:
+                for dep in node_dependencies(item):
                     if not _is_key(dep, dsk):
                         raise _missing_dependency(key, dep, dsk)
                     found[dep] = None
