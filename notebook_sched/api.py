@@ -191,7 +191,7 @@ def _fill_defaults(options: dict) -> None:
     if options.get("cache") is None:
         options["cache"] = config.get("cache")
     else:
-        options["cache"] = config._validate("cache", options["cache"])
-    config._validate("worker_timeout", options["worker_timeout"])
+        options["cache"] = config.validate("cache", options["cache"])
+    config.validate("worker_timeout", options["worker_timeout"])
     if options.get("rerun") not in config.RERUN_CHOICES:
-        config._validate("rerun", options.get("rerun"))
+        config.validate("rerun", options.get("rerun"))

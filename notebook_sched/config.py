@@ -88,6 +88,7 @@ __all__ = [
     "register_validator",
     "on_first_use",
     "activate",
+    "validate",
     "DEFAULTS",
     "ENV_SCHEDULER",
 ]
@@ -169,7 +170,10 @@ def activate() -> None:
                 _activating = False
 
 
-def _validate(name: str, value: Any) -> Any:
+def validate(name: str, value: Any) -> Any:
+    """``value`` checked for setting ``name`` (in canonical form), or an error saying
+    what is accepted: what ``set`` stores, for callers that take the same values per
+    call (``get(..., cache=...)``, ``LocalCluster(worker_timeout=...)``)."""
     if name not in DEFAULTS:
         raise KeyError(
             f"Unknown setting {name!r}; the settings are: {', '.join(sorted(DEFAULTS))}."
@@ -222,7 +226,7 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
 
     def __init__(self, **settings: Any):
         activate()
-        checked = {name: _validate(name, value) for name, value in settings.items()}
+        checked = {name: validate(name, value) for name, value in settings.items()}
         with _lock:
             self._previous = {name: _values[name] for name in checked}
             _values.update(checked)

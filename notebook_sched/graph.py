@@ -57,11 +57,11 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from .graph_walk import (
-    _NONE_TYPE,
-    _PLAIN_TYPES,
-    _REF_TYPES,
-    _WALKED,
     NO_KEY,
+    NONE_TYPE,
+    PLAIN_TYPES,
+    REF_TYPES,
+    WALKED,
     evaluate,
     is_graph_node,
     names_key,
@@ -176,7 +176,7 @@ def flatten_keys(keys: Any) -> list:
 
 def _check_key_argument(keys: Any) -> None:
     if isinstance(keys, (set, frozenset, dict)) or (
-        hasattr(keys, "__next__") and not isinstance(keys, _REF_TYPES)
+        hasattr(keys, "__next__") and not isinstance(keys, REF_TYPES)
     ):
         raise TypeError(
             f"keys must be a key or a (nested) list of keys, not a {type(keys).__name__} "
@@ -338,7 +338,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
         return (ALIAS, ref), [ref]
     if typ is list:
         return _parse_expression(key, value, dsk)
-    if isinstance(value, _WALKED) and needs_walk(value, dsk):
+    if isinstance(value, WALKED) and needs_walk(value, dsk):
         if typ is tuple:
             head = value[0]
             if (
@@ -362,9 +362,9 @@ def _parse_expression(key: Hashable, expr: Any, dsk: Mapping) -> tuple[tuple, li
             stack.extend(reversed(item[1:]))
         elif names_key(item, dsk):
             found[item] = None
-        elif isinstance(item, _WALKED):
+        elif isinstance(item, WALKED):
             stack.extend(reversed(item) if typ is not set and typ is not frozenset else item)
-        elif typ not in _PLAIN_TYPES:
+        elif typ not in PLAIN_TYPES:
             ref = taskref_key(item)
             if ref is not NO_KEY:
                 if not _is_key(ref, dsk):
@@ -472,7 +472,7 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
                         if not known or (arg and callable(arg[0])):
                             break
                         slots.append((arg_pos, arg))
-                    elif typ is not bytes and typ is not _NONE_TYPE and typ is not dict:
+                    elif typ is not bytes and typ is not NONE_TYPE and typ is not dict:
                         break
                 else:
                     spec = (CALL, value[0], value[1:], slots)

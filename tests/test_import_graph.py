@@ -370,3 +370,48 @@ def test_the_cycle_finder_finds_a_lazy_cycle():
     assert "schedulers" not in named["schedulers.threads"]
     assert not _allowed("config", "schedulers") and _allowed("api", "config")
     assert not _allowed("distributed.client", "schedulers.processes")
+
+
+def _unit(module: str) -> str:
+    """What owns its private names: a subpackage, or a module at the top level."""
+    return module.split(".")[0]
+
+
+def _private_uses(path: Path) -> set[tuple[str, str]]:
+    """``(module, name)`` of private names (``_x``) this file takes from package modules
+    of another unit: ``from m import _x``, and ``m._x`` on an imported module ``m``."""
+    me = _module_name(path)
+    parts = me.split(".") if me else []
+    package = parts if path.name == "__init__.py" else parts[:-1]
+    tree = ast.parse(path.read_text(), str(path))
+    modules: dict[str, str] = {}  # local name -> package module
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package[: len(package) - node.level + 1]
+        target = ".".join([*base, *([node.module] if node.module else [])])
+        for alias in node.names:
+            sub = f"{target}.{alias.name}".lstrip(".")
+            if _is_module(sub):
+                modules[alias.asname or alias.name] = sub
+            elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.add((target, alias.name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = modules.get(node.value.id)
+            private = node.attr.startswith("_") and not node.attr.startswith("__")
+            if module is not None and private:
+                found.add((module, node.attr))
+    return {(m, name) for m, name in found if _unit(m) != _unit(me)}
+
+
+def test_no_private_name_is_used_across_packages():
+    wrong = sorted(
+        (_module_name(path) or "notebook_sched", f"{module}.{name}")
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for module, name in _private_uses(path)
+    )
+    assert wrong == [], "private names used from another package: " + ", ".join(
+        f"{a} -> {b}" for a, b in wrong
+    )

@@ -397,7 +397,7 @@ def current_client() -> Client | None:
 
 def _plan_hooks(cache: Any) -> list:
     """The plan hooks' planners for a ``Client.compute`` with ``cache``."""
-    cache = config.get("cache") if cache is None else config._validate("cache", cache)
+    cache = config.get("cache") if cache is None else config.validate("cache", cache)
     return planners_for(RunRequest(BACKEND, MappingProxyType({"cache": cache})))
 
 

@@ -129,7 +129,7 @@ def worker_timeout_setting(value: float | None | str) -> float | None:
     """A ``worker_timeout=`` argument checked: ``"config"`` means the config's value."""
     if value == "config":
         value = config.get("worker_timeout")
-    return config._validate("worker_timeout", value)
+    return config.validate("worker_timeout", value)
 
 
 class _Batch:
