@@ -119,7 +119,7 @@ class LocalCluster:
         self.memory_limit = protocol.parse_bytes(memory_limit)
         if worker_timeout == "config":
             worker_timeout = config.get("worker_timeout")
-        self.worker_timeout = config._validate("worker_timeout", worker_timeout)  # same rule
+        self.worker_timeout = config.validate("worker_timeout", worker_timeout)  # same rule
         self.status = "starting"
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)

@@ -50,7 +50,7 @@ import threading
 import time
 
 from ..errors import MainGuardError, exit_if_bootstrapping
-from ._worker import worker_main
+from ._worker import AT_EXIT, worker_main
 
 __all__ = [
     "WorkerHandle",
@@ -345,10 +345,7 @@ def shutdown() -> None:
             _pool = None
 
 
-def current_pool() -> WorkerPool | None:
-    return _pool
-
-
 # atexit runs hooks last-registered-first: ours must stop the (non-daemon) workers
 # before multiprocessing's own hook joins them, or exit would wait forever.
 atexit.register(shutdown)
+AT_EXIT.append(shutdown)  # a worker process leaving stops the pool a task started
