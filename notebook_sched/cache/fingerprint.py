@@ -33,6 +33,7 @@ the key's name part (``key_split``, with the indices of a tuple key), numbered
 
 from __future__ import annotations
 
+import gc
 import re
 import struct
 import types
@@ -94,6 +95,16 @@ def graph_fingerprints(
     leave a task uncached.  A requested key missing from the graph gets an uncacheable
     print (the engine reports the missing key); so do the tasks of a cycle.
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # many small tuples: as in graph.compile_graph, no quadratic GC passes
+    try:
+        return _walk(mapping, keys, opt_out)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _walk(mapping: dict, keys: list, opt_out: OptOut | None) -> dict[Hashable, TaskPrint]:
     reader = _Reader(mapping, opt_out)
     prints: dict[Hashable, TaskPrint] = {}
     entries: dict[Hashable, _Entry] = {}
@@ -106,13 +117,15 @@ def graph_fingerprints(
         if key in prints:
             stack.pop()
             continue
-        entry = entries.get(key)
+        entry = entries.pop(key, None)
         if entry is None:
-            entry = entries[key] = reader.read(key)
-            missing = [dep for dep in entry.deps if dep not in prints]
-            if missing:
-                stack.extend(reversed(missing))
-                continue
+            entry = reader.read(key)
+            if entry.deps:
+                missing = [dep for dep in entry.deps if dep not in prints]
+                if missing:
+                    entries[key] = entry  # back to it once its dependencies are done
+                    stack.extend(reversed(missing))
+                    continue
         elif any(dep not in prints for dep in entry.deps):
             entry = _Entry(entry.kind, entry.name, (), [], "it is part of a cycle")
         stack.pop()
@@ -185,8 +198,8 @@ class _Reader:
         self.code = CodePrinter()
         self.values = self.code.values
         self._heads: dict[tuple[int, int], tuple] = {}
-        self._last_head: Any = None  # tasks come in runs of one function
-        self._last_is_apply = False
+        self._last_head: Any = None
+        self._last: tuple = (False, None, None)
 
     def read(self, key: Hashable) -> _Entry:
         mapping = self.mapping
@@ -228,19 +241,23 @@ class _Reader:
         self, key, value, head: Any, args: tuple, kwargs: dict | None, node: bool = False
     ) -> _Entry:
         func = head
-        if head is self._last_head:
-            is_apply = self._last_is_apply
+        if head is self._last_head:  # tasks come in runs of one function
+            is_apply, printed, reason = self._last
         else:
-            is_apply = self._last_is_apply = _is_apply(head)
-            self._last_head = head
+            is_apply = _is_apply(head)
+            printed, reason = self._head(head, head)
+            self._last_head, self._last = head, (is_apply, printed, reason)
         if is_apply and args and callable(args[0]):
             func, call_args = args[0], args[1] if len(args) > 1 else []
             call_kwargs = args[2] if len(args) > 2 else {}
             args = tuple(call_args) if type(call_args) is list else (call_args,)
             kwargs = _keywords(call_kwargs)
-        printed, reason = self._head(head, func)
+            printed, reason = self._head(head, func)
         name = printed.name
-        if reason is None:
+        prefix = key if type(key) is str else key[0] if type(key) is tuple and key else None
+        if reason is None and (
+            self.opt_out is not None or type(prefix) is str and len(prefix) > 37
+        ):
             reason = self._opted_out_by_key(key, value)
         if reason is not None:
             return _Entry(_CALL, name, (), [], reason)
