@@ -71,6 +71,7 @@ _CLASS_SKIP = frozenset(
         "__orig_bases__",
         "__parameters__",
         "_abc_impl",
+        "__slotnames__",  # copyreg caches it on the class at the first pickle
     }
 )
 _MODULE_DEPTH = 3  # pkg.sub.mod.attr: how deep attributes of user modules are followed
@@ -102,6 +103,7 @@ _ROOTS: tuple[str, ...] | None = None
 _INSTALLED_NAMES = ("notebook_sched",)  # ours: by version, even from a source checkout
 _module_is_user: dict[str, bool] = {}
 _versions: dict[str, str] = {}
+_DISTRIBUTIONS: Any = None  # importlib.metadata.packages_distributions(), read once
 
 
 def is_user_module(name: Any) -> bool:
@@ -136,7 +138,10 @@ def _version(module_name: str) -> str:
     try:
         from importlib import metadata
 
-        dists = metadata.packages_distributions().get(top)
+        global _DISTRIBUTIONS
+        if _DISTRIBUTIONS is None:
+            _DISTRIBUTIONS = metadata.packages_distributions()  # scans them all: once
+        dists = _DISTRIBUTIONS.get(top)
         if dists:
             version = f"{dists[0]} {metadata.version(dists[0])}"
     except Exception:  # a broken distribution: fall back below
@@ -373,7 +378,6 @@ class CodePrinter:
         cls = self.print_of(type(obj))
         if cls.digest is None:
             return cls
-        parts = [(f"function {display_name(type(obj))}", cls.digest)]
         wrapped = getattr(obj, "__wrapped__", None)
         if wrapped is not None and wrapped is not obj:
             inner = self.print_of(wrapped)
@@ -384,10 +388,12 @@ class CodePrinter:
             parts.append(("wrapper state", self.values.digest(state)))
             return _finish(parts, inner.name)
         try:
-            parts.append(("callable object", self.values._pickled(obj, None)))
+            state = self.values._pickled(obj, None)
         except Uncacheable as exc:
             raise Uncacheable(f"the callable object {name} is {exc}") from None
-        return _finish(parts, name)
+        if _is_unit(type(obj)):  # the user's class: its parts, for explain
+            return _finish([*cls.parts, ("callable object", state)], name)
+        return _finish([(f"function {name}", digest_of(cls.digest + state))], name)
 
     def _unit_print(self, top: Any) -> CallablePrint:
         """The unit of ``top`` and every unit it reaches, in breadth-first order."""
@@ -491,7 +497,8 @@ class CodePrinter:
 
     def _class_entries(self, cls: type, unit: _Unit) -> None:
         bases = [self._class_base(base, unit) for base in cls.__bases__]
-        head = f"class {cls.__qualname__}|{sorted(vars(cls))}".encode()
+        names = sorted(name for name in vars(cls) if name not in _CLASS_SKIP)
+        head = f"class {cls.__qualname__}|{names}".encode()
         unit.entries.append(("code", "", digest_of(b"\0".join([_SALT, head, *bases]))))
         for name, attr in sorted(vars(cls).items()):
             if name in _CLASS_SKIP:
