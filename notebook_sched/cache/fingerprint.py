@@ -146,7 +146,7 @@ def _finish(key, entry: _Entry, identity: str, prints: dict, names: dict, roots:
         return TaskPrint(digest_of(entry.body), None, entry.parts, identity)
     digests = [entry.body]
     parts = list(entry.parts)
-    labels: set[str] = set()
+    labels: dict[str, int] = {}  # how many dependencies show under each name
     for dep in entry.deps:
         printed = prints[dep]
         if printed.digest is None:
@@ -159,10 +159,8 @@ def _finish(key, entry: _Entry, identity: str, prints: dict, names: dict, roots:
             roots[key] = roots[dep]
             return TaskPrint(None, reason, entry.parts, identity)
         label = f"dependency '{names[dep]}'"
-        if label in labels:
-            label = f"{label} #{len(labels) + 1}"
-        labels.add(label)
-        parts.append((label, printed.digest))
+        count = labels[label] = labels.get(label, 0) + 1
+        parts.append((label if count == 1 else f"{label} #{count}", printed.digest))
         digests.append(printed.digest)
     return TaskPrint(digest_of(b"".join(digests)), None, tuple(parts), identity)
 
