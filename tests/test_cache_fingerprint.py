@@ -636,3 +636,17 @@ def test_common_values_fingerprint_the_same_twice_and_by_content():
     edited = namespace["make"]()
     edited[0].tags.append("y")
     assert changed(first[0], task_print(len, edited[0])) == "argument 1 changed"
+
+
+class _Hostile:
+    def __getattr__(self, name):
+        raise ValueError(f"no {name} here")
+
+    def __reduce__(self):
+        raise ValueError("refuses to be pickled")
+
+
+def test_an_object_whose_own_code_fails_makes_the_task_uncacheable_not_the_run_fail():
+    printed = task_print(len, _Hostile())
+    assert printed.digest is None
+    assert "ValueError" in printed.reason  # whichever of its methods failed first

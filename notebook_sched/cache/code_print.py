@@ -330,6 +330,10 @@ class CodePrinter:
             printed = self._print(obj)
         except Uncacheable as exc:
             printed = CallablePrint(None, str(exc), (), display_name(obj))
+        except Exception as exc:  # the object's own code failed (__reduce__, __getattr__...)
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            reason = f"fingerprinting {display_name(obj)} failed ({detail})"
+            printed = CallablePrint(None, reason, (), display_name(obj))
         finally:
             self._active.discard(id(obj))
         self._prints[id(obj)] = (obj, printed)

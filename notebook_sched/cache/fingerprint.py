@@ -200,11 +200,18 @@ class _Reader:
         self._last: tuple = (False, None, None)
 
     def read(self, key: Hashable) -> _Entry:
-        mapping = self.mapping
         try:
-            value = mapping[key]
+            value = self.mapping[key]
         except (KeyError, TypeError):
             return _Entry(_DATA, "", (), [], "it is not in the graph")
+        try:
+            return self._read(key, value)
+        except Exception as exc:  # a value's own code failed (__reduce__, __getattr__...)
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            return _Entry(_DATA, "", (), [], f"fingerprinting it failed ({detail})")
+
+    def _read(self, key: Hashable, value: Any) -> _Entry:
+        mapping = self.mapping
         if is_task(value):
             return self._call(key, value, value[0], value[1:], None)
         if is_graph_node(value):
