@@ -650,3 +650,17 @@ def test_an_object_whose_own_code_fails_makes_the_task_uncacheable_not_the_run_f
     printed = task_print(len, _Hostile())
     assert printed.digest is None
     assert "ValueError" in printed.reason  # whichever of its methods failed first
+
+
+def test_what_is_upstream_of_an_uncacheable_task_is_still_fingerprinted():
+    stamp = ns.delayed(_inc, cache=False)
+    value = ns.delayed(_inc)(stamp([ns.delayed(_inc)(1), 2]))
+    graph = value.__dask_graph__()
+    prints = graph_fingerprints(graph, [value.key])
+    assert set(prints) == set(graph)
+    inner = next(key for key, task in graph.items() if task == (_inc, 1))
+    assert prints[inner].digest is not None  # below the opted-out task, and cacheable
+    assert prints[value.key].reason.startswith("depends on '_inc', which is uncacheable")
+    lock_graph = {"a": (_inc, 1), "b": (print, "a", threading.Lock()), "c": (_inc, "b")}
+    prints = graph_fingerprints(lock_graph, ["c"])
+    assert prints["a"].digest is not None and prints["b"].reason == "argument 2 is a lock"

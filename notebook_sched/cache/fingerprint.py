@@ -208,7 +208,8 @@ class _Reader:
             return self._read(key, value)
         except Exception as exc:  # a value's own code failed (__reduce__, __getattr__...)
             detail = f"{type(exc).__name__}: {exc}"[:200]
-            return _Entry(_DATA, "", (), [], f"fingerprinting it failed ({detail})")
+            reason = f"fingerprinting it failed ({detail})"
+            return _Entry(_DATA, "", (), self._dependencies(value), reason)
 
     def _read(self, key: Hashable, value: Any) -> _Entry:
         mapping = self.mapping
@@ -225,7 +226,7 @@ class _Reader:
         try:
             digest = self._expression(value, deps, {})
         except Uncacheable as exc:
-            return _Entry(_DATA, "", (), [], f"its value is {exc}")
+            return _Entry(_DATA, "", (), self._dependencies(value), f"its value is {exc}")
         return _Entry(_DATA, "", (("value", digest),), deps, None, _DATA + digest)
 
     def _node(self, key: Hashable, node: Any) -> _Entry:
@@ -240,7 +241,8 @@ class _Reader:
             return _Entry(_DATA, "", (("value", digest),), [], None, _DATA + digest)
         if all(hasattr(node, a) for a in ("func", "args", "kwargs")):
             return self._call(key, node, node.func, node.args, node.kwargs, node=True)
-        return _Entry(_DATA, "", (), [], f"it is a graph node of type {cls}, not a Task")
+        reason = f"it is a graph node of type {cls}, not a Task"
+        return _Entry(_DATA, "", (), self._dependencies(node), reason)
 
     def _call(
         self, key, value, head: Any, args: tuple, kwargs: dict | None, node: bool = False
@@ -265,7 +267,7 @@ class _Reader:
         ):
             reason = self._opted_out_by_key(key, value)
         if reason is not None:
-            return _Entry(_CALL, name, (), [], reason)
+            return _Entry(_CALL, name, (), self._dependencies(value), reason)
         parts = list(printed.parts)
         body = [_CALL, printed.digest]
         deps: list = []
@@ -292,7 +294,7 @@ class _Reader:
                 parts.append((label, digest))
                 body += (label.encode(), digest)
         except Uncacheable as exc:
-            return _Entry(_CALL, name, (), [], f"{label} is {exc}")
+            return _Entry(_CALL, name, (), self._dependencies(value), f"{label} is {exc}")
         if node:  # what Dask says it reads, should an argument hide it from the walk
             unseen = [dep for dep in getattr(value, "dependencies", ()) if dep not in index]
             deps.extend(sorted(unseen, key=repr))
@@ -323,6 +325,31 @@ class _Reader:
         if self.opt_out is not None:
             return self.opt_out(key, value)
         return None
+
+    def _dependencies(self, value: Any) -> list:
+        """The keys an uncacheable task reads, found without hashing anything, so that
+        the walk still fingerprints what is upstream of it (it may be cached)."""
+        mapping = self.mapping
+        found: dict = {}
+        try:
+            if is_graph_node(value):
+                return sorted(value.dependencies, key=repr)
+            stack = [value[1:] if is_task(value) else value]
+            while stack:
+                item = stack.pop()
+                if names_key(item, mapping):
+                    found[item] = None
+                elif type(item) is tuple and item and callable(item[0]):
+                    stack.extend(reversed(item[1:]))
+                elif isinstance(item, list | tuple | set | frozenset):
+                    stack.extend(reversed(list(item)))
+                elif (target := taskref_key(item)) is not NO_KEY:
+                    found[target] = None
+                elif is_graph_node(item):
+                    found.update(dict.fromkeys(sorted(item.dependencies, key=repr)))
+        except Exception:  # the value's own code failed: nothing more is found
+            pass
+        return list(found)
 
     def _expression(self, expr: Any, deps: list, index: dict, node: bool = False) -> bytes:
         """An argument's digest; a reference stands for its dependency's number.
