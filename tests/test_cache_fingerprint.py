@@ -579,8 +579,12 @@ def test_installed_functions_count_by_name_and_package_version(monkeypatch):
     old = task_print(json.dumps, 1)
     assert [label for label, _ in old.parts] == ["function dumps", "argument 1"]
     assert [label for label, _ in task_print(np.add, 1, 2).parts][0] == "function add"
+    uses_numpy = cell("import numpy as np\n\ndef total(x):\n    return np.sum(x)\n")["total"]
+    before = task_print(uses_numpy, 1)
     monkeypatch.setitem(code_print._versions, "json", "python 9.9")  # an upgrade
+    monkeypatch.setitem(code_print._versions, "numpy", "numpy 99.0")
     assert changed(old, task_print(json.dumps, 1)) == "the function dumps changed"
+    assert changed(before, task_print(uses_numpy, 1)) == "global np changed"
 
 
 def test_callable_objects_count_by_class_and_state():

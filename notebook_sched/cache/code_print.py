@@ -313,7 +313,8 @@ class CodePrinter:
                 f"the module {module.__name__} (a module's state cannot be fingerprinted: "
                 f"pass the values the task needs instead)"
             )
-        return library_token(module)
+        name = module.__name__
+        return digest_of(f"module|{name}|{_version(name)}".encode())  # its package's version
 
     # -- prints ---------------------------------------------------------------------
 
