@@ -130,35 +130,54 @@ def is_user_module(name: Any) -> bool:
 
 
 def _version(module_name: str) -> str:
+    """The version an installed module counts by, cheapest source first: Python's for
+    the standard library and builtins, ``__version__``, the distribution named like the
+    module, any distribution providing it (one scan of them all, ~1 s), the file's
+    modification time and size."""
     top = module_name.partition(".")[0]
     known = _versions.get(top)
     if known is not None:
         return known
-    version = ""
-    try:
-        from importlib import metadata
-
-        global _DISTRIBUTIONS
-        if _DISTRIBUTIONS is None:
-            _DISTRIBUTIONS = metadata.packages_distributions()  # scans them all: once
-        dists = _DISTRIBUTIONS.get(top)
-        if dists:
-            version = f"{dists[0]} {metadata.version(dists[0])}"
-    except Exception:  # a broken distribution: fall back below
-        version = ""
-    if not version:
-        module = sys.modules.get(top)
-        file = getattr(module, "__file__", None)
-        attr = getattr(module, "__version__", None)
-        if isinstance(attr, str):
-            version = f"{top} {attr}"
-        elif file is None or file.startswith(_ROOTS or ()) and "site-packages" not in file:
-            version = f"python {sys.version}"
-        else:
+    module = sys.modules.get(top)
+    file = getattr(module, "__file__", None)
+    attr = getattr(module, "__version__", None)
+    if file is None or _in_standard_library(file):
+        version = f"python {sys.version}"
+    elif isinstance(attr, str):
+        version = f"{top} {attr}"
+    else:
+        version = _distribution_version(top)
+        if not version:
             stat = os.stat(file)
             version = f"{file} {stat.st_mtime_ns} {stat.st_size}"
     _versions[top] = version
     return version
+
+
+def _in_standard_library(file: str) -> bool:
+    paths = sysconfig.get_paths()
+    roots = tuple(
+        os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if k in paths
+    )
+    real = os.path.realpath(file)
+    return real.startswith(roots) and "site-packages" not in real
+
+
+def _distribution_version(top: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{top} {metadata.version(top)}"
+    except Exception:  # no distribution of that name, or a broken one
+        pass
+    global _DISTRIBUTIONS
+    try:
+        if _DISTRIBUTIONS is None:
+            _DISTRIBUTIONS = metadata.packages_distributions()
+        dists = _DISTRIBUTIONS.get(top)
+        return f"{dists[0]} {metadata.version(dists[0])}" if dists else ""
+    except Exception:
+        return ""
 
 
 def library_token(obj: Any) -> bytes:
