@@ -16,7 +16,12 @@ their docstrings for what is covered); this module walks the graph:
   part changes only when the argument does, and a dependency's change shows as that
   dependency;
 * ``apply``-style heads (ours, Dask's) are seen through: the function and the
-  arguments are those of the call they make;
+  arguments are those of the call they make.  In a Dask ``Task`` only ``TaskRef``\\ s
+  and nested nodes refer to keys (as Dask reads it), and a fused task's subgraph
+  (``_execute_subgraph``) is hashed with its keys renamed by position, so Dask's
+  random ``finalize-…`` key does not change the digest;
+* an uncacheable task still names its dependencies, so everything upstream of it is
+  fingerprinted (and may hit);
 * one :class:`~.code_print.CodePrinter` per call: a function used by 10,000 tasks is
   printed once, an array passed to 100 tasks hashed once.
 
@@ -25,6 +30,12 @@ Opting out: a task whose function has ``__notebook_sched_cache__ = False``
 ``pure=False`` (Dask's mark of it is a random ``uuid4`` key; it is also Dask's default
 for ``dask.delayed``, so ``dask.delayed(f, pure=True)`` is how a Dask user opts in),
 and whatever the caller's ``opt_out`` predicate names.
+
+Limits (said to users as "what is not seen"): names looked up dynamically
+(``globals()[name]``, ``getattr(module, computed_name)``), what a task reads from
+files, clocks or random state (opt out with ``cache=False``), and installed code
+edited in place without a version change.  None of these is guessed around: they are
+the documented boundary, as for Bazel's undeclared inputs.
 
 ``identity`` names a task across runs whose keys are random: the function's name and
 the key's name part (``key_split``, with the indices of a tuple key), numbered
