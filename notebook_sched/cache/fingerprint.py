@@ -137,7 +137,7 @@ def _walk(mapping: dict, keys: list, opt_out: OptOut | None) -> dict[Hashable, T
                     entries[key] = entry  # back to it once its dependencies are done
                     stack.extend(reversed(missing))
                     continue
-        elif any(dep not in prints for dep in entry.deps):
+        elif not all(map(prints.__contains__, entry.deps)):
             entry = _Entry(entry.kind, entry.name, (), [], "it is part of a cycle")
         stack.pop()
         name = names[key] = _shown_key(key)
@@ -169,7 +169,7 @@ def _finish(key, entry: _Entry, identity: str, prints: dict, names: dict, roots:
                 reason = f"depends on '{shown}', which is uncacheable (upstream, '{where}': {why})"
             roots[key] = roots[dep]
             return TaskPrint(None, reason, entry.parts, identity)
-        label = f"dependency '{names[dep]}'"
+        label = "dependency '" + names[dep] + "'"
         count = labels[label] = labels.get(label, 0) + 1
         parts.append((label if count == 1 else f"{label} #{count}", printed.digest))
         digests.append(printed.digest)
