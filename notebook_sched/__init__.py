@@ -60,6 +60,8 @@ __all__ = [
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
     "__version__",
 ]
 
@@ -79,6 +81,8 @@ _LAZY = {
     "Client": ("notebook_sched.distributed.client", "Client"),
     "Future": ("notebook_sched.distributed.client", "Future"),
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
+    "cache_info": ("notebook_sched.cache.session", "cache_info"),
+    "cache_clear": ("notebook_sched.cache.session", "cache_clear"),
 }
 
 _activated = False

@@ -31,6 +31,8 @@ EXPECTED = {
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
     "__version__",
 }
 
