@@ -18,7 +18,8 @@ themselves: the scheduler registry's checks of config values, the backends above
 (the local cluster, named here since ``distributed`` stands beside ``schedulers``
 and imports none of it; ``dask``, registered by ``interop``), the run hooks of
 ``debug`` (local rerun of a failed task) and ``diagnostics`` (progress, advice), and
-the Dask config mirror of ``interop``.  So a worker process, which imports this
+the Dask config mirror of ``interop``, and the plan hook that loads the result cache
+when a run asks for it.  So a worker process, which imports this
 package only to unpickle a job, runs none of it.
 """
 
@@ -106,6 +107,21 @@ def _activate() -> None:
         debug.install()
         diagnostics.install()
         interop.install()  # the Dask config mirror
+        from .plan import add_plan_hook
+
+        add_plan_hook(_cache_planner)
+
+
+def _cache_planner(request: Any) -> Any:
+    """Plan hook: the result cache's planner for a run whose ``cache`` option is on.
+
+    The cache package is imported only then (its ``plan_hook(request)`` returns its
+    planner or None), so a run with ``cache=False`` loads none of it."""
+    if request.options.get("cache", False) is False:
+        return None
+    from .cache import plan_hook
+
+    return plan_hook(request)
 
 
 def _register_backends() -> None:

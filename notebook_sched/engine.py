@@ -24,10 +24,13 @@ State, all indexed by task number (see :class:`~notebook_sched.graph.CompiledGra
               pushed to ``ready`` when it becomes runnable.
 
 :func:`execute_graph` is the envelope every backend shares: normalise the graph,
-compile (cull, validate, order), emit ``graph_started``, run the driver, emit
-``graph_finished`` and pack the requested results as nested tuples.  The driver gets
-the run's :class:`~notebook_sched.reporter.Reporter`, the only way a backend emits
-task events and records failures.
+plan (the run's planners may substitute known results and hook results, see
+``plan.py``; skipped when there are none), compile (cull, validate, order), emit
+``graph_started``, run the driver, emit ``graph_finished``, tell the planners, and
+pack the requested results as nested tuples.  The driver gets the run's
+:class:`~notebook_sched.reporter.Reporter`, the only way a backend emits task events
+and records failures.  :func:`compile_planned` is the plan-and-compile stage alone,
+for ``Client.compute``, which submits a graph without waiting for it.
 
 Literals and aliases are not tasks: they are not reported to observers (no
 ``task_*`` event; ``RunInfo.task_keys`` leaves them out, so progress totals and Dask's
@@ -58,7 +61,9 @@ from .graph import (
     flatten_keys,
     to_mapping,
 )
+from .plan import Plan, call_hook
 from .reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after, task_failure
+from .tracebacks import task_runner
 
 __all__ = [
     "SAMPLE_EVERY",
@@ -66,6 +71,7 @@ __all__ = [
     "RunState",
     "run_spec",
     "execute_graph",
+    "compile_planned",
     "task_failure",
     "Reporter",
     "UNKNOWN",
@@ -164,6 +170,7 @@ class RunState:
         return chain
 
 
+@task_runner
 def run_spec(spec: tuple, values: list) -> Any:
     """Run one compiled task in this process, reading inputs from ``values``."""
     __tracebackhide__ = True
@@ -197,18 +204,51 @@ def execute_graph(
     *,
     observers=None,
     workers: int = 1,
+    planners=None,
 ) -> Any:
     """Compile ``dsk`` for ``keys``, run it with ``driver`` and pack the results.
 
     ``driver(graph, state, reporter)`` must leave every requested output in
     ``state.values`` or raise; it reports tasks through ``reporter`` (``reporter.py``).
+    ``planners`` (``plan.Planner``s) may substitute known results before compiling
+    and hook results as they finish (see ``plan.py``).
     """
     __tracebackhide__ = True
     mapping = to_mapping(dsk)
     if type(mapping) is not dict:
         mapping = dict(mapping)  # one materialisation: HighLevelGraph lookups are slow
     flat = flatten_keys(keys)
-    graph = compile_graph(mapping, flat)
+    if not planners:
+        graph = compile_graph(mapping, flat)
+        return _run(graph, keys, flat, driver, backend, observers, workers, None)
+    plan, graph = compile_planned(mapping, flat, planners)
+    error = None
+    try:
+        return _run(graph, keys, flat, driver, backend, observers, workers, plan)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        plan.finished(graph, error)
+
+
+def compile_planned(mapping: dict, flat: list, planners) -> tuple[Plan, CompiledGraph]:
+    """The plan stage and compile: ask ``planners`` for known results, compile with
+    them, collect their result hooks.  If this fails, the planners are told."""
+    __tracebackhide__ = True
+    plan = Plan(planners)
+    try:
+        graph = compile_graph(mapping, flat, plan.ask(mapping, flat))
+        plan.prepare(graph)
+    except BaseException as exc:
+        plan.finished(None, exc)
+        raise
+    return plan, graph
+
+
+def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
+    """Emit the run's events around ``driver`` and pack the results."""
+    __tracebackhide__ = True
     events = dispatcher(observers)
     kinds = settle_literals(graph)
     skipped = not_tasks(kinds) if events else ()
@@ -227,9 +267,11 @@ def execute_graph(
         run = RunInfo(backend, flat, task_keys, workers)
         if aliases:
             run.extra["aliases"] = aliases  # for observers with reports_aliases
+        if plan is not None:
+            run.extra["substituted"] = plan.substituted(graph)
         if events.graph_started:
             events.graph_started(run)
-    state = RunState(graph)
+    state = RunState(graph) if not _bridged(graph, backend) else _HookedState(graph)
     try:
         if state.remaining:  # nothing requested (get(dsk, []) or [[], []]): no driver
             driver(graph, state, Reporter(graph, events, backend, state.values))
@@ -240,6 +282,33 @@ def execute_graph(
     if events.graph_finished:
         events.graph_finished(run, None)
     return pack_results(keys, graph, state.values)
+
+
+# Until the one task runner calls ``graph.on_result`` hooks itself, the backends that
+# run tasks in the caller's threads call them from RunState.finish (under the threads
+# backend's lock).  Remove this bridge (and _HookedState) when the runner does it, or
+# each hook runs twice (tests/test_plan.py counts the calls).
+_CALLER_BACKENDS = frozenset({"sync", "threads"})
+
+
+def _bridged(graph: CompiledGraph, backend: str) -> bool:
+    return graph.on_result is not None and backend in _CALLER_BACKENDS
+
+
+class _HookedState(RunState):
+    """A RunState that calls a task's result hook as it records the result."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, graph: CompiledGraph):
+        super().__init__(graph)
+        self.hooks = graph.on_result
+
+    def finish(self, i: int, value: Any) -> None:
+        hook = self.hooks.get(i)
+        if hook is not None:
+            call_hook(hook, value, self.graph.keys[i])
+        RunState.finish(self, i, value)
 
 
 _kind = itemgetter(0)

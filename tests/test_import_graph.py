@@ -40,9 +40,10 @@ LAYERS: list[tuple[str, ...]] = [
         "gil",
         "measure",
         "_forkguard",
-        "cache",  # pure fingerprinting and storage a worker can import (issue 18)
+        "plan",
     ),
     ("engine", "reporter"),
+    ("cache",),  # the result cache (issue 18): fingerprints and stores, below the backends
     ("schedulers",),
     ("distributed",),
     ("api",),
@@ -115,14 +116,14 @@ def test_first_use_registers_the_layers_above_once():
     found = _run(
         "import json, sys, notebook_sched as ns\n"
         "from notebook_sched import api\n"
-        "before = [h.__name__ for h in api.run_hooks()]\n"
+        "before = [h.__name__ for h in api._run_hooks]\n"
         "try:\n"
         "    ns.config.set(scheduler='gpu')\n"
         "    error = None\n"
         "except ValueError as exc:\n"
         "    error = str(exc)\n"
         "ns.get({'a': 1}, 'a', scheduler='sync')\n"
-        "after = [h.__name__ for h in api.run_hooks()]\n"
+        "after = [h.__name__ for h in api._run_hooks]\n"
         "print(json.dumps({'before': before, 'after': after, 'error': error,\n"
         "                  'modules': sorted(sys.modules)}))\n"
     )

@@ -331,3 +331,25 @@ def test_workers_measure_only_when_someone_listens(on_cluster):
     with ns.Advisor():
         ns.get(slow, list(slow), scheduler="dask")
     assert _probe_threads(on_cluster) >= 1  # the same graph, measured
+
+
+def _must_not_run():
+    raise AssertionError("an upstream task of a known result ran on the dask cluster")
+
+
+def test_planners_substitute_results_on_the_dask_backend(on_cluster):
+    from notebook_sched.plan import Planner
+
+    class Known(Planner):
+        ends: list = []
+
+        def plan(self, graph, keys):
+            return {"y": 10}
+
+        def finished(self, graph, error):
+            self.ends.append(error)
+
+    graph = {"x": (_must_not_run,), "y": (len, "x"), "z": (np.add, "y", 1)}
+    planner = Known()
+    assert ns.get(graph, "z", scheduler="dask", planners=[planner]) == 11
+    assert planner.ends == [None]

@@ -113,14 +113,16 @@ def fetch(client, tids: list, timeout: float | None = None) -> list:
     return [protocol.unpack(value) for value in payload]
 
 
-def run_graph(client, dsk: Any, keys: Any, observers=None) -> Any:
+def run_graph(client, dsk: Any, keys: Any, observers=None, planners=None) -> Any:
     """Compute ``keys`` of ``dsk`` on ``client``'s cluster (Dask's ``get`` contract)."""
 
     def drive(graph, state, report):
         _GraphRun(client, graph, state, report).run()
 
     threads = client.cluster.n_workers * client.cluster.threads_per_worker
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=threads)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=threads, planners=planners
+    )
 
 
 class _GraphRun:

@@ -75,6 +75,7 @@ def get(
     num_workers: int | None = None,
     pool: Any = None,
     observers=None,
+    planners=None,
     **options: Any,
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on a dask.distributed cluster (Dask's get contract).
@@ -86,7 +87,9 @@ def get(
     def drive(graph, state, report):
         _DaskRun(client, graph, state, report).drive()
 
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+    )
 
 
 # -- which cluster ------------------------------------------------------------------

@@ -80,6 +80,7 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    planners=None,
     worker_timeout: float | None | str = "config",
     **options: Any,
 ) -> Any:
@@ -100,7 +101,9 @@ def get(
     def drive(graph, state, report):
         _AutoRun(graph, state, report, workers, _router, timeout).drive()
 
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+    )
 
 
 def _batch_size(mean_seconds: float | None) -> int:

@@ -97,7 +97,9 @@ def in_threads(executor: Executor) -> bool:
     return isinstance(executor, ThreadPoolExecutor) or getattr(executor, "threads", False)
 
 
-def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -> Any:
+def get(
+    dsk: Any, keys: Any, *, executor: Any, observers=None, planners=None, **options: Any
+) -> Any:
     """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor`` (or a pool)."""
     executor = as_executor(executor)
     backend = f"executor:{type(getattr(executor, 'pool', executor)).__name__}"
@@ -106,7 +108,9 @@ def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -
     def drive(graph, state, report):
         _ExecutorRun(graph, state, report, executor, width).drive()
 
-    return execute_graph(dsk, keys, drive, backend, observers=observers, workers=width)
+    return execute_graph(
+        dsk, keys, drive, backend, observers=observers, workers=width, planners=planners
+    )
 
 
 class _ExecutorRun:

@@ -99,6 +99,7 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    planners=None,
     worker_timeout: float | None | str = "config",
     **options: Any,
 ) -> Any:
@@ -108,7 +109,7 @@ def get(
     killed and the run fails naming its task (None: no check); default the config's.
     """
     if pool is not None:
-        return get_on_pool(dsk, keys, pool, observers)
+        return get_on_pool(dsk, keys, pool, observers, planners)
     workers = check_workers(num_workers)
     timeout = worker_timeout_setting(worker_timeout)
     worker_pool = _pool.acquire(workers)
@@ -118,7 +119,9 @@ def get(
         def drive(graph, state, report):
             _ProcessRun(graph, state, report, worker_pool, timeout).drive()
 
-        return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+        return execute_graph(
+            dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+        )
 
 
 def worker_timeout_setting(value: float | None | str) -> float | None:

@@ -23,13 +23,13 @@ BACKEND = "sync"
 WORKER = "sync"
 
 
-def get(dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
+def get(dsk: Any, keys: Any, *, observers=None, planners=None, **options: Any) -> Any:
     """Compute ``keys`` of ``dsk`` in the calling thread (Dask's ``get`` contract).
 
     Extra options accepted by other backends (``num_workers``, ``pool``) are ignored.
     """
     __tracebackhide__ = True
-    return execute_graph(dsk, keys, _drive, BACKEND, observers=observers)
+    return execute_graph(dsk, keys, _drive, BACKEND, observers=observers, planners=planners)
 
 
 def _drive(graph, state, report: Reporter) -> None:

@@ -64,17 +64,20 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    planners=None,
     **options: Any,
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on ``num_workers`` threads (Dask's ``get`` contract)."""
     if pool is not None:
-        return get_on_pool(dsk, keys, pool, observers)
+        return get_on_pool(dsk, keys, pool, observers, planners)
     workers = check_workers(num_workers)
 
     def drive(graph, state, report):
         _Run(graph, state, report, workers).drive()
 
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+    )
 
 
 class _Run:
