@@ -32,7 +32,7 @@ class RunStats:
     setting: Any = None
     status: dict = field(default_factory=dict)  # key -> HIT_MEMORY/HIT_DISK/MISS/UNCACHEABLE
     prints: dict = field(default_factory=dict)  # key -> TaskPrint of this run
-    previous: dict = field(default_factory=dict)  # identity -> TaskPrint of the run before
+    earlier: tuple = ()  # the {key: TaskPrint} of the runs before, oldest first
     hits: int = 0
     disk_hits: int = 0
     misses: int = 0
@@ -65,27 +65,42 @@ class CacheInfo:
         self.uncacheable = self._stats.uncacheable
         self.memory_entries, self.memory_bytes, self.memory_max_bytes = memory
         self.disk_folder, self.disk_entries, self.disk_bytes = disk
+        self._indexes: dict[int, dict] = {}
 
     def explain(self, key: Hashable) -> str:
         """One line: why task ``key`` of the last run hit, recomputed or was not cached."""
         stats = self._stats
         key = _plain(key)
-        status = stats.status.get(key, None)
+        new = stats.prints.get(key)
+        status = stats.status.get(key, NOT_RUN if new is not None else None)
         if status is None:
-            if not stats.status:
+            if not stats.prints:
                 return "no cached run yet: compute with cache=True (or 'disk') first"
             return f"{key!r} was not a task of the last cached run"
-        new = stats.prints.get(key)
+        if status == NOT_RUN and new is not None and new.digest is None:
+            status = UNCACHEABLE
         if status in (HIT_MEMORY, HIT_DISK):
             return f"{key!r}: {status}: nothing it depends on changed"
         if status == NOT_RUN:
             return f"{key!r}: not run: only tasks that were cache hits needed it"
         from .fingerprint import explain
 
-        old = stats.previous.get(new.identity) if new is not None else None
-        return (
-            f"{key!r}: {status}: {explain(old, new)}" if new is not None else f"{key!r}: {status}"
-        )
+        if new is None:
+            return f"{key!r}: {status}"
+        return f"{key!r}: {status}: {explain(self._previous(new.identity), new)}"
+
+    def _previous(self, identity: str) -> Any:
+        """The latest earlier fingerprint of the task named ``identity``, or None (each
+        earlier run is indexed by identity once, when first asked)."""
+        earlier = self._stats.earlier
+        for n in range(len(earlier) - 1, -1, -1):
+            index = self._indexes.get(n)
+            if index is None:
+                index = self._indexes[n] = {p.identity: p for p in earlier[n].values()}
+            found = index.get(identity)
+            if found is not None:
+                return found
+        return None
 
     def __repr__(self) -> str:
         line = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections import deque
 from typing import Any
 
 from .. import config
@@ -22,13 +23,14 @@ from .folder import Folder, FolderError, folder_for, open_folder
 from .info import CacheInfo, RunStats
 from .memory import MemoryTier
 
-__all__ = ["memory_tier", "disk_folder", "record_run", "history", "cache_info", "cache_clear"]
+__all__ = ["memory_tier", "disk_folder", "record_run", "remember", "cache_info", "cache_clear"]
 
+RUNS_KEPT = 16  # how far back explain() looks for a task's previous fingerprint
 _lock = threading.Lock()
 _memory: MemoryTier | None = None
 _folders_used: dict[str, Folder] = {}  # folders this session used, for cache_clear/info
 _last: RunStats | None = None
-_history: dict = {}  # identity -> TaskPrint of the latest run that had it
+_runs: deque = deque(maxlen=RUNS_KEPT)  # the latest runs' {key: TaskPrint}, oldest first
 _refused: set[str] = set()  # folders already warned about
 
 
@@ -65,9 +67,15 @@ def disk_folder(setting: Any) -> Folder | None:
     return folder
 
 
-def history() -> dict:
-    """identity -> the latest TaskPrint seen (read by the planner, updated by it)."""
-    return _history
+def remember(prints: dict) -> tuple:
+    """Keep a run's fingerprints; return those of the runs before it, newest last.
+
+    Nothing is indexed here (a run of 10,000 cached tasks must stay cheap): ``explain``
+    looks a task's identity up in the earlier runs when someone asks."""
+    with _lock:
+        earlier = tuple(_runs)
+        _runs.append(prints)
+    return earlier
 
 
 def record_run(stats: RunStats) -> None:
@@ -115,7 +123,7 @@ def cache_clear(disk: bool = True) -> None:
             _memory.clear()
         folders = dict(_folders_used)
         _last = None
-        _history.clear()
+        _runs.clear()
     if not disk:
         return
     configured = folder_for(config.get("cache")) if config.get("cache") else None
