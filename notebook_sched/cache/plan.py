@@ -86,12 +86,20 @@ class CachePlanner(Planner):
         return known
 
     def _lookup(self, graph: Mapping, keys: list, prints: dict) -> dict:
+        """Hits from the requested keys down, not below a hit (see the module docstring)."""
         known: dict = {}
         status = self.stats.status
-        memory, folder = self.memory, self.folder
         seen: set = set()
+        asked: set = set()
         stack = list(reversed(keys))
-        while stack:
+        unprinted: list = []  # tasks the fingerprints did not reach (below an opt-out)
+        while stack or unprinted:
+            if not stack:  # fingerprint them now, from where the walk reached them
+                more = graph_fingerprints(graph, unprinted)
+                prints.update((k, p) for k, p in more.items() if k not in prints)
+                asked.update(unprinted)
+                stack, unprinted = unprinted, []
+                seen.difference_update(stack)
             key = stack.pop()
             if key in seen:
                 continue
@@ -100,22 +108,31 @@ class CachePlanner(Planner):
             if not is_task_value(value):
                 continue
             p = prints.get(key)
-            digest = p.digest if p is not None else None
-            if digest is not None:
-                found = memory.get(digest)
-                if found is not MISSING:
+            if p is None and key not in asked:
+                unprinted.append(key)
+                continue
+            if p is not None and p.digest is not None:
+                found, tier = self._find(p.digest)
+                if tier is not None:
                     known[key] = found
-                    status[key] = HIT_MEMORY
+                    status[key] = tier
                     continue
-                if folder is not None:
-                    found = disk.read_entry(folder, digest)
-                    if found is not disk.MISSING:
-                        memory.put(digest, found)
-                        known[key] = found
-                        status[key] = HIT_DISK
-                        continue
             stack.extend(dependencies(value, graph))
         return known
+
+    def _find(self, digest: bytes) -> tuple[Any, str | None]:
+        """The stored result of ``digest`` and its tier (memory, else disk, which is then
+        kept in memory); ``(None, None)`` for a miss."""
+        found = self.memory.get(digest)
+        if found is not MISSING:
+            return found, HIT_MEMORY
+        if self.folder is None:
+            return None, None
+        found = disk.read_entry(self.folder, digest)
+        if found is disk.MISSING:
+            return None, None
+        self.memory.put(digest, found)
+        return found, HIT_DISK
 
     def prepare(self, graph: Any) -> dict:
         stats = self.stats
