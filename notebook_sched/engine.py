@@ -61,6 +61,9 @@ from .graph import (
 from .plan import Plan
 from .reporter import UNKNOWN, Reporter, task_failure
 from .task_runner import run_spec
+from .tracebacks import task_runner
+
+task_runner(run_spec)  # tracebacks shown here: the frames below run_spec are the task's
 
 __all__ = [
     "RunState",

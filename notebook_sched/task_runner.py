@@ -51,7 +51,6 @@ from typing import Any
 from .gil import run_queue_seconds
 from .graph import ALIAS, CALL, EXPR, VALUE, evaluate
 from .measure import LONG_TASK, Measurement, result_nbytes
-from .tracebacks import task_runner as calls_tasks
 
 __all__ = [
     "SAMPLE_EVERY",
@@ -94,7 +93,6 @@ class Failed:
         return f"<Failed {type(self.exc).__name__}>"
 
 
-@calls_tasks  # tracebacks: the frames below this one are the task's own
 def run_spec(spec: tuple, values: Any) -> Any:
     """Run one compiled task in this process, reading inputs from ``values``."""
     __tracebackhide__ = True
