@@ -160,7 +160,11 @@ MAIN = textwrap.dedent(
         print(json.dumps({"uncached": uncached, "first": first, "hit": hit, "edited": edited}))
     else:
         restarted, _ = timed(2, "disk")
-        print(json.dumps({"restarted": restarted, "hits": ns.cache_info().disk_hits}))
+        info = ns.cache_info()
+        from notebook_sched.cache import disk, folder
+        cost = disk.measure_load_cost(folder.open_folder(folder.default_root()))
+        print(json.dumps({"restarted": restarted, "hits": info.hits, "misses": info.misses,
+                          "fixed": cost.fixed, "per_byte": cost.per_byte}))
     """
 )
 
@@ -221,6 +225,11 @@ def pipeline(tally: Tally) -> None:
                 f"{fresh['restarted'] / budget:.2f}",
             ],
         ],
+    )
+    print(
+        f"fresh process: {fresh['hits']} hits from disk, {fresh['misses']} recomputed; this "
+        f"disk's measured cold load: {fresh['fixed'] * 1e3:.2f} ms + "
+        f"{1e-6 / fresh['per_byte']:.0f} MB/s"
     )
     in_session = session["edited"] / budget
     restarted = fresh["restarted"] / budget

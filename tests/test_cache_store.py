@@ -255,3 +255,22 @@ def test_two_processes_writing_the_same_entries_leave_only_valid_ones(tmp_path):
     leftovers = [name for _, _, names in os.walk(path) for name in names if name.startswith(".tmp")]
     assert leftovers == [] and disk.usage(shared)[0] == 20
     folders.forget_opened()
+
+
+def test_store_hook_writes_only_what_beats_recomputing_counting_its_inputs(folder):
+    from notebook_sched.cache.plan import StoreResult
+
+    cost = LoadCost(fixed=1e-3, per_byte=1e-9)
+    quick = StoreResult(digest_of(1), folder.path, cost, None, owner=-1)
+    quick("a quick result", 10e-6)  # 10 µs: never written
+    assert disk.read_entry(folder, digest_of(1)) is disk.MISSING
+    slow = StoreResult(digest_of(2), folder.path, cost, None, owner=-1)
+    slow(np.zeros(10), 0.5)
+    assert disk.read_entry(folder, digest_of(2)) is not disk.MISSING
+    # A quick task made from the slow one: recomputing it means recomputing that too.
+    after = StoreResult(digest_of(3), folder.path, cost, None, -1, needs=(digest_of(2),))
+    after("derived", 0.001)
+    assert disk.read_entry(folder, digest_of(3)) == "derived"
+    huge = StoreResult(digest_of(4), folder.path, cost, None, owner=-1)
+    huge(np.zeros(50_000_000 // 8), 0.01)  # 50 MB made in 10 ms: loading is slower
+    assert disk.read_entry(folder, digest_of(4)) is disk.MISSING

@@ -41,7 +41,8 @@ by a writer that died).  Each process keeps its own estimate, so the bound is so
 what the other writers added since their last scan.
 
 **Written only when loading beats recomputing** (:class:`LoadCost`): once per process
-and folder, a probe entry of 4 MiB and a tiny one are written and read back cold
+and folder, when the first result that took over :data:`MIN_WRITE_SECONDS` is to be
+stored, a probe entry of 4 MiB and a tiny one are written and read back cold
 (``posix_fadvise(DONTNEED)`` drops them from the page cache first), which gives this
 disk's fixed cost per entry and its bytes per second through the whole load path
 (read, verify, unpickle).  A result is written when its task ran at least
@@ -78,6 +79,7 @@ __all__ = [
     "usage",
     "evict",
     "measure_load_cost",
+    "known_load_cost",
 ]
 
 MAGIC = b"NSCACHE1"
@@ -87,6 +89,7 @@ ALIGN = 64
 MAP_FROM = 1 << 20  # entries at least this long are memory-mapped
 MAX_HEADER = 1 << 24
 WRITE_MARGIN = 2.0
+MIN_WRITE_SECONDS = 100e-6  # no disk loads an entry faster: quicker tasks are never written
 STALE_TEMP_SECONDS = 3600.0
 MISSING: Any = object()
 
@@ -361,6 +364,11 @@ def account(folder: Folder, written: int, max_bytes: int | None) -> None:
 _costs: dict[str, LoadCost] = {}
 _cost_lock = threading.Lock()  # guards _costs; serialises the probes
 PROBE_BYTES = 4 << 20
+
+
+def known_load_cost(folder: Folder) -> LoadCost | None:
+    """This folder's :class:`LoadCost` if this process measured it already, else None."""
+    return _costs.get(folder.path)
 
 
 def measure_load_cost(folder: Folder) -> LoadCost:

@@ -51,6 +51,7 @@ from .fingerprint import graph_fingerprints
 from .folder import open_folder
 from .info import HIT_DISK, HIT_MEMORY, MISS, UNCACHEABLE, RunStats
 from .memory import MISSING
+from .sizing import memory_size
 
 __all__ = ["CachePlanner", "StoreResult", "plan_hook"]
 
@@ -70,7 +71,8 @@ class CachePlanner(Planner):
         self.setting = setting
         self.memory = session.memory_tier()
         self.folder = session.disk_folder(setting)
-        self.cost = disk.measure_load_cost(self.folder) if self.folder is not None else None
+        # Measured by the first store that needs it (a run of hits never pays for it).
+        self.cost = disk.known_load_cost(self.folder) if self.folder is not None else None
         self.stats = RunStats(setting=setting)
         self.known: dict = {}
 
@@ -151,7 +153,8 @@ class CachePlanner(Planner):
                 status[key] = UNCACHEABLE
                 continue
             status[key] = MISS
-            hooks[i] = StoreResult(p.digest, folder_path, self.cost, disk_max, owner)
+            needs = _dependency_digests(graph, i, prints) if folder_path is not None else ()
+            hooks[i] = StoreResult(p.digest, folder_path, self.cost, disk_max, owner, needs)
         stats.hits = len(self.known)
         stats.disk_hits = sum(1 for s in status.values() if s == HIT_DISK)
         stats.misses = len(hooks)
@@ -166,23 +169,42 @@ class StoreResult:
     """The result hook of one cacheable task: stores ``value`` under ``digest``.
 
     Small and picklable (it travels with its task to worker processes): the
-    fingerprint, the disk folder's path, the measured load cost, the disk budget and
-    the pid of the caller, whose memory tier takes the result when the hook runs
-    there.  ``timed``: the task runner passes the task's run time in seconds.
+    fingerprint, the disk folder's path, the measured load cost, the disk budget, the
+    pid of the caller (whose memory tier takes the result when the hook runs there)
+    and the fingerprints of the task's dependencies.  ``timed``: the task runner
+    passes the task's run time in seconds.
+
+    **Worth writing?**  Recomputing a result after a restart means recomputing what
+    it was made from too, so, as ``dask.cache`` and graphchain do, a task's cost is
+    its own run time plus the largest cost among its dependencies
+    (:data:`_costs`, kept per process: a dependency computed in another worker
+    counts as free, which only errs towards not writing).  The entry is written when
+    that cost is at least ``WRITE_MARGIN`` times the expected load time of a result
+    of its size (``sizing.memory_size``, known before pickling).
     """
 
-    __slots__ = ("digest", "folder", "cost", "disk_max", "owner")
+    __slots__ = ("digest", "folder", "cost", "disk_max", "owner", "needs")
     timed = True
 
-    def __init__(self, digest: bytes, folder: str | None, cost: Any, disk_max: Any, owner: int):
+    def __init__(
+        self,
+        digest: bytes,
+        folder: str | None,
+        cost: Any,
+        disk_max: Any,
+        owner: int,
+        needs: tuple = (),
+    ):
         self.digest = digest
         self.folder = folder
         self.cost = cost
         self.disk_max = disk_max
         self.owner = owner
+        self.needs = needs
 
     def __reduce__(self):
-        return (StoreResult, (self.digest, self.folder, self.cost, self.disk_max, self.owner))
+        args = (self.digest, self.folder, self.cost, self.disk_max, self.owner, self.needs)
+        return (StoreResult, args)
 
     def __repr__(self) -> str:
         return f"<StoreResult {self.digest.hex()[:12]}>"
@@ -190,20 +212,43 @@ class StoreResult:
     def __call__(self, value: Any, seconds: float | None = None) -> None:
         if os.getpid() == self.owner:
             session.memory_tier().put(self.digest, value)
-        if self.folder is None or seconds is None or self.cost is None:
+        if self.folder is None or seconds is None:
             return
-        cost = disk.LoadCost(*self.cost)
-        if not cost.worth_writing(seconds):  # cheap even before its size is known
+        upstream = max((_costs.get(d, 0.0) for d in self.needs), default=0.0)
+        total = seconds + upstream
+        _remember_cost(self.digest, total)
+        if total < disk.MIN_WRITE_SECONDS:  # quicker than any load: not worth a look
             return
         folder = open_folder(self.folder)
-        path = disk.entry_path(folder, self.digest)
-        if os.path.exists(path):  # another writer (kernel, worker) was first
-            return
-        written = disk.write_entry(folder, self.digest, value, seconds)
-        if written and not cost.worth_writing(seconds, written):
-            os.unlink(path)  # larger than it was worth: loading would be slower
-            return
+        cost = self.cost or disk.measure_load_cost(folder)  # once per process and folder
+        if not cost.worth_writing(total, memory_size(value)):
+            return  # loading it would not beat recomputing it
+        if os.path.exists(disk.entry_path(folder, self.digest)):
+            return  # another writer (kernel, worker) was first
+        written = disk.write_entry(folder, self.digest, value, total)
         disk.account(folder, written, self.disk_max)
+
+
+# fingerprint -> what recomputing that result costs (its run time plus its inputs'),
+# for the tasks this process ran; bounded, cleared when full (an estimate, not state).
+_costs: dict[bytes, float] = {}
+MAX_COSTS = 200_000
+
+
+def _remember_cost(digest: bytes, seconds: float) -> None:
+    if len(_costs) >= MAX_COSTS:
+        _costs.clear()
+    _costs[digest] = seconds
+
+
+def _dependency_digests(graph: Any, i: int, prints: dict) -> tuple:
+    keys = graph.keys
+    found = []
+    for d in graph.deps[i]:
+        p = prints.get(keys[d])
+        if p is not None and p.digest is not None:
+            found.append(p.digest)
+    return tuple(found)
 
 
 def is_task_value(value: Any) -> bool:
