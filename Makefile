@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-dask fuzz lint bench bench-auto bench-cache lab clean
+.PHONY: demo test test-dask fuzz lint bench bench-auto bench-cache bench-jobs lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-auto: $(STAMP)
 # session and after a restart, from disk), loading a 100 MB array from the disk tier.
 bench-cache: $(STAMP)
 	$(PY) -m benchmarks.cache
+
+# Background jobs: submit latency, two jobs sharing the pool, a foreground compute beside one.
+bench-jobs: $(STAMP)
+	$(PY) -m benchmarks.jobs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -63,6 +63,9 @@ __all__ = [
     "as_completed",
     "cache_info",
     "cache_clear",
+    "submit",
+    "jobs",
+    "cancel_all",
     "__version__",
 ]
 
@@ -84,6 +87,9 @@ _LAZY = {
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
     "cache_info": ("notebook_sched.cache.session", "cache_info"),
     "cache_clear": ("notebook_sched.cache.session", "cache_clear"),
+    "submit": ("notebook_sched.jobs", "submit"),
+    "jobs": ("notebook_sched.jobs", "jobs"),
+    "cancel_all": ("notebook_sched.jobs", "cancel_all"),
 }
 
 _activated = False
@@ -147,15 +153,19 @@ def _load_environment() -> None:
     config.load_environment()
 
 
+_SHADOWED = ("delayed", "jobs")  # submodules named like the public function they hold
+
+
 class _Root(types.ModuleType):
-    """The package's module type: ``notebook_sched.delayed`` stays the function.
+    """The package's module type: ``notebook_sched.delayed`` (and ``.jobs``) stay the
+    functions.
 
     Importing the submodule ``notebook_sched.delayed`` (anyone may, and the API does
     on first use) would set the package attribute of that name to the module; this
     keeps the public function there instead (the module is ``sys.modules[...]``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "delayed" and isinstance(value, types.ModuleType):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

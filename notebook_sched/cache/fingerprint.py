@@ -221,10 +221,12 @@ class _Reader:
                 return _Entry(_DATA, "", (), [], f"its value is {exc}")
             return _Entry(_DATA, "", (("value", digest),), [], None, _DATA + digest)
         if all(hasattr(node, a) for a in ("func", "args", "kwargs")):
-            return self._call(key, node, node.func, node.args, node.kwargs)
+            return self._call(key, node, node.func, node.args, node.kwargs, node=True)
         return _Entry(_DATA, "", (), [], f"it is a graph node of type {cls}, not a Task")
 
-    def _call(self, key, value, head: Any, args: tuple, kwargs: dict | None) -> _Entry:
+    def _call(
+        self, key, value, head: Any, args: tuple, kwargs: dict | None, node: bool = False
+    ) -> _Entry:
         func = head
         if head is self._last_head:
             is_apply = self._last_is_apply
@@ -248,22 +250,30 @@ class _Reader:
         index: dict = {}
         label = ""
         try:
+            if node and _is_subgraph(func) and len(args) >= 3 and type(args[0]) is dict:
+                digest = self.values.subgraph_digest(args[0], args[1], args[2])
+                parts.append(("subgraph", digest))
+                body += (b"subgraph", digest)
+                args = args[3:]
             for position, arg in enumerate(args):
                 if position < 64:
                     label, label_bytes = _ARG_LABELS[position], _ARG_LABEL_BYTES[position]
                 else:
                     label = f"argument {position + 1}"
                     label_bytes = label.encode()
-                digest = self._expression(arg, deps, index)
+                digest = self._expression(arg, deps, index, node)
                 parts.append((label, digest))
                 body += (label_bytes, digest)
             for word, arg in (kwargs or {}).items():
                 label = f"keyword {word}"
-                digest = self._expression(arg, deps, index)
+                digest = self._expression(arg, deps, index, node)
                 parts.append((label, digest))
                 body += (label.encode(), digest)
         except Uncacheable as exc:
             return _Entry(_CALL, name, (), [], f"{label} is {exc}")
+        if node:  # what Dask says it reads, should an argument hide it from the walk
+            unseen = [dep for dep in getattr(value, "dependencies", ()) if dep not in index]
+            deps.extend(sorted(unseen, key=repr))
         return _Entry(_CALL, name, tuple(parts), deps, None, b"".join(body))
 
     def _head(self, head: Any, func: Any) -> tuple[CallablePrint, str | None]:
@@ -292,12 +302,16 @@ class _Reader:
             return self.opt_out(key, value)
         return None
 
-    def _expression(self, expr: Any, deps: list, index: dict) -> bytes:
-        """An argument's digest; a reference stands for its dependency's number."""
+    def _expression(self, expr: Any, deps: list, index: dict, node: bool = False) -> bytes:
+        """An argument's digest; a reference stands for its dependency's number.
+
+        ``node``: an argument of a Dask ``Task``, where only ``TaskRef``\\ s and nested
+        graph nodes refer to other keys (a string or tuple that happens to be a key is
+        data there, as Dask reads it).
+        """
         typ = type(expr)
-        mapping = self.mapping
         if typ is int or typ is str or typ is float:
-            if expr not in mapping:
+            if node or expr not in self.mapping:
                 return self.values.digest(expr)
             position = index.get(expr)
             if position is None:
@@ -306,10 +320,11 @@ class _Reader:
             if position < 64:
                 return _REF_DIGESTS[position]
         out = bytearray()
-        stack = [iter((expr,))]
+        stack = [(iter((expr,)), node)]
         while stack:
-            for item in stack[-1]:
-                pushed = self._item(item, out, deps, index)
+            items, in_node = stack[-1]
+            for item in items:
+                pushed = self._item(item, out, deps, index, in_node)
                 if pushed is not None:
                     stack.append(pushed)
                     break
@@ -317,21 +332,22 @@ class _Reader:
                 stack.pop()
         return digest_of(out)
 
-    def _item(self, item: Any, out: bytearray, deps: list, index: dict) -> Any:
-        """Encode one item into ``out``; return an iterator over its children, if any."""
+    def _item(self, item: Any, out: bytearray, deps: list, index: dict, node: bool) -> Any:
+        """Encode one item into ``out``; return ``(children, node mode)`` if it has any."""
         typ = type(item)
-        if typ is tuple and item and callable(item[0]):
-            out += b"T" + self._function(item[0]) + _pack_q(len(item) - 1)
-            return iter(item[1:])
-        if names_key(item, self.mapping):
-            return _ref(item, out, deps, index)
-        if typ is list or typ is tuple:
-            out += (b"[" if typ is list else b"(") + _pack_q(len(item))
-            return iter(item)
-        if typ is set or typ is frozenset:
-            inner = sorted(self._expression(x, deps, index) for x in item)
-            out += b"S" + _pack_q(len(inner)) + b"".join(inner)
-            return None
+        if not node:
+            if typ is tuple and item and callable(item[0]):
+                out += b"T" + self._function(item[0]) + _pack_q(len(item) - 1)
+                return iter(item[1:]), False
+            if names_key(item, self.mapping):
+                return _ref(item, out, deps, index)
+            if typ is list or typ is tuple:
+                out += (b"[" if typ is list else b"(") + _pack_q(len(item))
+                return iter(item), False
+            if typ is set or typ is frozenset:
+                inner = sorted(self._expression(x, deps, index) for x in item)
+                out += b"S" + _pack_q(len(inner)) + b"".join(inner)
+                return None
         target = taskref_key(item)
         if target is not NO_KEY:
             return _ref(target, out, deps, index)
@@ -351,7 +367,7 @@ class _Reader:
             raise Uncacheable(f"a graph node of type {cls}")
         words = b"".join(str(w).encode() + b"\0" for w in node.kwargs)
         out += b"N" + self._function(node.func) + _pack_q(len(node.args)) + words
-        return iter((*node.args, *node.kwargs.values()))
+        return iter((*node.args, *node.kwargs.values())), True
 
     def _function(self, func: Any) -> bytes:
         printed: CallablePrint = self.code.print_of(func)
@@ -379,6 +395,15 @@ def _ref(key: Hashable, out: bytearray, deps: list, index: dict) -> None:
         deps.append(key)
     out += b"R" + _pack_q(position)
     return None
+
+
+def _is_subgraph(func: Any) -> bool:
+    """Dask's ``_execute_subgraph`` (a fused task), recognised by name."""
+    return (
+        isinstance(func, types.FunctionType)
+        and func.__name__ == "_execute_subgraph"
+        and not is_user_module(func.__module__)
+    )
 
 
 def _is_apply(head: Any) -> bool:

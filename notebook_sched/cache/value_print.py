@@ -134,6 +134,7 @@ class ValuePrinter:
         self._module_digest = module_digest
         self._memo: dict[tuple[int, bool], tuple[Any, bytes, tuple]] = {}
         self._active: set[tuple[int, bool]] = set()  # objects being hashed (self-reference)
+        self._renames: list[dict] = []  # key renames of the Dask subgraphs being hashed
 
     # -- entry point -------------------------------------------------------------
 
@@ -194,6 +195,8 @@ class ValuePrinter:
                 stack.pop()
 
     def _object(self, value: Any, refs: list | None) -> bytes:
+        if _is_dask_node(type(value)):  # not memoized: its keys read through renames
+            return self._dask_node(value, refs)
         # Memoized per (object, mode): inside a unit (``refs`` given) user code stands
         # by name and is recorded as an edge, so the edges found are replayed on a hit.
         key = (id(value), refs is None)
@@ -328,6 +331,40 @@ class ValuePrinter:
             return (str(dtype), self.digest(list(categories), refs), bool(dtype.ordered))
         return str(dtype)
 
+    def _dask_node(self, node: Any, refs: list | None) -> bytes:
+        """A Dask graph node held as data (a fused task's subgraph): by structure, not by
+        its pickle, which carries lazily filled caches (``_token``, ``_repr``)."""
+        name = type(node).__name__
+        rename = self._renames[-1] if self._renames else {}
+        if name in ("TaskRef", "Alias") or hasattr(node, "__dask_future__"):
+            key = getattr(node, "target", None) if name == "Alias" else getattr(node, "key", None)
+            content = self.digest(rename.get(key, key) if _hashable(key) else key, refs)
+            return digest_of(b"dask " + name.encode() + content)
+        if hasattr(node, "func") and hasattr(node, "args") and hasattr(node, "kwargs"):
+            func = self._callable_digest(node.func, refs)
+            content = self.digest([list(node.args), dict(node.kwargs)], refs)
+            return digest_of(b"dask " + name.encode() + func + content)
+        if hasattr(node, "value"):  # a DataNode
+            return digest_of(b"dask " + name.encode() + self.digest(node.value, refs))
+        return self._pickled(node, refs)
+
+    def subgraph_digest(self, inner: dict, outkey: Any, inkeys: Any) -> bytes:
+        """A fused Dask task's subgraph (``_execute_subgraph(inner, outkey, inkeys, ...)``)
+        with its keys renamed by position: the inner keys by their order, the outer
+        ones by their place in ``inkeys``.  Dask names some of them at random per
+        compute (``finalize-hlgfinalizecompute-…``); the wiring is what counts."""
+        rename = {key: ("inner", i) for i, key in enumerate(inner)}
+        for i, key in enumerate(inkeys if isinstance(inkeys, tuple | list) else ()):
+            if _hashable(key):
+                rename.setdefault(key, ("outer", i))
+        self._renames.append(rename)
+        try:
+            items = [[rename[key], node] for key, node in inner.items()]
+            out = rename.get(outkey, outkey) if _hashable(outkey) else outkey
+            return digest_of(b"subgraph" + self.digest([items, out, len(rename)]))
+        finally:
+            self._renames.pop()
+
     # -- everything else ---------------------------------------------------------
 
     def _pickled(self, value: Any, refs: list | None) -> bytes:
@@ -358,6 +395,25 @@ class ValuePrinter:
         for buffer_digest in buffers:
             hasher.update(buffer_digest)
         return hasher.digest()
+
+
+_dask_node_types: dict[type, bool] = {}
+
+
+def _is_dask_node(typ: type) -> bool:
+    known = _dask_node_types.get(typ)
+    if known is None:
+        known = any(c.__name__ in ("GraphNode", "TaskRef") for c in typ.__mro__)
+        _dask_node_types[typ] = known
+    return known
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _pairs(mapping: dict):

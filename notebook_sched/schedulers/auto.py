@@ -196,7 +196,7 @@ class _AutoRun(_ProcessRun):
         os.close(self.wake_read)
         os.close(self.wake_write)
         if self.pool is not None:
-            self.pool.lock.release()
+            self.pool.release()
             self.pool = None
 
     def _abort(self) -> None:
@@ -405,13 +405,12 @@ class _AutoRun(_ProcessRun):
             return True
         if self.pool_refused:
             return False
-        pool = _pool.acquire(self.slots)
-        if not pool.lock.acquire(blocking=False):
+        lease = _pool.acquire(self.slots).lease(self.slots, exclusive=True)
+        if lease is None:
             self.pool_refused = True  # another run has it; never wait on ourselves
             self.router.reasons["(pool)"] = "the process pool was busy with another run"
             return False
-        pool.replace_dead()
-        self.pool = pool
+        self.pool = lease
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:

@@ -113,12 +113,11 @@ def get(
         return get_on_pool(dsk, keys, pool, observers, planners)
     workers = check_workers(num_workers)
     timeout = worker_timeout_setting(worker_timeout)
-    worker_pool = _pool.acquire(workers)
-    with worker_pool.lock:
-        worker_pool.replace_dead()
+    # A share of the shared pool (all of it unless other runs use it: see _pool.py).
+    with _pool.acquire(workers).lease(workers) as lease:
 
         def drive(graph, state, report):
-            _ProcessRun(graph, state, report, worker_pool, timeout).drive()
+            _ProcessRun(graph, state, report, lease, timeout).drive()
 
         return execute_graph(
             dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
@@ -149,7 +148,7 @@ class _ProcessRun:
     """One run on the pool: dispatch batches, collect results, handle failures."""
 
     def __init__(
-        self, graph, state, report: Reporter, pool: _pool.WorkerPool, timeout: float | None
+        self, graph, state, report: Reporter, pool: _pool.WorkerLease, timeout: float | None
     ):
         self.graph = graph
         self.timeout = timeout  # worker_timeout, or None
@@ -201,8 +200,8 @@ class _ProcessRun:
         for worker in self.pool.workers:
             if not state.ready:
                 return
-            if len(worker.outstanding) >= 2:
-                continue
+            if len(worker.outstanding) >= 2 or not self.pool.may_send(worker):
+                continue  # busy enough, or being handed to another run (_pool.py)
             tasks, jobs = self._take(self._batch_size())
             if not jobs:
                 continue
