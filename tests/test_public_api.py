@@ -33,6 +33,8 @@ EXPECTED = {
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
     "submit",
     "jobs",
     "cancel_all",
