@@ -121,7 +121,10 @@ class Job(Future):
         self.name = name or f"job-{self.id}"
         self.options = options  # the settings captured at submit
         scheduler = options.get("scheduler")
-        self.backend = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+        if isinstance(scheduler, str):
+            self.backend = scheduler
+        else:  # an executor or a get function
+            self.backend = getattr(scheduler, "__name__", type(scheduler).__name__)
         self.submitted = time.time()
         self.started: float | None = None
         self.stopped: float | None = None
