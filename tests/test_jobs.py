@@ -20,13 +20,13 @@ import pytest
 
 import notebook_sched as ns
 
-from .helpers import alive, wait_for
+from .helpers import alive, local_backends, wait_for
 
 jobs_module = importlib.import_module("notebook_sched.jobs")  # ns.jobs is the function
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
-BACKENDS = ["sync", "threads", "processes", "auto"]
+BACKENDS = [*local_backends(), "auto"]  # sync, threads, processes, distributed (if it loads)
 
 
 def spin(i, seconds=0.02):
