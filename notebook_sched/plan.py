@@ -216,15 +216,3 @@ class Both:
 
     def __repr__(self) -> str:
         return f"Both({', '.join(map(repr, self.hooks))})"
-
-
-def call_hook(hook: Callable[[Any], Any], value: Any, key: Hashable) -> None:
-    """Call one result hook; an ``Exception`` it raises is a warning naming the task."""
-    try:
-        hook(value)
-    except Exception as exc:
-        warnings.warn(
-            f"the result hook {hook!r} of task {key!r} raised {exc!r}; the task's result stands",
-            RuntimeWarning,
-            stacklevel=2,
-        )

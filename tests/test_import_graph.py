@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tracebacks",
         "gil",
         "measure",
+        "task_runner",
         "_forkguard",
         "plan",
     ),
@@ -69,11 +70,13 @@ HEAVY = [
     "multiprocessing",
     "concurrent.futures",
 ]
-# What a process worker needs: the engine and its reporter, the job format and the
-# worker loop (with its fork guard and BLAS thread limits), and what they stand on.
+# What a process worker needs: the task runner (with the clocks and meter of
+# ``measure``/``gil``), the job format and the worker loop (with its fork guard and BLAS
+# thread limits), and what they stand on.
 WORKER_ALLOWED = BOTTOM | {
-    "engine",
-    "reporter",
+    "task_runner",
+    "measure",
+    "gil",
     "_forkguard",
     "schedulers",
     "schedulers._job",
