@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-dask fuzz lint bench bench-auto lab clean
+.PHONY: demo test test-dask fuzz lint bench bench-auto bench-jobs lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # Which scheduler? Four workloads x five backends, the advisor's verdicts and predictions.
 bench-auto: $(STAMP)
 	$(PY) -m benchmarks.choosing
+
+# Background jobs: submit latency, two jobs sharing the pool, a foreground compute beside one.
+bench-jobs: $(STAMP)
+	$(PY) -m benchmarks.jobs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

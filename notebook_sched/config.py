@@ -32,6 +32,13 @@ Names:
                  check off.  A worker busy in a long task still sends heartbeats, so
                  only a stopped or wedged worker (SIGSTOP, a C deadlock holding the
                  GIL, a machine deep in swap) reaches it.  Default 30 s.
+``cache``        the result cache: False (the default: nothing is hashed or kept),
+                 True or ``"memory"`` (this session, in memory), ``"disk"`` (memory
+                 plus a folder under the user's cache directory), or a folder (a
+                 path string other than those names, or an ``os.PathLike``).
+``cache_max_bytes`` / ``cache_disk_max_bytes``  the size bounds of the memory and
+                 the disk tiers, in bytes (default 2 GiB and 10 GiB; least recently
+                 used entries go first).
 
 ``set`` changes the values at once (like ``dask.config.set``).  Used as a context
 manager, the change belongs to the ``with`` block of the thread (the ``contextvars``
@@ -92,7 +99,12 @@ DEFAULTS: dict[str, Any] = {
     "dask_address": None,
     "worker_timeout": 30.0,
     "advise": None,
+    "cache": False,
+    "cache_max_bytes": 2 * 1024**3,
+    "cache_disk_max_bytes": 10 * 1024**3,
 }
+
+CACHE_NAMES = ("memory", "disk")  # besides True/False; any other string is a folder
 
 RERUN_CHOICES = ("auto", "always", "never")
 # Settings whose values the layer that owns them checks (register_validator): the
@@ -162,10 +174,31 @@ def _validate(name: str, value: Any) -> Any:
             )
     if name == "advise" and value not in (None, True, False):
         raise ValueError(f"advise must be True, False or None (automatic); got {value!r}.")
+    if name == "cache":
+        return _check_cache(value)
+    if name in ("cache_max_bytes", "cache_disk_max_bytes"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"{name} must be a number of bytes (an int, 0 or more); got {value!r}. "
+                f"Use e.g. {name}=4 * 1024**3 for 4 GiB."
+            )
     if name == "rerun" and value not in RERUN_CHOICES:
         choices = ", ".join(map(repr, RERUN_CHOICES))
         raise ValueError(f"rerun must be one of {choices}; got {value!r}.")
     return value
+
+
+def _check_cache(value: Any) -> Any:
+    if value is True or value is False:
+        return value
+    if isinstance(value, os.PathLike):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value
+    raise ValueError(
+        f"cache must be False (off), True or 'memory' (in memory), 'disk' (memory and "
+        f"the user's cache folder) or a folder path; got {value!r}."
+    )
 
 
 class set:  # noqa: N801 - named like dask.config.set on purpose

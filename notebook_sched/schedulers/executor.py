@@ -57,16 +57,16 @@ from typing import Any
 
 import cloudpickle
 
-from ..engine import Reporter, execute_graph, run_spec, skip_after
+from ..engine import Reporter, execute_graph
 from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
-from ._job import make_job
+from ..measure import CALLER
+from ..task_runner import Failed, TaskRunner
+from ._job import Results, Unpicklable, batch_hooks, make_job
 from ._worker import run_payload
 
 __all__ = ["get", "as_executor", "PoolExecutor"]
-
-CALLER = "caller"  # worker name of literals and aliases, which run in the caller
 
 
 class PoolExecutor(Executor):
@@ -145,7 +145,9 @@ class InlineExecutor(Executor):
         return future
 
 
-def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -> Any:
+def get(
+    dsk: Any, keys: Any, *, executor: Any, observers=None, planners=None, **options: Any
+) -> Any:
     """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor`` (or a pool)."""
     executor = as_executor(executor)
     if in_threads(executor) and on_own_thread(executor):
@@ -156,7 +158,9 @@ def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -
     def drive(graph, state, report):
         _ExecutorRun(graph, state, report, executor, width).drive()
 
-    return execute_graph(dsk, keys, drive, backend, observers=observers, workers=width)
+    return execute_graph(
+        dsk, keys, drive, backend, observers=observers, workers=width, planners=planners
+    )
 
 
 class _Inline(InlineExecutor):
@@ -178,7 +182,15 @@ class _ExecutorRun:
         self.max_in_flight = 2 * width
         self.in_flight: dict = {}  # future -> task
         self.names = _WorkerNames(report)
-        self.skip = 0  # jobs to leave unmeasured (reporter.py's sampling rule)
+        # Literals and aliases run here; its countdown also picks the jobs to measure
+        # (in the executor's worker: ``every=0`` for those, None for the others).
+        self.here = TaskRunner(
+            CALLER,
+            hooks=graph.on_result,
+            keys=graph.keys,
+            measure=bool(report.task_measured),
+            timed=True,
+        )
 
     def drive(self) -> None:
         try:
@@ -189,21 +201,24 @@ class _ExecutorRun:
             raise
 
     def _loop(self) -> None:
-        state, specs, report = self.state, self.graph.specs, self.report
-        values = state.values
+        state, graph, report, here = self.state, self.graph, self.report, self.here
+        specs, values = graph.specs, state.values
         while state.remaining:
             while state.ready and len(self.in_flight) < self.max_in_flight:
                 i = state.ready.pop()
                 if specs[i][0] in (VALUE, ALIAS):
                     report.started(i, CALLER)
                     start = time.time()
-                    state.finish(i, run_spec(specs[i], values))
+                    value = here.run(i, specs[i], values)
+                    if type(value) is Failed:  # cannot happen: a literal or an alias
+                        raise value.exc
+                    state.finish(i, value)
                     report.finished(i, CALLER, start, time.time())
                     continue
                 payload = [make_job(i, specs[i], values, None, True)]
-                measure = bool(report.task_measured) and self.skip <= 0
-                self.skip -= 1
-                self.in_flight[self._submit(i, payload, measure)] = i
+                every = 0 if here.measuring and here.due() else None
+                hooks, keys = batch_hooks(graph, [i])
+                self.in_flight[self._submit(i, payload, every, hooks, keys)] = i
             if not self.in_flight:
                 continue
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
@@ -217,13 +232,14 @@ class _ExecutorRun:
                 del self.in_flight[future]
                 self._collect(task, *outcome)
 
-    def _submit(self, task: int, payload: list, measure: bool) -> Future:
+    def _submit(self, task: int, payload: list, *options: Any) -> Future:
         try:
             if self.pickled:
-                return self.executor.submit(run_payload, self._pickle(task, payload), measure)
+                job = self._pickle(task, payload)
+                return self.executor.submit(run_payload, job, *options)
             run_here = contextvars.copy_context().run
             pool = id(getattr(self.executor, "pool", self.executor))
-            return self.executor.submit(run_here, _on_thread, self.names, pool, payload, measure)
+            return self.executor.submit(run_here, _on_thread, self.names, pool, payload, *options)
         except BrokenExecutor as exc:
             exc.add_note(_broken_note(self, None))
             raise
@@ -241,19 +257,21 @@ class _ExecutorRun:
         if self.pickled:
             worker = self.names.process(worker)
             outcome = pickle.loads(outcome)
-        if outcome[0] == "R":
-            for t, value, start, stop, *measured in outcome[1]:
-                if measured:  # in the executor's worker (measure.py): its CPU and GIL
-                    report.measured_remote(t, worker, start, stop, measured[0])
-                    self.skip = skip_after(stop - start)
-                self.state.finish(t, value)
+        if type(outcome) is Results:
+            for t, value, start, stop, measured in outcome.results:
                 if self.pickled:
                     report.started(t, worker)
+                if measured is not None:  # in the executor's worker: its CPU and GIL
+                    report.measured(measured, worker)
+                    self.here.note(stop - start)
+                self.state.finish(t, value)
                 report.finished(t, worker, start, stop)
             return
-        if outcome[0] == "U":
-            raise unpicklable_result(self.graph.keys[outcome[2]], outcome[3], "the executor's")
-        _, _, failed_task, exc, tb_text, _ = outcome
+        if type(outcome) is Unpicklable:
+            raise unpicklable_result(
+                self.graph.keys[outcome.task], outcome.reason, "the executor's"
+            )
+        failed_task, exc, tb_text = outcome.task, outcome.exception, outcome.traceback
         if failed_task < 0:  # its job could not be unpickled in the executor's worker
             failed_task = task
         if self.pickled:
@@ -309,14 +327,16 @@ class _WorkerNames:
         return name
 
 
-def _on_thread(names: _WorkerNames, pool: int, payload: list, measure: bool) -> tuple[str, Any]:
+def _on_thread(names: _WorkerNames, pool: int, payload: list, *options: Any) -> tuple[str, Any]:
     """Run jobs in a thread-pool thread: announce the task on it, then run it (marked
-    as running for ``pool``, so a compute from the task on that pool runs inline)."""
+    as running for ``pool``, so a compute from the task on that pool runs inline).  An
+    observer's error (raised by ``started``) is the run's: it reaches the caller
+    through the future, as itself, and names no task."""
     name = names.thread()
     names.report.started(payload[0][0], name)
     outer = getattr(_running, "pools", frozenset())
     _running.pools = outer | {pool}
     try:
-        return name, run_payload(payload, measure)
+        return name, run_payload(payload, *options)
     finally:
         _running.pools = outer
