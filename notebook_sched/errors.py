@@ -59,6 +59,7 @@ __all__ = [
     "worker_hung",
     "describe_exit",
     "main_guard_message",
+    "note_out_of_fds",
     "RemoteTaskError",
     "dump_exception",
     "load_exception",
@@ -179,6 +180,32 @@ def describe_exit(code: int | None) -> str:
         }.get(name, "killed by a signal")
         return f"{name}: {hint}"
     return "the process exited by itself, e.g. os._exit() or sys.exit() in native code"
+
+
+def note_out_of_fds(exc: BaseException, starting: str, workers: int) -> bool:
+    """If ``exc`` says this process ran out of file descriptors (EMFILE, ENFILE),
+    add a note saying so, with the limit and the fix; True when it did."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code not in (errno.EMFILE, errno.ENFILE):
+        return False
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = f"the limit of open files (RLIMIT_NOFILE) is {soft}"
+    except (ImportError, OSError, ValueError):
+        soft, limit = None, "the limit of open files was reached"
+    which = "this process" if code == errno.EMFILE else "the system"
+    exc.add_note(
+        f"notebook_sched: {which} ran out of file descriptors while starting {starting} "
+        f"({workers} worker processes; each needs a few pipes and sockets): {limit}. "
+        f"Raise it (`ulimit -n 4096` before starting Python or Jupyter, or "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))), use fewer workers "
+        f"(num_workers=...), or use scheduler='threads', which needs none."
+    )
+    return True
 
 
 def main_guard_message() -> str:

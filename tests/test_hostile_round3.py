@@ -6,6 +6,7 @@ Each test failed before its fix.  The load-dependent ones start their own CPU ho
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import multiprocessing
 import os
@@ -102,3 +103,55 @@ def test_a_task_that_kills_a_process_pool_executor_is_named_with_the_fix(no_leak
             ns.get({"y": (abs, -1)}, "y", scheduler=executor)
         note = "\n".join(getattr(again.value, "__notes__", []))
         assert "already broken" in note and "make a new one" in note
+
+
+# -- out of file descriptors -------------------------------------------------------------
+
+NOFILE_SCRIPT = """
+import glob, os, resource, sys, tempfile
+import notebook_sched as ns
+import notebook_sched.distributed.backend  # registers 'distributed'
+
+def inc(x):
+    return x + 1
+
+def fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+if __name__ == "__main__":
+    dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "notebook_sched-*")))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (20, 20))
+    graph = {("x", i): (inc, i) for i in range(8)}
+    counts = []
+    for attempt in range(3):
+        try:
+            print("answer", ns.get(graph, list(graph), scheduler=sys.argv[1], num_workers=4))
+        except OSError as exc:
+            print("error", type(exc).__name__, " ".join(getattr(exc, "__notes__", [])))
+        counts.append(fd_count())
+    print("fds", counts)
+    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "notebook_sched-*"))) - dirs
+    print("dirs", sorted(left))
+"""
+
+
+@pytest.mark.parametrize("backend", ["processes", "auto", "distributed"])
+def test_out_of_file_descriptors_says_so_and_cleans_up(tmp_path, backend):
+    script = tmp_path / "nofile.py"
+    script.write_text(NOFILE_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), backend], capture_output=True, text=True, timeout=80
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    answers = [line for line in lines if line.startswith("answer")]
+    if backend != "auto":  # auto runs these short tasks on threads: no pool needed
+        assert len(errors) == 3, out.stdout + out.stderr
+    assert len(errors) + len(answers) == 3, out.stdout + out.stderr
+    for line in errors:
+        assert "ran out of file descriptors" in line and "RLIMIT_NOFILE) is 20" in line
+        assert "ulimit -n" in line and "num_workers" in line
+    counts = ast.literal_eval(next(line for line in lines if line.startswith("fds"))[4:])
+    assert counts[0] == counts[-1], f"a failed start leaked file descriptors: {counts}"
+    assert lines[-1] == "dirs []", out.stdout

@@ -45,7 +45,7 @@ from typing import Any
 
 from .. import config
 from ..engine import check_positive
-from ..errors import MAIN_GUARD_EXIT, MainGuardError
+from ..errors import MAIN_GUARD_EXIT, MainGuardError, note_out_of_fds
 from ..errors import main_guard_message as _main_guard_message
 from . import protocol, sockdir, worker
 from .scheduler import HEARTBEAT_FRACTION, Scheduler
@@ -138,8 +138,10 @@ class LocalCluster:
             for _ in range(self.n_workers):
                 self._spawn()
             self._wait_for_workers(self.n_workers)
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self.close()  # what the failed start made: processes, sockets, the directory
+            if isinstance(exc, OSError):
+                note_out_of_fds(exc, "a local cluster", self.n_workers)
             raise
         self.status = "running"
         _open_clusters.add(self)
@@ -354,6 +356,7 @@ class LocalCluster:
         with self._lock:
             procs = list(self._processes.values())
             self._processes.clear()
+        procs = [p for p in procs if p.process.pid is not None]  # started (see _spawn)
         deadline = time.monotonic() + 2.0
         for proc in procs:
             proc.process.join(max(0.0, deadline - time.monotonic()))
