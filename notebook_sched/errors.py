@@ -62,6 +62,7 @@ __all__ = [
     "main_guard_message",
     "exit_if_bootstrapping",
     "raise_if_main_guard",
+    "note_out_of_fds",
     "RemoteTaskError",
     "dump_exception",
     "load_exception",
@@ -197,6 +198,32 @@ def raise_if_main_guard(exitcode: int | None) -> None:
     """A worker exited with ``exitcode``: MAIN_GUARD_EXIT raises the MainGuardError."""
     if exitcode == MAIN_GUARD_EXIT:
         raise MainGuardError(main_guard_message()) from None
+
+
+def note_out_of_fds(exc: BaseException, starting: str, workers: int) -> bool:
+    """If ``exc`` says this process ran out of file descriptors (EMFILE, ENFILE),
+    add a note saying so, with the limit and the fix; True when it did."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code not in (errno.EMFILE, errno.ENFILE):
+        return False
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = f"the limit of open files (RLIMIT_NOFILE) is {soft}"
+    except (ImportError, OSError, ValueError):
+        soft, limit = None, "the limit of open files was reached"
+    which = "this process" if code == errno.EMFILE else "the system"
+    exc.add_note(
+        f"notebook_sched: {which} ran out of file descriptors while starting {starting} "
+        f"({workers} worker processes; each needs a few pipes and sockets): {limit}. "
+        f"Raise it (`ulimit -n 4096` before starting Python or Jupyter, or "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))), use fewer workers "
+        f"(num_workers=...), or use scheduler='threads', which needs none."
+    )
+    return True
 
 
 def main_guard_message() -> str:

@@ -32,6 +32,14 @@ the graph in its order on ``workers`` slots with backend-specific durations:
 * ``auto``: the two mixed on ``workers`` slots: GIL-holding tasks as on processes,
   the others as on threads, whose GIL-held parts still take turns.
 
+A loaded machine.  A task's ``starved`` seconds (runnable, waiting for a CPU: other
+programs on the machine) are part of its isolated duration under that load, so a
+GIL-holding task counts ``cpu + starved``, not its CPU alone.  :class:`Load` says
+what share of a CPU each runnable thread of ours got (``cpu / (cpu + starved)``, over
+the run) with how many of ours were runnable; from it, how many other programs
+competed (``others``), and so the share each of ``workers`` slots would get: a
+prediction on more slots than the run had stretches its tasks by the ratio.
+
 The costs (:class:`Costs`) are measured on the machine (``measure_costs``), not
 rules of thumb.  The model ignores memory pressure, cache effects and native thread
 pools inside tasks (BLAS threads are limited to one per worker by the backends).
@@ -53,11 +61,13 @@ __all__ = [
     "prefix_stats",
     "predict",
     "BACKENDS",
+    "Load",
 ]
 
 HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
 BACKENDS = ("sync", "threads", "processes", "auto")
 ON_CPU = 0.25  # CPU share of wall time under which a prefix waits
+UNLOADED = 0.95  # CPU share of runnable time from which a run saw no other load
 CONVOY = 1.5  # a GIL-releasing CPU task's slow-down on threads beside GIL holders
 
 
@@ -74,14 +84,38 @@ class TaskSample:
     def isolated(self) -> float:
         """Seconds this task would take alone: CPU, plus the waiting that is not GIL."""
         if self.gil_busy >= GIL_BOUND:
-            return self.cpu  # time spent waiting for the GIL is not the task's own
+            # Time spent waiting for the GIL is not the task's own; waiting for a CPU
+            # (other programs) is, under the same load.
+            return self.cpu + self.starved
         # Releasing the GIL or waiting: wall time, since a sleep lasts as long anywhere
         # and native thread pools (BLAS) work on threads whose CPU we do not see.
         return self.wall
 
     @property
     def gil_held(self) -> float:
-        return self.gil_busy * self.cpu
+        return self.gil_busy * (self.cpu + self.starved)
+
+
+@dataclass(frozen=True)
+class Load:
+    """How busy the machine was during the measured run (see the module docstring)."""
+
+    cores: int
+    share: float  # of a CPU each runnable thread of ours got: cpu / (cpu + starved)
+    runnable: int  # threads of ours that were runnable at once (1 on sync)
+
+    @property
+    def others(self) -> float:
+        """Runnable threads of other programs, on average (0 when ours never waited
+        for a CPU: what else ran then is unknown, and left out)."""
+        if self.share >= UNLOADED:
+            return 0.0
+        return max(self.cores / max(self.share, 1e-3) - self.runnable, 0.0)
+
+    def stretch(self, workers: int) -> float:
+        """How much longer a task takes on ``workers`` busy slots than measured."""
+        now = min(1.0, self.cores / (self.others + workers))
+        return max(self.share / now, 1.0) if now > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +177,7 @@ def predict(
     workers: int,
     costs: Costs,
     replay: bool = False,
+    load: Load | None = None,
 ) -> float:
     """Predicted seconds for the whole graph on ``backend`` with ``workers`` slots.
 
@@ -156,6 +191,11 @@ def predict(
         raise ValueError(f"cannot predict backend {backend!r}; choose one of {BACKENDS}")
     if not samples:
         return 0.0
+    if load is not None and not replay:
+        runnable = 1 if backend == "sync" else workers
+        stretch = load.stretch(runnable)
+        if stretch > 1.0:
+            return stretch * predict(samples, backend, workers, costs)
     overhead = costs.per_task[backend]
     if replay:
         if backend == "sync":

@@ -49,7 +49,7 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ..errors import MainGuardError, exit_if_bootstrapping
+from ..errors import MainGuardError, exit_if_bootstrapping, note_out_of_fds
 from ._worker import AT_EXIT, worker_main
 
 __all__ = [
@@ -92,18 +92,23 @@ class WorkerHandle:
         self.slot = slot
         self.name = f"process-{slot}"
         parent_end, child_end = _context.Pipe(duplex=True)
-        self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
-        self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+        try:  # a failed start (no file descriptors left) leaves no pipe open
+            self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
+            self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+            self.process = _context.Process(
+                target=worker_main,
+                args=(child_end, self.current, self.name, self.beat, pool_size),
+                name=f"notebook_sched-{self.name}",
+                daemon=False,  # workers may start pools of their own (nested compute)
+            )
+            self.process.start()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
         self.last_beat = 0  # the count the caller saw last, and when (monotonic)
         self.last_seen = time.monotonic()
-        self.process = _context.Process(
-            target=worker_main,
-            args=(child_end, self.current, self.name, self.beat, pool_size),
-            name=f"notebook_sched-{self.name}",
-            daemon=False,  # workers may start pools of their own (nested compute)
-        )
-        self.process.start()
-        child_end.close()
         self.conn = parent_end
         self.outstanding: list = []  # batch ids sent and not finished, oldest first
 
@@ -143,7 +148,16 @@ class WorkerPool:
     def __init__(self, size: int):
         exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.size = size
-        self.workers = [WorkerHandle(slot, size) for slot in range(size)]
+        self.workers: list[WorkerHandle] = []
+        try:
+            for slot in range(size):
+                self.workers.append(WorkerHandle(slot, size))
+        except BaseException as exc:  # stop the workers started so far
+            for worker in self.workers:
+                worker.kill()
+            if isinstance(exc, OSError):
+                note_out_of_fds(exc, "the process pool", size)
+            raise
         # Guards workers, leases, owner and every lease's held/draining sets.
         self.cond = threading.Condition(threading.Lock())
         self.leases: list[WorkerLease] = []  # active, oldest first
@@ -155,7 +169,11 @@ class WorkerPool:
     def replace(self, worker: WorkerHandle) -> WorkerHandle:
         """Kill ``worker`` (if alive) and start a fresh one in its slot."""
         worker.kill()
-        fresh = WorkerHandle(worker.slot, self.size)
+        try:
+            fresh = WorkerHandle(worker.slot, self.size)
+        except OSError as exc:
+            note_out_of_fds(exc, "a process-pool worker", self.size)
+            raise
         with self.cond:
             self.workers[worker.slot] = fresh
         return fresh
