@@ -22,7 +22,7 @@ import notebook_sched as ns
 
 from .helpers import alive, local_backends, wait_for
 
-jobs_module = importlib.import_module("notebook_sched.jobs")  # ns.jobs is the function
+jobs_module = importlib.import_module("notebook_sched.background")  # ns.jobs is the function
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
