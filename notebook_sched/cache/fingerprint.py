@@ -500,7 +500,10 @@ def explain(old: TaskPrint | None, new: TaskPrint) -> str:
     if old.digest is None:
         return f"not cacheable before ({old.reason}); cacheable now"
     if old.digest == new.digest:
-        return "unchanged: the same fingerprint as before (its stored result is gone)"
+        return (
+            "unchanged: the same fingerprint as before "
+            "(its result was not kept: evicted, or not worth storing)"
+        )
     before = dict(old.parts)
     now = dict(new.parts)
     old_head = _head(old.parts)
