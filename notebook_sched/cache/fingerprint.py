@@ -467,7 +467,7 @@ def _is_subgraph(func: Any) -> bool:
 
 
 def _is_apply(head: Any) -> bool:
-    """Installed ``apply(func, args, kwargs)`` helpers (ours in ``delayed``, Dask's
+    """Installed ``apply(func, args, kwargs)`` helpers (ours in ``calls``, Dask's
     ``dask.utils.apply``), recognised by name: this layer does not import them."""
     return (
         isinstance(head, types.FunctionType)
