@@ -107,7 +107,11 @@ class CachePlanner(Planner):
                 continue
             seen.add(key)
             value = graph[key]
-            if not is_task_value(value):
+            if not is_task_value(value):  # a literal (no inputs) or an alias (walk through)
+                if names_key(value, graph) and value != key:
+                    stack.append(value)
+                elif is_graph_node(value):
+                    stack.extend(value.dependencies)
                 continue
             p = prints.get(key)
             if p is None and key not in asked:
