@@ -40,6 +40,8 @@ import html
 
 import ipywidgets as widgets
 
+from ..failure import key_repr, short_key_repr
+from ..failure import short_name as _short_name
 from .progress import DONE, FAILED, RUNNING, PrefixCount, Snapshot, rate_text
 
 __all__ = ["WidgetView", "MAX_ROWS", "short_line", "short_name"]
@@ -53,7 +55,7 @@ def short_line(snap: Snapshot) -> str:
     """The state in a few words, most important first (ipywidgets cuts reprs at 110)."""
     counts = f"{snap.done}/{snap.total} tasks in {snap.elapsed:.1f}s"
     if snap.state == FAILED:
-        where = f"task {snap.failed_key!r} " if snap.failed_key is not None else ""
+        where = f"task {short_key_repr(snap.failed_key)} " if snap.failed_key is not None else ""
         return f"notebook_sched FAILED ({counts}): {where}raised {snap.error}"
     return f"notebook_sched {snap.state}: {counts}"
 
@@ -129,8 +131,9 @@ class _Row:
 
 
 def short_name(name: str, limit: int = NAME_CHARS) -> str:
-    """``sqrt-var-aggregate-finalize-hl...`` cut to ``limit`` characters, with an ellipsis."""
-    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+    """A long (fused) prefix name shortened as Dask's ``key_split`` reads it
+    (``failure.short_name``): ``bag-from-delayed…part``; the full name is the tooltip."""
+    return _short_name(name, limit)
 
 
 class WidgetView:
@@ -205,7 +208,9 @@ class WidgetView:
     @staticmethod
     def _message(snap: Snapshot) -> str:
         if snap.state == FAILED and snap.error:
-            key = f"task <code>{html.escape(repr(snap.failed_key))}</code> raised "
+            full = html.escape(key_repr(snap.failed_key), quote=True)
+            short = html.escape(short_key_repr(snap.failed_key))
+            key = f"task <code title='{full}'>{short}</code> raised "
             where = key if snap.failed_key is not None else ""
             return f"<br><span style='color:#c00'>{where}{html.escape(snap.error)}</span>"
         return ""  # an interrupted or stopped run says so once, in the header
