@@ -529,6 +529,26 @@ def test_delayed_cache_false_opts_out_and_still_computes():
     assert value.compute(scheduler="sync") == 41 and calls == [4]
 
 
+def test_delayed_pure_false_opts_out_like_cache_false():
+    calls = []
+
+    @ns.delayed(pure=False)
+    def stamp(x):
+        calls.append(x)
+        return x * 10
+
+    value = ns.delayed(_inc)(stamp(4))
+    prints = graph_fingerprints(value.__dask_graph__(), [value.key])
+    ((inner_key, inner),) = [(k, p) for k, p in prints.items() if k != value.key]
+    assert inner.reason == "its function opted out of the cache (cache=False)"
+    assert value.compute(scheduler="sync", cache=True) == 41
+    assert value.compute(scheduler="sync", cache=True) == 41 and calls == [4, 4]
+    line = ns.cache_info().explain(inner_key)
+    assert line == f"{inner_key!r}: uncacheable: its function opted out of the cache (cache=False)"
+    pure = ns.delayed(_inc, pure=True)(1)
+    assert graph_fingerprints(pure.__dask_graph__(), [pure.key])[pure.key].digest is not None
+
+
 def test_the_marker_attribute_and_the_opt_out_predicate():
     def now(x):
         return x
