@@ -166,6 +166,33 @@ def test_pandas_objects_by_content_index_and_columns():
     assert task_print(len, series).digest != task_print(len, other).digest
 
 
+def test_the_fast_path_for_repeated_functions_gives_the_general_digests():
+    # The first task of a function takes the general path, the next ones a fast path
+    # (scalars and references only): each task's print must not depend on which.
+    tasks = {
+        "b": (_inc, 2, "x"),
+        "c": (_inc, "x", "x"),  # a repeated reference: back to the general path
+        "d": (_inc, 1.5, "s", -(2**70)),
+        ("e", 3): (_inc, ("e", 0)),
+        "uuid-00000000-0000-0000-0000-000000000000": (_inc, 1),  # Dask's pure=False
+    }
+    data = {"x": 5, ("e", 0): 7}
+    together = graph_fingerprints({"a": (_inc, 1), **tasks, **data}, ["a", *tasks])
+    for key, task in tasks.items():
+        alone = graph_fingerprints({key: task, **data}, [key])[key]
+        assert together[key] == alone, key
+    assert together["uuid-00000000-0000-0000-0000-000000000000"].digest is None
+    assert together["b"].parts[-1][0] == "dependency 'x'"
+    # a global the shared function reads is read again on every run: an edit is seen
+    space = cell("LIMIT = 1\ndef f(x):\n    return x + LIMIT\n")
+    graph = {f"t{i}": (space["f"], i) for i in range(3)}
+    before = graph_fingerprints(graph, list(graph))
+    space["LIMIT"] = 2
+    after = graph_fingerprints(graph, list(graph))
+    assert all(before[k].digest != after[k].digest for k in graph)
+    assert explain(before["t2"], after["t2"]) == "global LIMIT changed"
+
+
 def test_a_dependency_change_propagates_downstream():
     def inc(x):
         return x + 1
