@@ -193,6 +193,28 @@ def test_the_fast_path_for_repeated_functions_gives_the_general_digests():
     assert explain(before["t2"], after["t2"]) == "global LIMIT changed"
 
 
+def test_an_installed_module_without_a_version_counts_by_its_file_not_a_scan(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from notebook_sched.cache import code_print
+
+    def no_scan():
+        raise AssertionError("every distribution was scanned")
+
+    monkeypatch.setattr(metadata, "packages_distributions", no_scan)
+    source = tmp_path / "nsched_unversioned_pkg.py"
+    source.write_text("X = 1\n")
+    module = type(sys)("nsched_unversioned_pkg")
+    module.__file__ = str(source)
+    monkeypatch.setitem(sys.modules, "nsched_unversioned_pkg", module)
+    monkeypatch.setattr(code_print, "_versions", {})
+    first = code_print._version("nsched_unversioned_pkg")
+    assert str(source) in first
+    source.write_text("X = 22\n")  # a reinstall or an edit: another size and time
+    code_print._versions.clear()
+    assert code_print._version("nsched_unversioned_pkg") != first
+
+
 def test_a_dependency_change_propagates_downstream():
     def inc(x):
         return x + 1
