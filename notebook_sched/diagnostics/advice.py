@@ -106,6 +106,7 @@ class Advisor(Observer):
         self._workers: dict[str, set] = {}
         self._gil_names: set[str] = set()
         self._cpu_names: set[str] = set()
+        self._routes: dict[str, str] = {}  # auto's reasons, per prefix (RunInfo.extra)
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -152,6 +153,7 @@ class Advisor(Observer):
             if not self._runs:
                 raise LookupError("this Advisor has not seen a run yet: compute inside it")
             run, t0, t1, first, last = self._runs[-1]
+            runs = [r[0] for r in self._runs] if every_run else [run]
             if every_run:
                 t0, first, t1, last = self._runs[0][1], 0, 0.0, -1
             done = self._done[first : last if last >= 0 else len(self._done)]
@@ -201,6 +203,9 @@ class Advisor(Observer):
                 out.extend(have[n % len(have)] for n in range(max(count, len(have))))
         self._gil_names = gil_names
         self._cpu_names = {n for n, r in zip(names, records, strict=True) if r.cpu is not None}
+        self._routes = {}
+        for seen in runs:  # what auto noted on each run (Reporter.note_run), later wins
+            self._routes.update(seen.extra.get("routes", {}))
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
     def advice(self, costs: Costs | None = None, every_run: bool = False) -> Advice:
@@ -217,7 +222,7 @@ class Advisor(Observer):
             if ran_on == "auto":
                 kinds = self._workers.get(s.prefix, set())
                 where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
-                why = _auto_reason(s.prefix)
+                why = self._routes.get(s.prefix, "")
             known = s.prefix in self._gil_names
             cpu_known = known or s.prefix in self._cpu_names
             verdict = s.verdict if known else None
@@ -254,12 +259,6 @@ def _remote_gil_means(records: list, names: list) -> dict[str, float]:
 
 
 _KIND_WORDS = {THREAD: "threads", PROCESS: "processes", CALLER: "inline"}
-
-
-def _auto_reason(prefix: str) -> str:
-    from ..schedulers.auto import router
-
-    return router().reasons.get(prefix, "")
 
 
 def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation | None:

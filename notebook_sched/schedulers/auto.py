@@ -186,6 +186,15 @@ class _AutoRun:
             raise
         finally:
             self._close()
+            self._note_routes()
+
+    def _note_routes(self) -> None:
+        """Why this run's prefixes went where they went, for the advisor (RunInfo)."""
+        reasons = self.router.reasons
+        routes = {p: reasons[p] for p in set(self.prefixes.values()) if p in reasons}
+        if "(pool)" in reasons and self.pool_refused:
+            routes["(pool)"] = reasons["(pool)"]
+        self.report.note_run("routes", routes)
 
     def _close(self) -> None:
         for _ in self.threads:
