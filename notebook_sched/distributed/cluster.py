@@ -45,7 +45,11 @@ from typing import Any
 
 from .. import config
 from ..engine import check_positive
-from ..errors import exit_if_bootstrapping, raise_if_main_guard
+from ..errors import (
+    exit_if_bootstrapping,
+    note_out_of_fds,
+    raise_if_main_guard,
+)
 from . import protocol, sockdir, worker
 from .scheduler import HEARTBEAT_FRACTION, Scheduler
 
@@ -119,7 +123,7 @@ class LocalCluster:
         self.memory_limit = protocol.parse_bytes(memory_limit)
         if worker_timeout == "config":
             worker_timeout = config.get("worker_timeout")
-        self.worker_timeout = config._validate("worker_timeout", worker_timeout)  # same rule
+        self.worker_timeout = config.validate("worker_timeout", worker_timeout)  # same rule
         self.status = "starting"
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)
@@ -136,8 +140,10 @@ class LocalCluster:
             for _ in range(self.n_workers):
                 self._spawn()
             self._wait_for_workers(self.n_workers)
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self.close()  # what the failed start made: processes, sockets, the directory
+            if isinstance(exc, OSError):
+                note_out_of_fds(exc, "a local cluster", self.n_workers)
             raise
         self.status = "running"
         _open_clusters.add(self)
@@ -351,6 +357,7 @@ class LocalCluster:
         with self._lock:
             procs = list(self._processes.values())
             self._processes.clear()
+        procs = [p for p in procs if p.process.pid is not None]  # started (see _spawn)
         deadline = time.monotonic() + 2.0
         for proc in procs:
             proc.process.join(max(0.0, deadline - time.monotonic()))

@@ -92,6 +92,8 @@ class Router:
         self.min_task_seconds = min_task_seconds
         self.models: dict[str, PrefixModel] = {}
         self.reasons: dict[str, str] = {}  # prefix -> why its tasks go where they go
+        # prefix -> the busy-GIL share behind its last decision (the advice shows it)
+        self.shares: dict[str, float] = {}
 
     @property
     def per_byte(self) -> float:
@@ -106,8 +108,10 @@ class Router:
         if model is None or self.is_new(prefix):
             self.reasons[prefix] = "new: measured on threads first"
             return THREADS
+        if model.samples:
+            self.shares[prefix] = model.gil_busy
         if model.gil_busy < GIL_BOUND:
-            self.reasons[prefix] = f"does not hold the GIL ({model.gil_busy:.0%} busy): threads"
+            self.reasons[prefix] = f"releases the GIL ({model.gil_busy:.0%} GIL busy): threads"
             return THREADS
         if model.cpu < self.min_task_seconds:
             self.reasons[prefix] = (
@@ -150,3 +154,4 @@ class Router:
     def forget(self) -> None:
         self.models.clear()
         self.reasons.clear()
+        self.shares.clear()

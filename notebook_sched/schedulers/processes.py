@@ -54,9 +54,10 @@ from ..errors import (
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from ..measure import CALLER
 from ..task_runner import Failed, TaskRunner
-from . import _pool, get_on_pool
+from . import _pool
 from ._channel import BatchChannel
 from ._job import make_job
+from .on_pool import get_on_pool
 
 __all__ = [
     "get",
@@ -114,7 +115,7 @@ def worker_timeout_setting(value: float | None | str) -> float | None:
     """A ``worker_timeout=`` argument checked: ``"config"`` means the config's value."""
     if value == "config":
         value = config.get("worker_timeout")
-    return config._validate("worker_timeout", value)
+    return config.validate("worker_timeout", value)
 
 
 class _ProcessRun:
