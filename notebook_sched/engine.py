@@ -51,23 +51,21 @@ from typing import Any
 from .events import RunInfo, dispatcher
 from .graph import (
     ALIAS,
-    CALL,
-    EXPR,
     NODE,
     VALUE,
     CompiledGraph,
     compile_graph,
-    evaluate,
     flatten_keys,
     to_mapping,
 )
-from .plan import Plan, call_hook
-from .reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after, task_failure
+from .plan import Plan
+from .reporter import UNKNOWN, Reporter, task_failure
+from .task_runner import run_spec
 from .tracebacks import task_runner
 
+task_runner(run_spec)  # tracebacks shown here: the frames below run_spec are the task's
+
 __all__ = [
-    "SAMPLE_EVERY",
-    "LONG_TASK",
     "RunState",
     "run_spec",
     "execute_graph",
@@ -75,13 +73,9 @@ __all__ = [
     "task_failure",
     "Reporter",
     "UNKNOWN",
-    "skip_after",
     "check_workers",
     "check_positive",
 ]
-
-
-# SAMPLE_EVERY / LONG_TASK (the task_measured sampling rule) live in reporter.py.
 
 
 class RunState:
@@ -170,29 +164,6 @@ class RunState:
         return chain
 
 
-@task_runner
-def run_spec(spec: tuple, values: list) -> Any:
-    """Run one compiled task in this process, reading inputs from ``values``."""
-    __tracebackhide__ = True
-    kind = spec[0]
-    if kind == CALL:
-        slots = spec[3]
-        if slots:
-            args = list(spec[2])
-            for pos, dep in slots:
-                args[pos] = values[dep]
-            return spec[1](*args)
-        return spec[1](*spec[2])
-    if kind == VALUE:
-        return spec[1]
-    if kind == ALIAS:
-        return values[spec[1]]
-    refs = {k: values[d] for k, d in spec[2].items()}
-    if kind == EXPR:
-        return evaluate(spec[1], refs)
-    return spec[1](refs)  # a Dask GraphNode
-
-
 Driver = Callable[[CompiledGraph, RunState, Reporter], None]
 
 
@@ -271,7 +242,7 @@ def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
             run.extra["substituted"] = plan.substituted(graph)
         if events.graph_started:
             events.graph_started(run)
-    state = RunState(graph) if not _bridged(graph, backend) else _HookedState(graph)
+    state = RunState(graph)
     try:
         if state.remaining:  # nothing requested (get(dsk, []) or [[], []]): no driver
             driver(graph, state, Reporter(graph, events, backend, state.values))
@@ -282,33 +253,6 @@ def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
     if events.graph_finished:
         events.graph_finished(run, None)
     return pack_results(keys, graph, state.values)
-
-
-# Until the one task runner calls ``graph.on_result`` hooks itself, the backends that
-# run tasks in the caller's threads call them from RunState.finish (under the threads
-# backend's lock).  Remove this bridge (and _HookedState) when the runner does it, or
-# each hook runs twice (tests/test_plan.py counts the calls).
-_CALLER_BACKENDS = frozenset({"sync", "threads"})
-
-
-def _bridged(graph: CompiledGraph, backend: str) -> bool:
-    return graph.on_result is not None and backend in _CALLER_BACKENDS
-
-
-class _HookedState(RunState):
-    """A RunState that calls a task's result hook as it records the result."""
-
-    __slots__ = ("hooks",)
-
-    def __init__(self, graph: CompiledGraph):
-        super().__init__(graph)
-        self.hooks = graph.on_result
-
-    def finish(self, i: int, value: Any) -> None:
-        hook = self.hooks.get(i)
-        if hook is not None:
-            call_hook(hook, value, self.graph.keys[i])
-        RunState.finish(self, i, value)
 
 
 _kind = itemgetter(0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -27,7 +28,26 @@ __all__ = [
     "short_name",
     "short_key_repr",
     "RemoteTraceback",
+    "RerunOutcome",
 ]
+
+
+class RerunOutcome(StrEnum):
+    """What the local rerun of a failed task found: ``TaskFailure.extra["rerun"]``.
+
+    A ``StrEnum``, so it prints as the sentence (``local rerun: raised the same
+    error``); code compares members.  ``extra["rerun_detail"]`` says more for
+    ``NOT_POSSIBLE`` (why) and ``DIFFERENT_ERROR`` (the rerun's error)."""
+
+    SAME_ERROR = "raised the same error"
+    DID_NOT_FAIL = "did not fail"
+    DIFFERENT_ERROR = "raised a different error"
+    NOT_POSSIBLE = "not possible"
+    INTERRUPTED = "interrupted"
+
+    def describe(self, detail: str | None) -> str:
+        """The outcome as one phrase, with its detail: ``not possible: <why>``."""
+        return f"{self.value}: {detail}" if detail else self.value
 
 
 class RemoteTraceback(Exception):

@@ -23,33 +23,118 @@ measured there, so that process keeps a :class:`TaskMeter`:
   (``nbytes`` of arrays and buffers, the length of bytes and strings, summed over the
   items of a short list or tuple); None otherwise.  Nothing is pickled to find out.
 
-A measurement is a :class:`Measured` tuple ``(cpu, starved, nbytes, gil_busy)``; the reporter
-passes its fields to ``task_measured``.  Cost: two clock reads and an attribute lookup
-per measured task (a sample of tasks: see ``engine.SAMPLE_EVERY``); the probe's cost is
-described in ``gil.py`` (well under 1% of a core while it runs).
+A measurement is one :class:`Measurement`, from where the task ran to the reporter, the
+``task_measured`` hook (which takes it whole), the advisor and the cluster's messages:
+``key`` (the task number until the reporter names it), ``worker`` (its name, filled by
+the reporter), ``where`` (the kind of place: :data:`CALLER`, :data:`THREAD`,
+:data:`PROCESS`, :data:`CLUSTER`, :data:`DASK`), ``start``/``stop`` (``time.time()``),
+``cpu``, ``starved``, ``nbytes`` and ``gil_busy`` (None: not known).  Cost: two clock
+reads and an attribute lookup per measured task (a sample of tasks: see
+``task_runner.py``); the probe's cost is described in ``gil.py`` (well under 1% of a
+core while it runs).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import pickle
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
 
 from .gil import GilProbe, run_queue_seconds
 
-__all__ = ["Measured", "TaskMeter", "process_meter", "result_nbytes", "IDLE_STOP"]
+__all__ = [
+    "Measurement",
+    "TaskMeter",
+    "process_meter",
+    "result_nbytes",
+    "sizeof",
+    "IDLE_STOP",
+    "LONG_TASK",
+    "CALLER",
+    "THREAD",
+    "PROCESS",
+    "CLUSTER",
+    "DASK",
+    "REMOTE",
+    "GIL_BOUND",
+    "transfer_cost",
+    "per_byte_transfer",
+]
 
 IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
-LONG_TASK = 0.001  # the engine's rule: a task this long starts the probe (engine.LONG_TASK)
+# A task this long is "long": the next task is measured too (task_runner's sampling
+# rule), a probe starts (here, and the Advisor's in the caller).  The one owner.
+LONG_TASK = 0.001
 MAX_ITEMS = 64  # a list or tuple longer than this is not summed (not cheap any more)
+# A prefix whose tasks keep the GIL busy this share of their time or more holds the
+# GIL: the advisor's verdict and auto's routing both read it here.
+GIL_BOUND = 0.5
+TRANSFER_SAMPLE_BYTES = 8 * 1024 * 1024  # transfer_cost's buffer
+TRANSFER_REPEATS = 3
 KEEP_SAMPLES = 4096  # probe samples kept once no task needs the older ones
 
 
-class Measured(NamedTuple):
+# Where a task ran (``Measurement.where``).  CALLER is also the worker name of tasks a
+# backend runs in the calling thread (literals, aliases, auto's inline tasks).
+CALLER = "caller"  # the calling thread (sync, inline)
+THREAD = "thread"  # a worker thread of the calling process (threads, auto, executors)
+PROCESS = "process"  # a worker process of ours or of a foreign executor
+CLUSTER = "cluster"  # a worker of our local cluster
+DASK = "dask"  # a dask.distributed worker
+REMOTE = frozenset({PROCESS, CLUSTER, DASK})  # measured by that process's TaskMeter
+
+
+class Measurement(NamedTuple):
+    """One measured task (see the module docstring); the ``task_measured`` argument."""
+
+    key: Any
+    worker: str
+    where: str
+    start: float
+    stop: float
     cpu: float | None
     starved: float | None
     nbytes: int | None
     gil_busy: float | None
+
+    @property
+    def remote(self) -> bool:
+        """Measured in another process, whose ``gil_busy`` is that process's probe's."""
+        return self.where in REMOTE
+
+    @property
+    def wall(self) -> float:
+        return self.stop - self.start
+
+
+def sizeof(value: Any) -> int:
+    """Bytes ``value`` holds, always an estimate: :func:`result_nbytes` where that is
+    cheap to know, else the shallow size (``sys.getsizeof``, plus the items' shallow
+    sizes for a container of under 1000).  The one size estimate: the cluster's
+    memory accounting and ``auto``'s routing (what moving a value costs) use it."""
+    size = result_nbytes(value)
+    if size is not None:
+        return size
+    typ = type(value)
+    if typ in (list, tuple, set, frozenset) and len(value) < 1000:
+        return _shallow(value) + sum(_shallow(item) for item in value)
+    if typ is dict and len(value) < 1000:
+        return _shallow(value) + sum(_shallow(k) + _shallow(v) for k, v in value.items())
+    return _shallow(value)
+
+
+def _shallow(value: Any) -> int:
+    size = _flat_nbytes(value)
+    if size is not None:
+        return size
+    try:
+        return sys.getsizeof(value)
+    except Exception:
+        return 64
 
 
 def result_nbytes(value: Any) -> int | None:
@@ -102,8 +187,10 @@ class TaskMeter:
             self._running[token] = start
         return token, start, time.thread_time(), run_queue_seconds()
 
-    def end(self, began: tuple, value: Any, stop: float) -> Measured:
-        """Call just after the task returned ``value`` at ``stop`` (``time.time()``)."""
+    def end(
+        self, began: tuple, value: Any, stop: float, task: Any = None, where: str = PROCESS
+    ) -> Measurement:
+        """Call just after ``task`` returned ``value`` at ``stop`` (``time.time()``)."""
         cpu = time.thread_time() - began[2]
         starved = run_queue_seconds() - began[3]
         start = began[1]
@@ -120,7 +207,7 @@ class TaskMeter:
                 gil = self._share(probe, start, stop) if probe is not None else None
             if probe is not None:
                 self._trim(probe)
-        return Measured(cpu, starved, result_nbytes(value), gil)
+        return Measurement(task, "", where, start, stop, cpu, starved, result_nbytes(value), gil)
 
     def stop(self) -> None:
         """Stop the probe now and wait for its thread (one cycle, 2 ms at most)."""
@@ -164,3 +251,51 @@ def process_meter() -> TaskMeter:
             if not _process_meter:
                 _process_meter.append(TaskMeter())
     return _process_meter[0]
+
+
+@functools.cache
+def transfer_cost() -> float:
+    """Seconds per byte to move data to a worker process on this machine, measured on
+    first use (a few ms) and kept for the process: what ``auto`` routes with and the
+    advisor predicts with (``diagnostics/costs.py``)."""
+    return per_byte_transfer()
+
+
+def per_byte_transfer(
+    nbytes: int = TRANSFER_SAMPLE_BYTES, repeats: int = TRANSFER_REPEATS
+) -> float:
+    """Seconds per byte to pickle, send through a pipe and unpickle a buffer of
+    ``nbytes`` (large enough that fixed costs vanish), best of ``repeats``."""
+    payload = bytearray(os.urandom(1024)) * (nbytes // 1024)
+    best = float("inf")
+    for _ in range(repeats):
+        read_end, write_end = os.pipe()
+        try:
+            t0 = time.perf_counter()
+            data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+            writer = threading.Thread(target=_write_all, args=(write_end, data))
+            writer.start()
+            received = _read_exactly(read_end, len(data))
+            writer.join()
+            pickle.loads(received)
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+    return best / nbytes
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, n: int) -> bytearray:
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.read(fd, min(1 << 20, n - len(out)))
+        if not chunk:
+            raise EOFError("pipe closed early")
+        out += chunk
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import notebook_sched as ns
 
 EXPECTED = {
@@ -31,6 +33,11 @@ EXPECTED = {
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
+    "submit",
+    "jobs",
+    "cancel_all",
     "__version__",
 }
 
@@ -39,6 +46,14 @@ def test_all_is_exactly_the_public_surface():
     assert set(ns.__all__) == EXPECTED
     for name in ns.__all__:
         assert getattr(ns, name) is not None, name
+
+
+def test_jobs_stays_the_function_after_its_module_is_imported():
+    import importlib
+
+    jobs_module = importlib.import_module("notebook_sched.jobs")
+    assert callable(ns.jobs) and ns.jobs is jobs_module.jobs
+    assert ns.submit is jobs_module.submit and ns.cancel_all is jobs_module.cancel_all
 
 
 def test_backend_modules_have_the_get_contract():
@@ -79,3 +94,22 @@ def test_reprs_show_state():
 def test_dir_lists_the_public_names_lazy_ones_included():
     """``dir(ns)`` is ``__all__`` (no ``Any``/``annotations``), so Tab completes ``ns.pi``."""
     assert dir(ns) == sorted(ns.__all__)
+
+
+# A notebook cell's function (pickled by value) that uses the package inside the task.
+_CELL = """
+import pytest
+
+import notebook_sched as ns
+
+def nested(x):
+    return ns.get({"a": (abs, x)}, "a", scheduler="sync") + (ns.config.get("cache") is False)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["processes", "auto", "distributed"])
+def test_a_task_that_mentions_the_package_runs_in_worker_processes(backend, warm):
+    cell = {"__name__": "__main__"}  # as in a notebook: cloudpickle sends it by value
+    exec(compile(_CELL, "<cell>", "exec"), cell)
+    assert ns.get({"t": (cell["nested"], -4)}, "t", scheduler=backend) == 5

@@ -22,7 +22,7 @@ import types
 from typing import Any
 
 from ..environment import ipython_shell
-from ..failure import RemoteTraceback, TaskFailure, short_key_repr
+from ..failure import RemoteTraceback, RerunOutcome, TaskFailure, short_key_repr
 from ..tracebacks import name_cells, short_library_paths, trim_remote_traceback, trim_traceback
 from .report import ensure_formatters
 
@@ -53,24 +53,24 @@ def _headline(exc: BaseException, failure: TaskFailure) -> str:
     rerun = failure.extra.get("rerun")
     if not failure.remote_traceback or rerun is None:
         return f"notebook_sched: {where}."
-    if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
+    if _shows_rerun_frames(exc, failure):
         return (
             f"notebook_sched: {where}. Rerun here with the same inputs, it failed the same "
             f"way: the frames below are the rerun's, and %debug lands in the task."
         )
-    if rerun == "did not fail":
+    if rerun is RerunOutcome.DID_NOT_FAIL:
         return (
             f"notebook_sched: {where}. Rerun here with the same inputs, it did NOT fail: "
             f"the failure depends on where it ran (environment, files, memory, the "
             f"worker's state), so there are no local frames to debug. The worker's traceback:"
         )
-    return f"notebook_sched: {where}. Local rerun: {rerun}. The worker's traceback:"
+    said = RerunOutcome(rerun).describe(failure.extra.get("rerun_detail"))
+    return f"notebook_sched: {where}. Local rerun: {said}. The worker's traceback:"
 
 
 def _shows_rerun_frames(exc: BaseException, failure: TaskFailure) -> bool:
-    return failure.extra.get("rerun") == "raised the same error" and exc is failure.extra.get(
-        "rerun_exception"
-    )
+    same = failure.extra.get("rerun") is RerunOutcome.SAME_ERROR
+    return same and exc is failure.extra.get("rerun_exception")
 
 
 def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> list[str]:

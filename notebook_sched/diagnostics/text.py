@@ -36,7 +36,8 @@ def format_line(snap: Snapshot, title: str = "") -> str:
     """One line describing ``snap``."""
     filled = int(BAR_WIDTH * snap.fraction)
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    parts = [f"[{bar}] {100 * snap.fraction:4.0f}% {snap.done}/{snap.total} tasks"]
+    cached = f" ({snap.cached} cached)" if snap.cached else ""
+    parts = [f"[{bar}] {100 * snap.fraction:4.0f}% {snap.done}/{snap.total} tasks{cached}"]
     if len(snap.prefixes) > 1:
         shown = [f"{p.name} {p.done}/{p.total}" for p in snap.prefixes[:MAX_PREFIXES]]
         more = len(snap.prefixes) - MAX_PREFIXES

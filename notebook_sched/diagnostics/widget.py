@@ -7,6 +7,9 @@
     inc 5000 / 5000   [####################]
     add 200 / 5000    [#                   ]
 
+Tasks the result cache answered count as done from the start, and the header and
+their rows say how many, in purple (``CACHED_COLOUR``).
+
 A row reads ``name done / total``; names longer than ``NAME_CHARS`` are shortened so
 the counts always show (the full name is the tooltip), and Dask's ``finalize-...``
 steps get no row.  The rate and the time left appear once the run is a second old
@@ -45,6 +48,7 @@ __all__ = ["WidgetView", "MAX_ROWS", "short_line", "short_name"]
 
 MAX_ROWS = 12  # prefixes beyond this are summed in an "other" row
 NAME_CHARS = 22  # longer prefix names are shortened so the counts stay visible
+CACHED_COLOUR = "#7a3fb0"  # tasks the result cache answered
 
 
 def short_line(snap: Snapshot) -> str:
@@ -78,6 +82,7 @@ def _rows(prefixes: list[PrefixCount]) -> list[PrefixCount]:
         sum(p.done for p in rest),
         sum(p.total for p in rest),
         any(p.failed for p in rest),
+        sum(p.cached for p in rest),
     )
     return head + [other]
 
@@ -109,7 +114,8 @@ class _Row:
         name = html.escape(short_name(count.name))
         if count.failed:
             name = f"<span style='color:#c00;font-weight:bold'>{name}</span>"
-        return f"{name} {count.done} / {count.total}"
+        cached = f" <span style='color:{CACHED_COLOUR}'>({count.cached} cached)</span>"
+        return f"{name} {count.done} / {count.total}" + (cached if count.cached else "")
 
     def draw(self, count: PrefixCount, style: str) -> None:
         bar = self.bar
@@ -189,6 +195,9 @@ class WidgetView:
             "<b>notebook_sched</b>",
             html.escape(self.title),
             f"{snap.done} / {snap.total} tasks",
+            f"<span style='color:{CACHED_COLOUR}'>{snap.cached} cached</span>"
+            if snap.cached
+            else "",
             f"{snap.elapsed:.1f} s",
             rate_text(snap),
         ]

@@ -15,7 +15,10 @@ from typing import Any
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
-MAGICS = {"line": ("schedule", "sched_rerun", "sched_advise"), "cell": ("schedule",)}
+MAGICS = {
+    "line": ("schedule", "sched_rerun", "sched_advise", "sched_jobs"),
+    "cell": ("schedule",),
+}
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -39,30 +39,37 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
-import sys
 import threading
 import time
+from multiprocessing.connection import wait
 from typing import Any
 
-from ..engine import Reporter, check_workers, execute_graph, run_spec
-from ..gil import GilProbe, run_queue_seconds
+from ..engine import Reporter, check_workers, execute_graph
+from ..gil import GilProbe
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
-from ..measure import result_nbytes
+from ..measure import CALLER, THREAD, sizeof
+from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
 from ._blas import limited_native_threads
-from ._job import make_job
+from ._channel import BatchChannel
 from .auto_routing import PROCESSES, THREADS, Router
-from .processes import _Batch, _ProcessRun, worker_timeout_setting
-from .threads import INTERRUPT_GRACE, TaskCancelled
+from .processes import (
+    MAX_BATCH as MAX_CHAIN,
+)
+from .processes import (
+    TARGET_BATCH_SECONDS,
+    chain_jobs,
+    run_here,
+    worker_timeout_setting,
+)
+from .threads import INTERRUPT_GRACE
 
 __all__ = ["get", "router"]
 
 BACKEND = "auto"
-CALLER = "caller"
 INLINE_SECONDS = 50e-6  # known tasks shorter than this run in the calling thread
 INLINE_BUDGET = 0.005  # seconds of inline work before the caller looks at results again
 PROCESS_BATCH = 64  # at most this many tasks per process batch (chains count as one)
-TARGET_BATCH_SECONDS = 0.02
 MAX_DEFERRED = 64  # tasks set aside per dispatch round before it stops looking
 
 _router = Router()
@@ -113,23 +120,27 @@ def _batch_size(mean_seconds: float | None) -> int:
     return max(1, min(PROCESS_BATCH, int(TARGET_BATCH_SECONDS / mean_seconds)))
 
 
-def nbytes(value: Any) -> int:
-    """Bytes a value would move: ``measure.result_nbytes`` where that is cheap to know,
-    else its shallow size (a lower bound the router can still weigh)."""
-    size = result_nbytes(value)
-    if size is not None:
-        return size
-    try:
-        return sys.getsizeof(value)
-    except Exception:
-        return 0
+class _ObserverError:
+    """An exception an observer raised on one of our threads, for the caller to raise."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
-class _AutoRun(_ProcessRun):
-    """One auto run; only the calling thread touches ``state`` (see module docstring)."""
+class _AutoRun:
+    """One auto run; only the calling thread touches ``state`` (see module docstring).
+    Its process side is a batch channel (``_channel.py``, the one ``processes`` uses),
+    made when a task is first routed to the pool."""
 
     def __init__(self, graph, state, report: Reporter, workers: int, router: Router, timeout=None):
-        super().__init__(graph, state, report, None, timeout)
+        self.graph = graph
+        self.state = state
+        self.report = report
+        self.timeout = timeout
+        self.pool = None  # the process pool, once taken (_ensure_pool)
+        self.channel: BatchChannel | None = None  # its batch channel then
         self.router = router
         self.slots = workers
         self.prefixes: dict = {}  # key head -> prefix, memoised key_split
@@ -138,13 +149,13 @@ class _AutoRun(_ProcessRun):
         self.thread_starts = 0  # tasks handed to threads so far (tells who ran alone)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.results: queue.SimpleQueue = queue.SimpleQueue()
-        self.wake_read, self.wake_write = os.pipe()
-        self.wake = (self.wake_read,)
+        self.wake_read, self.wake_write = os.pipe()  # the threads' "a result is in"
         self.in_task: dict[int, bool] = {}  # thread ident -> inside a task
         self.threads: list[threading.Thread] = []
         self.pool_refused = False
         self.more_inline = False  # the last dispatch stopped with inline work left
         self.probe = GilProbe()
+        self.inline = TaskRunner(CALLER, hooks=graph.on_result, keys=graph.keys, timed=True)
         specs = graph.specs
         self._shippable = lambda j: (
             specs[j][0] in (CALL, EXPR, NODE) and (self._where(j) == PROCESSES)
@@ -164,7 +175,7 @@ class _AutoRun(_ProcessRun):
                 self._dispatch_all()
                 if not self.state.remaining:
                     break
-                if not self.batches and not self.threads_busy:
+                if not (self.channel and self.channel.batches) and not self.threads_busy:
                     if not self.state.ready:
                         raise RuntimeError("notebook_sched: no runnable task left (internal error)")
                     continue
@@ -186,12 +197,12 @@ class _AutoRun(_ProcessRun):
         os.close(self.wake_read)
         os.close(self.wake_write)
         if self.pool is not None:
-            self.pool.lock.release()
+            self.pool.release()
             self.pool = None
 
     def _abort(self) -> None:
-        if self.pool is not None:
-            super()._abort()
+        if self.channel is not None:
+            self.channel.abort()
         running = [ident for ident, busy in self.in_task.items() if busy]
         for ident in running:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -216,13 +227,11 @@ class _AutoRun(_ProcessRun):
         if router.route(prefix) == THREADS or self.pool_refused:
             return THREADS
         values = self.state.values
-        moving = sum(nbytes(values[d]) for d in self.graph.deps[i])
+        moving = sum(sizeof(values[d]) for d in self.graph.deps[i])
         return router.route(prefix, moving)
 
     def _busy(self) -> int:
-        procs = 0
-        if self.pool is not None:
-            procs = sum(1 for w in self.pool.workers if w.outstanding)
+        procs = self.channel.busy() if self.channel is not None else 0
         return self.threads_busy + procs
 
     def _dispatch_all(self) -> None:
@@ -231,7 +240,7 @@ class _AutoRun(_ProcessRun):
         ready = state.ready
         deferred: list[int] = []
         batches: list[list[int]] = []  # tasks for processes, one list per idle worker
-        idle = [w for w in self.pool.workers if not w.outstanding] if self.pool else []
+        idle = self.channel.idle() if self.channel is not None else []
         free = self.slots - self._busy()
         draining = self.solo is not None  # no thread task starts beside a solo one
         inline_until = time.perf_counter() + INLINE_BUDGET
@@ -240,7 +249,7 @@ class _AutoRun(_ProcessRun):
             i = ready.pop()
             kind = specs[i][0]
             if kind == VALUE or kind == ALIAS:
-                self._run_here(i)
+                run_here(self.inline, self.report, state, specs, i)
                 continue
             prefix = self._prefix(i)
             if router.is_new(prefix):
@@ -260,8 +269,8 @@ class _AutoRun(_ProcessRun):
                     break
                 continue
             if self._where(i) == PROCESSES and self._ensure_pool():
-                if not idle and self.pool and not batches:
-                    idle = [w for w in self.pool.workers if not w.outstanding]
+                if not idle and not batches:
+                    idle = self.channel.idle()
                 per_batch = _batch_size(mean)
                 if batches and len(batches[-1]) < per_batch:
                     batches[-1].append(i)
@@ -303,56 +312,76 @@ class _AutoRun(_ProcessRun):
         thread.start()
 
     def _thread_main(self, name: str) -> None:
+        """Run the jobs handed to this thread, each through its TaskRunner, measured
+        (the router times every task here), and post every outcome to the caller,
+        whatever happened: a task's failure comes back as ``Failed``, an observer's
+        error (raised by a reporter call) as ``_ObserverError``."""
         __tracebackhide__ = True
-        report, specs = self.report, self.graph.specs
-        values = self.state.values
-        measure = report.task_measured  # every task here is timed for the router anyway
-        report.worker_started(name)
+        report, graph = self.report, self.graph
+        specs, values = graph.specs, self.state.values
+        listening = bool(report.task_measured)
+        runner = TaskRunner(
+            THREAD,
+            hooks=graph.on_result,
+            keys=graph.keys,
+            measure=True,
+            every=0,
+            timed=True,
+            run_queue=listening,
+        )
         ident = threading.get_ident()
-        clock, cpu_clock = time.time, time.thread_time
+        in_task = self.in_task
+        try:
+            report.worker_started(name)
+        except BaseException as exc:
+            self._post((-1, 0, False, _ObserverError(exc), name, None))
+            return
         try:
             while True:
                 job = self.jobs.get()
                 if job is None:
                     return
                 i, ticket, alone = job
-                report.started(i, name)
-                error = value = None
-                self.in_task[ident] = True
-                q0 = run_queue_seconds() if measure else 0.0
-                t0, c0 = clock(), cpu_clock()
                 try:
-                    value = run_spec(specs[i], values)
+                    report.started(i, name)
+                    in_task[ident] = True
+                    value = runner.run_timed(i, specs[i], values)
+                    in_task[ident] = False
+                    if type(value) is Failed:
+                        if isinstance(value.exc, TaskCancelled):
+                            return  # the run was interrupted or failed: the caller raised
+                    else:
+                        if listening:
+                            report.measured(runner.record, name)
+                        report.finished(i, name, runner.start, runner.stop, False)
                 except TaskCancelled:
-                    raise
-                except BaseException as exc:  # SystemExit too: the task's failure
-                    error = exc
-                finally:
-                    self.in_task[ident] = False
-                t1, cpu = clock(), cpu_clock() - c0
-                if error is None:
-                    if measure:
-                        starved = run_queue_seconds() - q0
-                        report.measured(i, name, t0, t1, cpu, starved, result_nbytes(value))
-                    report.finished(i, name, t0, t1, False)  # task_done: in _thread_done
-                self.results.put((i, ticket, alone, value, error, name, t0, t1, cpu))
+                    return  # arrived outside the task: the caller raised already
+                except BaseException as exc:  # an observer's, not the task's
+                    value = _ObserverError(exc)
+                self._post((i, ticket, alone, value, name, runner.record))
                 value = None
-                os.write(self.wake_write, b"\0")
         except TaskCancelled:
             pass  # the run was interrupted or failed; the caller raised already
 
+    def _post(self, item: tuple) -> None:
+        self.results.put(item)
+        os.write(self.wake_write, b"\0")
+
     def _thread_done(self, item: tuple) -> None:
-        i, ticket, alone, value, error, name, t0, t1, cpu = item
+        i, ticket, alone, value, name, record = item
+        if type(value) is _ObserverError:
+            raise value.exc  # an observer's (e.g. a Dask callback's): no task failed
         self.threads_busy -= 1
         # Alone: no thread task ran when it started, and none started after it.
         alone = alone and ticket == self.thread_starts
         if self.solo == i:
             self.solo = None
-        if error is not None:
-            self.report.failed(i, error, name)
-            raise error
+        if type(value) is Failed:
+            self.report.failed(i, value.exc, name)
+            raise value.exc
+        t0, t1 = record.start, record.stop
         gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
-        self.router.observe(self._prefix(i), t1 - t0, cpu, gil, nbytes(value), samples)
+        self.router.observe(self._prefix(i), t1 - t0, record.cpu, gil, sizeof(value), samples)
         self.state.finish(i, value)
         self.report.done(i)
 
@@ -360,13 +389,11 @@ class _AutoRun(_ProcessRun):
     def _run_inline(self, i: int) -> None:
         report = self.report
         report.started(i, CALLER)
-        t0 = time.time()
-        try:
-            value = run_spec(self.graph.specs[i], self.state.values)
-        except BaseException as exc:
-            report.failed(i, exc, CALLER)
-            raise
-        t1 = time.time()
+        value = self.inline.run_timed(i, self.graph.specs[i], self.state.values)
+        if type(value) is Failed:
+            report.failed(i, value.exc, CALLER)
+            raise value.exc
+        t0, t1 = self.inline.start, self.inline.stop
         self.router.observe(self._prefix(i), t1 - t0, t1 - t0, None)
         self.state.finish(i, value)
         report.finished(i, CALLER, t0, t1)
@@ -377,13 +404,13 @@ class _AutoRun(_ProcessRun):
             return True
         if self.pool_refused:
             return False
-        pool = _pool.acquire(self.slots)
-        if not pool.lock.acquire(blocking=False):
+        lease = _pool.acquire(self.slots).lease(self.slots, exclusive=True)
+        if lease is None:
             self.pool_refused = True  # another run has it; never wait on ourselves
             self.router.reasons["(pool)"] = "the process pool was busy with another run"
             return False
-        pool.replace_dead()
-        self.pool = pool
+        self.pool = lease
+        self.channel = BatchChannel(self.graph, self.state, self.report, lease, self.timeout)
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:
@@ -392,25 +419,18 @@ class _AutoRun(_ProcessRun):
         batch_tasks: list[int] = []
         jobs: list = []
         for i in tasks:
-            chain = self.state.claim_chain(i, self._shippable, 1024)
-            last = len(chain) - 1
-            for n, t in enumerate(chain):
-                local = {chain[n - 1]: len(jobs) - 1} if n else None
-                jobs.append(make_job(t, specs[t], values, local, n == last))
-                batch_tasks.append(t)
-        batch = _Batch(self.next_id, worker, batch_tasks, self._pickle(jobs))
-        self.next_id += 1
-        self.batches[batch.id] = batch
-        worker.outstanding.append(batch.id)
-        # Silence is counted from now: an idle worker was not expected to speak.
-        worker.last_beat = worker.beat.value
-        worker.last_seen = time.monotonic()
-        self._send(batch)
-        self._started_next(batch)
+            chain = self.state.claim_chain(i, self._shippable, MAX_CHAIN)
+            batch_tasks.extend(chain)
+            chain_jobs(chain, specs, values, jobs)
+        self.channel.send(worker, batch_tasks, jobs)
 
-    # -- waiting (processes._receive, with the threads' pipe in self.wake) -------------
-    def _woken(self, ready: list) -> None:
-        if self.wake_read in ready:
+    # -- waiting: the pool's pipes and sentinels, and the threads' pipe -------------
+    def _receive(self, timeout: float | None) -> None:
+        if self.channel is not None:
+            ready = self.channel.receive(timeout, (self.wake_read,))
+        else:
+            ready = wait([self.wake_read], timeout)
+        if ready:
             os.read(self.wake_read, 65536)
         while True:
             try:

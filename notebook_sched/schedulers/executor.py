@@ -24,6 +24,17 @@ in the caller when the result (or the failure) arrives, just before ``task_finis
 The executor belongs to the user: on KeyboardInterrupt or failure the run cancels
 the futures that have not started and returns; tasks already running in a foreign
 executor finish there (we cannot kill its workers).
+
+Two ways a user's executor cannot answer, each turned into what to do:
+
+- A compute from inside a task running on a thread of that same executor (a thread
+  pool with every thread busy would wait for itself forever, as Dask does): the
+  caller is one of the executor's threads, so that graph's tasks run inline, in the
+  calling thread, one after the other.
+- A worker process of a ``ProcessPoolExecutor`` that dies (``os._exit``, a segfault)
+  breaks the whole executor: the ``BrokenExecutor`` gets a note naming the tasks that
+  were running on it and the fix (a new executor, or ``scheduler="processes"``, whose
+  pool replaces dead workers); so does the next compute handed the broken executor.
 """
 
 from __future__ import annotations
@@ -34,21 +45,28 @@ import pickle
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any
 
 import cloudpickle
 
-from ..engine import Reporter, execute_graph, run_spec, skip_after
+from ..engine import Reporter, execute_graph
 from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
-from ._job import make_job
+from ..measure import CALLER
+from ..task_runner import Failed, TaskRunner
+from ._job import Results, Unpicklable, batch_hooks, make_job
 from ._worker import run_payload
 
 __all__ = ["get", "as_executor", "PoolExecutor"]
-
-CALLER = "caller"  # worker name of literals and aliases, which run in the caller
 
 
 class PoolExecutor(Executor):
@@ -97,11 +115,43 @@ def in_threads(executor: Executor) -> bool:
     return isinstance(executor, ThreadPoolExecutor) or getattr(executor, "threads", False)
 
 
+# The executors (their ids) whose jobs of ours the current thread is running.
+_running = threading.local()
+
+
+def on_own_thread(executor: Executor) -> bool:
+    """Whether the calling thread is one of ``executor``'s (a thread pool's) threads:
+    running a job of ours for it, or listed among its threads."""
+    pool = getattr(executor, "pool", executor)
+    if id(pool) in getattr(_running, "pools", ()):
+        return True
+    threads = getattr(pool, "_threads", None) or getattr(pool, "_pool", None) or ()
+    return threading.current_thread() in list(threads)
+
+
+class InlineExecutor(Executor):
+    """Runs each job at once, in the calling thread (a compute from one of the
+    executor's own threads: see the module docstring)."""
+
+    _max_workers = 1
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # the job's own errors travel in its outcome
+            future.set_exception(exc)
+        return future
+
+
 def get(
     dsk: Any, keys: Any, *, executor: Any, observers=None, planners=None, **options: Any
 ) -> Any:
     """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor`` (or a pool)."""
     executor = as_executor(executor)
+    if in_threads(executor) and on_own_thread(executor):
+        executor = _Inline(executor)
     backend = f"executor:{type(getattr(executor, 'pool', executor)).__name__}"
     width = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 
@@ -111,6 +161,15 @@ def get(
     return execute_graph(
         dsk, keys, drive, backend, observers=observers, workers=width, planners=planners
     )
+
+
+class _Inline(InlineExecutor):
+    """An :class:`InlineExecutor` named after the executor it stands in for."""
+
+    threads = True
+
+    def __init__(self, executor: Executor):
+        self.pool = getattr(executor, "pool", executor)
 
 
 class _ExecutorRun:
@@ -123,7 +182,15 @@ class _ExecutorRun:
         self.max_in_flight = 2 * width
         self.in_flight: dict = {}  # future -> task
         self.names = _WorkerNames(report)
-        self.skip = 0  # jobs to leave unmeasured (reporter.py's sampling rule)
+        # Literals and aliases run here; its countdown also picks the jobs to measure
+        # (in the executor's worker: ``every=0`` for those, None for the others).
+        self.here = TaskRunner(
+            CALLER,
+            hooks=graph.on_result,
+            keys=graph.keys,
+            measure=bool(report.task_measured),
+            timed=True,
+        )
 
     def drive(self) -> None:
         try:
@@ -134,35 +201,48 @@ class _ExecutorRun:
             raise
 
     def _loop(self) -> None:
-        state, specs, report = self.state, self.graph.specs, self.report
-        values = state.values
+        state, graph, report, here = self.state, self.graph, self.report, self.here
+        specs, values = graph.specs, state.values
         while state.remaining:
             while state.ready and len(self.in_flight) < self.max_in_flight:
                 i = state.ready.pop()
                 if specs[i][0] in (VALUE, ALIAS):
                     report.started(i, CALLER)
                     start = time.time()
-                    state.finish(i, run_spec(specs[i], values))
+                    value = here.run(i, specs[i], values)
+                    if type(value) is Failed:  # cannot happen: a literal or an alias
+                        raise value.exc
+                    state.finish(i, value)
                     report.finished(i, CALLER, start, time.time())
                     continue
                 payload = [make_job(i, specs[i], values, None, True)]
-                measure = bool(report.task_measured) and self.skip <= 0
-                self.skip -= 1
-                if self.pickled:
-                    job = self._pickle(i, payload)
-                    future = self.executor.submit(run_payload, job, measure)
-                else:
-                    run_here = contextvars.copy_context().run
-                    future = self.executor.submit(
-                        run_here, _on_thread, self.names, payload, measure
-                    )
-                self.in_flight[future] = i
+                every = 0 if here.measuring and here.due() else None
+                hooks, keys = batch_hooks(graph, [i])
+                self.in_flight[self._submit(i, payload, every, hooks, keys)] = i
             if not self.in_flight:
                 continue
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                task = self.in_flight.pop(future)
-                self._collect(task, *future.result())
+                task = self.in_flight[future]
+                try:
+                    outcome = future.result()
+                except BrokenExecutor as exc:
+                    exc.add_note(_broken_note(self, future))
+                    raise
+                del self.in_flight[future]
+                self._collect(task, *outcome)
+
+    def _submit(self, task: int, payload: list, *options: Any) -> Future:
+        try:
+            if self.pickled:
+                job = self._pickle(task, payload)
+                return self.executor.submit(run_payload, job, *options)
+            run_here = contextvars.copy_context().run
+            pool = id(getattr(self.executor, "pool", self.executor))
+            return self.executor.submit(run_here, _on_thread, self.names, pool, payload, *options)
+        except BrokenExecutor as exc:
+            exc.add_note(_broken_note(self, None))
+            raise
 
     def _pickle(self, task: int, payload: list) -> bytes:
         try:
@@ -177,19 +257,21 @@ class _ExecutorRun:
         if self.pickled:
             worker = self.names.process(worker)
             outcome = pickle.loads(outcome)
-        if outcome[0] == "R":
-            for t, value, start, stop, *measured in outcome[1]:
-                if measured:  # in the executor's worker (measure.py): its CPU and GIL
-                    report.measured_remote(t, worker, start, stop, measured[0])
-                    self.skip = skip_after(stop - start)
-                self.state.finish(t, value)
+        if type(outcome) is Results:
+            for t, value, start, stop, measured in outcome.results:
                 if self.pickled:
                     report.started(t, worker)
+                if measured is not None:  # in the executor's worker: its CPU and GIL
+                    report.measured(measured, worker)
+                    self.here.note(stop - start)
+                self.state.finish(t, value)
                 report.finished(t, worker, start, stop)
             return
-        if outcome[0] == "U":
-            raise unpicklable_result(self.graph.keys[outcome[2]], outcome[3], "the executor's")
-        _, _, failed_task, exc, tb_text, _ = outcome
+        if type(outcome) is Unpicklable:
+            raise unpicklable_result(
+                self.graph.keys[outcome.task], outcome.reason, "the executor's"
+            )
+        failed_task, exc, tb_text = outcome.task, outcome.exception, outcome.traceback
         if failed_task < 0:  # its job could not be unpickled in the executor's worker
             failed_task = task
         if self.pickled:
@@ -198,6 +280,24 @@ class _ExecutorRun:
             report.started(failed_task, worker)
         report.failed(failed_task, exc, worker, tb_text)
         raise exc
+
+
+def _broken_note(run: _ExecutorRun, future: Future | None) -> str:
+    """What broke the executor (the tasks running on it when it broke) and the fix."""
+    name = type(getattr(run.executor, "pool", run.executor)).__name__
+    fix = (
+        f"This {name} can run nothing more: make a new one (e.g. "
+        f"scheduler=concurrent.futures.ProcessPoolExecutor(4)), or use "
+        f"scheduler='processes', whose pool replaces a worker that dies."
+    )
+    if future is None:
+        return f"notebook_sched: the {name} given as scheduler is already broken. {fix}"
+    keys = [run.graph.keys[t] for t in run.in_flight.values()]
+    shown = ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return (
+        f"notebook_sched: a worker process of the {name} died (os._exit, a crash, the "
+        f"OOM killer) while it ran one of the tasks {shown}. {fix}"
+    )
 
 
 class _WorkerNames:
@@ -227,8 +327,16 @@ class _WorkerNames:
         return name
 
 
-def _on_thread(names: _WorkerNames, payload: list, measure: bool) -> tuple[str, Any]:
-    """Run jobs in a thread-pool thread: announce the task on it, then run it."""
+def _on_thread(names: _WorkerNames, pool: int, payload: list, *options: Any) -> tuple[str, Any]:
+    """Run jobs in a thread-pool thread: announce the task on it, then run it (marked
+    as running for ``pool``, so a compute from the task on that pool runs inline).  An
+    observer's error (raised by ``started``) is the run's: it reaches the caller
+    through the future, as itself, and names no task."""
     name = names.thread()
     names.report.started(payload[0][0], name)
-    return name, run_payload(payload, measure)
+    outer = getattr(_running, "pools", frozenset())
+    _running.pools = outer | {pool}
+    try:
+        return name, run_payload(payload, *options)
+    finally:
+        _running.pools = outer
