@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.pool import ThreadPool
@@ -139,8 +140,15 @@ if __name__ == "__main__":
 def test_out_of_file_descriptors_says_so_and_cleans_up(tmp_path, backend):
     script = tmp_path / "nofile.py"
     script.write_text(NOFILE_SCRIPT)
+    private_tmp = tmp_path / "tmp"  # other programs' clusters do not count
+    private_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(private_tmp))
     out = subprocess.run(
-        [sys.executable, str(script), backend], capture_output=True, text=True, timeout=80
+        [sys.executable, str(script), backend],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -155,3 +163,41 @@ def test_out_of_file_descriptors_says_so_and_cleans_up(tmp_path, backend):
     counts = ast.literal_eval(next(line for line in lines if line.startswith("fds"))[4:])
     assert counts[0] == counts[-1], f"a failed start leaked file descriptors: {counts}"
     assert lines[-1] == "dirs []", out.stdout
+
+
+# -- a processes task that computes on distributed -------------------------------------
+
+NESTED_SCRIPT = """
+import notebook_sched as ns
+import nested_cluster_task
+
+if __name__ == "__main__":
+    graph = {"x": -2, "y": (nested_cluster_task.inner, "x")}
+    print(ns.get(graph, "y", scheduler="processes", num_workers=1))
+"""
+
+NESTED_MODULE = """
+import notebook_sched as ns
+
+def inner(x):
+    import notebook_sched.distributed.backend  # registers 'distributed'
+    return ns.get({"a": x, "b": (abs, "a")}, "b", scheduler="distributed", num_workers=1)
+"""
+
+
+def test_a_processes_task_computing_on_distributed_leaves_no_socket_folder(tmp_path):
+    (tmp_path / "nested_cluster_task.py").write_text(NESTED_MODULE)
+    (tmp_path / "main.py").write_text(NESTED_SCRIPT)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(private_tmp), PYTHONPATH=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "main.py")],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
+    time.sleep(0.5)  # the pool worker's children end with it
+    assert not list(private_tmp.glob("notebook_sched-*")), list(private_tmp.iterdir())

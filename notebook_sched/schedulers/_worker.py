@@ -16,6 +16,7 @@ by a task never speaks on the worker's pipe (see ``_forkguard.py``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import pickletools
@@ -219,11 +220,14 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
                 run_batch(conn, current, message.batch, message.jobs, runner)
             sys.stdout.flush()
     finally:
-        # A task may have started a pool of its own (nested compute); its workers are
-        # not daemons, and multiprocessing would wait for them as this process exits.
-        pool_module = sys.modules.get("notebook_sched.schedulers._pool")
-        if pool_module is not None:
-            pool_module.shutdown()
+        # A task may have started a pool of its own (nested compute) or a local cluster
+        # (a task computing on 'distributed'): their processes are not daemons, and
+        # multiprocessing's exit would wait for them before the atexit hooks that stop
+        # them run, until the caller's stop() kills this process and leaves a cluster's
+        # socket folder behind.  So the exit hooks run now (and only once), whatever
+        # layer registered them.
+        atexit._run_exitfuncs()
+        atexit._clear()
 
 
 def run_payload(payload, every: int | None = None, hooks=None, keys=None):
