@@ -201,3 +201,33 @@ def test_a_processes_task_computing_on_distributed_leaves_no_socket_folder(tmp_p
     assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
     time.sleep(0.5)  # the pool worker's children end with it
     assert not list(private_tmp.glob("notebook_sched-*")), list(private_tmp.iterdir())
+
+
+# -- a worker poisoned by a MemoryError is replaced -----------------------------------------
+
+
+def _poison_then_fail(x):
+    import resource
+
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, hard))
+    return len(bytearray(512 * 2**20))  # MemoryError, and the limit stays
+
+
+def _innocent(x):
+    return len(bytearray(256 * 2**20)), os.getpid()
+
+
+def test_after_a_memory_error_the_worker_is_replaced(no_leaks):
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    graph = {"x": 1, "p": (_poison_then_fail, "x")}
+    with pytest.raises(MemoryError), ns.config.set(rerun="never"):  # not in this process
+        ns.get(graph, "p", scheduler="processes", num_workers=1)
+    assert resource.getrlimit(resource.RLIMIT_AS) == limit
+    for _ in range(2):  # the next tasks run on a fresh worker, not the poisoned one
+        size, _pid = ns.get({"i": (_innocent, 1)}, "i", scheduler="processes", num_workers=1)
+        assert size == 256 * 2**20
