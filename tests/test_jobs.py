@@ -20,13 +20,13 @@ import pytest
 
 import notebook_sched as ns
 
-from .helpers import alive, wait_for
+from .helpers import alive, local_backends, wait_for
 
 jobs_module = importlib.import_module("notebook_sched.jobs")  # ns.jobs is the function
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
-BACKENDS = ["sync", "threads", "processes", "auto"]
+BACKENDS = [*local_backends(), "auto"]  # sync, threads, processes, distributed (if it loads)
 
 
 def spin(i, seconds=0.02):
@@ -132,7 +132,7 @@ def test_cancel_before_start_and_after_the_end():
     assert ns.cancel_all() == 0
 
 
-@pytest.mark.parametrize("backend", ["sync", "threads", "processes"], indirect=True)
+@pytest.mark.parametrize("backend", ["sync", "threads", "processes", "auto"], indirect=True)
 def test_a_failing_job_raises_the_task_error_and_reruns_locally(backend):
     dsk = {"a": 1, "b": 0, "ratio-1": (divide, "a", "b")}
     job = ns.submit(dsk, "ratio-1", scheduler=backend, num_workers=2)

@@ -80,6 +80,17 @@ def test_a_failed_job_reruns_in_the_task_frame(kn):
     )
 
 
+def test_the_stop_button_interrupts_the_foreground_cell_only(kn):
+    kn.ok("going = ns.submit(slow_graph(60, 0.1), 'total', scheduler='threads', num_workers=2)")
+    msg_id = kn.send("time.sleep(20)")
+    time.sleep(1.0)
+    kn.manager.interrupt_kernel()
+    ex = kn.collect(msg_id, timeout=30)
+    assert ex.error is not None and ex.error["ename"] == "KeyboardInterrupt"
+    assert kn.ok("print(going.state)").stdout == "running\n"  # the job went on
+    assert kn.ok("print(going.result(30), going.state)").stdout == "1770 finished\n"
+
+
 def test_a_job_whose_cell_output_was_cleared_still_finishes(kn):
     kn.ok(
         "from IPython.display import clear_output\n"

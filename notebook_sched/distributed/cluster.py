@@ -45,8 +45,11 @@ from typing import Any
 
 from .. import config
 from ..engine import check_positive
-from ..errors import MAIN_GUARD_EXIT, MainGuardError, note_out_of_fds
-from ..errors import main_guard_message as _main_guard_message
+from ..errors import (
+    exit_if_bootstrapping,
+    note_out_of_fds,
+    raise_if_main_guard,
+)
 from . import protocol, sockdir, worker
 from .scheduler import HEARTBEAT_FRACTION, Scheduler
 
@@ -114,14 +117,13 @@ class LocalCluster:
         memory_limit: int | str | None = None,
         worker_timeout: float | None | str = "config",
     ):
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            raise SystemExit(MAIN_GUARD_EXIT)  # see _pool.WorkerPool: the parent explains
+        exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.n_workers = check_positive("n_workers", n_workers, os.cpu_count() or 1)
         self.threads_per_worker = check_positive("threads_per_worker", threads_per_worker, 1)
         self.memory_limit = protocol.parse_bytes(memory_limit)
         if worker_timeout == "config":
             worker_timeout = config.get("worker_timeout")
-        self.worker_timeout = config._validate("worker_timeout", worker_timeout)  # same rule
+        self.worker_timeout = config.validate("worker_timeout", worker_timeout)  # same rule
         self.status = "starting"
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)
@@ -184,8 +186,7 @@ class LocalCluster:
             while sum(p.registered for p in self._processes.values()) < count:
                 dead = [p for p in self._processes.values() if p.process.exitcode is not None]
                 for proc in dead:
-                    if proc.process.exitcode == MAIN_GUARD_EXIT:
-                        raise MainGuardError(_main_guard_message())
+                    raise_if_main_guard(proc.process.exitcode)
                 if dead and not any(p.registered for p in dead):
                     codes = ", ".join(f"{p.name}: {p.process.exitcode}" for p in dead)
                     raise RuntimeError(

@@ -22,7 +22,7 @@ One pool lives at a time (``acquire``), reused across computes so no call pays t
 and shut down at exit.
 
 **Shared fairly (leases).**  Several runs may use the pool at once (background jobs,
-``jobs.py``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
+``jobs/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
 looks like a pool (``workers``, ``size``, ``replace``) but lists only the workers
 lent to that run.  A worker belongs to one run at a time, so a pipe never carries two
 runs' batches.  Every time a run looks at ``lease.workers`` (once per dispatch and
@@ -49,8 +49,8 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ..errors import MAIN_GUARD_EXIT, MainGuardError, note_out_of_fds
-from ._worker import worker_main
+from ..errors import MainGuardError, exit_if_bootstrapping, note_out_of_fds
+from ._worker import AT_EXIT, worker_main
 
 __all__ = [
     "WorkerHandle",
@@ -65,7 +65,7 @@ __all__ = [
 
 _context = multiprocessing.get_context("spawn")
 
-# True in background jobs' threads (set by jobs.py, inherited by the threads a job
+# True in background jobs' threads (set by jobs/job.py, inherited by the threads a job
 # starts): their leases yield to foreground runs.
 BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "notebook_sched_background", default=False
@@ -146,10 +146,7 @@ class WorkerPool:
     """``size`` worker processes.  Used by one run at a time (see ``acquire``)."""
 
     def __init__(self, size: int):
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            # We are a worker being bootstrapped and the parent's main script is
-            # computing at import time: leave quietly; the parent explains.
-            raise SystemExit(MAIN_GUARD_EXIT)
+        exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.size = size
         self.workers: list[WorkerHandle] = []
         try:
@@ -366,10 +363,7 @@ def shutdown() -> None:
             _pool = None
 
 
-def current_pool() -> WorkerPool | None:
-    return _pool
-
-
 # atexit runs hooks last-registered-first: ours must stop the (non-daemon) workers
 # before multiprocessing's own hook joins them, or exit would wait forever.
 atexit.register(shutdown)
+AT_EXIT.append(shutdown)  # a worker process leaving stops the pool a task started

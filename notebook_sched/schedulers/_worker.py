@@ -45,6 +45,10 @@ from ._job import (
     run_job,
 )
 
+# Called as a worker leaves: _pool registers its shutdown here when a task imports it
+# (a nested compute on processes), so this module need not name _pool.
+AT_EXIT: list = []
+
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
@@ -220,12 +224,14 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
                 run_batch(conn, current, message.batch, message.jobs, runner)
             sys.stdout.flush()
     finally:
-        # A task may have started a pool of its own (nested compute) or a local cluster
-        # (a task computing on 'distributed'): their processes are not daemons, and
-        # multiprocessing's exit would wait for them before the atexit hooks that stop
-        # them run, until the caller's stop() kills this process and leaves a cluster's
-        # socket folder behind.  So the exit hooks run now (and only once), whatever
-        # layer registered them.
+        # A task may have started a pool of its own (nested compute); its workers are
+        # not daemons, and multiprocessing would wait for them as this process exits.
+        for stop in AT_EXIT:
+            stop()
+        # So may a local cluster (a task computing on 'distributed', a peer layer that
+        # cannot register here): its processes would be waited for before the atexit
+        # hook that closes it runs, until the caller's stop() kills this process and
+        # leaves its socket folder behind.  So the exit hooks run now (only once).
         atexit._run_exitfuncs()
         atexit._clear()
 
