@@ -231,3 +231,40 @@ def test_after_a_memory_error_the_worker_is_replaced(no_leaks):
     for _ in range(2):  # the next tasks run on a fresh worker, not the poisoned one
         size, _pid = ns.get({"i": (_innocent, 1)}, "i", scheduler="processes", num_workers=1)
         assert size == 256 * 2**20
+
+
+# -- the cluster's socket folder removed while it runs ----------------------------------------
+
+
+def _inc(x):
+    return x + 1
+
+
+def _total(*values):
+    return sum(values)
+
+
+def test_socket_folder_removed_fails_the_run_clearly_and_replaces_the_cluster():
+    import shutil
+
+    from notebook_sched.distributed import defaults
+    from notebook_sched.distributed.run import SocketFolderGone
+
+    from .helpers import stop_default_cluster
+
+    fan_in = {("a", i): (_inc, i) for i in range(8)}
+    fan_in["total"] = (_total, *[("a", i) for i in range(8)])
+    try:
+        assert ns.get({"z": (_inc, 1)}, "z", scheduler="distributed", num_workers=2) == 2
+        cluster = defaults.current_cluster()
+        shutil.rmtree(cluster._directory)  # workers have not talked to each other yet
+        start = time.monotonic()
+        with pytest.raises(SocketFolderGone, match="socket folder .* was removed"):
+            ns.get(fan_in, "total", scheduler="distributed", num_workers=2)
+        assert time.monotonic() - start < 20
+        assert cluster.status == "closed"
+        for _ in range(2):  # later computes run on a new cluster
+            assert ns.get(fan_in, "total", scheduler="distributed", num_workers=2) == 36
+        assert defaults.current_cluster() is not cluster
+    finally:
+        stop_default_cluster()
