@@ -204,6 +204,22 @@ def test_submit_from_inside_a_task_and_a_job_that_submits_jobs():
     assert ns.submit(dsk, "all", scheduler="sync").result(30) == 10
 
 
+def test_a_finished_job_is_forgotten_once_dropped():
+    import gc
+    import weakref
+
+    job = ns.submit(graph(2), "total", scheduler="sync")
+    assert job.result(10) == 1 and job in ns.jobs()
+    ref = weakref.ref(job)
+    del job
+    gc.collect()
+    assert ref() is None, "a finished job (and its result) must be freed once dropped"
+    kept = ns.submit(graph(2), "total", scheduler="sync")
+    assert kept.result(10) == 1
+    jobs_module.drop(kept)
+    assert kept not in ns.jobs() and kept.state == "finished"
+
+
 def test_bad_arguments_say_what_to_write():
     with pytest.raises(TypeError, match="needs something to compute"):
         ns.submit()
