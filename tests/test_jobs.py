@@ -194,6 +194,22 @@ def test_settings_and_graph_are_captured_at_submit():
     assert job.result(10).startswith("notebook_sched-job-")  # sync: the job's own thread
 
 
+def test_a_background_cell_s_settings_stay_in_its_job():
+    started, release = threading.Event(), threading.Event()
+
+    def cell():
+        started.set()
+        release.wait(10)
+        return ns.get({"who": (where_it_ran,)}, "who")
+
+    job = jobs_module.submit_call(cell, {"scheduler": "sync"})
+    assert started.wait(10)
+    assert ns.config.get("scheduler") != "sync", "the job's scope leaked to the caller"
+    release.set()
+    assert job.result(10).startswith("notebook_sched-job-")  # sync: the job's thread
+    assert job.progress == (1, 1)  # its computes count in its progress
+
+
 def test_submit_from_inside_a_task_and_a_job_that_submits_jobs():
     def inner(n):
         return ns.submit(graph(n), "total", scheduler="threads", num_workers=2).result(20)
