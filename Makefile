@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-dask fuzz lint bench bench-auto bench-jobs lab clean
+.PHONY: demo test test-dask fuzz lint bench bench-auto bench-cache bench-jobs lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(STAMP)
 # Which scheduler? Four workloads x five backends, the advisor's verdicts and predictions.
 bench-auto: $(STAMP)
 	$(PY) -m benchmarks.choosing
+
+# The result cache: hit overhead, cache=False, an edited notebook pipeline (in the
+# session and after a restart, from disk), loading a 100 MB array from the disk tier.
+bench-cache: $(STAMP)
+	$(PY) -m benchmarks.cache
 
 # Background jobs: submit latency, two jobs sharing the pool, a foreground compute beside one.
 bench-jobs: $(STAMP)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import notebook_sched as ns
 
 EXPECTED = {
@@ -31,6 +33,8 @@ EXPECTED = {
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
     "submit",
     "jobs",
     "cancel_all",
@@ -90,3 +94,22 @@ def test_reprs_show_state():
 def test_dir_lists_the_public_names_lazy_ones_included():
     """``dir(ns)`` is ``__all__`` (no ``Any``/``annotations``), so Tab completes ``ns.pi``."""
     assert dir(ns) == sorted(ns.__all__)
+
+
+# A notebook cell's function (pickled by value) that uses the package inside the task.
+_CELL = """
+import pytest
+
+import notebook_sched as ns
+
+def nested(x):
+    return ns.get({"a": (abs, x)}, "a", scheduler="sync") + (ns.config.get("cache") is False)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["processes", "auto", "distributed"])
+def test_a_task_that_mentions_the_package_runs_in_worker_processes(backend, warm):
+    cell = {"__name__": "__main__"}  # as in a notebook: cloudpickle sends it by value
+    exec(compile(_CELL, "<cell>", "exec"), cell)
+    assert ns.get({"t": (cell["nested"], -4)}, "t", scheduler=backend) == 5

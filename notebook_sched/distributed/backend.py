@@ -4,7 +4,7 @@
 (as with dask.distributed, creating a Client makes it the default); otherwise on the
 default :class:`LocalCluster` of ``defaults.py`` (started on first use, resized
 beside, retired when idle), through a client of its own.  The default clusters'
-bookkeeping (``default_cluster``, ``shutdown``, ``current_cluster``, ``resident``)
+bookkeeping (``default_cluster``, ``shutdown``, ``current_cluster``)
 is re-exported here, where tests and leak checks look for it.
 """
 
@@ -20,11 +20,10 @@ from .defaults import (  # noqa: F401 - re-exported
     current_cluster,
     default_cluster,
     release,
-    resident,
     shutdown,
 )
 
-__all__ = ["get", "default_cluster", "shutdown", "current_cluster", "resident"]
+__all__ = ["get", "default_cluster", "shutdown", "current_cluster"]
 
 
 def _private_client(cluster: Any) -> Client:

@@ -15,7 +15,9 @@ Arguments are parsed with ``IPython.core.magic_arguments`` (never evaluated); an
 mistake raises ``UsageError`` naming the valid choices.  Settings map to the config:
 ``--workers N|auto`` -> ``num_workers``, ``--progress/--no-progress`` -> ``progress``
 True/False, ``--rerun/--no-rerun`` -> ``rerun`` ``"always"``/``"never"``,
-``--address tcp://host:8786`` -> ``dask_address`` (the cluster of the ``dask`` backend).
+``--address tcp://host:8786`` -> ``dask_address`` (the cluster of the ``dask`` backend),
+``--cache [memory|disk|PATH]`` -> ``cache`` (``--cache`` alone: ``"memory"``; ``off``
+or ``--no-cache``: False).
 
 A ``%%schedule`` cell typed in a front end runs as an ordinary cell.  The extension
 adds an input transformer (:func:`scope_cells`) that rewrites the first line,
@@ -89,6 +91,15 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         changes["num_workers"] = None if args.workers == "auto" else args.workers
     if args.address is not None:
         changes["dask_address"] = args.address
+    if args.cache is not None and args.cache_off:
+        raise UsageError("Use either --cache or --no-cache, not both.")
+    if args.cache is not None:
+        cache = args.cache
+        if len(cache) > 1 and cache[0] == cache[-1] and cache[0] in "'\"":
+            cache = cache[1:-1]  # IPython's argument split keeps a quoted path's quotes
+        changes["cache"] = False if cache.lower() in ("off", "false") else cache
+    elif args.cache_off:
+        changes["cache"] = False
     for on, off, name, values in (
         ("progress_on", "progress_off", "progress", (True, False)),
         ("rerun_on", "rerun_off", "rerun", ("always", "never")),
@@ -129,6 +140,15 @@ class ScheduleMagics(Magics):
         default=None,
         help="dask.distributed scheduler for the dask backend, e.g. tcp://127.0.0.1:8786",
     )
+    @argument(
+        "--cache",
+        nargs="?",
+        const="memory",
+        default=None,
+        metavar="memory|disk|PATH",
+        help="reuse task results that nothing changed: in memory, on disk, or in a folder",
+    )
+    @argument("--no-cache", dest="cache_off", action="store_true", help="no result cache")
     @argument("--progress", dest="progress_on", action="store_true", help="show progress")
     @argument("--no-progress", dest="progress_off", action="store_true", help="hide progress")
     @argument(

@@ -49,8 +49,8 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ..errors import MAIN_GUARD_EXIT, MainGuardError
-from ._worker import worker_main
+from ..errors import MainGuardError, exit_if_bootstrapping, note_out_of_fds
+from ._worker import AT_EXIT, worker_main
 
 __all__ = [
     "WorkerHandle",
@@ -92,18 +92,23 @@ class WorkerHandle:
         self.slot = slot
         self.name = f"process-{slot}"
         parent_end, child_end = _context.Pipe(duplex=True)
-        self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
-        self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+        try:  # a failed start (no file descriptors left) leaves no pipe open
+            self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
+            self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+            self.process = _context.Process(
+                target=worker_main,
+                args=(child_end, self.current, self.name, self.beat, pool_size),
+                name=f"notebook_sched-{self.name}",
+                daemon=False,  # workers may start pools of their own (nested compute)
+            )
+            self.process.start()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
         self.last_beat = 0  # the count the caller saw last, and when (monotonic)
         self.last_seen = time.monotonic()
-        self.process = _context.Process(
-            target=worker_main,
-            args=(child_end, self.current, self.name, self.beat, pool_size),
-            name=f"notebook_sched-{self.name}",
-            daemon=False,  # workers may start pools of their own (nested compute)
-        )
-        self.process.start()
-        child_end.close()
         self.conn = parent_end
         self.outstanding: list = []  # batch ids sent and not finished, oldest first
 
@@ -141,12 +146,18 @@ class WorkerPool:
     """``size`` worker processes.  Used by one run at a time (see ``acquire``)."""
 
     def __init__(self, size: int):
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            # We are a worker being bootstrapped and the parent's main script is
-            # computing at import time: leave quietly; the parent explains.
-            raise SystemExit(MAIN_GUARD_EXIT)
+        exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.size = size
-        self.workers = [WorkerHandle(slot, size) for slot in range(size)]
+        self.workers: list[WorkerHandle] = []
+        try:
+            for slot in range(size):
+                self.workers.append(WorkerHandle(slot, size))
+        except BaseException as exc:  # stop the workers started so far
+            for worker in self.workers:
+                worker.kill()
+            if isinstance(exc, OSError):
+                note_out_of_fds(exc, "the process pool", size)
+            raise
         # Guards workers, leases, owner and every lease's held/draining sets.
         self.cond = threading.Condition(threading.Lock())
         self.leases: list[WorkerLease] = []  # active, oldest first
@@ -158,7 +169,11 @@ class WorkerPool:
     def replace(self, worker: WorkerHandle) -> WorkerHandle:
         """Kill ``worker`` (if alive) and start a fresh one in its slot."""
         worker.kill()
-        fresh = WorkerHandle(worker.slot, self.size)
+        try:
+            fresh = WorkerHandle(worker.slot, self.size)
+        except OSError as exc:
+            note_out_of_fds(exc, "a process-pool worker", self.size)
+            raise
         with self.cond:
             self.workers[worker.slot] = fresh
         return fresh
@@ -348,10 +363,7 @@ def shutdown() -> None:
             _pool = None
 
 
-def current_pool() -> WorkerPool | None:
-    return _pool
-
-
 # atexit runs hooks last-registered-first: ours must stop the (non-daemon) workers
 # before multiprocessing's own hook joins them, or exit would wait forever.
 atexit.register(shutdown)
+AT_EXIT.append(shutdown)  # a worker process leaving stops the pool a task started

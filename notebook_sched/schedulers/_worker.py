@@ -44,6 +44,10 @@ from ._job import (
     run_job,
 )
 
+# Called as a worker leaves: _pool registers its shutdown here when a task imports it
+# (a nested compute on processes), so this module need not name _pool.
+AT_EXIT: list = []
+
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
@@ -221,9 +225,8 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
     finally:
         # A task may have started a pool of its own (nested compute); its workers are
         # not daemons, and multiprocessing would wait for them as this process exits.
-        pool_module = sys.modules.get("notebook_sched.schedulers._pool")
-        if pool_module is not None:
-            pool_module.shutdown()
+        for stop in AT_EXIT:
+            stop()
 
 
 def run_payload(payload, every: int | None = None, hooks=None, keys=None):
