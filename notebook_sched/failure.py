@@ -113,6 +113,15 @@ def record_failure(failure: TaskFailure) -> TaskFailure:
     return failure
 
 
+def forget_failure(record: TaskFailure | None, previous: TaskFailure | None) -> None:
+    """Put ``previous`` back as the last failure if ``record`` is still the last one
+    (a run whose failure is not one to debug, e.g. a cancelled background job)."""
+    global _last
+    with _lock:
+        if record is not None and _last is record:
+            _last = previous
+
+
 def last_failure() -> TaskFailure | None:
     """The most recent task failure in this process, or None."""
     return _last

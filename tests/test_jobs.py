@@ -22,7 +22,7 @@ import notebook_sched as ns
 
 from .helpers import alive, local_backends, wait_for
 
-jobs_module = importlib.import_module("notebook_sched.jobs")  # ns.jobs is the function
+jobs_module = importlib.import_module("notebook_sched.background")  # ns.jobs is the function
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
@@ -263,10 +263,10 @@ def test_a_script_exiting_with_a_running_job_leaves_no_process(tmp_path):
         "if __name__ == '__main__':\n"
         "    job = ns.submit({f'n{i}': (nap, i) for i in range(4)}, ['n0', 'n1'],\n"
         "                    scheduler='processes', num_workers=2, progress=True)\n"
-        "    while job.progress[1] == 0 or not _pool.current_pool():\n"
+        "    while job.progress[1] == 0 or not _pool._pool:\n"
         "        time.sleep(0.05)\n"
         "    time.sleep(0.5)\n"
-        "    print(*[w.process.pid for w in _pool.current_pool().workers], flush=True)\n"
+        "    print(*[w.process.pid for w in _pool._pool.workers], flush=True)\n"
     )
     start = time.monotonic()
     out = subprocess.run(

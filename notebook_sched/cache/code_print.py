@@ -101,31 +101,34 @@ def _library_roots() -> tuple[str, ...]:
 
 _ROOTS: tuple[str, ...] | None = None
 _INSTALLED_NAMES = ("notebook_sched",)  # ours: by version, even from a source checkout
-_module_is_user: dict[str, bool] = {}
+_module_is_user: dict[tuple[str, Any], bool] = {}
 _versions: dict[str, str] = {}
 _DISTRIBUTIONS: Any = None  # importlib.metadata.packages_distributions(), read once
 
 
 def is_user_module(name: Any) -> bool:
-    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries."""
+    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries.
+
+    Remembered per (name, file): a module of the same name imported later from
+    another place is judged again."""
     if not isinstance(name, str) or name == "__main__":
         return True
-    known = _module_is_user.get(name)
-    if known is not None:
-        return known
     module = sys.modules.get(name)
     if module is None:
         return True  # an exec'd namespace, or a module gone: print it by content
+    path = getattr(module, "__file__", None)
+    known = _module_is_user.get((name, path))
+    if known is not None:
+        return known
     global _ROOTS
     if _ROOTS is None:
         _ROOTS = _library_roots()
     top = name.partition(".")[0]
-    path = getattr(module, "__file__", None)
-    if top in _INSTALLED_NAMES or not path:
+    if top in _INSTALLED_NAMES or not isinstance(path, str):
         user = False  # ours, builtin or frozen modules
     else:
         user = not os.path.realpath(path).startswith(_ROOTS)
-    _module_is_user[name] = user
+    _module_is_user[(name, path)] = user
     return user
 
 

@@ -467,7 +467,7 @@ def _is_subgraph(func: Any) -> bool:
 
 
 def _is_apply(head: Any) -> bool:
-    """Installed ``apply(func, args, kwargs)`` helpers (ours in ``delayed``, Dask's
+    """Installed ``apply(func, args, kwargs)`` helpers (ours in ``calls``, Dask's
     ``dask.utils.apply``), recognised by name: this layer does not import them."""
     return (
         isinstance(head, types.FunctionType)
@@ -500,7 +500,10 @@ def explain(old: TaskPrint | None, new: TaskPrint) -> str:
     if old.digest is None:
         return f"not cacheable before ({old.reason}); cacheable now"
     if old.digest == new.digest:
-        return "unchanged: the same fingerprint as before (its stored result is gone)"
+        return (
+            "unchanged: the same fingerprint as before "
+            "(its result was not kept: evicted, or not worth storing)"
+        )
     before = dict(old.parts)
     now = dict(new.parts)
     old_head = _head(old.parts)

@@ -60,6 +60,7 @@ __all__ = [
     "shutdown",
     "MainGuardError",
     "BACKGROUND",
+    "kill_busy_workers",
 ]
 # MainGuardError and its message live in errors.py (the cluster raises them too).
 
@@ -352,6 +353,25 @@ def acquire(size: int) -> WorkerPool:
         if _pool is None:
             _pool = WorkerPool(size)
         return _pool
+
+
+def kill_busy_workers(thread_ident: int | None) -> None:
+    """Kill the workers busy with runs of thread ``thread_ident`` (a cancelled background
+    job: the run's interrupt path then replaces them)."""
+    pool = _pool
+    if pool is None or thread_ident is None:
+        return
+    with pool.cond:
+        busy = [
+            pool.workers[slot]
+            for lease in pool.leases
+            if lease.thread == thread_ident
+            for slot in lease.held
+            if pool.workers[slot].outstanding
+        ]
+    for worker in busy:
+        if worker.process.is_alive():
+            worker.process.kill()
 
 
 def shutdown() -> None:
