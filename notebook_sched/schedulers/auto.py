@@ -39,7 +39,6 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
-import sys
 import threading
 import time
 from typing import Any
@@ -49,6 +48,7 @@ from ..gil import GilProbe, run_queue_seconds
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
 from ..measure import result_nbytes
 from . import _pool
+from ._batching import BatchSizer, nbytes, tasks_by_time
 from ._blas import limited_native_threads
 from ._job import make_job
 from .auto_routing import PROCESSES, THREADS, Router
@@ -62,7 +62,6 @@ CALLER = "caller"
 INLINE_SECONDS = 50e-6  # known tasks shorter than this run in the calling thread
 INLINE_BUDGET = 0.005  # seconds of inline work before the caller looks at results again
 PROCESS_BATCH = 64  # at most this many tasks per process batch (chains count as one)
-TARGET_BATCH_SECONDS = 0.02
 MAX_DEFERRED = 64  # tasks set aside per dispatch round before it stops looking
 
 _router = Router()
@@ -103,25 +102,6 @@ def get(
     return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
 
 
-def _batch_size(mean_seconds: float | None) -> int:
-    """Tasks per process batch: about ``TARGET_BATCH_SECONDS`` of work."""
-    if not mean_seconds:
-        return 1
-    return max(1, min(PROCESS_BATCH, int(TARGET_BATCH_SECONDS / mean_seconds)))
-
-
-def nbytes(value: Any) -> int:
-    """Bytes a value would move: ``measure.result_nbytes`` where that is cheap to know,
-    else its shallow size (a lower bound the router can still weigh)."""
-    size = result_nbytes(value)
-    if size is not None:
-        return size
-    try:
-        return sys.getsizeof(value)
-    except Exception:
-        return 0
-
-
 class _AutoRun(_ProcessRun):
     """One auto run; only the calling thread touches ``state`` (see module docstring)."""
 
@@ -129,6 +109,7 @@ class _AutoRun(_ProcessRun):
         super().__init__(graph, state, report, None, timeout)
         self.router = router
         self.slots = workers
+        self.sizer = BatchSizer(graph, workers)  # process batches: by time and bytes
         self.prefixes: dict = {}  # key head -> prefix, memoised key_split
         self.threads_busy = 0
         self.solo: int | None = None  # task measured alone on the thread side
@@ -228,6 +209,7 @@ class _AutoRun(_ProcessRun):
         ready = state.ready
         deferred: list[int] = []
         batches: list[list[int]] = []  # tasks for processes, one list per idle worker
+        held: list[int] = []  # bytes each of those batches moves and holds (_batching)
         idle = [w for w in self.pool.workers if not w.outstanding] if self.pool else []
         free = self.slots - self._busy()
         draining = self.solo is not None  # no thread task starts beside a solo one
@@ -259,11 +241,14 @@ class _AutoRun(_ProcessRun):
             if self._where(i) == PROCESSES and self._ensure_pool():
                 if not idle and self.pool and not batches:
                     idle = [w for w in self.pool.workers if not w.outstanding]
-                per_batch = _batch_size(mean)
-                if batches and len(batches[-1]) < per_batch:
+                per_batch = tasks_by_time(mean, PROCESS_BATCH, 1)
+                cost = self.sizer.task_bytes(i)
+                if batches and len(batches[-1]) < per_batch and not self.sizer.full(held[-1]):
                     batches[-1].append(i)
+                    held[-1] += cost
                 elif free > 0 and len(batches) < len(idle):
                     batches.append([i])
+                    held.append(cost)
                     free -= 1
                 else:
                     deferred.append(i)
@@ -349,7 +334,8 @@ class _AutoRun(_ProcessRun):
             self.report.failed(i, error, name)
             raise error
         gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
-        self.router.observe(self._prefix(i), t1 - t0, cpu, gil, nbytes(value), samples)
+        self.sizer.note(i, value)
+        self.router.observe(self._prefix(i), t1 - t0, cpu, gil, self.sizer.sizes[i], samples)
         self.state.finish(i, value)
         self.report.done(i)
 
@@ -365,6 +351,7 @@ class _AutoRun(_ProcessRun):
             raise
         t1 = time.time()
         self.router.observe(self._prefix(i), t1 - t0, t1 - t0, None)
+        self.sizer.note(i, value)
         self.state.finish(i, value)
         report.finished(i, CALLER, t0, t1)
 

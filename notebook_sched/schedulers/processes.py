@@ -10,10 +10,11 @@ How work flows (one run; the pool itself lives across runs, see ``_pool.py``)::
          |                                                        |
          +--finish(task, value) <-- results, streamed ------------+
 
-* **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work (the
-  running mean of task times decides; unknown tasks go 4 at a time), and never more
-  than half a worker's share of the ready stack.  While a worker runs one batch the
-  next is already in its pipe, so it never waits for the caller.
+* **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work and
+  in a byte budget (their inputs plus their expected results), and never more than
+  half a worker's share of the ready stack: ``_batching.BatchSizer`` decides, for
+  ``auto`` too.  While a worker runs one batch the next is already in its pipe, so it
+  never waits for the caller.
 * **Chains stay together.**  A task whose only reader reads nothing else is claimed
   with it (``RunState.claim_chain``); the whole chain travels in one batch and its
   intermediate results never leave the worker.
@@ -66,6 +67,7 @@ from ..errors import (
 from ..failure import RemoteTraceback, key_repr
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from . import _pool, get_on_pool
+from ._batching import MAX_BATCH, BatchSizer
 from ._job import make_job
 from ._pool import WorkerHandle
 
@@ -84,9 +86,6 @@ __all__ = [
 
 BACKEND = "processes"
 CALLER = "caller"  # worker name of tasks that run in the calling process
-TARGET_BATCH_SECONDS = 0.02
-FIRST_BATCH = 4
-MAX_BATCH = 1024
 PIPELINE_BYTES = 64 * 1024  # a second batch is queued in the pipe only below this size
 
 shutdown = _pool.shutdown
@@ -157,7 +156,7 @@ class _ProcessRun:
         self.pool = pool
         self.batches: dict[int, _Batch] = {}
         self.next_id = 0
-        self.mean_seconds: float | None = None
+        self.sizer = BatchSizer(graph, pool.size if pool is not None else 1)
         self.wake: tuple = ()  # more to wait on in _receive (auto: its threads' pipe)
         specs = graph.specs
         self._shippable = lambda j: specs[j][0] in (CALL, EXPR, NODE)
@@ -184,13 +183,6 @@ class _ProcessRun:
         self.batches.clear()
 
     # -- sending ---------------------------------------------------------------
-    def _batch_size(self) -> int:
-        share = max(1, -(-len(self.state.ready) // (2 * self.pool.size)))
-        if self.mean_seconds is None:
-            return min(share, FIRST_BATCH)
-        by_time = int(TARGET_BATCH_SECONDS / max(self.mean_seconds, 1e-7))
-        return max(1, min(share, by_time, MAX_BATCH))
-
     def _dispatch(self) -> None:
         state = self.state
         for worker in self.pool.workers:
@@ -198,7 +190,7 @@ class _ProcessRun:
                 return
             if len(worker.outstanding) >= 2:
                 continue
-            tasks, jobs = self._take(self._batch_size())
+            tasks, jobs = self._take(self.sizer.max_tasks(len(state.ready)))
             if not jobs:
                 continue
             batch = _Batch(self.next_id, worker, tasks, self._pickle(jobs))
@@ -221,9 +213,11 @@ class _ProcessRun:
         values = state.values
         chain_next = graph.chain_next
         ready = state.ready
+        sizer = self.sizer
         tasks: list = []
         jobs: list = []
-        while ready and len(jobs) < size:
+        held = 0  # bytes the batch moves and holds (see _batching)
+        while ready and len(jobs) < size and not sizer.full(held):
             i = ready.pop()
             kind = specs[i][0]
             if kind == VALUE or kind == ALIAS:
@@ -235,6 +229,7 @@ class _ProcessRun:
                 chain = state.claim_chain(i, self._shippable, max(size, MAX_BATCH))
             else:
                 chain = (i,)
+            held += sizer.task_bytes(i)
             last = len(chain) - 1
             for n, t in enumerate(chain):
                 local = {chain[n - 1]: len(jobs) - 1} if n else None
@@ -246,6 +241,7 @@ class _ProcessRun:
         self.report.started(i, CALLER)
         start = time.time()
         value = run_spec(self.graph.specs[i], self.state.values)
+        self.sizer.note(i, value)
         self.state.finish(i, value)
         self.report.finished(i, CALLER, start, time.time())
 
@@ -322,6 +318,7 @@ class _ProcessRun:
                 data = conn.recv_bytes()
             except (EOFError, OSError):
                 self._worker_died(worker)
+            self.sizer.received(len(data))
             self._handle(worker, pickle.loads(data))
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
@@ -351,7 +348,7 @@ class _ProcessRun:
         started = report.started if report.task_started else None
         finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
-        spent = 0.0
+        self.sizer.observe(results)
         if report.task_measured:  # results carry the worker's measurements for a sample
             for result in results:
                 if result[4] is not None:
@@ -359,15 +356,12 @@ class _ProcessRun:
             results = [result[:4] for result in results]
         for task, value, start, stop in results:
             finish(task, value)
-            spent += stop - start
             if started and batch.announced <= batch.reported:
                 started(task, name)  # it ran between two of our reads
                 batch.announced = batch.reported + 1
             batch.reported += 1
             if finished:
                 finished(task, name, start, stop)
-        mean = spent / len(results)
-        self.mean_seconds = mean if self.mean_seconds is None else 0.5 * (self.mean_seconds + mean)
 
     def _started_next(self, batch: _Batch) -> None:
         """Announce the task the worker is on now: the first one not yet reported."""
