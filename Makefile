@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-dask fuzz lint bench bench-auto bench-memory lab clean
+.PHONY: demo test test-dask fuzz lint bench bench-auto bench-jobs bench-memory lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-auto: $(STAMP)
 # 2 idle cores; BENCH_MEMORY_ARGS=--full for issue 22's sizes).
 bench-memory: $(STAMP)
 	$(PY) -m benchmarks.memory_table $(BENCH_MEMORY_ARGS)
+
+# Background jobs: submit latency, two jobs sharing the pool, a foreground compute beside one.
+bench-jobs: $(STAMP)
+	$(PY) -m benchmarks.jobs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -18,7 +18,8 @@ themselves: the scheduler registry's checks of config values, the backends above
 (the local cluster, named here since ``distributed`` stands beside ``schedulers``
 and imports none of it; ``dask``, registered by ``interop``), the run hooks of
 ``debug`` (local rerun of a failed task) and ``diagnostics`` (progress, advice), and
-the Dask config mirror of ``interop``.  So a worker process, which imports this
+the Dask config mirror of ``interop``, and the plan hook that loads the result cache
+when a run asks for it.  So a worker process, which imports this
 package only to unpickle a job, runs none of it.
 """
 
@@ -60,6 +61,9 @@ __all__ = [
     "Client",
     "Future",
     "as_completed",
+    "submit",
+    "jobs",
+    "cancel_all",
     "__version__",
 ]
 
@@ -79,6 +83,9 @@ _LAZY = {
     "Client": ("notebook_sched.distributed.client", "Client"),
     "Future": ("notebook_sched.distributed.client", "Future"),
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
+    "submit": ("notebook_sched.jobs", "submit"),
+    "jobs": ("notebook_sched.jobs", "jobs"),
+    "cancel_all": ("notebook_sched.jobs", "cancel_all"),
 }
 
 _activated = False
@@ -102,6 +109,21 @@ def _activate() -> None:
         debug.install()
         diagnostics.install()
         interop.install()  # the Dask config mirror
+        from .plan import add_plan_hook
+
+        add_plan_hook(_cache_planner)
+
+
+def _cache_planner(request: Any) -> Any:
+    """Plan hook: the result cache's planner for a run whose ``cache`` option is on.
+
+    The cache package is imported only then (its ``plan_hook(request)`` returns its
+    planner or None), so a run with ``cache=False`` loads none of it."""
+    if request.options.get("cache", False) is False:
+        return None
+    from .cache import plan_hook
+
+    return plan_hook(request)
 
 
 def _register_backends() -> None:
@@ -127,15 +149,19 @@ def _load_environment() -> None:
     config.load_environment()
 
 
+_SHADOWED = ("delayed", "jobs")  # submodules named like the public function they hold
+
+
 class _Root(types.ModuleType):
-    """The package's module type: ``notebook_sched.delayed`` stays the function.
+    """The package's module type: ``notebook_sched.delayed`` (and ``.jobs``) stay the
+    functions.
 
     Importing the submodule ``notebook_sched.delayed`` (anyone may, and the API does
     on first use) would set the package attribute of that name to the module; this
     keeps the public function there instead (the module is ``sys.modules[...]``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "delayed" and isinstance(value, types.ModuleType):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -32,11 +32,28 @@ Names:
                  check off.  A worker busy in a long task still sends heartbeats, so
                  only a stopped or wedged worker (SIGSTOP, a C deadlock holding the
                  GIL, a machine deep in swap) reaches it.  Default 30 s.
+``cache``        the result cache: False (the default: nothing is hashed or kept),
+                 True or ``"memory"`` (this session, in memory), ``"disk"`` (memory
+                 plus a folder under the user's cache directory), or a folder (a
+                 path string other than those names, or an ``os.PathLike``).
+``cache_max_bytes`` / ``cache_disk_max_bytes``  the size bounds of the memory and
+                 the disk tiers, in bytes (default 2 GiB and 10 GiB; least recently
+                 used entries go first).
 
-``set`` changes the values at once (like ``dask.config.set``) and, used as a context
-manager, puts the previous values back on exit, also when the block raises.  The
-values are process-global, so a scope opened in one thread is seen by all threads.
-Observers registered with :func:`subscribe` hear every change (the picker widget
+``set`` changes the values at once (like ``dask.config.set``).  Used as a context
+manager, the change belongs to the ``with`` block of the thread (the ``contextvars``
+context) that entered it: ``__enter__`` takes the global values back and keeps the
+change in a stack of scopes in a ``ContextVar``, so ``get`` sees it in that thread
+(and in the tasks of a ``pool=``/executor thread pool, which run in a copy of the
+caller's context) and nowhere else, and ``__exit__`` removes exactly that scope,
+whatever other threads set or in what order scopes end.  (Between ``set(...)`` and
+``__enter__`` the change is global for a few bytecodes: ``set`` cannot know earlier
+that it is a scope.)  A plain ``set`` (not a ``with``) stays global, seen by every
+thread, and also overrides the scopes open in its own thread (the picker, or
+``%schedule``, inside a ``with`` block: the change shows at once and stays after the
+block).  A ``set`` closed without being entered (``%%schedule`` cells do this) puts
+back the global values it changed, the ones still as it left them.  Observers
+registered with :func:`subscribe` hear every change (the picker widget
 stays in sync with ``%schedule`` this way).  *Mirrors* registered with
 :func:`add_mirror` copy a change into another library's settings and are undone when
 the scope that made it ends (Dask's default scheduler follows ours this way; a
@@ -54,6 +71,7 @@ package loads none of them.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable
@@ -81,7 +99,12 @@ DEFAULTS: dict[str, Any] = {
     "dask_address": None,
     "worker_timeout": 30.0,
     "advise": None,
+    "cache": False,
+    "cache_max_bytes": 2 * 1024**3,
+    "cache_disk_max_bytes": 10 * 1024**3,
 }
+
+CACHE_NAMES = ("memory", "disk")  # besides True/False; any other string is a folder
 
 RERUN_CHOICES = ("auto", "always", "never")
 # Settings whose values the layer that owns them checks (register_validator): the
@@ -96,6 +119,11 @@ _subscribers: list[Callable[[str, Any], None]] = []
 _mirrors: list[Callable[[dict[str, Any]], Callable[[], None] | None]] = []
 _validators: dict[str, Callable[[Any], Any]] = {}
 _MISSING = object()
+# This context's open ``with`` scopes, innermost last: (the scope, its changes).  A
+# tuple, replaced (never mutated), so a copied context keeps its own.
+_scopes: contextvars.ContextVar[tuple] = contextvars.ContextVar(
+    "notebook_sched_config_scopes", default=()
+)
 # Called once before the first set/get (on_first_use); _activation_lock serialises it.
 _first_use: Callable[[], None] | None = None
 _activation_lock = threading.RLock()
@@ -146,14 +174,36 @@ def _validate(name: str, value: Any) -> Any:
             )
     if name == "advise" and value not in (None, True, False):
         raise ValueError(f"advise must be True, False or None (automatic); got {value!r}.")
+    if name == "cache":
+        return _check_cache(value)
+    if name in ("cache_max_bytes", "cache_disk_max_bytes"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"{name} must be a number of bytes (an int, 0 or more); got {value!r}. "
+                f"Use e.g. {name}=4 * 1024**3 for 4 GiB."
+            )
     if name == "rerun" and value not in RERUN_CHOICES:
         choices = ", ".join(map(repr, RERUN_CHOICES))
         raise ValueError(f"rerun must be one of {choices}; got {value!r}.")
     return value
 
 
+def _check_cache(value: Any) -> Any:
+    if value is True or value is False:
+        return value
+    if isinstance(value, os.PathLike):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value
+    raise ValueError(
+        f"cache must be False (off), True or 'memory' (in memory), 'disk' (memory and "
+        f"the user's cache folder) or a folder path; got {value!r}."
+    )
+
+
 class set:  # noqa: N801 - named like dask.config.set on purpose
-    """Change settings now; restore the previous values when used as a context manager."""
+    """Change settings now; used as a context manager, only inside the block, in the
+    thread (context) that entered it, and restored on exit (see the module docstring)."""
 
     def __init__(self, **settings: Any):
         if _first_use is not None:
@@ -163,28 +213,72 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
             self._previous = {name: _values[name] for name in checked}
             _values.update(checked)
             mirrors = list(_mirrors)
+        self._changes = checked
+        self._scoped = False
+        self._closed = False
+        # Until __enter__ (if ever) says this is a scope, it is a plain set: this
+        # context's open scopes show its values too.
+        self._scopes_before = scopes = _scopes.get()
+        if scopes:
+            self._scopes_set = tuple(
+                (scope, {**changes, **{n: v for n, v in checked.items() if n in changes}})
+                for scope, changes in scopes
+            )
+            _scopes.set(self._scopes_set)
         _notify(checked)
         undos = (mirror(checked) for mirror in mirrors)
         self._undo = [undo for undo in undos if undo is not None]
 
     def __enter__(self) -> set:
+        # The change becomes this context's: the global values go back (those still as
+        # __init__ left them: another thread may have set one since).
+        with _lock:
+            _restore_global(self._changes, self._previous)
+        scopes = _scopes.get()
+        if scopes and scopes is getattr(self, "_scopes_set", None):
+            scopes = self._scopes_before
+        _scopes.set((*scopes, (self, self._changes)))
+        self._scoped = True
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        with _lock:
-            _values.update(self._previous)
-        _notify(self._previous)
+        if self._closed:
+            return
+        self._closed = True
+        if self._scoped:
+            _scopes.set(tuple(entry for entry in _scopes.get() if entry[0] is not self))
+        else:
+            with _lock:
+                _restore_global(self._changes, self._previous)
+        _notify({name: get(name) for name in self._changes})
         for undo in reversed(self._undo):
             undo()
 
     def __repr__(self) -> str:
-        return f"<config.set previous={self._previous!r}>"
+        return f"<config.set changes={self._changes!r} previous={self._previous!r}>"
+
+
+def _restore_global(changes: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Put back the global values of ``changes`` that still are as they were set."""
+    for name, value in changes.items():
+        if _values[name] is value:
+            _values[name] = previous[name]
+
+
+def _scoped_value(name: str) -> Any:
+    for _scope, changes in reversed(_scopes.get()):
+        if name in changes:
+            return changes[name]
+    return _MISSING
 
 
 def get(name: str, default: Any = _MISSING) -> Any:
     """The current value of setting ``name``."""
     if _first_use is not None:
         _activate()
+    value = _scoped_value(name)
+    if value is not _MISSING:
+        return value
     with _lock:
         if name in _values:
             return _values[name]
@@ -198,7 +292,10 @@ def snapshot() -> dict[str, Any]:
     if _first_use is not None:
         _activate()
     with _lock:
-        return dict(_values)
+        values = dict(_values)
+    for _scope, changes in _scopes.get():
+        values.update(changes)
+    return values
 
 
 def subscribe(callback: Callable[[str, Any], None]) -> None:

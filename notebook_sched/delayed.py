@@ -267,17 +267,25 @@ class DelayedFunction:
         return f"delayed({_name_of(self.func)})"
 
 
-def delayed(obj: Any = None, *, name: str | None = None):
+def delayed(obj: Any = None, *, name: str | None = None, cache: bool = True):
     """Wrap a function (its calls become tasks) or a value (it becomes a task).
 
     Works as a decorator, with or without arguments: ``@delayed`` or
-    ``@delayed(name="load")``.
+    ``@delayed(name="load")``.  ``cache=False`` keeps the function's results out of
+    the result cache (for functions that read files, clocks or random state): its
+    tasks run every time.
     """
     if obj is None:
-        return lambda func: delayed(func, name=name)
+        return lambda func: delayed(func, name=name, cache=cache)
     if isinstance(obj, Delayed):
         return obj
     if callable(obj):  # functions, classes, builtins, partials, callable objects
+        if cache is False:
+            from .cache.optout import NotCached
+
+            wrapper = DelayedFunction(NotCached(obj), name or _name_of(obj))
+            wrapper.__wrapped__ = obj
+            return wrapper
         return DelayedFunction(obj, name)
     deps: list = []
     task = _to_task(obj, deps)

@@ -24,10 +24,13 @@ State, all indexed by task number (see :class:`~notebook_sched.graph.CompiledGra
               pushed to ``ready`` when it becomes runnable.
 
 :func:`execute_graph` is the envelope every backend shares: normalise the graph,
-compile (cull, validate, order), emit ``graph_started``, run the driver, emit
-``graph_finished`` and pack the requested results as nested tuples.  The driver gets
-the run's :class:`~notebook_sched.reporter.Reporter`, the only way a backend emits
-task events and records failures.
+plan (the run's planners may substitute known results and hook results, see
+``plan.py``; skipped when there are none), compile (cull, validate, order), emit
+``graph_started``, run the driver, emit ``graph_finished``, tell the planners, and
+pack the requested results as nested tuples.  The driver gets the run's
+:class:`~notebook_sched.reporter.Reporter`, the only way a backend emits task events
+and records failures.  :func:`compile_planned` is the plan-and-compile stage alone,
+for ``Client.compute``, which submits a graph without waiting for it.
 
 Literals and aliases are not tasks: they are not reported to observers (no
 ``task_*`` event; ``RunInfo.task_keys`` leaves them out, so progress totals and Dask's
@@ -48,34 +51,31 @@ from typing import Any
 from .events import RunInfo, dispatcher
 from .graph import (
     ALIAS,
-    CALL,
-    EXPR,
     NODE,
     VALUE,
     CompiledGraph,
     compile_graph,
-    evaluate,
     flatten_keys,
     to_mapping,
 )
-from .reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after, task_failure
+from .plan import Plan
+from .reporter import UNKNOWN, Reporter, task_failure
+from .task_runner import run_spec
+from .tracebacks import task_runner
+
+task_runner(run_spec)  # tracebacks shown here: the frames below run_spec are the task's
 
 __all__ = [
-    "SAMPLE_EVERY",
-    "LONG_TASK",
     "RunState",
     "run_spec",
     "execute_graph",
+    "compile_planned",
     "task_failure",
     "Reporter",
     "UNKNOWN",
-    "skip_after",
     "check_workers",
     "check_positive",
 ]
-
-
-# SAMPLE_EVERY / LONG_TASK (the task_measured sampling rule) live in reporter.py.
 
 
 class RunState:
@@ -164,28 +164,6 @@ class RunState:
         return chain
 
 
-def run_spec(spec: tuple, values: list) -> Any:
-    """Run one compiled task in this process, reading inputs from ``values``."""
-    __tracebackhide__ = True
-    kind = spec[0]
-    if kind == CALL:
-        slots = spec[3]
-        if slots:
-            args = list(spec[2])
-            for pos, dep in slots:
-                args[pos] = values[dep]
-            return spec[1](*args)
-        return spec[1](*spec[2])
-    if kind == VALUE:
-        return spec[1]
-    if kind == ALIAS:
-        return values[spec[1]]
-    refs = {k: values[d] for k, d in spec[2].items()}
-    if kind == EXPR:
-        return evaluate(spec[1], refs)
-    return spec[1](refs)  # a Dask GraphNode
-
-
 Driver = Callable[[CompiledGraph, RunState, Reporter], None]
 
 
@@ -197,18 +175,51 @@ def execute_graph(
     *,
     observers=None,
     workers: int = 1,
+    planners=None,
 ) -> Any:
     """Compile ``dsk`` for ``keys``, run it with ``driver`` and pack the results.
 
     ``driver(graph, state, reporter)`` must leave every requested output in
     ``state.values`` or raise; it reports tasks through ``reporter`` (``reporter.py``).
+    ``planners`` (``plan.Planner``s) may substitute known results before compiling
+    and hook results as they finish (see ``plan.py``).
     """
     __tracebackhide__ = True
     mapping = to_mapping(dsk)
     if type(mapping) is not dict:
         mapping = dict(mapping)  # one materialisation: HighLevelGraph lookups are slow
     flat = flatten_keys(keys)
-    graph = compile_graph(mapping, flat)
+    if not planners:
+        graph = compile_graph(mapping, flat)
+        return _run(graph, keys, flat, driver, backend, observers, workers, None)
+    plan, graph = compile_planned(mapping, flat, planners)
+    error = None
+    try:
+        return _run(graph, keys, flat, driver, backend, observers, workers, plan)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        plan.finished(graph, error)
+
+
+def compile_planned(mapping: dict, flat: list, planners) -> tuple[Plan, CompiledGraph]:
+    """The plan stage and compile: ask ``planners`` for known results, compile with
+    them, collect their result hooks.  If this fails, the planners are told."""
+    __tracebackhide__ = True
+    plan = Plan(planners)
+    try:
+        graph = compile_graph(mapping, flat, plan.ask(mapping, flat))
+        plan.prepare(graph)
+    except BaseException as exc:
+        plan.finished(None, exc)
+        raise
+    return plan, graph
+
+
+def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
+    """Emit the run's events around ``driver`` and pack the results."""
+    __tracebackhide__ = True
     events = dispatcher(observers)
     kinds = settle_literals(graph)
     skipped = not_tasks(kinds) if events else ()
@@ -227,6 +238,8 @@ def execute_graph(
         run = RunInfo(backend, flat, task_keys, workers)
         if aliases:
             run.extra["aliases"] = aliases  # for observers with reports_aliases
+        if plan is not None:
+            run.extra["substituted"] = plan.substituted(graph)
         if events.graph_started:
             events.graph_started(run)
     state = RunState(graph)

@@ -9,8 +9,8 @@ same hooks in the same order for each run::
     task_started(key, worker)                per task, before task_finished/task_failed
     task_finished(key, worker, start, stop)  per successful task; times from time.time()
     task_done(key)                           per successful task, the cheapest hook
-    task_measured(key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote)
-                                             a sample of successful tasks, measured
+    task_measured(record)                    a sample of successful tasks, measured:
+                                             one measure.Measurement
     task_failed(key, worker, error)          per failed task
     graph_finished(run, error)               once; error is None on success
 
@@ -58,7 +58,10 @@ import types
 import warnings
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .measure import Measurement
 
 __all__ = ["Observer", "RunInfo", "register", "unregister", "observers", "dispatcher"]
 
@@ -99,26 +102,17 @@ class Observer:
     def task_done(self, key: Hashable) -> None:
         """A task succeeded (no times: the cheapest hook, for counters)."""
 
-    def task_measured(
-        self,
-        key: Hashable,
-        worker: str,
-        start: float,
-        stop: float,
-        cpu: float | None,
-        starved: float | None,
-        nbytes: int | None = None,
-        gil_busy: float | None = None,
-        remote: bool = False,
-    ) -> None:
-        """A *sample* of successful tasks, measured where they ran: wall times, the CPU
-        seconds of the thread that ran it, its seconds runnable without a CPU, the bytes
-        of its result where cheap to know (``measure.result_nbytes``), and, for tasks
-        that ran in another process (``remote``), the busy-GIL share a probe in that
-        process saw (``measure.TaskMeter``); None where not known.  Backends measure
-        every task that takes over ``reporter.LONG_TASK`` and one in
-        ``reporter.SAMPLE_EVERY`` of the others, so listening costs ~1% on graphs of
-        no-op tasks."""
+    def task_measured(self, record: Measurement) -> None:
+        """A *sample* of successful tasks, measured where they ran, as one
+        :class:`~notebook_sched.measure.Measurement`: ``key``, ``worker``, ``where`` (the
+        kind of place: caller, thread, process, cluster, dask), wall times, the CPU
+        seconds of the thread that ran it, its seconds runnable without a CPU, the
+        bytes of its result where cheap to know (``measure.result_nbytes``), and, for
+        tasks that ran in another process (``record.remote``), the busy-GIL share a
+        probe in that process saw (``measure.TaskMeter``); None where not known.  The
+        task runner (``task_runner.py``) measures every task that follows one over
+        ``measure.LONG_TASK`` and one in ``task_runner.SAMPLE_EVERY`` of the others, so
+        listening costs ~1% on graphs of no-op tasks."""
 
     def worker_started(self, worker: str) -> None:
         """A worker thread started; called on that thread."""

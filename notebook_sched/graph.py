@@ -79,6 +79,7 @@ __all__ = [
     "GraphError",
     "CycleError",
     "CompiledGraph",
+    "Known",
     "compile_graph",
     "evaluate",
     "flatten_keys",
@@ -183,14 +184,24 @@ def _check_key_argument(keys: Any) -> None:
 
 
 class CompiledGraph:
-    """The needed part of a graph, indexed by integers.  Immutable once built.
+    """The needed part of a graph, indexed by integers.
 
     ``keys[i]`` is the key of task ``i``; ``deps[i]`` the distinct tasks it reads;
     ``dependents[i]`` the tasks that read it; ``specs[i]`` how to run it (see module
     docstring); ``priority[i]`` its rank in the memory-friendly order (lower runs
     first); ``outputs`` the indices of the requested keys, in request order;
     ``chain_next[i]`` the task that continues a linear chain from ``i`` (its only
-    dependent, which has no other dependency), or -1.
+    dependent, which has no other dependency), or -1; ``source`` the mapping it was
+    compiled from (the caller's, also when a planner substituted results).
+
+    ``on_result`` is None or ``{task index: hook}``: the task runner calls
+    ``hook(value)`` in the process where task ``i`` ran, right after it succeeded
+    (an exception in a hook only warns).  Planners fill it (``plan.py``); a hook must
+    be picklable, since it travels with its task to worker processes.
+
+    The structure (keys, deps, order) does not change once built; before the run
+    starts, the engine may still rewrite specs in place (``engine.settle_literals``
+    turns Dask's literal nodes into ``VALUE``/``ALIAS``) and set ``on_result``.
     """
 
     __slots__ = (
@@ -203,9 +214,11 @@ class CompiledGraph:
         "outputs",
         "chain_next",
         "source",
+        "on_result",
     )
 
     def __init__(self, keys, index, deps, dependents, specs, priority, outputs, source):
+        self.on_result: dict | None = None
         self.keys = keys
         self.index = index
         self.deps = deps
@@ -277,6 +290,19 @@ def remap_spec(spec: tuple, table: Any) -> tuple:
     return spec  # VALUE: no references
 
 
+class Known:
+    """A result known before the run (a planner's), standing in for its task's value:
+    compiled as a ``VALUE`` whatever the result looks like (a key, a tuple...)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Known({_short_repr(self.value, 60)})"
+
+
 def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
     """Classify one graph value: returns ``(spec with keys, dependency keys)``.
 
@@ -285,6 +311,8 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
     The rule follows Dask's ``convert_legacy_task`` (see the module docstring).
     """
     typ = type(value)
+    if typ is Known:
+        return (VALUE, value.value), []
     if typ is tuple and value and callable(value[0]):
         slots = []
         for pos, arg in enumerate(value[1:]):
@@ -375,14 +403,21 @@ def missing_key_error(key: Any, dsk: Mapping) -> KeyError:
     )
 
 
-def compile_graph(dsk: Mapping, output_keys: list) -> CompiledGraph:
+def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None) -> CompiledGraph:
     """Cull ``dsk`` to what ``output_keys`` need, validate it, and index it.
 
     Raises KeyError for a requested key that is not in the graph and GraphError for
     a cycle, a missing dependency or a task whose function was called too early,
     before any task runs.  Indices are handed out as keys are discovered, so one
     breadth-first pass parses every needed value and maps its references.
+
+    ``known`` (``{key: result}``, e.g. a cache's hits) makes those keys literal
+    values: their tasks do not run and what only they needed is culled.  Keys of
+    ``known`` that are not in ``dsk`` are ignored.  ``source`` stays ``dsk``.
     """
+    source = dsk
+    if known:
+        dsk = _with_known(dsk, known)
     index: dict = {}
     keys: list = []
     for key in output_keys:
@@ -447,7 +482,16 @@ def compile_graph(dsk: Mapping, output_keys: list) -> CompiledGraph:
     finally:
         if gc_was_enabled:
             gc.enable()
-    return CompiledGraph(keys, index, deps, dependents, specs, priority, outputs, dsk)
+    return CompiledGraph(keys, index, deps, dependents, specs, priority, outputs, source)
+
+
+def _with_known(dsk: Mapping, known: Mapping) -> dict:
+    """A copy of ``dsk`` where the keys of ``known`` hold :class:`Known` results."""
+    merged = dict(dsk)
+    for key, value in known.items():
+        if _is_key(key, merged):
+            merged[key] = Known(value)
+    return merged
 
 
 def _postorder(keys: list, deps: list, roots: list) -> list:

@@ -23,10 +23,15 @@ measured there, so that process keeps a :class:`TaskMeter`:
   (``nbytes`` of arrays and buffers, the length of bytes and strings, summed over the
   items of a short list or tuple); None otherwise.  Nothing is pickled to find out.
 
-A measurement is a :class:`Measured` tuple ``(cpu, starved, nbytes, gil_busy)``; the reporter
-passes its fields to ``task_measured``.  Cost: two clock reads and an attribute lookup
-per measured task (a sample of tasks: see ``engine.SAMPLE_EVERY``); the probe's cost is
-described in ``gil.py`` (well under 1% of a core while it runs).
+A measurement is one :class:`Measurement`, from where the task ran to the reporter, the
+``task_measured`` hook (which takes it whole), the advisor and the cluster's messages:
+``key`` (the task number until the reporter names it), ``worker`` (its name, filled by
+the reporter), ``where`` (the kind of place: :data:`CALLER`, :data:`THREAD`,
+:data:`PROCESS`, :data:`CLUSTER`, :data:`DASK`), ``start``/``stop`` (``time.time()``),
+``cpu``, ``starved``, ``nbytes`` and ``gil_busy`` (None: not known).  Cost: two clock
+reads and an attribute lookup per measured task (a sample of tasks: see
+``task_runner.py``); the probe's cost is described in ``gil.py`` (well under 1% of a
+core while it runs).
 """
 
 from __future__ import annotations
@@ -37,19 +42,60 @@ from typing import Any, NamedTuple
 
 from .gil import GilProbe, run_queue_seconds
 
-__all__ = ["Measured", "TaskMeter", "process_meter", "result_nbytes", "IDLE_STOP"]
+__all__ = [
+    "Measurement",
+    "TaskMeter",
+    "process_meter",
+    "result_nbytes",
+    "IDLE_STOP",
+    "LONG_TASK",
+    "CALLER",
+    "THREAD",
+    "PROCESS",
+    "CLUSTER",
+    "DASK",
+    "REMOTE",
+]
 
 IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
-LONG_TASK = 0.001  # the engine's rule: a task this long starts the probe (engine.LONG_TASK)
+# A task this long is "long": the next task is measured too (task_runner's sampling
+# rule), a probe starts (here, and the Advisor's in the caller).  The one owner.
+LONG_TASK = 0.001
 MAX_ITEMS = 64  # a list or tuple longer than this is not summed (not cheap any more)
 KEEP_SAMPLES = 4096  # probe samples kept once no task needs the older ones
 
 
-class Measured(NamedTuple):
+# Where a task ran (``Measurement.where``).  CALLER is also the worker name of tasks a
+# backend runs in the calling thread (literals, aliases, auto's inline tasks).
+CALLER = "caller"  # the calling thread (sync, inline)
+THREAD = "thread"  # a worker thread of the calling process (threads, auto, executors)
+PROCESS = "process"  # a worker process of ours or of a foreign executor
+CLUSTER = "cluster"  # a worker of our local cluster
+DASK = "dask"  # a dask.distributed worker
+REMOTE = frozenset({PROCESS, CLUSTER, DASK})  # measured by that process's TaskMeter
+
+
+class Measurement(NamedTuple):
+    """One measured task (see the module docstring); the ``task_measured`` argument."""
+
+    key: Any
+    worker: str
+    where: str
+    start: float
+    stop: float
     cpu: float | None
     starved: float | None
     nbytes: int | None
     gil_busy: float | None
+
+    @property
+    def remote(self) -> bool:
+        """Measured in another process, whose ``gil_busy`` is that process's probe's."""
+        return self.where in REMOTE
+
+    @property
+    def wall(self) -> float:
+        return self.stop - self.start
 
 
 def result_nbytes(value: Any) -> int | None:
@@ -102,8 +148,10 @@ class TaskMeter:
             self._running[token] = start
         return token, start, time.thread_time(), run_queue_seconds()
 
-    def end(self, began: tuple, value: Any, stop: float) -> Measured:
-        """Call just after the task returned ``value`` at ``stop`` (``time.time()``)."""
+    def end(
+        self, began: tuple, value: Any, stop: float, task: Any = None, where: str = PROCESS
+    ) -> Measurement:
+        """Call just after ``task`` returned ``value`` at ``stop`` (``time.time()``)."""
         cpu = time.thread_time() - began[2]
         starved = run_queue_seconds() - began[3]
         start = began[1]
@@ -120,7 +168,7 @@ class TaskMeter:
                 gil = self._share(probe, start, stop) if probe is not None else None
             if probe is not None:
                 self._trim(probe)
-        return Measured(cpu, starved, result_nbytes(value), gil)
+        return Measurement(task, "", where, start, stop, cpu, starved, result_nbytes(value), gil)
 
     def stop(self) -> None:
         """Stop the probe now and wait for its thread (one cycle, 2 ms at most)."""

@@ -9,10 +9,7 @@ number, and the reporter turns it into the protocol of ``events.py``::
     finished(i, worker, start, stop)      -> task_finished(...), then task_done(key)
     finished_batch([(i, start, stop)], w) -> the same for each item
     done(i)                               -> task_done(key)   (no clock: the cheap hook)
-    measured(i, worker, start, stop, cpu, starved, nbytes, gil_busy, remote)
-                                          -> task_measured(...)
-    measured_remote(i, worker, start, stop, (cpu, starved, nbytes, gil_busy))
-                                          -> the same, measured in a worker process
+    measured(record, worker)              -> task_measured(record named: key, worker)
     failed(i, exc, worker, remote_tb, inputs)
                                           -> annotate exc, record the TaskFailure,
                                              task_failed(key, worker, exc)
@@ -26,12 +23,15 @@ call it directly: a progress counter such as ``list.append`` then costs tens of
 nanoseconds per task instead of a Python call.  That is the one emission outside this
 module, and it carries no logic (no order, no worker name, no clock).
 
-**Sampling** (the ``task_measured`` hook).  Every task that took ``LONG_TASK`` seconds
-or more is followed by a measured one; otherwise one task in ``SAMPLE_EVERY`` is
-measured.  A measurement costs ~8 µs (clocks, two /proc reads, a call): no-op graphs
-pay ~1%.  Backends keep a countdown and ask :func:`skip_after` for the next one after
-each measured task; process workers get ``sampling()`` with their batch and apply the
-same function.
+**Sampling** (the ``task_measured`` hook) is the task runner's (``task_runner.py``):
+the loops' runners make a :class:`~notebook_sched.measure.Measurement` for a sample of
+tasks, numbered by task; :meth:`Reporter.measured` names it (key, worker) and hands it
+to the hook whole.  Process workers get ``sampling()`` with their batch.
+
+**Errors of observers.**  Whatever a reporter call raises is an observer's (one whose
+``propagates_errors`` is True, such as Dask's callbacks): the loops call the reporter
+outside the task runner, so such an error ends the run as itself and never becomes a
+task's failure.
 
 **Failures.**  ``failed`` reads the failed task's inputs from the run's value table
 (the caller's results) unless the backend hands them over: ``inputs`` maps dependency
@@ -47,25 +47,17 @@ from typing import Any
 from .errors import misspelled_key_note
 from .failure import TaskFailure, annotate, record_failure
 from .graph import CALL, EXPR, CompiledGraph
+from .measure import Measurement
+from .task_runner import SAMPLE_EVERY
 
 __all__ = [
     "Reporter",
-    "SAMPLE_EVERY",
-    "LONG_TASK",
-    "skip_after",
     "task_failure",
     "key_failure",
     "UNKNOWN",
 ]
 
-SAMPLE_EVERY = 256
-LONG_TASK = 0.001
 UNKNOWN = object()  # ``failed(..., inputs=UNKNOWN)``: the task's inputs are not known
-
-
-def skip_after(wall: float, every: int = SAMPLE_EVERY, long_task: float = LONG_TASK) -> int:
-    """Tasks to leave unmeasured after a measured task that took ``wall`` seconds."""
-    return 0 if wall >= long_task else every
 
 
 class Reporter:
@@ -102,9 +94,10 @@ class Reporter:
     def __repr__(self) -> str:
         return f"<Reporter backend={self.backend!r} events={self.events.listeners!r}>"
 
-    def sampling(self) -> tuple[int, float] | None:
-        """``(every, long)`` for a process worker's batch when someone measures, else None."""
-        return (SAMPLE_EVERY, LONG_TASK) if self.task_measured else None
+    def sampling(self) -> int | None:
+        """``every`` (the sampling rate) for a process worker's batch when someone
+        measures, else None."""
+        return SAMPLE_EVERY if self.task_measured else None
 
     def worker_started(self, worker: str) -> None:
         """On the worker thread itself, once per thread."""
@@ -139,33 +132,11 @@ class Reporter:
         if self.key_done:
             self.key_done(self.keys[i])
 
-    def measured(
-        self,
-        i: int,
-        worker: str,
-        start: float,
-        stop: float,
-        cpu: float | None,
-        starved: float | None,
-        nbytes: int | None = None,
-        gil_busy: float | None = None,
-        remote: bool = False,
-    ) -> None:
-        """``remote``: measured in another process (``measure.TaskMeter``), whose
-        ``gil_busy`` is that process's; else on a caller thread (the caller's probe)."""
+    def measured(self, record: Measurement, worker: str) -> None:
+        """A task runner's record (``key``: the task number) of a task that ran on
+        ``worker``, named and handed to ``task_measured`` whole."""
         if self.task_measured:
-            self.task_measured(
-                self.keys[i], worker, start, stop, cpu, starved, nbytes, gil_busy, remote
-            )
-
-    def measured_remote(self, i: int, worker: str, start: float, stop: float, measured) -> None:
-        """Task ``i`` was measured in another process: ``measured`` is its worker's
-        ``measure.Measured`` ``(cpu, starved, nbytes, gil_busy)``."""
-        if self.task_measured:
-            cpu, starved, nbytes, gil_busy = measured
-            self.task_measured(
-                self.keys[i], worker, start, stop, cpu, starved, nbytes, gil_busy, True
-            )
+            self.task_measured(record._replace(key=self.keys[record.key], worker=worker))
 
     def failed(
         self,

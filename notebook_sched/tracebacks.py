@@ -5,8 +5,13 @@ frames of notebook_sched (engine, backends, run hooks), of IPython's ``run_code`
 of the library code they lead into (``multiprocessing.connection.wait`` under an
 interrupt, ``dask.compute`` leading into our scheduler) are noise.  The functions here
 make trimmed *copies*: the exception's real ``__traceback__`` keeps every frame, so the
-debugger still sees them all.  ``name_cells`` maps cloudpickle's ``<dynamic-code>``
-file names in a worker's traceback back to the notebook cell a function came from.
+debugger still sees them all.  Frames *below* a task runner (the function that calls
+a task in this process, marked with :func:`task_runner`) are the task's own, whoever
+wrote them: a dask.bag task failing in ``json.loads`` keeps ``json/decoder.py``, since
+that is where the task failed (only notebook_sched's own frames go there too).
+``name_cells`` maps cloudpickle's ``<dynamic-code>`` file names in a worker's traceback
+back to the notebook cell a function came from; ``short_library_paths`` names library
+files by their import path.
 
 Pure functions of frames and text: nothing here imports IPython.
 """
@@ -18,9 +23,30 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["PACKAGE_DIR", "trim_traceback", "trim_remote_traceback", "name_cells"]
+__all__ = [
+    "PACKAGE_DIR",
+    "trim_traceback",
+    "trim_remote_traceback",
+    "name_cells",
+    "short_library_paths",
+    "task_runner",
+]
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+_task_runners: set[types.CodeType] = set()  # code of the functions that call a task
+
+
+def task_runner(function: Any) -> Any:
+    """Mark ``function`` as one that calls a task: frames below it are the task's.
+    Returns it unchanged (no wrapper: it runs once per task)."""
+    _task_runners.add(function.__code__)
+    return function
+
+
+def _is_runner(frame: types.FrameType) -> bool:
+    return frame.f_code in _task_runners
 
 
 def _is_ours(frame: types.FrameType) -> bool:
@@ -48,28 +74,60 @@ def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None
     Library frames next to ours go too: those our frames called
     (``multiprocessing.connection.wait``, the selector an interrupt lands in) and those
     that only lead into ours (``dask.compute`` calling our scheduler).  Library frames
-    between two frames of the user's code stay.
+    between two frames of the user's code stay, and so do those a task runner called:
+    the task's own frames (a Dask task, ``json.loads``).
     """
     entries = []
     while tb is not None:
         frame = tb.tb_frame
-        kind = "ours" if _is_ours(frame) else "library" if _is_library(frame) else "user"
+        if _is_runner(frame):
+            kind = "runner"
+        elif _is_ours(frame):
+            kind = "ours"
+        else:
+            kind = "library" if _is_library(frame) else "user"
         entries.append((tb, kind))
         tb = tb.tb_next
     kept = []
     for i, (entry, kind) in enumerate(entries):
-        if kind == "ours":
+        if kind in ("ours", "runner"):
             continue
         if kind == "library":
             before = next((k for _, k in reversed(entries[:i]) if k != "library"), None)
             after = next((k for _, k in entries[i + 1 :] if k != "library"), None)
-            if "ours" in (before, after):
-                continue
+            if before != "runner" and {before, after} & {"ours", "runner"}:
+                continue  # called by our code, or leading into it
         kept.append(entry)
     chain = None
     for entry in reversed(kept):
         chain = types.TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
     return chain
+
+
+def _library_prefixes() -> list[str]:
+    """The folders of the standard library and installed packages, as a traceback may
+    print them (real path, as given, with the home folder as ``~``), longest first."""
+    import sysconfig
+
+    folders = set()
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(name)
+        if path:
+            folders.update({path, os.path.realpath(path)})
+    home = os.path.expanduser("~")
+    for path in list(folders):
+        if home not in ("", os.sep) and path.startswith(home + os.sep):
+            folders.add("~" + path[len(home) :])
+    return sorted((f.rstrip(os.sep) + os.sep for f in folders), key=len, reverse=True)
+
+
+def short_library_paths(text: str) -> str:
+    """``~/.pyenv/.../lib/python3.11/json/decoder.py`` -> ``json/decoder.py``: library
+    files named as their import path, so a shown traceback holds no machine path."""
+    for prefix in _library_prefixes():
+        if prefix in text:
+            text = text.replace(prefix, "")
+    return text
 
 
 def trim_remote_traceback(text: str) -> str:

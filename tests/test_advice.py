@@ -112,13 +112,15 @@ class Measured(ns.events.Observer):
     def __init__(self):
         self.records = []
 
-    def task_measured(self, key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote):
-        self.records.append((key, worker, stop - start, cpu, starved))
+    def task_measured(self, record):
+        self.records.append(
+            (record.key, record.worker, record.stop - record.start, record.cpu, record.starved)
+        )
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "auto"])
 def test_task_measured_samples_short_tasks_and_measures_every_long_one(scheduler, no_leaks):
-    from notebook_sched.engine import SAMPLE_EVERY
+    from notebook_sched.task_runner import SAMPLE_EVERY
 
     n = 20 * SAMPLE_EVERY
     short = {("inc", i): (abs, i) for i in range(n)}

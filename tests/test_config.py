@@ -145,3 +145,126 @@ def test_get_functions_marked_takes_observers_receive_them():
     watcher = Observer()
     assert ns.get({"a": 1}, "a", scheduler=my_get, observers=[watcher]) == 1
     assert received and watcher in received[0]
+
+
+def _in_order(*steps):
+    """Run ``steps`` (callables) one after the other, each on its own thread's turn:
+    ``("A", f)`` runs ``f`` on thread A; the threads keep their contexts between turns."""
+    import queue
+
+    queues = {name: queue.Queue() for name, _ in steps}
+    done = queue.Queue()
+
+    def worker(name):
+        while (step := queues[name].get()) is not None:
+            try:
+                done.put(("ok", step()))
+            except BaseException as exc:  # handed to the test thread
+                done.put(("error", exc))
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in queues]
+    for thread in threads:
+        thread.start()
+    results = []
+    try:
+        for name, step in steps:
+            queues[name].put(step)
+            kind, value = done.get(timeout=30)
+            if kind == "error":
+                raise value
+            results.append(value)
+    finally:
+        for q in queues.values():
+            q.put(None)
+        for thread in threads:
+            thread.join(10)
+    return results
+
+
+def test_interleaved_scopes_on_two_threads_restore_exactly_what_they_changed():
+    assert config.get("scheduler") == "threads"
+    scopes = {}
+
+    def enter(name, **settings):
+        def step():
+            scopes[name] = config.set(**settings)
+            scopes[name].__enter__()
+            return config.get("scheduler")
+
+        return step
+
+    def leave(name):
+        def step():
+            scopes[name].__exit__(None, None, None)
+            return config.get("scheduler")
+
+        return step
+
+    seen = _in_order(
+        ("A", enter("A", scheduler="sync")),
+        ("B", enter("B", scheduler="processes")),
+        ("A", lambda: config.get("scheduler")),  # A's scope is A's own
+        ("A", leave("A")),
+        ("B", lambda: config.get("scheduler")),
+        ("B", leave("B")),
+    )
+    assert seen == ["sync", "processes", "sync", "threads", "processes", "threads"]
+    assert config.get("scheduler") == "threads"
+
+
+def test_a_scope_is_the_threads_own_and_a_plain_set_is_global():
+    with config.set(scheduler="sync"):
+        seen_elsewhere = _in_order(("other", lambda: config.get("scheduler")))
+        assert config.get("scheduler") == "sync"
+        config.set(num_workers=3, scheduler="processes")  # plain: global, kept after
+        assert _in_order(("other", lambda: config.get("num_workers"))) == [3]
+        assert config.get("scheduler") == "processes"  # over this thread's scope too
+        with config.set(scheduler="threads"):
+            assert config.get("scheduler") == "threads"
+        assert config.get("scheduler") == "processes"
+    assert seen_elsewhere == ["threads"]
+    assert (config.get("num_workers"), config.get("scheduler")) == (3, "processes")
+
+
+def test_scopes_closed_out_of_order_in_one_thread_restore_exactly():
+    outer = config.set(scheduler="sync", num_workers=2)
+    outer.__enter__()
+    inner = config.set(scheduler="processes")
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # e.g. an ExitStack closed in the wrong order
+    assert (config.get("scheduler"), config.get("num_workers")) == ("processes", None)
+    inner.__exit__(None, None, None)
+    assert (config.get("scheduler"), config.get("num_workers")) == ("threads", None)
+
+
+def test_a_set_closed_without_entering_restores_the_global_value():
+    scope = config.set(scheduler="sync")  # what a %%schedule cell does
+    assert _in_order(("other", lambda: config.get("scheduler"))) == ["sync"]
+    scope.__exit__(None, None, None)
+    assert config.get("scheduler") == "threads"
+
+
+def test_our_scope_interleaved_with_dask_config_set():
+    dask_config = pytest.importorskip("dask.config")
+    before = dask_config.get("scheduler", None)
+    ours = config.set(scheduler="sync")
+    ours.__enter__()
+    theirs = dask_config.set(scheduler="processes")
+    theirs.__enter__()
+    ours.__exit__(None, None, None)
+    assert dask_config.get("scheduler") == "processes"  # Dask's scope is still open
+    assert config.get("scheduler") == "threads"
+    theirs.__exit__(None, None, None)
+    import dask
+
+    assert dask.delayed(sum)([1, 2]).compute() == 3  # through the retired value: cleans up
+    assert dask_config.get("scheduler", None) is before
+    # The other order: Dask's scope opened first and closed first.
+    theirs = dask_config.set(scheduler="processes")
+    theirs.__enter__()
+    ours = config.set(scheduler="sync")
+    ours.__enter__()
+    theirs.__exit__(None, None, None)
+    ours.__exit__(None, None, None)
+    assert dask_config.get("scheduler", None) is before
+    assert config.get("scheduler") == "threads"

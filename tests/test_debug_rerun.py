@@ -14,6 +14,7 @@ import pytest
 import notebook_sched as ns
 from notebook_sched import debug
 from notebook_sched.failure import RemoteTraceback, TaskFailure
+from notebook_sched.tracebacks import short_library_paths
 
 from .helpers import remote_backends
 
@@ -161,6 +162,35 @@ def test_trim_remote_traceback_drops_our_frames_only():
     assert '"/home/me/analysis.py", line 3, in ratio' in trimmed
     assert "    return scale * total / count" in trimmed
     assert trimmed.endswith("ZeroDivisionError: division by zero\n")
+
+
+@pytest.mark.parametrize("backend", ["sync", "threads"])
+def test_trimmed_traceback_keeps_the_library_frames_a_task_ran(backend, no_leaks):
+    """A task that fails inside library code (json.loads) keeps those frames: they are
+    the task's own, under our task runner; our frames go."""
+    import json
+
+    with pytest.raises(json.JSONDecodeError) as info:
+        ns.get({"record": (json.loads, "{not json}")}, "record", scheduler=backend)
+    frames = traceback.extract_tb(debug.trim_traceback(info.value.__traceback__))
+    files = [f.filename.replace(os.sep, "/") for f in frames]
+    assert files[-1].endswith("json/decoder.py"), files
+    assert any(f.endswith("json/__init__.py") for f in files), files
+    assert not any("notebook_sched/" in f for f in files), files
+
+
+def test_short_library_paths_names_library_files_by_import_path():
+    import json
+    import sysconfig
+
+    stdlib = os.path.dirname(json.__file__)
+    text = f'File {stdlib}{os.sep}decoder.py:353, in raw_decode\n  File "/home/me/my.py"'
+    short = short_library_paths(text)
+    assert short.startswith(f"File json{os.sep}decoder.py:353") and "/home/me/my.py" in short
+    site = sysconfig.get_paths()["purelib"]
+    assert short_library_paths(f"{site}{os.sep}dask{os.sep}bag{os.sep}core.py") == (
+        f"dask{os.sep}bag{os.sep}core.py"
+    )
 
 
 def test_render_traceback_without_ipython_names_key_and_skips_our_frames(warm, no_leaks):

@@ -132,6 +132,27 @@ def test_model_failure_and_interrupt_states():
     assert model.snapshot().state == INTERRUPTED
 
 
+def test_model_stopped_by_the_kernel_going_reads_the_reason_and_no_time_left():
+    from notebook_sched.diagnostics.progress import rate_text
+
+    model = ProgressModel([f"a-{i}" for i in range(41)])
+    model.done.extend(f"a-{i}" for i in range(12))
+    model.started_at -= 5.0  # 5 s into the run: a rate and a time left would show
+    assert "left" in rate_text(model.snapshot())
+    model.stop("stopped: kernel restarted")
+    snap = model.snapshot()
+    assert snap.state == "stopped: kernel restarted" and "left" not in rate_text(snap)
+    assert model.snapshot().elapsed == snap.elapsed  # the clock stopped
+    model.finish(KeyboardInterrupt())  # the interrupt that comes with a restart
+    assert model.snapshot().state == "stopped: kernel restarted"
+
+    done = ProgressModel(["a-1"])
+    done.done.append("a-1")
+    done.finish(None)
+    done.stop("stopped: kernel shut down")
+    assert done.snapshot().state == DONE  # a finished run keeps its ending
+
+
 def test_model_ignores_keys_of_other_runs_and_never_overcounts():
     model = ProgressModel(["a-1", "a-2"])
     model.done.extend(["a-1", "zzz", "a-1", "a-2"])  # a stray key and a duplicate event
@@ -353,6 +374,24 @@ def test_widget_view_styles_and_message():
     view.final(done.snapshot())
     assert view.rows[0].bar.bar_style == "success" and view.rows[0].bar.value == 1
     assert "done" in view.header.value
+
+
+def test_widget_view_says_an_interrupted_or_stopped_run_once_and_turns_orange():
+    pytest.importorskip("ipywidgets")
+    from notebook_sched.diagnostics import widget as widget_module
+
+    for ending in ("interrupted", "stopped: kernel restarted"):
+        model = ProgressModel(["a-1", "a-2"], "threads")
+        model.done.append("a-1")
+        view = widget_module.WidgetView("threads")
+        view.build(model.snapshot())
+        if ending == "interrupted":
+            model.finish(KeyboardInterrupt())
+        else:
+            model.stop(ending)
+        view.final(model.snapshot())
+        assert re.sub("<[^>]+>", "", view.header.value).count(ending) == 1, view.header.value
+        assert [row.bar.bar_style for row in view.rows] == ["warning"]
 
 
 def test_widget_rows_keep_counts_fold_finalize_and_show_a_failure_at_zero():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 import notebook_sched as ns
 from notebook_sched.distributed import CancelledError, Client, LocalCluster, as_completed
 from notebook_sched.failure import RemoteTraceback
+from notebook_sched.plan import Planner
 
 from .helpers import wait_for
 
@@ -262,3 +265,43 @@ def test_unpicklable_inputs_and_results_name_the_key_and_the_fix(client):
     with pytest.raises(TaskPicklingError, match=r"cannot be sent back from its worker process"):
         ns.get({"makes": (_Unpicklable,)}, "makes", scheduler="distributed")
     assert ns.get({"ok": (_echo, 2)}, "ok", scheduler="distributed") == 2  # nothing lost
+
+
+class _KnownAbove(Planner):
+    """Knows the result of ``key``; hears when the futures of a compute are done."""
+
+    def __init__(self, key, value):
+        self.key, self.value = key, value
+        self.ended = threading.Event()
+        self.told: list = []
+
+    def plan(self, graph, keys):
+        return {self.key: self.value}
+
+    def finished(self, graph, error):
+        self.told.append(error)
+        self.ended.set()
+
+
+def test_compute_goes_through_the_plan_stage(client, monkeypatch):
+    x = ns.delayed(boom)(1)  # would fail: its result is known, so it never runs
+    y = ns.delayed(inc)(x)
+    planner = _KnownAbove(x.key, 10)
+    assert client.compute(y, planners=[planner]).result(timeout=30) == 11
+    assert planner.ended.wait(10) and planner.told == [None]
+
+    # cache= reaches the plan hooks as api.get's does (a stand-in cache module here).
+    requests: list = []
+    x = ns.delayed(boom)(3)  # new keys: the cluster reuses the named tasks it still has
+    cached = _KnownAbove(x.key, 20)
+    module = types.ModuleType("notebook_sched.cache")
+    module.plan_hook = lambda request: requests.append(request) or cached
+    monkeypatch.setitem(sys.modules, "notebook_sched.cache", module)
+    monkeypatch.setattr(ns, "cache", module, raising=False)
+    assert client.compute(ns.delayed(inc)(x), cache="memory").result(timeout=30) == 21
+    assert requests[0].options["cache"] == "memory" and requests[0].backend == "distributed"
+
+    failing = _KnownAbove("nothing known", None)
+    with pytest.raises(ZeroDivisionError):
+        client.compute(ns.delayed(boom)(2), planners=[failing]).result(timeout=30)
+    assert failing.ended.wait(10) and isinstance(failing.told[0], ZeroDivisionError)

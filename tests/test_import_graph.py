@@ -31,8 +31,20 @@ PACKAGE = Path(notebook_sched.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("graph", "graph_walk"),
-    ("events", "errors", "failure", "environment", "tracebacks", "gil", "measure", "_forkguard"),
+    (
+        "events",
+        "errors",
+        "failure",
+        "environment",
+        "tracebacks",
+        "gil",
+        "measure",
+        "task_runner",
+        "_forkguard",
+        "plan",
+    ),
     ("engine", "reporter"),
+    ("cache",),  # the result cache (issue 18): fingerprints and stores, below the backends
     ("schedulers",),
     ("distributed",),
     ("api",),
@@ -40,6 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("interop",),
     ("debug",),
     ("diagnostics",),
+    ("jobs",),  # background jobs: run computes (delayed), reruns (debug), views
     ("ipython",),
     ("", "__main__", "demo"),  # the package root wires the layers; the command line
 ]
@@ -57,11 +70,13 @@ HEAVY = [
     "multiprocessing",
     "concurrent.futures",
 ]
-# What a process worker needs: the engine and its reporter, the job format and the
-# worker loop (with its fork guard and BLAS thread limits), and what they stand on.
+# What a process worker needs: the task runner (with the clocks and meter of
+# ``measure``/``gil``), the job format and the worker loop (with its fork guard and BLAS
+# thread limits), and what they stand on.
 WORKER_ALLOWED = BOTTOM | {
-    "engine",
-    "reporter",
+    "task_runner",
+    "measure",
+    "gil",
     "_forkguard",
     "schedulers",
     "schedulers._job",
@@ -105,14 +120,14 @@ def test_first_use_registers_the_layers_above_once():
     found = _run(
         "import json, sys, notebook_sched as ns\n"
         "from notebook_sched import api\n"
-        "before = [h.__name__ for h in api.run_hooks()]\n"
+        "before = [h.__name__ for h in api._run_hooks]\n"
         "try:\n"
         "    ns.config.set(scheduler='gpu')\n"
         "    error = None\n"
         "except ValueError as exc:\n"
         "    error = str(exc)\n"
         "ns.get({'a': 1}, 'a', scheduler='sync')\n"
-        "after = [h.__name__ for h in api.run_hooks()]\n"
+        "after = [h.__name__ for h in api._run_hooks]\n"
         "print(json.dumps({'before': before, 'after': after, 'error': error,\n"
         "                  'modules': sorted(sys.modules)}))\n"
     )

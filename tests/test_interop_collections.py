@@ -229,18 +229,19 @@ def test_picker_changes_dask_default_too():
     pytest.importorskip("ipywidgets")
     from notebook_sched.ipython.picker import Picker
 
-    with ns.config.set(scheduler="threads"):  # undoes the picker's global change at the end
-        picker = Picker()
-        try:
-            picker.scheduler.value = "sync"
-            assert dask.config.get("scheduler").keywords == {"scheduler": "sync"}
-            runs = Runs()
-            with runs:
-                da.ones(4, chunks=2).sum().compute()
-            assert runs.schedulers == ["sync"]
-        finally:
-            picker.close()
-    assert dask.config.get("scheduler", None) is None  # back to Dask's own default
+    picker = Picker()
+    try:
+        picker.scheduler.value = "sync"  # a global change, like %schedule's
+        assert dask.config.get("scheduler").keywords == {"scheduler": "sync"}
+        runs = Runs()
+        with runs:
+            da.ones(4, chunks=2).sum().compute()
+        assert runs.schedulers == ["sync"]
+        with ns.config.set(scheduler="threads"):  # a scope over it, then the picker's again
+            assert dask.config.get("scheduler").keywords == {"scheduler": "threads"}
+        assert dask.config.get("scheduler").keywords == {"scheduler": "sync"}
+    finally:
+        picker.close()
 
 
 def test_import_does_not_import_dask_and_magics_mirror_into_dask():

@@ -22,6 +22,7 @@ from notebook_sched.debug import rerun_task
 from notebook_sched.diagnostics.profiler import Profiler
 from notebook_sched.events import Observer
 from notebook_sched.interop import dask_backend
+from notebook_sched.plan import Planner
 
 from .conftest import leak_check
 from .workloads import parse
@@ -331,3 +332,95 @@ def test_workers_measure_only_when_someone_listens(on_cluster):
     with ns.Advisor():
         ns.get(slow, list(slow), scheduler="dask")
     assert _probe_threads(on_cluster) >= 1  # the same graph, measured
+
+
+def _must_not_run():
+    raise AssertionError("an upstream task of a known result ran on the dask cluster")
+
+
+def test_planners_substitute_results_on_the_dask_backend(on_cluster):
+    from notebook_sched.plan import Planner
+
+    class Known(Planner):
+        ends: list = []
+
+        def plan(self, graph, keys):
+            return {"y": 10}
+
+        def finished(self, graph, error):
+            self.ends.append(error)
+
+    graph = {"x": (_must_not_run,), "y": (len, "x"), "z": (np.add, "y", 1)}
+    planner = Known()
+    assert ns.get(graph, "z", scheduler="dask", planners=[planner]) == 11
+    assert planner.ends == [None]
+
+
+# -- the one task path on dask workers (task_runner.py) ---------------------------------
+
+
+def exit_task(x):
+    raise SystemExit(f"the task exits with {x}")
+
+
+def test_a_task_raising_system_exit_gives_its_own_system_exit_and_kills_no_worker(on_cluster):
+    workers = set(on_cluster.scheduler_info()["workers"])
+    with pytest.raises(SystemExit, match="the task exits with 1"):
+        ns.get({"a": 1, "b": (exit_task, "a")}, "b", scheduler="dask", rerun="never")
+    assert ns.last_failure().key == "b"
+    assert set(on_cluster.scheduler_info()["workers"]) == workers  # none killed, none new
+    assert ns.get({"a": 1, "b": (inc, "a")}, "b", scheduler="dask") == 2
+
+
+class RaisingObserver(Observer):
+    propagates_errors = True  # as Dask's callbacks: the error ends the run
+
+    def __init__(self):
+        self.failed = []
+
+    def task_finished(self, key, worker, start, stop):
+        raise KeyError("an observer failed")
+
+    def task_failed(self, key, worker, error):
+        self.failed.append(key)
+
+
+def test_an_observer_error_ends_a_dask_run_as_itself_naming_no_task(on_cluster):
+    before = ns.last_failure()
+    observer = RaisingObserver()
+    with pytest.raises(KeyError, match="an observer failed") as info:
+        ns.get(graph(), "c", scheduler="dask", observers=[observer])
+    assert not any("task" in note for note in getattr(info.value, "__notes__", []))
+    assert observer.failed == [] and ns.last_failure() is before
+
+
+def record_pid(path, value):
+    import os
+
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+
+
+class HookEvery(Planner):
+    def __init__(self, hook):
+        self.hook = hook
+
+    def plan(self, graph, keys):
+        return None
+
+    def prepare(self, graph):
+        return {i: self.hook for i in range(len(graph.keys))}
+
+    def finished(self, graph, error):
+        pass
+
+
+def test_result_hooks_run_on_the_dask_workers(on_cluster, tmp_path):
+    import os
+    from functools import partial
+
+    path = tmp_path / "pids"
+    hooks = HookEvery(partial(record_pid, str(path)))
+    assert ns.get({"a": (inc, 1), "b": (inc, "a")}, "b", scheduler="dask", planners=[hooks]) == 3
+    pids = [int(line) for line in path.read_text().split()]
+    assert len(pids) == 2 and os.getpid() not in pids

@@ -121,8 +121,10 @@ def test_meter_keeps_a_bounded_number_of_samples():
         meter.stop()
 
 
-def test_the_probe_starts_by_the_reporters_rule_of_a_long_task():
-    # measure.py sits below the reporter, so it keeps its own copy of the threshold.
-    from notebook_sched import measure, reporter
+def test_one_rule_of_a_long_task_starts_probes_and_samples():
+    # measure.py owns LONG_TASK; the task runner's sampling rule and the Advisor use it.
+    from notebook_sched import measure, task_runner
+    from notebook_sched.diagnostics import advice
 
-    assert measure.LONG_TASK == reporter.LONG_TASK
+    assert task_runner.LONG_TASK is measure.LONG_TASK is advice.LONG_TASK
+    assert task_runner.skip_after(measure.LONG_TASK) == 0

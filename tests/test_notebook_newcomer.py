@@ -8,6 +8,7 @@ message, and a cluster status view that updates while the cluster works.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -78,6 +79,27 @@ def test_schedule_cell_failure_starts_at_the_users_line_and_says_each_thing_once
     assert re.search(r"1 %%schedule sync\n", text) and "--this-cell" not in text, text
 
 
+def test_a_bag_task_failing_in_json_shows_the_rerun_frames_it_promises(kn):
+    """Tutorial 05's failure: the headline says "the frames below are the rerun's", so
+    the task's own frames (Dask's map, json's decoder) follow the cell's line, named by
+    import path (no machine path)."""
+    ex = kn.execute(
+        "%%schedule processes --workers 1\n"
+        "import dask.bag as db, json\n"
+        "bag = db.from_sequence(['{\"a\": 1}', '{not json}'], npartitions=1)\n"
+        "bag.map(json.loads).pluck('a').sum().compute()",
+        timeout=90,
+    )
+    assert ex.error["ename"] == "JSONDecodeError"
+    text = shown(ex)
+    assert "the frames below are the rerun's" in text, text
+    frames = [line for line in text.splitlines() if line.startswith(("Cell In[", "File "))]
+    assert re.fullmatch(r"Cell In\[\d+\], line 4", frames[0]), frames
+    assert frames[-1].startswith(f"File json{os.sep}decoder.py:"), frames
+    assert any(f.startswith(f"File json{os.sep}__init__.py:") for f in frames), frames
+    assert "notebook_sched/" not in text and os.path.expanduser("~") + os.sep not in text
+
+
 def test_worker_traceback_names_the_cell_when_the_rerun_does_not_fail(kn):
     kn.ok(
         "import multiprocessing\n"
@@ -91,6 +113,21 @@ def test_worker_traceback_names_the_cell_when_the_rerun_does_not_fail(kn):
     assert "did NOT fail" in text and "<dynamic-code>" not in text
     assert re.search(r"Cell In\[\d+\], line 4, in store", text), text
     assert text.count("disk full") == 2  # the worker's traceback, then the error itself
+    # the record says the same as the display: the cell, never <dynamic-code>
+    remote = kn.ok("print(ns.last_failure().remote_traceback)").stdout
+    assert re.search(r"Cell In\[\d+\], line 4, in store", remote), remote
+    assert "<dynamic-code>" not in remote
+
+
+def test_worker_traceback_names_the_cell_when_the_rerun_fails_too(kn):
+    """Tutorial 03 prints ``last_failure().remote_traceback`` after a rerun that failed
+    the same way: the cell's name there too, as in the display."""
+    kn.ok("def parse(text):\n    return float(text)")
+    ex = kn.execute("ns.get({'t': 'n/a', 'v': (parse, 't')}, 'v', scheduler='processes')")
+    assert ex.error["ename"] == "ValueError"
+    remote = kn.ok("print(ns.last_failure().remote_traceback)").stdout
+    assert re.search(r"Cell In\[\d+\], line 2, in parse", remote), remote
+    assert "<dynamic-code>" not in remote
 
 
 def test_graph_error_and_interrupt_show_the_cell_then_the_message(kn):

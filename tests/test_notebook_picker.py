@@ -17,12 +17,14 @@ pytestmark = pytest.mark.timeout(30)
 def picker():
     from notebook_sched.ipython.picker import Picker
 
-    with ns.config.set(scheduler="threads", num_workers=None, progress=None, rerun="auto"):
-        p = Picker()
-        try:
-            yield p
-        finally:
-            p.close()
+    saved = ns.config.snapshot()  # the picker's changes are global (plain config.set)
+    ns.config.set(scheduler="threads", num_workers=None, progress=None, rerun="auto")
+    p = Picker()
+    try:
+        yield p
+    finally:
+        p.close()
+        ns.config.set(**saved)
 
 
 def test_automatic_values_are_selected_options(picker):

@@ -31,6 +31,9 @@ EXPECTED = {
     "Client",
     "Future",
     "as_completed",
+    "submit",
+    "jobs",
+    "cancel_all",
     "__version__",
 }
 
@@ -39,6 +42,14 @@ def test_all_is_exactly_the_public_surface():
     assert set(ns.__all__) == EXPECTED
     for name in ns.__all__:
         assert getattr(ns, name) is not None, name
+
+
+def test_jobs_stays_the_function_after_its_module_is_imported():
+    import importlib
+
+    jobs_module = importlib.import_module("notebook_sched.jobs")
+    assert callable(ns.jobs) and ns.jobs is jobs_module.jobs
+    assert ns.submit is jobs_module.submit and ns.cancel_all is jobs_module.cancel_all
 
 
 def test_backend_modules_have_the_get_contract():

@@ -26,7 +26,9 @@ import notebook_sched as ns
 from notebook_sched import errors
 from notebook_sched.events import Dispatcher, Observer
 from notebook_sched.graph import compile_graph
-from notebook_sched.reporter import LONG_TASK, SAMPLE_EVERY, UNKNOWN, Reporter, skip_after
+from notebook_sched.measure import LONG_TASK, THREAD, Measurement
+from notebook_sched.reporter import UNKNOWN, Reporter
+from notebook_sched.task_runner import SAMPLE_EVERY, skip_after
 
 from .conftest import leak_check
 
@@ -64,8 +66,8 @@ class Recorder(Observer):
     def task_done(self, key):
         self._add("done", key)
 
-    def task_measured(self, key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote):
-        self._add("measured", key, worker)
+    def task_measured(self, record):
+        self._add("measured", record.key, record.worker)
 
     def task_failed(self, key, worker, error):
         self._add("failed", key, worker, type(error).__name__)
@@ -89,7 +91,7 @@ def test_reporter_emits_the_protocol_by_task_number():
     b = graph.index["b"]
     report.worker_started("w-0")
     report.started(b, "w-0")
-    report.measured(b, "w-0", 1.0, 2.0, 0.5, None)
+    report.measured(Measurement(b, "", THREAD, 1.0, 2.0, 0.5, None, None, None), "w-0")
     report.finished(b, "w-0", 1.0, 2.0)
     report.finished(b, "w-0", 1.0, 2.0, done=False)
     report.finished_batch([(b, 1.0, 2.0)], "w-1")
@@ -262,7 +264,9 @@ ALLOWED_IN_WORKER = {
     "notebook_sched.schedulers._job",
     "notebook_sched._forkguard",
     "notebook_sched.errors",
-    "notebook_sched.reporter",
+    "notebook_sched.task_runner",  # runs, fails, times and measures each task
+    "notebook_sched.measure",  # the Measurement record and the worker's TaskMeter
+    "notebook_sched.gil",  # the TaskMeter's clocks and probe (ctypes lazily)
     "notebook_sched.failure",
     "notebook_sched.graph",
     "notebook_sched.graph_walk",

@@ -36,11 +36,11 @@ def test_a_hook_adds_observers_and_a_wrapper_for_one_run_and_can_be_removed():
 
     remove = api.add_run_hook(hook)
     try:
-        assert api.add_run_hook(hook) is not None and api.run_hooks().count(hook) == 1
+        assert api.add_run_hook(hook) is not None and api._run_hooks.count(hook) == 1
         assert ns.get(GRAPH, "b", scheduler="sync", rerun="never") == 1
     finally:
         remove()
-    assert hook not in api.run_hooks()
+    assert hook not in api._run_hooks
     assert ns.get(GRAPH, "b", scheduler="sync") == 1  # not asked any more
     assert len(requests) == 1 and calls == ["before", ("after", 1)]
     assert seen.finished == ["b"]

@@ -3,8 +3,9 @@
 In IPython, exceptions from a run get a ``_render_traceback_`` (:func:`attach_renderer`)
 that says once, first, which task failed where and what the local rerun found; then
 the worker's traceback when the local frames are not the same, and the local frames
-without notebook_sched's own (``tracebacks.py`` trims them); our notes are not
-repeated under the error.  Errors that are not task failures (GraphError,
+without notebook_sched's own (``tracebacks.py`` trims them; library files are named
+by their import path, ``json/decoder.py``, not by where this machine keeps them); our
+notes are not repeated under the error.  Errors that are not task failures (GraphError,
 KeyboardInterrupt, a dead worker) get the same trimming.  The real ``__traceback__``
 is untouched, so the debugger still sees every frame.  :func:`prepare_display` is the
 failure-record hook (``failure.set_display_hook``) that does the same for failures
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..environment import ipython_shell
 from ..failure import RemoteTraceback, TaskFailure
-from ..tracebacks import name_cells, trim_remote_traceback, trim_traceback
+from ..tracebacks import name_cells, short_library_paths, trim_remote_traceback, trim_traceback
 from .report import ensure_formatters
 
 __all__ = ["render_traceback", "attach_renderer", "prepare_display", "post_mortem"]
@@ -30,8 +31,16 @@ __all__ = ["render_traceback", "attach_renderer", "prepare_display", "post_morte
 
 def prepare_display(failure: TaskFailure) -> None:
     """Failure-record hook: in IPython, the exception renders trimmed wherever it is raised
-    (``Future.result()`` included, which does not pass ``get``'s failure hook)."""
-    if ipython_shell() is not None:
+    (``Future.result()`` included, which does not pass ``get``'s failure hook), and the
+    worker's traceback names the cell a notebook function came from (``Cell In[3]``),
+    as every other traceback the user reads does, not cloudpickle's ``<dynamic-code>``."""
+    shell = ipython_shell()
+    if shell is not None:
+        if failure.remote_traceback:
+            failure.remote_traceback = name_cells(failure.remote_traceback, shell)
+            cause = failure.exception.__cause__
+            if isinstance(cause, RemoteTraceback):
+                cause.text = name_cells(cause.text, shell)
         attach_renderer(failure.exception, failure)
 
 
@@ -94,7 +103,7 @@ def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> 
         exc.__cause__, exc.__suppress_context__ = cause, suppress
         if isinstance(notes, list):
             exc.__notes__ = notes
-    return lines
+    return [short_library_paths(line) for line in lines]
 
 
 def attach_renderer(exc: BaseException, failure: TaskFailure | None) -> None:

@@ -11,8 +11,8 @@
     notebook_sched.advise()   # the advice for the last run (also %sched_advise)
 
 :class:`Advisor` is an observer (``events.py``) of ``task_measured``, the hook backends
-call for a *sample* of tasks (every task over ``engine.LONG_TASK``, one in
-``engine.SAMPLE_EVERY`` of the shorter ones) with the wall times, the CPU seconds of
+call for a *sample* of tasks (every task over ``measure.LONG_TASK``, one in
+``task_runner.SAMPLE_EVERY`` of the shorter ones) with the wall times, the CPU seconds of
 the thread that ran it and its seconds runnable without a CPU, read on that thread;
 and of ``task_done``, a C-level ``list.append`` that counts every task.  While a run is
 in progress it keeps a :class:`~notebook_sched.gil.GilProbe` sampling; the probe's
@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import Additions, RunRequest
-from ..engine import LONG_TASK
 from ..events import Observer, RunInfo
 from ..gil import GilProbe, attribute
+from ..measure import CALLER, LONG_TASK, PROCESS, THREAD, Measurement
 from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 
@@ -93,8 +93,7 @@ class Advisor(Observer):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards _runs and _probe
-        # (key, worker, start, stop, cpu, starved, nbytes, gil_busy measured where it ran)
-        self._records: list[tuple] = []
+        self._records: list[Measurement] = []  # every measured task, all runs
         self._done: list = []  # keys of finished tasks, all runs
         self.task_done = self._done.append  # a C-level call: counting costs ~30 ns
         # (run, start time, stop time or 0, first index in _done, end index or -1)
@@ -102,7 +101,11 @@ class Advisor(Observer):
         self._probe: GilProbe | None = None
         self._samples: list[tuple[float, float]] = []
         self._measuring = False
+        # Set by samples(), read by advice(): per prefix, the kinds of place its tasks
+        # ran (Measurement.where), and the prefixes with a GIL / a CPU measurement.
         self._workers: dict[str, set] = {}
+        self._gil_names: set[str] = set()
+        self._cpu_names: set[str] = set()
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -110,19 +113,22 @@ class Advisor(Observer):
             self._measuring = run.scheduler in MEASURED_BACKENDS
             self._runs.append((run, time.time(), 0.0, len(self._done), -1))
 
-    def task_measured(
-        self, key, worker, start, stop, cpu, starved, nbytes=None, gil_busy=None, remote=False
-    ) -> None:
+    def task_measured(self, record: Measurement) -> None:
         # The GIL only matters where tasks take time: the caller's probe starts with the
         # first long task, so graphs of tiny tasks never pay for its thread (the tasks
         # running before it starts go without GIL samples).  A task measured in a worker
-        # process (``remote``) brings that worker's GIL share; the caller's probe says
-        # nothing of it (samples() keeps it out of attribution).
-        if not remote and self._probe is None and self._measuring and stop - start >= LONG_TASK:
+        # process (``record.remote``) brings that worker's GIL share; the caller's probe
+        # says nothing of it (samples() keeps it out of attribution).
+        if (
+            self._probe is None
+            and self._measuring
+            and record.stop - record.start >= LONG_TASK
+            and not record.remote
+        ):
             with self._lock:
                 if self._probe is None and self._measuring:
                     self._probe = GilProbe().start()
-        self._records.append((key, worker, start, stop, cpu, starved, nbytes, gil_busy, remote))
+        self._records.append(record)
 
     def graph_finished(self, run: RunInfo, error: BaseException | None) -> None:
         with self._lock:
@@ -149,13 +155,15 @@ class Advisor(Observer):
             if every_run:
                 t0, first, t1, last = self._runs[0][1], 0, 0.0, -1
             done = self._done[first : last if last >= 0 else len(self._done)]
-        records = [r for r in self._records if r[2] >= t0 and (not t1 or r[3] <= t1)]
+        records = [r for r in self._records if r.start >= t0 and (not t1 or r.stop <= t1)]
         prefix = prefix_function()
-        names = [prefix(r[0]) for r in records]
+        names = [prefix(r.key) for r in records]
         # The caller's GIL tells only about tasks that ran in the caller, on threads.
-        in_caller = [r[4] is not None and not r[8] for r in records]
+        in_caller = [r.cpu is not None and not r.remote for r in records]
         intervals = [
-            (n, r[2], r[3]) for n, r, here in zip(names, records, in_caller, strict=True) if here
+            (n, r.start, r.stop)
+            for n, r, here in zip(names, records, in_caller, strict=True)
+            if here
         ]
         shares = attribute(self._samples, intervals) if self._samples else {}
         measured: dict[str, list[TaskSample]] = {}
@@ -163,22 +171,23 @@ class Advisor(Observer):
         remote_means = _remote_gil_means(records, names)
         gil_names = set(remote_means)
         for record, name, here in zip(records, names, in_caller, strict=True):
-            _key, worker, start, stop, cpu, starved, nbytes, remote_gil, _remote = record
-            self._workers.setdefault(name, set()).add(worker.split("-")[0])
+            self._workers.setdefault(name, set()).add(record.where)
             if here:
                 share = shares.get(name)
                 gil = share.gil_busy if share else 0.0
                 gil_names.add(name)
-            else:  # a worker's first long task ran before its probe: the prefix's mean
-                gil = remote_means.get(name, 0.0) if remote_gil is None else remote_gil
-            wall = stop - start
+            elif record.gil_busy is None:  # a worker's first long task ran before its
+                gil = remote_means.get(name, 0.0)  # probe: the prefix's mean
+            else:
+                gil = record.gil_busy
+            wall = record.stop - record.start
             sample = TaskSample(
                 prefix=name,
                 wall=wall,
-                cpu=wall if cpu is None else cpu,
+                cpu=wall if record.cpu is None else record.cpu,
                 gil_busy=gil,
-                bytes_out=nbytes or 0,
-                starved=starved or 0.0,
+                bytes_out=record.nbytes or 0,
+                starved=record.starved or 0.0,
             )
             measured.setdefault(name, []).append(sample)
         counts: dict[str, int] = {}
@@ -191,7 +200,7 @@ class Advisor(Observer):
             if have:
                 out.extend(have[n % len(have)] for n in range(max(count, len(have))))
         self._gil_names = gil_names
-        self._cpu_names = {n for n, r in zip(names, records, strict=True) if r[4] is not None}
+        self._cpu_names = {n for n, r in zip(names, records, strict=True) if r.cpu is not None}
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
     def advice(self, costs: Costs | None = None, every_run: bool = False) -> Advice:
@@ -209,8 +218,8 @@ class Advisor(Observer):
                 kinds = self._workers.get(s.prefix, set())
                 where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
                 why = _auto_reason(s.prefix)
-            known = s.prefix in self._gil_prefixes()
-            cpu_known = known or s.prefix in getattr(self, "_cpu_names", ())
+            known = s.prefix in self._gil_names
+            cpu_known = known or s.prefix in self._cpu_names
             verdict = s.verdict if known else None
             if not known and cpu_known and s.verdict == "waits":
                 verdict = "waits"  # in a worker process: waiting shows, the GIL does not
@@ -229,10 +238,6 @@ class Advisor(Observer):
             )
         return Advice(rows, recommend(samples, rows, ran_on, workers, seconds, costs))
 
-    def _gil_prefixes(self) -> set[str]:
-        """Prefixes with a GIL measurement: on the caller's threads, or in a worker."""
-        return getattr(self, "_gil_names", set())
-
     def __repr__(self) -> str:
         return f"<Advisor runs={len(self._runs)} tasks={len(self._records)}>"
 
@@ -241,14 +246,14 @@ def _remote_gil_means(records: list, names: list) -> dict[str, float]:
     """Mean busy-GIL share per prefix of the tasks measured in worker processes."""
     sums: dict[str, list] = {}
     for record, name in zip(records, names, strict=True):
-        if record[8] and record[7] is not None:
+        if record.remote and record.gil_busy is not None:
             total = sums.setdefault(name, [0.0, 0])
-            total[0] += record[7]
+            total[0] += record.gil_busy
             total[1] += 1
     return {name: busy / count for name, (busy, count) in sums.items()}
 
 
-_KIND_WORDS = {"thread": "threads", "process": "processes", "caller": "inline"}
+_KIND_WORDS = {THREAD: "threads", PROCESS: "processes", CALLER: "inline"}
 
 
 def _auto_reason(prefix: str) -> str:

@@ -17,6 +17,9 @@ serves from its own thread, so the bar moves while the cell is blocked.  The tic
 also what throttles: events never draw, the ticker draws at most ``1/interval`` times a
 second, and a run shorter than ``delay`` never shows anything.
 
+A shown bar is watched by ``kernel_life`` until its run ends: if the kernel shuts down
+or restarts first, :meth:`ProgressBar.kernel_stopped` draws it stopped.
+
 Views implement ``show(snapshot)``, ``update(snapshot)`` and ``final(snapshot)``
 (``text.py``, ``widget.py``).  One ProgressBar follows one run at a time; the run hook
 (``hooks.py``) makes a new one per compute.
@@ -30,6 +33,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from ..events import Observer, RunInfo
+from . import kernel_life
 from .progress import ProgressModel
 
 __all__ = ["ProgressBar", "make_view"]
@@ -127,6 +131,19 @@ class ProgressBar(Observer):
         with self._draw_lock:
             if self.shown:
                 self.view.final(model.snapshot())
+        kernel_life.unwatch(self)
+
+    def kernel_stopped(self, restart: bool) -> None:
+        """The kernel is shutting down mid-run (``kernel_life``): draw the run stopped,
+        not running with a time left, and stop redrawing."""
+        model = self.model
+        if model is None:
+            return
+        model.stop(kernel_life.stopped_text(restart))
+        self._stop.set()
+        with self._draw_lock:
+            if self.shown:
+                self.view.final(model.snapshot())
 
     # -- ticker thread ------------------------------------------------------------------
     def _tick(self) -> None:
@@ -151,6 +168,7 @@ class ProgressBar(Observer):
                 return
             view.show(model.snapshot())
             self.shown = True
+        kernel_life.watch(self)  # drawn stopped if the kernel goes before the run ends
         while not stop.wait(interval):
             with self._draw_lock:
                 view.update(model.snapshot())

@@ -87,7 +87,7 @@ class Snapshot:
     done: int
     total: int
     elapsed: float
-    state: str  # RUNNING, DONE, FAILED or INTERRUPTED
+    state: str  # RUNNING, DONE, FAILED, INTERRUPTED, or why it stopped (ProgressModel.stop)
     prefixes: list[PrefixCount] = field(default_factory=list)
     failed_key: Hashable = None
     error: str = ""  # "ZeroDivisionError: division by zero"
@@ -115,6 +115,7 @@ class ProgressModel:
         self.failure: tuple | None = None  # (key, error) of the first failed task
         self.error: BaseException | None = None  # what ended the run
         self.finished = False
+        self.stopped: str | None = None  # why the view stopped following (kernel gone)
         self._fail_lock = threading.Lock()  # guards failure
         self._fold_lock = threading.Lock()  # guards the fields below
         self._index: dict | None = None  # task key -> prefix number
@@ -131,8 +132,17 @@ class ProgressModel:
 
     def finish(self, error: BaseException | None) -> None:
         self.error = error
-        self.stopped_at = time.monotonic()
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
         self.finished = True
+
+    def stop(self, reason: str) -> None:
+        """The run will not be followed to its end (the kernel is going): a running or
+        interrupted run reads ``reason`` from now on, its clock stops, and no time left
+        is estimated.  A run that finished done or failed keeps its state."""
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
+        self.stopped = reason
 
     # -- reading (views) ------------------------------------------------------------
     def elapsed(self) -> float:
@@ -141,12 +151,12 @@ class ProgressModel:
 
     def state(self) -> str:
         if not self.finished:
-            return RUNNING
+            return self.stopped or RUNNING
         if self.error is None:
             return DONE
         if self.failure is not None or isinstance(self.error, Exception):
             return FAILED
-        return INTERRUPTED
+        return self.stopped or INTERRUPTED
 
     def _build_index(self) -> None:
         prefix = prefix_function()

@@ -181,6 +181,7 @@ class WidgetView:
     def _header(self, snap: Snapshot) -> str:
         colour = {DONE: "green", FAILED: "#c00", RUNNING: "inherit"}.get(snap.state, "#b60")
         status = {DONE: "done", FAILED: "failed", RUNNING: ""}.get(snap.state, snap.state)
+        status = html.escape(status)
         parts = [
             "<b>notebook_sched</b>",
             html.escape(self.title),
@@ -198,9 +199,7 @@ class WidgetView:
             key = f"task <code>{html.escape(repr(snap.failed_key))}</code> raised "
             where = key if snap.failed_key is not None else ""
             return f"<br><span style='color:#c00'>{where}{html.escape(snap.error)}</span>"
-        if snap.state not in (RUNNING, DONE, FAILED):
-            return f"<br><span style='color:#b60'>{html.escape(snap.state)}</span>"
-        return ""
+        return ""  # an interrupted or stopped run says so once, in the header
 
     def __repr__(self) -> str:
         return f"<WidgetView title={self.title!r} rows={len(self.rows)}>"

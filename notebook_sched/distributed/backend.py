@@ -38,6 +38,7 @@ def get(
     num_workers: int | None = None,
     pool: Any = None,
     observers=None,
+    planners=None,
     **options: Any,
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on the local cluster (Dask's ``get`` contract).
@@ -47,9 +48,9 @@ def get(
         check_workers(num_workers)
     user = current_client()
     if user is not None:
-        return user.get(dsk, keys, observers=observers)
+        return user.get(dsk, keys, observers=observers, planners=planners)
     entry = acquire(num_workers, _private_client)
     try:
-        return entry.client.get(dsk, keys, observers=observers)
+        return entry.client.get(dsk, keys, observers=observers, planners=planners)
     finally:
         release(entry)

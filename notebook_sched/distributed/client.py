@@ -28,15 +28,19 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
+from types import MappingProxyType
 from typing import Any
 
-from ..graph import CALL, first
+from .. import config
+from ..engine import compile_planned
+from ..graph import CALL, compile_graph, first, to_mapping
+from ..plan import RunRequest, planners_for
 from ..reporter import key_failure
 from . import protocol
 from .arguments import build_call, collect_futures, rebuild
 from .cluster import LocalCluster
 from .defaults import default_cluster
-from .future import Future, _FutureState
+from .future import CANCELLED, ERROR, Future, _FutureState
 from .run import BACKEND, ask, fetch, rebuild_error, run_graph
 from .state import CancelledError
 
@@ -162,25 +166,57 @@ class Client:
             return type(data)(futures)
         return futures[0]
 
-    def compute(self, *collections: Any) -> Any:
+    def compute(self, *collections: Any, cache: Any = None, planners=None) -> Any:
         """Start computing delayed objects (or Dask collections); returns futures.
 
-        One argument gives one Future; several give a list."""
-        from ..graph import compile_graph
-        from ..graph import to_mapping as _to_mapping
-
+        One argument gives one Future; several give a list.  The graph goes through
+        the engine's plan stage (``plan.py``): ``planners`` and those the plan hooks
+        give for ``cache`` (None: the config's) may substitute known results; they are
+        told the run ended when every returned future is done."""
         graph: dict = {}
         keys = []
         for obj in collections:
-            graph.update(_to_mapping(obj))
+            graph.update(to_mapping(obj))
             keys.append(_output_key(obj, graph))
-        compiled = compile_graph(graph, keys)
-        futures = self._submit_many(lambda state: state.add_graph(compiled), keys)
+        planners = [*(planners or ()), *_plan_hooks(cache)]
+        if not planners:
+            compiled = compile_graph(graph, keys)
+            futures = self._submit_many(lambda state: state.add_graph(compiled), keys)
+            return futures[0] if len(futures) == 1 else futures
+        plan, compiled = compile_planned(graph, keys, planners)
+        try:
+            futures = self._submit_many(lambda state: state.add_graph(compiled), keys)
+        except BaseException as exc:
+            plan.finished(compiled, exc)
+            raise
+        self._when_done(futures, lambda error: plan.finished(compiled, error))
         return futures[0] if len(futures) == 1 else futures
 
-    def get(self, dsk: Any, keys: Any, *, observers=None, **options: Any) -> Any:
+    def _when_done(self, futures: list[Future], call: Callable[[Any], None]) -> None:
+        """``call(error)`` once, on the callback thread, when all ``futures`` are done
+        (``error``: the first failure's exception, or None)."""
+        left = [len(futures)]
+        errors: list = []
+        lock = threading.Lock()
+
+        def one_done(future: Future) -> None:
+            state = future._state
+            with lock:
+                if state.status == ERROR and state.error is not None:
+                    errors.append(rebuild_error(state.error)[0])
+                elif state.status == CANCELLED:
+                    errors.append(CancelledError(f"{future.key!r} was cancelled"))
+                left[0] -= 1
+                if left[0]:
+                    return
+            call(errors[0] if errors else None)
+
+        for future in futures:
+            self._add_callback(future, one_done)
+
+    def get(self, dsk: Any, keys: Any, *, observers=None, planners=None, **options: Any) -> Any:
         """Dask's get contract on this cluster: ``scheduler=client.get`` works anywhere."""
-        return run_graph(self, dsk, keys, observers=observers)
+        return run_graph(self, dsk, keys, observers=observers, planners=planners)
 
     get.takes_observers = True  # api.get passes progress bars and profilers through
 
@@ -357,6 +393,12 @@ def current_client() -> Client | None:
             if client.cluster.status == "running":
                 return client
     return None
+
+
+def _plan_hooks(cache: Any) -> list:
+    """The plan hooks' planners for a ``Client.compute`` with ``cache``."""
+    cache = config.get("cache") if cache is None else config._validate("cache", cache)
+    return planners_for(RunRequest(BACKEND, MappingProxyType({"cache": cache})))
 
 
 def _run_callbacks(callbacks: queue.SimpleQueue) -> None:

@@ -207,11 +207,10 @@ class Placement(StateCore):
                         if d.state == MEMORY and d.worker is not worker
                     ]
                 )
-            emit(
-                worker,
-                "compute",
-                (t.tid, t.spec, tuple([d.tid for d in deps]), t.priority, remote, t.send_back),
-            )
+            item = (t.tid, t.spec, tuple([d.tid for d in deps]), t.priority, remote, t.send_back)
+            if t.hook is not None:
+                item = (*item, t.hook)  # (key, hook): run where the task runs
+            emit(worker, "compute", item)
             for user in t.dependents:
                 if user.state == WAITING and user.pinned is None and _follows(user, worker):
                     user.state = PROCESSING

@@ -113,14 +113,16 @@ def fetch(client, tids: list, timeout: float | None = None) -> list:
     return [protocol.unpack(value) for value in payload]
 
 
-def run_graph(client, dsk: Any, keys: Any, observers=None) -> Any:
+def run_graph(client, dsk: Any, keys: Any, observers=None, planners=None) -> Any:
     """Compute ``keys`` of ``dsk`` on ``client``'s cluster (Dask's ``get`` contract)."""
 
     def drive(graph, state, report):
         _GraphRun(client, graph, state, report).run()
 
     threads = client.cluster.n_workers * client.cluster.threads_per_worker
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=threads)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=threads, planners=planners
+    )
 
 
 class _GraphRun:
@@ -172,8 +174,8 @@ class _GraphRun:
 
     def _done(self, items: list, worker: str) -> None:
         """``items``: ``(i, start, stop)``, or ``(i, start, stop, measured)`` for a task
-        the worker measured (a sample: see ``worker.py``; ``measured`` is a
-        ``measure.Measured``)."""
+        the worker measured (a sample: see ``worker.py``; ``measured`` is its
+        ``measure.Measurement``)."""
         report = self.report
         if self.started is not None:
             for item in items:
@@ -181,8 +183,7 @@ class _GraphRun:
         if any(len(item) > 3 for item in items):
             for item in items:
                 if len(item) > 3:
-                    i, start, stop, measured = item
-                    report.measured_remote(i, worker, start, stop, measured)
+                    report.measured(item[3], worker)
             items = [item[:3] for item in items]
         report.finished_batch(items, worker)
 

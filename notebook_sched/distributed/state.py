@@ -140,6 +140,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             ts.deps = tuple([tasks[d] for d in deps[i]])
             self.tasks[ts.tid] = ts
         run.tasks = tasks
+        _set_hooks(graph, tasks)
         for out in graph.outputs:
             tasks[out].refs += 1
             tasks[out].holders += 1
@@ -191,6 +192,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
         for i in new:
             ts = pending[tids[i]]
             ts.deps = tuple(pending.get(tids[d]) or self.tasks[tids[d]] for d in graph.deps[i])
+        if graph.on_result:
+            _set_hooks(graph, {i: pending[tids[i]] for i in new})
         self.seq += 1
         prefix = self.seq << 32
         for i in new:
@@ -352,7 +355,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
     # -- results from workers --------------------------------------------------
     @stimulus_entry(TasksDone)
     def handle_done(self, wid: int, items: list, values: dict | None) -> None:
-        """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop)`` each;
+        """Tasks finished on worker ``wid``: ``(tid, nbytes, start, stop, measured)``
+        each (``measured``: the worker's ``measure.Measurement`` of a sample, or None);
         ``values`` holds the results of tasks sent with ``send_back``."""
         worker = self.workers.get(wid)
         if worker is None:
@@ -377,9 +381,8 @@ class SchedulerState(Placement, DataRequests, Recovery):
             if run is not None:
                 if run.events:
                     item = (tid - run.base, start, stop)
-                    if measured:  # (cpu, starved, gil) from the worker's TaskMeter
-                        cpu, starved, gil = measured
-                        item = (*item, (cpu, starved, nbytes, gil))  # a measure.Measured
+                    if measured and measured[0] is not None:  # named by run task number
+                        item = (*item, measured[0]._replace(key=item[0], nbytes=nbytes))
                     events.setdefault(run, []).append(item)
             elif ts.watchers:
                 for target in ts.watchers:
@@ -520,3 +523,15 @@ SchedulerState._entries = {  # stimulus type -> its entry method, for handle()
     for entry in (getattr(SchedulerState, name) for name in dir(SchedulerState))
     if hasattr(entry, "stimulus")
 }
+
+
+def _set_hooks(graph: CompiledGraph, tasks) -> None:
+    """Each task's result hook (``CompiledGraph.on_result``), shipped with the task."""
+    on_result = graph.on_result
+    if on_result:
+        for i, hook in on_result.items():
+            try:
+                ts = tasks[i]
+            except (KeyError, IndexError):
+                continue  # a task Client.compute found already known: it does not run
+            ts.hook = (graph.keys[i], hook)

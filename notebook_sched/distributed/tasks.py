@@ -70,6 +70,7 @@ class TaskState:
         "watchers",
         "gathers",
         "pinned",
+        "hook",
     )
 
     def __init__(self, tid: int, key: Hashable, spec: Any, deps: tuple, priority: int, run=None):
@@ -92,6 +93,7 @@ class TaskState:
         self.watchers: list | None = None
         self.gathers: list | None = None
         self.pinned: WorkerState | None = None
+        self.hook = None  # (key, result hook) from CompiledGraph.on_result: runs on the worker
 
     def __repr__(self) -> str:
         where = f" on {self.worker.name}" if self.worker is not None else ""

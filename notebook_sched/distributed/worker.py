@@ -60,10 +60,9 @@ import time
 import traceback
 from typing import Any
 
-from ..engine import run_spec
 from ..errors import dump_exception as _dump_exception
-from ..measure import process_meter
-from ..reporter import skip_after
+from ..measure import CLUSTER, process_meter
+from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import protocol
 from .listener import AuthListener
 from .transfers import Transfers, pack_values
@@ -84,10 +83,6 @@ from .worker_state import (
 )
 
 _CANCEL_SIGNAL = getattr(signal, "SIGUSR1", None)
-
-
-class TaskCancelled(BaseException):
-    """Raised inside a running task whose result nobody wants any more."""
 
 
 def _compute(items: list) -> Compute:
@@ -242,13 +237,21 @@ class Worker(Transfers):
                 self.in_task[slot] = False
 
     def _execute(self, slot: int) -> None:
-        """Run tasks on executor thread ``slot``.  A sample of them is measured
-        (reporter.py's rule: every task after a long one, one in SAMPLE_EVERY otherwise)
-        by the worker's TaskMeter: thread CPU, run-queue time and this process's
+        """Run tasks on executor thread ``slot`` through its TaskRunner, which measures
+        a sample of them (every task after a long one, one in SAMPLE_EVERY otherwise)
+        with the worker's TaskMeter: thread CPU, run-queue time and this process's
         busy-GIL share, sent with the task's times to any run that listens."""
         lock, machine, current, in_task = self.lock, self.machine, self.current, self.in_task
         next_task, clock = machine.next_task, time.time
-        meter, skip = self.meter, 0
+        runner = TaskRunner(
+            CLUSTER,
+            hooks=machine.hooks,  # filled and emptied under lock; a get is atomic
+            keys=machine.hook_keys,
+            measure=True,
+            timed=True,
+            meter=self.meter,
+        )
+        run = runner.run_timed
         while True:
             with lock:
                 while True:
@@ -265,34 +268,25 @@ class Worker(Transfers):
                         continue
                     self.ready_cond.wait()
                 current[slot] = task.tid
-            began = meter.begin() if skip <= 0 else None
-            start = clock()
-            error = None
-            value = None
             try:
                 in_task[slot] = True
-                value = run_spec(task.spec, machine.data)
+                value = run(task.tid, task.spec, machine.data)
                 in_task[slot] = False
-            except TaskCancelled:
+            except TaskCancelled:  # landed just outside the task: cancelled all the same
                 in_task[slot] = False
-                task.cancelled = True
-            except BaseException as exc:
-                in_task[slot] = False
-                error = exc
+                value = Failed(TaskCancelled())
             if self.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
-            stop = clock()
-            measured = ()
-            if began is not None:
-                cpu, starved, _nbytes, gil = meter.end(began, None, stop)
-                measured = (cpu, starved, gil)
-                skip = skip_after(stop - start)
-            else:
-                skip -= 1
-            self._finished(slot, task, value, error, start, stop, measured)
+            error = None
+            if type(value) is Failed:
+                error, value = value.exc, None
+                if isinstance(error, TaskCancelled):
+                    error = None
+                    task.cancelled = True
+            self._finished(slot, task, value, error, runner.start, runner.stop, runner.record)
 
     def _finished(
-        self, slot: int, task: Task, value: Any, error, start: float, stop: float, measured=()
+        self, slot: int, task: Task, value: Any, error, start: float, stop: float, measured=None
     ):
         with self.lock:
             self.current[slot] = -1

@@ -189,6 +189,10 @@ class WorkerMachine:
         self.nthreads = nthreads
         self.memory_limit = memory_limit
         self.data: dict = {}
+        # Result hooks of tasks held here (CompiledGraph.on_result), by task id, and
+        # their keys (to name a hook that raised); read by the executors' TaskRunners.
+        self.hooks: dict = {}
+        self.hook_keys: dict = {}
         self.sizes: dict = {}
         self.bytes_held = 0
         self.paused = False
@@ -232,11 +236,13 @@ class WorkerMachine:
         done_here = []
         pushed = False
         fetch = False
-        for tid, spec, deps, priority, remote, send_back in items:
+        for tid, spec, deps, priority, remote, send_back, *hook in items:
             if tid in data:  # a copy we fetched earlier becomes the home copy
                 copies.pop(tid, None)
                 done_here.append((tid, self.sizes.setdefault(tid, sizeof(data[tid]))))
                 continue
+            if hook:  # (key, result hook): the executor's TaskRunner calls it
+                self.hook_keys[tid], self.hooks[tid] = hook[0]
             task = Task(tid, spec, deps, priority, send_back)
             tasks[tid] = task
             missing = 0
@@ -331,11 +337,14 @@ class WorkerMachine:
         error: BaseException | None,
         start,
         stop,
-        measured: tuple = (),
+        measured=None,
     ) -> list | tuple:
         """``task`` ran in ``slot`` from ``start`` to ``stop`` (``stop`` is now);
-        ``measured``: ``(cpu, starved, gil_busy)`` when the worker measured it."""
+        ``measured``: its ``measure.Measurement`` when the worker measured it."""
         self.running[slot] = None
+        if self.hooks:
+            self.hooks.pop(task.tid, None)
+            self.hook_keys.pop(task.tid, None)
         copies = self.copies
         for dep in task.deps:
             if dep in copies:
@@ -363,14 +372,14 @@ class WorkerMachine:
         return batch, values or None
 
     def _store(
-        self, task: Task, value: Any, start: float, stop: float, out: list, measured=()
+        self, task: Task, value: Any, start: float, stop: float, out: list, measured=None
     ) -> None:
         tid = task.tid
         nbytes = sizeof(value)
         self.data[tid] = value
         self.sizes[tid] = nbytes
         self.bytes_held += nbytes
-        self.outbox.append((tid, nbytes, start, stop, *measured))
+        self.outbox.append((tid, nbytes, start, stop, measured))
         if task.send_back:
             self.values[tid] = value
         if self._wake_users(tid) and self.nthreads > 1:

@@ -53,7 +53,8 @@ from typing import Any
 from ..engine import UNKNOWN, Reporter, execute_graph
 from ..failure import RemoteTraceback
 from ..graph import key_split, remap_spec
-from ._remote import Packed, run_task
+from ..measure import Measurement
+from ._remote import Packed, Tag, run_task, unwrap
 
 __all__ = ["get", "current_client", "shutdown"]
 
@@ -75,6 +76,7 @@ def get(
     num_workers: int | None = None,
     pool: Any = None,
     observers=None,
+    planners=None,
     **options: Any,
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on a dask.distributed cluster (Dask's get contract).
@@ -86,7 +88,9 @@ def get(
     def drive(graph, state, report):
         _DaskRun(client, graph, state, report).drive()
 
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+    )
 
 
 # -- which cluster ------------------------------------------------------------------
@@ -214,10 +218,12 @@ class _DaskRun:
         dask_keys = [(names[i], i) for i in range(len(names))]
         tasks = {}
         measure = bool(self.report.task_measured)  # the workers measure every task then
+        on_result = graph.on_result
         for i, spec in enumerate(graph.specs):
             deps = graph.deps[i]
             position = {d: j for j, d in enumerate(deps)}  # inputs arrive as arguments
-            packed = Packed(topic, run, i, remap_spec(spec, position), measure)
+            hook = on_result.get(i) if on_result else None
+            packed = Packed(topic, run, i, remap_spec(spec, position), measure, hook, graph.keys[i])
             tasks[dask_keys[i]] = (run_task, packed, *[dask_keys[d] for d in deps])
         return tasks, dask_keys
 
@@ -255,11 +261,11 @@ class _DaskRun:
                     return  # a worker's messages were lost; the results are complete
                 continue
             kind = message[0]
-            if kind == "d":
+            if kind == Tag.FINISHED:
                 self._finished(message)
-            elif kind == "s":
+            elif kind == Tag.STARTED:
                 self.report.started(message[2], message[3])
-            elif kind == "f":
+            elif kind == Tag.FAILED:
                 self._failed(message)
             else:  # ("out", i): a requested result is done (or erred)
                 outputs_done += 1
@@ -269,12 +275,12 @@ class _DaskRun:
                     deadline = time.monotonic() + EVENT_GRACE_SECONDS
 
     def _finished(self, message: tuple) -> None:
-        _, _, i, worker, start, stop, *measured = message
+        _, _, i, worker, start, stop, measured = message
         if self.finished[i]:
             return  # rerun after a worker was lost: reported once
         self.finished[i] = 1
-        if measured:  # measured on the worker (_remote.py): CPU, bytes, its GIL
-            self.report.measured_remote(i, worker, start, stop, measured)
+        if measured is not None:  # measured on the worker (_remote.py): CPU, bytes, its GIL
+            self.report.measured(Measurement(*measured), worker)
         self.report.finished(i, worker, start, stop)
         # The run state counts readers (requested results keep one until gathered):
         # an input with none left is released, and the cluster may drop it.
@@ -290,6 +296,7 @@ class _DaskRun:
         exc = self.futures[i].exception()  # the task's own exception, once Dask has it
         if exc is None:
             return  # Dask retried the task (retries=...) and it succeeded
+        exc = unwrap(exc)  # a SystemExit and the like travel wrapped (see _remote.py)
         self._raise(i, exc, worker, traceback_text)
 
     def _erred_without_event(self) -> None:
@@ -301,7 +308,7 @@ class _DaskRun:
         erred = [i for i, f in enumerate(futures) if f.status == "error"]
         erred_set = set(erred)
         root = next((i for i in erred if not erred_set.intersection(deps[i])), erred[0])
-        exc = futures[root].exception()
+        exc = unwrap(futures[root].exception())
         text = None
         if not isinstance(exc, KilledWorker):
             import traceback

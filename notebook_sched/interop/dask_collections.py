@@ -107,6 +107,8 @@ def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
     """
     given = kwargs.pop("callbacks", None)
     kwargs = {name: value for name, value in kwargs.items() if name in OPTIONS}
+    if isinstance(kwargs.get("cache"), dict):
+        del kwargs["cache"]  # Dask's get functions' cache=: a dict of results, not ours
     for name in ("num_workers", "pool"):
         if kwargs.get(name) is None and config.get(name) is None:
             kwargs[name] = dask_setting(name)

@@ -9,6 +9,15 @@ of Dask's own schedulers).  So a plain ``arr.sum().compute()`` runs through
 returns (``dask.config.set``'s own ``__exit__``) puts Dask's previous values back when
 our scope ends; a global ``config.set`` is never undone, like ours.
 
+Dask's settings are process-global and its scopes put back what they saw on entry, so
+scopes of the two libraries interleaved (ours opened, Dask's opened, ours closed,
+Dask's closed) would leave our value in Dask's config after both ended.  So the value
+we set is a :class:`MirroredScheduler` that knows the value it replaced: our undo puts
+that back only when Dask still holds ours (else a Dask scope opened since is in
+force, and stays so); when the Dask scope then ends and puts our now *retired* value
+back, the first compute through it puts the replaced value back in Dask's config and
+runs on it (``None``, Dask's default, runs on ``dask.threaded.get``).
+
 Only the scheduler is mirrored: choosing our scheduler must not change what Dask
 computes or how it plans it.  (An earlier version also set
 ``dataframe.shuffle.method`` to ``"tasks"``; dask.bag's ``groupby`` reads the same
@@ -44,13 +53,42 @@ def dask_installed() -> bool:
     return _installed
 
 
-def dask_scheduler_for(scheduler: Any) -> Any:
+def dask_scheduler_for(scheduler: Any, replaced: Any = None) -> Any:
     """The value for ``dask.config`` "scheduler" that runs on our ``scheduler``."""
     if scheduler is None:
         return None  # Dask's own default
     from .dask_collections import dask_get
 
-    return functools.partial(dask_get, scheduler=scheduler)
+    mirrored = MirroredScheduler(dask_get, scheduler=scheduler)
+    mirrored.replaced = replaced
+    return mirrored
+
+
+class MirroredScheduler(functools.partial):
+    """``partial(dask_get, scheduler=...)``: Dask's get function while our setting is
+    mirrored into ``dask.config``, with the value it replaced there."""
+
+    replaced: Any = None  # Dask's value before ours
+    retired = False  # our scope ended while a Dask scope above it was open
+
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        if not self.retired:
+            return super().__call__(dsk, keys, **kwargs)
+        import dask.config
+
+        if dask.config.get("scheduler", None) is self:
+            dask.config.set(scheduler=self.replaced)
+        replaced = self.replaced
+        if replaced is None or isinstance(replaced, str):
+            from dask.base import get_scheduler
+            from dask.threaded import get as threaded_get
+
+            replaced = get_scheduler(scheduler=replaced) or threaded_get
+        return replaced(dsk, keys, **kwargs)
+
+    def __repr__(self) -> str:
+        state = " retired" if self.retired else ""
+        return f"<notebook_sched scheduler {self.keywords.get('scheduler')!r}{state}>"
 
 
 def mirror_scheduler(changes: dict[str, Any]) -> Callable[[], None] | None:
@@ -59,5 +97,17 @@ def mirror_scheduler(changes: dict[str, Any]) -> Callable[[], None] | None:
         return None
     import dask.config
 
-    scope = dask.config.set(scheduler=dask_scheduler_for(changes["scheduler"]))
-    return functools.partial(scope.__exit__, None, None, None)
+    replaced = dask.config.get("scheduler", None)
+    ours = dask_scheduler_for(changes["scheduler"], replaced)
+    scope = dask.config.set(scheduler=ours)
+    return functools.partial(_undo, scope, ours)
+
+
+def _undo(scope: Any, ours: Any) -> None:
+    """Put Dask's value back if Dask still holds ours; else retire ours."""
+    import dask.config
+
+    if ours is None or dask.config.get("scheduler", None) is ours:
+        scope.__exit__(None, None, None)
+    else:
+        ours.retired = True

@@ -7,6 +7,9 @@
     %%schedule processes --workers 2 --no-progress
     ...cell...                                 # this cell only; restored afterwards
     %sched_rerun                               # rerun the last failed graph on sync
+    %%schedule threads --background            # run the cell as a job; returns at once
+    %sched_jobs                                # this session's jobs
+    %sched_rerun job                           # rerun a failed job's task here
 
 Arguments are parsed with ``IPython.core.magic_arguments`` (never evaluated); any
 mistake raises ``UsageError`` naming the valid choices.  Settings map to the config:
@@ -23,6 +26,12 @@ at the user's line (``Cell In[2], line 5``), not at a
 ``get_ipython().run_cell_magic('schedule', ...)`` frame holding the whole cell as a
 string.  The scope closes in IPython's ``post_run_cell`` event, which fires after
 every cell, also one that raised or was interrupted.
+
+``%%schedule ... --background`` is the exception: the cell is left to IPython's own
+cell-magic transform, and the magic hands the body to ``jobs.submit_call``: it runs on
+the job's thread with the settings as a ``config.set`` scope there, the cell returns
+the :class:`~notebook_sched.jobs.Job` at once (so ``_`` is the job), and the job's
+result is the body's last expression.
 
 ``get_ipython().run_cell_magic('schedule', ...)`` called from code still works: the
 body is then compiled under a cached file name (so tracebacks and the debugger show
@@ -106,6 +115,11 @@ class ScheduleMagics(Magics):
         "arguments for the list)",
     )
     @argument("-h", "--help", action="store_true", help="print this help and change nothing")
+    @argument(
+        "--background",
+        action="store_true",
+        help="%%%%schedule only: run the cell as a background job (returns the job at once)",
+    )
     # Written by scope_cells on line 1 of a %%schedule cell: the settings last until the
     # cell ends (hidden from the usage; users write %%schedule).
     @argument("--this-cell", action="store_true", help=argparse.SUPPRESS)
@@ -132,6 +146,15 @@ class ScheduleMagics(Magics):
             print(usage())
             return None
         changes = settings_from(args)
+        if args.background:
+            if cell is None:
+                raise UsageError(
+                    "--background runs a cell as a job: write it as %%schedule on the first "
+                    "line of a cell (e.g. %%schedule threads --background)."
+                )
+            from ..jobs import submit_call
+
+            return submit_call(lambda: self._run_cell(cell), changes)
         if args.this_cell:
             _open_scopes.append(config.set(**changes))
             _show_magic_line(self.shell, line)
@@ -186,11 +209,23 @@ class ScheduleMagics(Magics):
             raise UsageError(str(why)) from None
 
     @line_magic
+    def sched_jobs(self, line: str = "") -> Any:
+        """This session's background jobs: name, backend, state, progress, time."""
+        if line.strip():
+            raise UsageError(f"%sched_jobs takes no arguments; got {line.strip()!r}.")
+        from ..jobs import jobs
+
+        return jobs()
+
+    @line_magic
     def sched_rerun(self, line: str = "") -> None:
-        """Rerun the last failed graph on the sync scheduler, so errors rise in the task's frame."""
+        """Rerun the last failed graph on the sync scheduler, so errors rise in the task's
+        frame; ``%sched_rerun JOB`` (a variable holding a job, or a job's name) reruns
+        that job's failed task here."""
         __tracebackhide__ = True
         if line.strip():
-            raise UsageError("%sched_rerun takes no arguments; it reruns the last failed graph.")
+            _find_job(self.shell, line.strip()).debug()
+            return
         from ..debug import RerunUnavailable, rerun_graph
         from ..failure import last_failure
 
@@ -205,6 +240,24 @@ class ScheduleMagics(Magics):
             f"{failure.backend!r}, {failure.worker}) did not reproduce here. It may depend on "
             f"where it ran or on timing. notebook_sched.last_failure() still describes it."
         )
+
+
+def _find_job(shell: Any, word: str) -> Any:
+    """The job named by ``word``: a variable of the user's namespace holding a job, or a
+    job's name (``job-3``); looked up, never evaluated."""
+    from ..jobs import Job, jobs
+
+    value = shell.user_ns.get(word) if word.isidentifier() else None
+    if isinstance(value, Job):
+        return value
+    for job in jobs():
+        if job.name == word:
+            return job
+    names = ", ".join(job.name for job in jobs()) or "none yet"
+    raise UsageError(
+        f"%sched_rerun {word}: no job of that variable or name (jobs: {names}). "
+        f"Write %sched_rerun job, where job = ns.submit(...)."
+    )
 
 
 def usage() -> str:
@@ -232,6 +285,8 @@ def scope_cells(lines: list[str]) -> list[str]:
         return lines
     if len(lines) == 1 or not "".join(lines[1:]).strip():
         return lines  # no body: let IPython run the magic (it reports the mistake)
+    if "--background" in rest.split():
+        return lines  # IPython runs the cell magic, which submits the body as a job
     line = ("--this-cell " + rest.strip()).strip()
     return [f"get_ipython().run_line_magic('schedule', {line!r})\n", *lines[1:]]
 

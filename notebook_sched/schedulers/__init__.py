@@ -173,13 +173,13 @@ def check_pool(pool: Any) -> Any:
     )
 
 
-def get_on_pool(dsk: Any, keys: Any, pool: Any, observers=None) -> Any:
+def get_on_pool(dsk: Any, keys: Any, pool: Any, observers=None, planners=None) -> Any:
     """``pool=`` given to ``threads`` or ``processes``: the graph runs on that executor
     or multiprocessing pool (``executor.py``), so no backend imports another."""
     from .executor import get as executor_get
 
     check_pool(pool)
-    return executor_get(dsk, keys, executor=pool, observers=observers)
+    return executor_get(dsk, keys, executor=pool, observers=observers, planners=planners)
 
 
 def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:
@@ -192,8 +192,10 @@ def resolve(scheduler: Any) -> tuple[str, Callable[..., Any]]:
         from .executor import get as executor_get
         from .executor import in_threads
 
-        def get_on_executor(dsk, keys, *, observers=None, **options):
-            return executor_get(dsk, keys, executor=scheduler, observers=observers)
+        def get_on_executor(dsk, keys, *, observers=None, planners=None, **options):
+            return executor_get(
+                dsk, keys, executor=scheduler, observers=observers, planners=planners
+            )
 
         name = f"executor:{type(scheduler).__name__}"
         threads = in_threads(scheduler)

@@ -12,15 +12,96 @@ inputs produced earlier in the same batch, as ``(argument position or key, batch
 position)``: this is how a linear chain runs inside one worker without sending its
 intermediate results home; ``send_back`` is False for such intermediates, whose
 result slot then holds ``NOT_SENT``.
+
+A task's result hook (``CompiledGraph.on_result``) travels beside its job, in the
+batch's ``hooks`` (``{task: hook}``, with ``keys``: ``{task: key}`` to name a hook
+that raised), and runs in the worker (``task_runner.TaskRunner``).
+
+Messages between the caller and a worker are the typed tuples below (the caller
+dispatches on their type, as the cluster does on ``distributed/stimuli.py``'s):
+
+``Batch(batch, jobs, every, hooks, keys)``   caller -> worker: run ``jobs``; ``every``:
+    the sampling rate when the caller measures, else None.
+``Results(batch, results, final)``   results ``[(task, value, start, stop, measured)]``
+    (``measured``: a ``measure.Measurement`` for a sampled task, else None); sent when
+    the batch ends and every FLUSH_SECONDS meanwhile, so progress stays live.
+``TaskError(batch, results, task, exception_bytes, traceback_text, local_inputs)``
+    a task raised; sent at once, the rest of the batch is dropped.
+``Unpicklable(batch, results, task, reason)``   a result could not be pickled.
+``Unloadable(batch, results, task, exception_bytes, traceback_text, local_inputs)``
+    the batch could not be unpickled in the worker (``task`` -1: the caller finds the
+    task whose job fails to load); the worker lives on.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from ..graph import CALL, EXPR, evaluate
 
-__all__ = ["make_job", "run_job", "NOT_SENT"]
+__all__ = [
+    "make_job",
+    "run_job",
+    "NOT_SENT",
+    "Batch",
+    "Results",
+    "TaskError",
+    "Unpicklable",
+    "Unloadable",
+]
 
 NOT_SENT = None  # the value slot of a result that stays in the worker
+
+
+class Batch(NamedTuple):
+    batch: int
+    jobs: list
+    every: int | None = None
+    hooks: dict | None = None
+    keys: dict | None = None
+
+
+class Results(NamedTuple):
+    batch: int
+    results: list
+    final: bool
+
+
+class TaskError(NamedTuple):
+    batch: int
+    results: list
+    task: int
+    exception: Any  # dumped bytes across processes; the exception itself on a thread
+    traceback: str | None
+    local_inputs: list
+
+
+class Unpicklable(NamedTuple):
+    batch: int
+    results: list
+    task: int
+    reason: str
+
+
+class Unloadable(NamedTuple):
+    batch: int
+    results: list
+    task: int
+    exception: bytes
+    traceback: str
+    local_inputs: list
+
+
+def batch_hooks(graph: Any, tasks: list) -> tuple[dict | None, dict | None]:
+    """``(hooks, keys)`` of ``tasks`` for a batch: ``CompiledGraph.on_result`` cut to
+    them, or ``(None, None)`` when none has a hook (the usual case: no cost)."""
+    on_result = graph.on_result
+    if not on_result:
+        return None, None
+    hooks = {t: on_result[t] for t in tasks if t in on_result}
+    if not hooks:
+        return None, None
+    return hooks, {t: graph.keys[t] for t in hooks}
 
 
 def make_job(task: int, spec: tuple, values: list, local: dict | None, send_back: bool) -> tuple:

@@ -18,7 +18,24 @@ detects that inside the child (multiprocessing marks a bootstrapping process), e
 it quietly with MAIN_GUARD_EXIT, and the caller raises one error naming the fix.
 
 One pool lives at a time (``acquire``), reused across computes so no call pays the
-~100 ms start-up; it is replaced when ``num_workers`` changes and shut down at exit.
+~100 ms start-up; it is replaced when ``num_workers`` changes (and no run uses it)
+and shut down at exit.
+
+**Shared fairly (leases).**  Several runs may use the pool at once (background jobs,
+``jobs.py``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
+looks like a pool (``workers``, ``size``, ``replace``) but lists only the workers
+lent to that run.  A worker belongs to one run at a time, so a pipe never carries two
+runs' batches.  Every time a run looks at ``lease.workers`` (once per dispatch and
+per message received) the pool rebalances: it computes each lease's fair number of
+workers (foreground runs first, up to their ``num_workers``; background leases share
+what is left equally, the remainder to the oldest), lends free workers to leases
+below their share (and to anyone when nobody else is waiting: no worker idles while
+a run has work), and marks workers of a lease above its share *draining*: the run
+sends them nothing new (``may_send``) and the worker passes to the waiting run as
+soon as its batches are done (~20 ms of work, see ``processes.py``).  A run with no
+worker waits for one in ``lease.workers`` (in short polls, so an interrupt or a job's
+cancellation gets through).  ``auto`` takes an *exclusive* lease only when nobody
+else uses the pool (else it runs everything on threads), as it always did.
 A worker that dies or is killed after an interrupt is replaced at once in the
 background (the new process boots while the user reads the error).
 """
@@ -26,6 +43,7 @@ background (the new process boots while the user reads the error).
 from __future__ import annotations
 
 import atexit
+import contextvars
 import multiprocessing
 import multiprocessing.util  # registers its atexit hook first, so ours runs before it
 import threading
@@ -34,10 +52,25 @@ import time
 from ..errors import MAIN_GUARD_EXIT, MainGuardError
 from ._worker import worker_main
 
-__all__ = ["WorkerHandle", "WorkerPool", "acquire", "shutdown", "MainGuardError"]
+__all__ = [
+    "WorkerHandle",
+    "WorkerPool",
+    "WorkerLease",
+    "acquire",
+    "shutdown",
+    "MainGuardError",
+    "BACKGROUND",
+]
 # MainGuardError and its message live in errors.py (the cluster raises them too).
 
 _context = multiprocessing.get_context("spawn")
+
+# True in background jobs' threads (set by jobs.py, inherited by the threads a job
+# starts): their leases yield to foreground runs.
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "notebook_sched_background", default=False
+)
+WAIT_POLL = 0.05  # seconds between checks of a run waiting for a worker
 
 
 class WorkerHandle:
@@ -114,7 +147,10 @@ class WorkerPool:
             raise SystemExit(MAIN_GUARD_EXIT)
         self.size = size
         self.workers = [WorkerHandle(slot, size) for slot in range(size)]
-        self.lock = threading.Lock()  # held by the run using the pool
+        # Guards workers, leases, owner and every lease's held/draining sets.
+        self.cond = threading.Condition(threading.Lock())
+        self.leases: list[WorkerLease] = []  # active, oldest first
+        self.owner: list[WorkerLease | None] = [None] * size  # per slot
 
     def __repr__(self) -> str:
         return f"<WorkerPool size={self.size} workers={self.workers}>"
@@ -123,13 +159,98 @@ class WorkerPool:
         """Kill ``worker`` (if alive) and start a fresh one in its slot."""
         worker.kill()
         fresh = WorkerHandle(worker.slot, self.size)
-        self.workers[worker.slot] = fresh
+        with self.cond:
+            self.workers[worker.slot] = fresh
         return fresh
 
-    def replace_dead(self) -> None:
+    def replace_dead(self, lease: WorkerLease | None = None) -> None:
+        """Replace dead workers that are free or ``lease``'s (not another run's)."""
         for worker in list(self.workers):
-            if not worker.process.is_alive():
+            if self.owner[worker.slot] in (None, lease) and not worker.process.is_alive():
                 self.replace(worker)
+
+    def lease(self, limit: int, exclusive: bool = False) -> WorkerLease | None:
+        """A share of this pool for one run, of at most ``limit`` workers; with
+        ``exclusive``, the whole pool, or None at once if another run uses it."""
+        with self.cond:
+            if exclusive and self.leases:
+                return None
+            lease = WorkerLease(self, limit, exclusive, background=BACKGROUND.get())
+            self.leases.append(lease)
+        self.replace_dead(lease)
+        return lease
+
+    def release(self, lease: WorkerLease) -> None:
+        with self.cond:
+            if lease in self.leases:
+                self.leases.remove(lease)
+            for slot, owner in enumerate(self.owner):
+                if owner is lease:
+                    self.owner[slot] = None
+            lease.held.clear()
+            lease.draining.clear()
+            self.cond.notify_all()
+
+    def shares(self) -> dict:
+        """Each lease's fair number of workers now (see the module docstring)."""
+        targets = {lease: 0 for lease in self.leases}
+        left = self.size
+        for lease in self.leases:
+            if lease.exclusive:
+                return {other: (left if other is lease else 0) for other in self.leases}
+        for group in (False, True):  # foreground runs first, then background jobs
+            members = [lease for lease in self.leases if lease.background is group]
+            while left and members:
+                share = max(1, left // len(members))
+                for lease in list(members):
+                    give = min(share, lease.limit - targets[lease], left)
+                    targets[lease] += give
+                    left -= give
+                    if targets[lease] >= lease.limit:
+                        members.remove(lease)
+                    if not left:
+                        break
+        return targets
+
+    def rebalance(self, lease: WorkerLease) -> list[WorkerHandle]:
+        """``lease``'s workers after giving back and taking its share (under cond)."""
+        targets = self.shares()
+        mine = targets.get(lease, 0)
+        workers = self.workers
+        for slot in list(lease.draining):
+            if not workers[slot].outstanding:
+                lease.draining.discard(slot)
+                lease.held.discard(slot)
+                self.owner[slot] = None
+                self.cond.notify_all()
+        starving = any(
+            len(other.held) < targets[other] for other in self.leases if other is not lease
+        )
+        keep = len(lease.held) - len(lease.draining)
+        if starving and keep > mine:
+            # Give back the workers with least in flight first (they free soonest).
+            in_flight = lambda slot: len(workers[slot].outstanding)  # noqa: E731
+            for slot in sorted(lease.held - lease.draining, key=in_flight):
+                if keep <= mine:
+                    break
+                if workers[slot].outstanding:
+                    lease.draining.add(slot)
+                else:
+                    lease.held.discard(slot)
+                    self.owner[slot] = None
+                    self.cond.notify_all()
+                keep -= 1
+        elif keep < lease.limit:
+            # Free workers: up to the share, or beyond it when nobody else waits.
+            allowed = lease.limit if not starving else mine
+            for slot, owner in enumerate(self.owner):
+                if keep >= allowed:
+                    break
+                if owner is None:
+                    self.owner[slot] = lease
+                    lease.held.add(slot)
+                    keep += 1
+        return [workers[slot] for slot in sorted(lease.held)]
 
     def shutdown(self) -> None:
         for worker in self.workers:
@@ -141,7 +262,63 @@ class WorkerPool:
             worker.stop(timeout=1.0)
 
 
-# Guards _pool.  A run holds its pool's own lock for its duration.
+class WorkerLease:
+    """One run's share of the pool, used by the run as if it were the pool."""
+
+    def __init__(self, pool: WorkerPool, limit: int, exclusive: bool, background: bool):
+        self.pool = pool
+        self.limit = max(1, min(limit, pool.size))
+        self.exclusive = exclusive
+        self.background = background
+        self.held: set[int] = set()  # slots lent to this run
+        self.draining: set[int] = set()  # slots to give back once their batches are done
+        self.broken = False  # a wait for a worker was interrupted: never wait again
+        self.thread = threading.get_ident()  # the run's thread (a job cancels by it)
+
+    def __repr__(self) -> str:
+        kind = "background" if self.background else "foreground"
+        return f"<WorkerLease {kind} held={sorted(self.held)} limit={self.limit}>"
+
+    @property
+    def size(self) -> int:
+        return self.pool.size
+
+    @property
+    def workers(self) -> list[WorkerHandle]:
+        """The workers lent to this run now (waits while it has none and no work out)."""
+        pool = self.pool
+        with pool.cond:
+            try:
+                while True:
+                    workers = pool.rebalance(self)
+                    if workers or self.broken:
+                        return workers
+                    pool.cond.wait(WAIT_POLL)
+            except BaseException:
+                self.broken = True  # interrupted: the run's cleanup must not wait here
+                raise
+
+    def may_send(self, worker: WorkerHandle) -> bool:
+        """False for a worker being given back to another run."""
+        return worker.slot not in self.draining
+
+    def replace(self, worker: WorkerHandle) -> WorkerHandle:
+        return self.pool.replace(worker)
+
+    def replace_dead(self) -> None:
+        self.pool.replace_dead(self)
+
+    def release(self) -> None:
+        self.pool.release(self)
+
+    def __enter__(self) -> WorkerLease:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+# Guards _pool.  Runs hold leases on the pool (see WorkerLease).
 _registry_lock = threading.Lock()
 _pool: WorkerPool | None = None
 
@@ -151,8 +328,11 @@ def acquire(size: int) -> WorkerPool:
     global _pool
     with _registry_lock:
         if _pool is not None and _pool.size != size:
-            with _pool.lock:
-                _pool.shutdown()
+            with _pool.cond:
+                busy = bool(_pool.leases)
+            if busy:
+                return _pool  # in use: share it (the lease caps this run at ``size``)
+            _pool.shutdown()
             _pool = None
         if _pool is None:
             _pool = WorkerPool(size)

@@ -1,26 +1,11 @@
 """What runs inside a worker process (and inside foreign executors' workers).
 
-Kept tiny on purpose: a spawned worker imports this module, the job format
-(``_job.py``: what a job is and how it runs), ``errors`` (exceptions that cross
-processes), the sampling rule of ``reporter.py`` and ``cloudpickle``; nothing from
-Jupyter, no backend, no diagnostics.
-
-Worker-to-caller messages (pickled tuples):
-
-``("R", batch, results, final)``   results: ``[(task, value, start, stop), ...]``
-                                   (a fifth item, CPU seconds or None, when the
-                                   caller measures: see ``run_batch``);
-                                   sent when the batch ends, and every FLUSH_SECONDS
-                                   meanwhile so progress stays live.
-``("E", batch, results, task, exception_bytes, traceback_text, local_inputs)``
-                                   a task raised; sent at once, the rest of the batch
-                                   is dropped.
-``("U", batch, results, task, message)``  a result could not be pickled.
-``("L", batch, [], -1, exception_bytes, traceback_text)``
-                                   the batch could not be unpickled here (an input's
-                                   ``__setstate__`` raised, a module is missing); the
-                                   caller finds the task whose job fails to load and
-                                   reports the error as that task's.  The worker lives on.
+Kept tiny on purpose: a spawned worker imports this module, the job format and its
+messages (``_job.py``), the task runner (``task_runner.py``: it runs, times, measures
+and fails each task, and calls its result hook), ``errors`` (exceptions that cross
+processes) and ``cloudpickle``; nothing from Jupyter, no backend, no diagnostics.
+This module is only transport: it feeds jobs to the runner and sends what comes out
+as ``_job.py``'s typed messages.
 
 The shared ``current`` value holds the task being run (-1 when idle), so when a worker
 dies the caller can name the task that killed it.  The shared ``beat`` counter is
@@ -47,9 +32,17 @@ from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
 from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
-from ..reporter import skip_after
+from ..measure import PROCESS
+from ..task_runner import Failed, TaskRunner
 from ._blas import limit_by_environment, limited_native_threads
-from ._job import NOT_SENT, run_job
+from ._job import (
+    NOT_SENT,
+    Results,
+    TaskError,
+    Unloadable,
+    Unpicklable,
+    run_job,
+)
 
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
@@ -72,7 +65,7 @@ def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
 
 def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
     """``(results before it, task, reason)`` for the first result that cannot be pickled."""
-    for n, (task, value, *_times) in enumerate(results):
+    for n, (task, value, *_rest) in enumerate(results):
         try:
             cloudpickle.dumps(value)
         except Exception as exc:
@@ -83,14 +76,14 @@ def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
 def _send(conn, batch: int, results: list, final: bool) -> None:
     leave_if_forked()  # a fork from C code ran no at-fork hook
     try:
-        data = cloudpickle.dumps(("R", batch, results, final), protocol=5)
+        data = cloudpickle.dumps(Results(batch, results, final), protocol=5)
     except Exception:
         # Find the culprit, send what can be sent and report the rest as an error.
         culprit = _first_unpicklable(results)
         if culprit is None:
             raise
         good, task, reason = culprit
-        conn.send_bytes(cloudpickle.dumps(("U", batch, good, task, reason)))
+        conn.send_bytes(cloudpickle.dumps(Unpicklable(batch, good, task, reason)))
         raise _BatchAborted from None
     conn.send_bytes(data)
 
@@ -99,60 +92,47 @@ class _BatchAborted(Exception):
     pass
 
 
-def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = None) -> None:
-    """Run ``jobs`` in order, streaming results to ``conn``.
+def _runner(every: int | None, hooks: dict | None, keys: dict | None) -> TaskRunner:
+    """The task runner of a batch or payload: every task timed, a sample measured by
+    this process's TaskMeter when the caller measures (``every``; 0: every task)."""
+    measuring = every is not None
+    return TaskRunner(
+        PROCESS,
+        execute=run_job,
+        hooks=hooks,
+        keys=keys,
+        measure=measuring,
+        every=every or 0,
+        timed=True,
+        meter=_meter() if measuring else None,
+    )
 
-    ``sampling`` is ``(every, long)`` when the caller measures: results then carry a
-    fifth item for a sample of tasks (every task after one that took ``long`` seconds,
-    one in ``every`` otherwise), else None: a ``measure.Measured`` (this worker
-    thread's CPU seconds, the result's bytes, the busy-GIL share of this process's
-    probe while the task ran; see ``measure.py``).
-    """
-    clock = time.time
-    every, long_task = sampling or (0, 0.0)
-    skip = 0 if sampling else 1 << 62
-    meter = _meter() if sampling else None
+
+def run_batch(conn, current, batch: int, jobs: list, runner: TaskRunner) -> None:
+    """Run ``jobs`` in order through ``runner``, streaming results to ``conn``."""
     produced = [None] * len(jobs)
     results: list = []
-    last_flush = clock()
+    last_flush = time.time()
+    run = runner.run_timed
     try:
         for pos, job in enumerate(jobs):
             current.value = job[0]
-            sample = skip <= 0
-            began = meter.begin() if sample else None
-            start = clock()
-            try:
-                value = run_job(job, produced)
-            except BaseException as exc:
-                if fork_state.forked:
-                    os._exit(0)  # a child forked by the task: never speak for the worker
-                current.value = -1
-                tb_text = "".join(traceback.format_exception(exc))
-                local_inputs = _local_inputs(job, jobs, produced)
-                _send(conn, batch, results, False)
-                results = []
-                message = ("E", batch, [], job[0], _dump_exception(exc), tb_text, local_inputs)
-                leave_if_forked()
-                conn.send_bytes(cloudpickle.dumps(message, protocol=5))
-                return
-            stop = clock()
+            value = run(job[0], job, produced)
             if fork_state.forked:
-                os._exit(0)  # see _forkguard: the parent's result is the answer
+                os._exit(0)  # a child forked by the task: never speak for the worker
+            if type(value) is Failed:
+                current.value = -1
+                _send_failure(conn, batch, results, job, jobs, produced, value.exc)
+                return
             for _ref, batch_pos in job[4]:
                 produced[batch_pos] = None  # a chain intermediate has one reader
-            sent = value if job[5] else NOT_SENT
-            if not job[5]:
-                produced[pos] = value
-            if sampling:
-                measured = None
-                if sample:
-                    measured = meter.end(began, value, stop)
-                    skip = skip_after(stop - start, every, long_task)
-                else:
-                    skip -= 1
-                results.append((job[0], sent, start, stop, measured))
+            if job[5]:
+                sent = value
             else:
-                results.append((job[0], sent, start, stop))
+                sent = NOT_SENT
+                produced[pos] = value
+            stop = runner.stop
+            results.append((job[0], sent, runner.start, stop, runner.record))
             value = None
             if stop - last_flush > FLUSH_SECONDS and pos + 1 < len(jobs):
                 _send(conn, batch, results, False)
@@ -162,6 +142,15 @@ def run_batch(conn, current, batch: int, jobs: list, sampling: tuple | None = No
         _send(conn, batch, results, True)
     except _BatchAborted:
         current.value = -1
+
+
+def _send_failure(conn, batch, results, job, jobs, produced, exc: BaseException) -> None:
+    tb_text = "".join(traceback.format_exception(exc))
+    local_inputs = _local_inputs(job, jobs, produced)
+    _send(conn, batch, results, False)
+    message = TaskError(batch, [], job[0], _dump_exception(exc), tb_text, local_inputs)
+    leave_if_forked()
+    conn.send_bytes(cloudpickle.dumps(message, protocol=5))
 
 
 def _meter():
@@ -219,14 +208,15 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
                 message = loads(data)
             except Exception as exc:
                 tb_text = "".join(traceback.format_exception(exc))
-                failed = ("L", batch_id(data), [], -1, _dump_exception(exc), tb_text)
+                dumped = _dump_exception(exc)
+                failed = Unloadable(batch_id(data), [], -1, dumped, tb_text, [])
                 conn.send_bytes(cloudpickle.dumps(failed, protocol=5))
                 continue
             if message is None:
                 return
-            batch, jobs, sampling = message
+            runner = _runner(message.every, message.hooks, message.keys)
             with limited_native_threads(pool_size):
-                run_batch(conn, current, batch, jobs, sampling)
+                run_batch(conn, current, message.batch, message.jobs, runner)
             sys.stdout.flush()
     finally:
         # A task may have started a pool of its own (nested compute); its workers are
@@ -236,63 +226,55 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
             pool_module.shutdown()
 
 
-def run_payload(payload, measure: bool = False):
+def run_payload(payload, every: int | None = None, hooks=None, keys=None):
     """Run a list of jobs in a foreign executor's worker; returns results or an error.
 
     ``payload`` is cloudpickled bytes for process-based executors (so lambdas and
     notebook functions travel), and the answer is then ``(pid, pickled outcome)`` so
     the caller can name the worker; for thread pools it is the plain list, and the
-    answer the plain outcome: ``("R", results)``, ``("E", results, task, exception,
-    traceback_text, local_inputs)`` or ``("U", [], task, reason)``.  ``measure``: each
-    result carries a fifth item, the ``measure.Measured`` of its task (this process's
-    TaskMeter, as in :func:`run_batch`).
+    answer the plain outcome: ``Results(-1, results, True)``, ``TaskError`` (holding
+    the exception itself on a thread) or ``Unpicklable``.  ``every``: the sampling
+    rate when the caller measures (0: every task), else None; ``hooks``/``keys``: the
+    jobs' result hooks (``_job.batch_hooks``).
     """
     if isinstance(payload, bytes):
-        return os.getpid(), _run_payload(payload, measure)
-    return _run_payload(payload, measure)
+        return os.getpid(), _run_payload(payload, _runner(every, hooks, keys))
+    return _run_payload(payload, _runner(every, hooks, keys))
 
 
-def _run_payload(payload, measure: bool = False):
+def _run_payload(payload, runner: TaskRunner):
     pickled = isinstance(payload, bytes)
     try:
         jobs = pickle.loads(payload) if pickled else payload
     except Exception as exc:  # an input that fails to unpickle: the caller names the task
         tb_text = "".join(traceback.format_exception(exc))
-        return cloudpickle.dumps(("E", [], -1, _dump_exception(exc), tb_text, []))
+        return cloudpickle.dumps(TaskError(-1, [], -1, _dump_exception(exc), tb_text, []))
     pid = os.getpid()  # a child forked by a task must not answer for the executor
     produced = [None] * len(jobs)
     results = []
-    clock = time.time
-    meter = _meter() if measure else None
     for pos, job in enumerate(jobs):
-        began = meter.begin() if meter else None
-        start = clock()
-        try:
-            value = run_job(job, produced)
-        except BaseException as exc:  # SystemExit too: the task's failure, not the pool's
-            if pickled and os.getpid() != pid:
-                os._exit(0)
-            if not pickled:
-                return ("E", results, job[0], exc, None, [])
-            tb_text = "".join(traceback.format_exception(exc))
-            local = _local_inputs(job, jobs, produced)
-            return cloudpickle.dumps(("E", results, job[0], _dump_exception(exc), tb_text, local))
+        value = runner.run_timed(job[0], job, produced)
         if pickled and os.getpid() != pid:
             os._exit(0)
+        if type(value) is Failed:  # SystemExit too: the task's failure, not the pool's
+            exc = value.exc
+            if not pickled:
+                return TaskError(-1, results, job[0], exc, None, [])
+            tb_text = "".join(traceback.format_exception(exc))
+            local = _local_inputs(job, jobs, produced)
+            return cloudpickle.dumps(
+                TaskError(-1, results, job[0], _dump_exception(exc), tb_text, local)
+            )
         produced[pos] = value
-        stop = clock()
-        if meter:
-            measured = meter.end(began, value, stop)
-            results.append((job[0], value if job[5] else NOT_SENT, start, stop, measured))
-        else:
-            results.append((job[0], value if job[5] else NOT_SENT, start, stop))
+        sent = value if job[5] else NOT_SENT
+        results.append((job[0], sent, runner.start, runner.stop, runner.record))
     if not pickled:
-        return ("R", results)
+        return Results(-1, results, True)
     try:
-        return cloudpickle.dumps(("R", results))
+        return cloudpickle.dumps(Results(-1, results, True))
     except Exception:
         culprit = _first_unpicklable(results)
         if culprit is None:
             raise
         _good, task, reason = culprit
-        return cloudpickle.dumps(("U", [], task, reason))
+        return cloudpickle.dumps(Unpicklable(-1, [], task, reason))

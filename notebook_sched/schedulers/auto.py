@@ -43,22 +43,22 @@ import threading
 import time
 from typing import Any
 
-from ..engine import Reporter, check_workers, execute_graph, run_spec
-from ..gil import GilProbe, run_queue_seconds
+from ..engine import Reporter, check_workers, execute_graph
+from ..gil import GilProbe
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
-from ..measure import result_nbytes
+from ..measure import CALLER, THREAD
+from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
 from ._batching import BatchSizer, nbytes, tasks_by_time
 from ._blas import limited_native_threads
 from ._job import make_job
 from .auto_routing import PROCESSES, THREADS, Router
 from .processes import _Batch, _ProcessRun, worker_timeout_setting
-from .threads import INTERRUPT_GRACE, TaskCancelled
+from .threads import INTERRUPT_GRACE
 
 __all__ = ["get", "router"]
 
 BACKEND = "auto"
-CALLER = "caller"
 INLINE_SECONDS = 50e-6  # known tasks shorter than this run in the calling thread
 INLINE_BUDGET = 0.005  # seconds of inline work before the caller looks at results again
 PROCESS_BATCH = 64  # at most this many tasks per process batch (chains count as one)
@@ -79,6 +79,7 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    planners=None,
     worker_timeout: float | None | str = "config",
     **options: Any,
 ) -> Any:
@@ -99,7 +100,18 @@ def get(
     def drive(graph, state, report):
         _AutoRun(graph, state, report, workers, _router, timeout).drive()
 
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+    )
+
+
+class _ObserverError:
+    """An exception an observer raised on one of our threads, for the caller to raise."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 class _AutoRun(_ProcessRun):
@@ -123,6 +135,7 @@ class _AutoRun(_ProcessRun):
         self.pool_refused = False
         self.more_inline = False  # the last dispatch stopped with inline work left
         self.probe = GilProbe()
+        self.inline = TaskRunner(CALLER, hooks=graph.on_result, keys=graph.keys, timed=True)
         specs = graph.specs
         self._shippable = lambda j: (
             specs[j][0] in (CALL, EXPR, NODE) and (self._where(j) == PROCESSES)
@@ -164,7 +177,7 @@ class _AutoRun(_ProcessRun):
         os.close(self.wake_read)
         os.close(self.wake_write)
         if self.pool is not None:
-            self.pool.lock.release()
+            self.pool.release()
             self.pool = None
 
     def _abort(self) -> None:
@@ -285,57 +298,77 @@ class _AutoRun(_ProcessRun):
         thread.start()
 
     def _thread_main(self, name: str) -> None:
+        """Run the jobs handed to this thread, each through its TaskRunner, measured
+        (the router times every task here), and post every outcome to the caller,
+        whatever happened: a task's failure comes back as ``Failed``, an observer's
+        error (raised by a reporter call) as ``_ObserverError``."""
         __tracebackhide__ = True
-        report, specs = self.report, self.graph.specs
-        values = self.state.values
-        measure = report.task_measured  # every task here is timed for the router anyway
-        report.worker_started(name)
+        report, graph = self.report, self.graph
+        specs, values = graph.specs, self.state.values
+        listening = bool(report.task_measured)
+        runner = TaskRunner(
+            THREAD,
+            hooks=graph.on_result,
+            keys=graph.keys,
+            measure=True,
+            every=0,
+            timed=True,
+            run_queue=listening,
+        )
         ident = threading.get_ident()
-        clock, cpu_clock = time.time, time.thread_time
+        in_task = self.in_task
+        try:
+            report.worker_started(name)
+        except BaseException as exc:
+            self._post((-1, 0, False, _ObserverError(exc), name, None))
+            return
         try:
             while True:
                 job = self.jobs.get()
                 if job is None:
                     return
                 i, ticket, alone = job
-                report.started(i, name)
-                error = value = None
-                self.in_task[ident] = True
-                q0 = run_queue_seconds() if measure else 0.0
-                t0, c0 = clock(), cpu_clock()
                 try:
-                    value = run_spec(specs[i], values)
+                    report.started(i, name)
+                    in_task[ident] = True
+                    value = runner.run_timed(i, specs[i], values)
+                    in_task[ident] = False
+                    if type(value) is Failed:
+                        if isinstance(value.exc, TaskCancelled):
+                            return  # the run was interrupted or failed: the caller raised
+                    else:
+                        if listening:
+                            report.measured(runner.record, name)
+                        report.finished(i, name, runner.start, runner.stop, False)
                 except TaskCancelled:
-                    raise
-                except BaseException as exc:  # SystemExit too: the task's failure
-                    error = exc
-                finally:
-                    self.in_task[ident] = False
-                t1, cpu = clock(), cpu_clock() - c0
-                if error is None:
-                    if measure:
-                        starved = run_queue_seconds() - q0
-                        report.measured(i, name, t0, t1, cpu, starved, result_nbytes(value))
-                    report.finished(i, name, t0, t1, False)  # task_done: in _thread_done
-                self.results.put((i, ticket, alone, value, error, name, t0, t1, cpu))
+                    return  # arrived outside the task: the caller raised already
+                except BaseException as exc:  # an observer's, not the task's
+                    value = _ObserverError(exc)
+                self._post((i, ticket, alone, value, name, runner.record))
                 value = None
-                os.write(self.wake_write, b"\0")
         except TaskCancelled:
             pass  # the run was interrupted or failed; the caller raised already
 
+    def _post(self, item: tuple) -> None:
+        self.results.put(item)
+        os.write(self.wake_write, b"\0")
+
     def _thread_done(self, item: tuple) -> None:
-        i, ticket, alone, value, error, name, t0, t1, cpu = item
+        i, ticket, alone, value, name, record = item
+        if type(value) is _ObserverError:
+            raise value.exc  # an observer's (e.g. a Dask callback's): no task failed
         self.threads_busy -= 1
         # Alone: no thread task ran when it started, and none started after it.
         alone = alone and ticket == self.thread_starts
         if self.solo == i:
             self.solo = None
-        if error is not None:
-            self.report.failed(i, error, name)
-            raise error
+        if type(value) is Failed:
+            self.report.failed(i, value.exc, name)
+            raise value.exc
+        t0, t1 = record.start, record.stop
         gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
         self.sizer.note(i, value)
-        self.router.observe(self._prefix(i), t1 - t0, cpu, gil, self.sizer.sizes[i], samples)
+        self.router.observe(self._prefix(i), t1 - t0, record.cpu, gil, self.sizer.sizes[i], samples)
         self.state.finish(i, value)
         self.report.done(i)
 
@@ -343,13 +376,11 @@ class _AutoRun(_ProcessRun):
     def _run_inline(self, i: int) -> None:
         report = self.report
         report.started(i, CALLER)
-        t0 = time.time()
-        try:
-            value = run_spec(self.graph.specs[i], self.state.values)
-        except BaseException as exc:
-            report.failed(i, exc, CALLER)
-            raise
-        t1 = time.time()
+        value = self.inline.run_timed(i, self.graph.specs[i], self.state.values)
+        if type(value) is Failed:
+            report.failed(i, value.exc, CALLER)
+            raise value.exc
+        t0, t1 = self.inline.start, self.inline.stop
         self.router.observe(self._prefix(i), t1 - t0, t1 - t0, None)
         self.sizer.note(i, value)
         self.state.finish(i, value)
@@ -361,13 +392,12 @@ class _AutoRun(_ProcessRun):
             return True
         if self.pool_refused:
             return False
-        pool = _pool.acquire(self.slots)
-        if not pool.lock.acquire(blocking=False):
+        lease = _pool.acquire(self.slots).lease(self.slots, exclusive=True)
+        if lease is None:
             self.pool_refused = True  # another run has it; never wait on ourselves
             self.router.reasons["(pool)"] = "the process pool was busy with another run"
             return False
-        pool.replace_dead()
-        self.pool = pool
+        self.pool = lease
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:

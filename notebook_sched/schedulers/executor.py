@@ -39,16 +39,16 @@ from typing import Any
 
 import cloudpickle
 
-from ..engine import Reporter, execute_graph, run_spec, skip_after
+from ..engine import Reporter, execute_graph
 from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
-from ._job import make_job
+from ..measure import CALLER
+from ..task_runner import Failed, TaskRunner
+from ._job import Results, Unpicklable, batch_hooks, make_job
 from ._worker import run_payload
 
 __all__ = ["get", "as_executor", "PoolExecutor"]
-
-CALLER = "caller"  # worker name of literals and aliases, which run in the caller
 
 
 class PoolExecutor(Executor):
@@ -97,7 +97,9 @@ def in_threads(executor: Executor) -> bool:
     return isinstance(executor, ThreadPoolExecutor) or getattr(executor, "threads", False)
 
 
-def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -> Any:
+def get(
+    dsk: Any, keys: Any, *, executor: Any, observers=None, planners=None, **options: Any
+) -> Any:
     """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor`` (or a pool)."""
     executor = as_executor(executor)
     backend = f"executor:{type(getattr(executor, 'pool', executor)).__name__}"
@@ -106,7 +108,9 @@ def get(dsk: Any, keys: Any, *, executor: Any, observers=None, **options: Any) -
     def drive(graph, state, report):
         _ExecutorRun(graph, state, report, executor, width).drive()
 
-    return execute_graph(dsk, keys, drive, backend, observers=observers, workers=width)
+    return execute_graph(
+        dsk, keys, drive, backend, observers=observers, workers=width, planners=planners
+    )
 
 
 class _ExecutorRun:
@@ -119,7 +123,15 @@ class _ExecutorRun:
         self.max_in_flight = 2 * width
         self.in_flight: dict = {}  # future -> task
         self.names = _WorkerNames(report)
-        self.skip = 0  # jobs to leave unmeasured (reporter.py's sampling rule)
+        # Literals and aliases run here; its countdown also picks the jobs to measure
+        # (in the executor's worker: ``every=0`` for those, None for the others).
+        self.here = TaskRunner(
+            CALLER,
+            hooks=graph.on_result,
+            keys=graph.keys,
+            measure=bool(report.task_measured),
+            timed=True,
+        )
 
     def drive(self) -> None:
         try:
@@ -130,27 +142,30 @@ class _ExecutorRun:
             raise
 
     def _loop(self) -> None:
-        state, specs, report = self.state, self.graph.specs, self.report
-        values = state.values
+        state, graph, report, here = self.state, self.graph, self.report, self.here
+        specs, values = graph.specs, state.values
         while state.remaining:
             while state.ready and len(self.in_flight) < self.max_in_flight:
                 i = state.ready.pop()
                 if specs[i][0] in (VALUE, ALIAS):
                     report.started(i, CALLER)
                     start = time.time()
-                    state.finish(i, run_spec(specs[i], values))
+                    value = here.run(i, specs[i], values)
+                    if type(value) is Failed:  # cannot happen: a literal or an alias
+                        raise value.exc
+                    state.finish(i, value)
                     report.finished(i, CALLER, start, time.time())
                     continue
                 payload = [make_job(i, specs[i], values, None, True)]
-                measure = bool(report.task_measured) and self.skip <= 0
-                self.skip -= 1
+                every = 0 if here.measuring and here.due() else None
+                hooks, keys = batch_hooks(graph, [i])
                 if self.pickled:
                     job = self._pickle(i, payload)
-                    future = self.executor.submit(run_payload, job, measure)
+                    future = self.executor.submit(run_payload, job, every, hooks, keys)
                 else:
                     run_here = contextvars.copy_context().run
                     future = self.executor.submit(
-                        run_here, _on_thread, self.names, payload, measure
+                        run_here, _on_thread, self.names, payload, every, hooks, keys
                     )
                 self.in_flight[future] = i
             if not self.in_flight:
@@ -173,19 +188,21 @@ class _ExecutorRun:
         if self.pickled:
             worker = self.names.process(worker)
             outcome = pickle.loads(outcome)
-        if outcome[0] == "R":
-            for t, value, start, stop, *measured in outcome[1]:
-                if measured:  # in the executor's worker (measure.py): its CPU and GIL
-                    report.measured_remote(t, worker, start, stop, measured[0])
-                    self.skip = skip_after(stop - start)
-                self.state.finish(t, value)
+        if type(outcome) is Results:
+            for t, value, start, stop, measured in outcome.results:
                 if self.pickled:
                     report.started(t, worker)
+                if measured is not None:  # in the executor's worker: its CPU and GIL
+                    report.measured(measured, worker)
+                    self.here.note(stop - start)
+                self.state.finish(t, value)
                 report.finished(t, worker, start, stop)
             return
-        if outcome[0] == "U":
-            raise unpicklable_result(self.graph.keys[outcome[2]], outcome[3], "the executor's")
-        _, _, failed_task, exc, tb_text, _ = outcome
+        if type(outcome) is Unpicklable:
+            raise unpicklable_result(
+                self.graph.keys[outcome.task], outcome.reason, "the executor's"
+            )
+        failed_task, exc, tb_text = outcome.task, outcome.exception, outcome.traceback
         if failed_task < 0:  # its job could not be unpickled in the executor's worker
             failed_task = task
         if self.pickled:
@@ -223,8 +240,10 @@ class _WorkerNames:
         return name
 
 
-def _on_thread(names: _WorkerNames, payload: list, measure: bool) -> tuple[str, Any]:
-    """Run jobs in a thread-pool thread: announce the task on it, then run it."""
+def _on_thread(names: _WorkerNames, payload: list, *options: Any) -> tuple[str, Any]:
+    """Run jobs in a thread-pool thread: announce the task on it, then run it.  An
+    observer's error (raised by ``started``) is the run's: it reaches the caller
+    through the future, as itself, and names no task."""
     name = names.thread()
     names.report.started(payload[0][0], name)
-    return name, run_payload(payload, measure)
+    return name, run_payload(payload, *options)

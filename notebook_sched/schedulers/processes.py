@@ -49,7 +49,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..engine import Reporter, check_workers, execute_graph, run_spec
+from ..engine import Reporter, check_workers, execute_graph
 from ..errors import (
     MAIN_GUARD_EXIT,
     MainGuardError,
@@ -66,9 +66,11 @@ from ..errors import (
 )
 from ..failure import RemoteTraceback, key_repr
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
+from ..measure import CALLER
+from ..task_runner import Failed, TaskRunner
 from . import _pool, get_on_pool
 from ._batching import MAX_BATCH, BatchSizer
-from ._job import make_job
+from ._job import Batch, Results, TaskError, Unloadable, batch_hooks, make_job
 from ._pool import WorkerHandle
 
 __all__ = [
@@ -85,7 +87,6 @@ __all__ = [
 # re-exported here, where users and older code import them from.
 
 BACKEND = "processes"
-CALLER = "caller"  # worker name of tasks that run in the calling process
 PIPELINE_BYTES = 64 * 1024  # a second batch is queued in the pipe only below this size
 
 shutdown = _pool.shutdown
@@ -98,6 +99,7 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    planners=None,
     worker_timeout: float | None | str = "config",
     **options: Any,
 ) -> Any:
@@ -107,17 +109,18 @@ def get(
     killed and the run fails naming its task (None: no check); default the config's.
     """
     if pool is not None:
-        return get_on_pool(dsk, keys, pool, observers)
+        return get_on_pool(dsk, keys, pool, observers, planners)
     workers = check_workers(num_workers)
     timeout = worker_timeout_setting(worker_timeout)
-    worker_pool = _pool.acquire(workers)
-    with worker_pool.lock:
-        worker_pool.replace_dead()
+    # A share of the shared pool (all of it unless other runs use it: see _pool.py).
+    with _pool.acquire(workers).lease(workers) as lease:
 
         def drive(graph, state, report):
-            _ProcessRun(graph, state, report, worker_pool, timeout).drive()
+            _ProcessRun(graph, state, report, lease, timeout).drive()
 
-        return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+        return execute_graph(
+            dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+        )
 
 
 def worker_timeout_setting(value: float | None | str) -> float | None:
@@ -144,7 +147,7 @@ class _ProcessRun:
     """One run on the pool: dispatch batches, collect results, handle failures."""
 
     def __init__(
-        self, graph, state, report: Reporter, pool: _pool.WorkerPool, timeout: float | None
+        self, graph, state, report: Reporter, pool: _pool.WorkerLease, timeout: float | None
     ):
         self.graph = graph
         self.timeout = timeout  # worker_timeout, or None
@@ -158,6 +161,7 @@ class _ProcessRun:
         self.next_id = 0
         self.sizer = BatchSizer(graph, pool.size if pool is not None else 1)
         self.wake: tuple = ()  # more to wait on in _receive (auto: its threads' pipe)
+        self.here = TaskRunner(CALLER, hooks=graph.on_result, keys=graph.keys, timed=True)
         specs = graph.specs
         self._shippable = lambda j: specs[j][0] in (CALL, EXPR, NODE)
 
@@ -188,8 +192,8 @@ class _ProcessRun:
         for worker in self.pool.workers:
             if not state.ready:
                 return
-            if len(worker.outstanding) >= 2:
-                continue
+            if len(worker.outstanding) >= 2 or not self.pool.may_send(worker):
+                continue  # busy enough, or being handed to another run (_pool.py)
             tasks, jobs = self._take(self.sizer.max_tasks(len(state.ready)))
             if not jobs:
                 continue
@@ -238,18 +242,22 @@ class _ProcessRun:
         return tasks, jobs
 
     def _run_here(self, i: int) -> None:
+        """A literal or an alias: not worth a trip, it runs in the caller."""
         self.report.started(i, CALLER)
-        start = time.time()
-        value = run_spec(self.graph.specs[i], self.state.values)
+        here = self.here
+        value = here.run_timed(i, self.graph.specs[i], self.state.values)
+        if type(value) is Failed:  # an alias or literal cannot raise; a hook's error warns
+            raise value.exc
         self.sizer.note(i, value)
         self.state.finish(i, value)
-        self.report.finished(i, CALLER, start, time.time())
+        self.report.finished(i, CALLER, here.start, here.stop)
 
     def _pickle(self, jobs: list) -> bytes:
         batch_id = self.next_id
+        hooks, keys = batch_hooks(self.graph, [job[0] for job in jobs])
+        message = Batch(batch_id, jobs, self.report.sampling(), hooks, keys)
         try:
-            sampling = self.report.sampling()
-            return cloudpickle.dumps((batch_id, jobs, sampling), protocol=5)
+            return cloudpickle.dumps(message, protocol=5)
         except Exception:
             for job in jobs:
                 try:
@@ -322,25 +330,25 @@ class _ProcessRun:
             self._handle(worker, pickle.loads(data))
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
-        kind = message[0]
-        batch = self.batches.get(message[1]) or self.batches[worker.outstanding[0]]
-        results = message[2]
-        if results:
-            self._record(batch, results)
-        if kind == "R":
-            if message[3]:
+        kind = type(message)
+        batch = self.batches.get(message.batch) or self.batches[worker.outstanding[0]]
+        if message.results:
+            self._record(batch, message.results)
+        if kind is Results:
+            if message.final:
                 self._batch_done(worker, batch)
             else:
                 self._started_next(batch)
-        elif kind == "E":
+        elif kind is TaskError:
             self._batch_done(worker, batch)
-            self._task_raised(worker, *message[3:])
-        elif kind == "L":  # the worker could not unpickle the batch; it lives on
+            self._task_raised(worker, message.task, *message[3:])
+        elif kind is Unloadable:  # the worker could not unpickle the batch; it lives on
             self._batch_done(worker, batch)
-            self._task_raised(worker, self._unloadable(batch), *message[4:], [])
-        else:  # "U": a result could not be pickled
+            task = self._unloadable(batch)
+            self._task_raised(worker, task, message.exception, message.traceback, [])
+        else:  # Unpicklable: a result could not be pickled
             self._batch_done(worker, batch)
-            raise unpicklable_result(self.graph.keys[message[3]], message[4])
+            raise unpicklable_result(self.graph.keys[message.task], message.reason)
 
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish
@@ -349,17 +357,14 @@ class _ProcessRun:
         finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
         self.sizer.observe(results)
-        if report.task_measured:  # results carry the worker's measurements for a sample
-            for result in results:
-                if result[4] is not None:
-                    report.measured_remote(result[0], name, result[2], result[3], result[4])
-            results = [result[:4] for result in results]
-        for task, value, start, stop in results:
+        for task, value, start, stop, measured in results:
             finish(task, value)
             if started and batch.announced <= batch.reported:
                 started(task, name)  # it ran between two of our reads
                 batch.announced = batch.reported + 1
             batch.reported += 1
+            if measured is not None:  # the worker's Measurement of a sampled task
+                report.measured(measured, name)
             if finished:
                 finished(task, name, start, stop)
 

@@ -41,9 +41,9 @@ import threading
 import time
 from typing import Any
 
-from ..engine import Reporter, check_workers, execute_graph, run_spec, skip_after
-from ..gil import run_queue_seconds
-from ..measure import result_nbytes
+from ..engine import Reporter, check_workers, execute_graph
+from ..measure import THREAD
+from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import get_on_pool
 from ._blas import limited_native_threads
 
@@ -53,10 +53,6 @@ BACKEND = "threads"
 INTERRUPT_GRACE = 0.3  # seconds to let cancelled threads unwind before returning
 
 
-class TaskCancelled(BaseException):
-    """Raised inside worker threads when the run they belong to is interrupted."""
-
-
 def get(
     dsk: Any,
     keys: Any,
@@ -64,17 +60,20 @@ def get(
     num_workers: int | None = None,
     pool=None,
     observers=None,
+    planners=None,
     **options: Any,
 ) -> Any:
     """Compute ``keys`` of ``dsk`` on ``num_workers`` threads (Dask's ``get`` contract)."""
     if pool is not None:
-        return get_on_pool(dsk, keys, pool, observers)
+        return get_on_pool(dsk, keys, pool, observers, planners)
     workers = check_workers(num_workers)
 
     def drive(graph, state, report):
         _Run(graph, state, report, workers).drive()
 
-    return execute_graph(dsk, keys, drive, BACKEND, observers=observers, workers=workers)
+    return execute_graph(
+        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+    )
 
 
 class _Run:
@@ -157,6 +156,9 @@ class _Run:
             self.done.set()
 
     def _loop(self, name: str) -> None:
+        """Take tasks and run them through this thread's TaskRunner.  What a task
+        raises comes back as :class:`Failed`; what the reporter raises (an observer
+        that propagates its errors) is not a task's and ends the run in ``_work``."""
         __tracebackhide__ = True
         graph, state, report, cond = self.graph, self.state, self.report, self.cond
         specs, keys, values = graph.specs, graph.keys, state.values
@@ -167,10 +169,15 @@ class _Run:
         timed = report.timed
         report.worker_started(name)
         ident = threading.get_ident()
-        clock, cpu_clock = time.time, time.thread_time
-        measure = report.measured if report.task_measured else None
-        skip = 0
-        queued = True  # read run-queue time after a long task only (see sync.py)
+        runner = TaskRunner(
+            THREAD,
+            hooks=graph.on_result,
+            keys=keys,
+            measure=bool(report.task_measured),
+            timed=timed,
+        )
+        run = runner.run_timed if (timed or runner.measuring) else runner.run
+        in_task = self.in_task
         i = -1
         value = None
         while True:
@@ -197,40 +204,26 @@ class _Run:
                     self.idle -= 1
                 if ready and self.idle:
                     cond.notify(min(self.idle, len(ready)))
-                self.in_task[ident] = True
-            try:
-                if measure is not None and skip <= 0:
-                    # A measured task (see reporter.py's sampling): clocks on this thread.
-                    started(i, name)
-                    c0, q0 = cpu_clock(), run_queue_seconds() if queued else 0.0
-                    t0 = clock()
-                    value = run_spec(specs[i], values)
-                    t1 = clock()
-                    cpu = cpu_clock() - c0
-                    starved = run_queue_seconds() - q0 if queued else None
-                    measure(i, name, t0, t1, cpu, starved, result_nbytes(value))
-                    finished(i, name, t0, t1, False)  # task_done follows, under the lock
-                    skip = skip_after(t1 - t0)
-                    queued = not skip
-                elif timed:
-                    started(i, name)
-                    t0 = clock()
-                    value = run_spec(specs[i], values)
-                    finished(i, name, t0, clock(), False)
-                    skip -= 1
-                else:
-                    value = run_spec(specs[i], values)
-                    skip -= 1
-            except BaseException as exc:  # SystemExit, KeyboardInterrupt...: all the task's
-                with cond:
-                    self.in_task[ident] = False
-                    if isinstance(exc, TaskCancelled) and self.stop:
-                        return  # cancelled by the caller, not a failure of the task
-                    if self.failure is None and not self.stop:
-                        self.failure = report.failed(i, exc, name, emit=False)
-                    self.stop = True
-                    cond.notify_all()
-                report.emit_failed(i, name, exc)
-                self.done.set()
+            if timed:
+                started(i, name)
+            in_task[ident] = True
+            value = run(i, specs[i], values)
+            in_task[ident] = False
+            if type(value) is Failed:
+                self._task_failed(i, value.exc, name)
                 return
-            self.in_task[ident] = False
+            if runner.record is not None:
+                report.measured(runner.record, name)
+            if timed:
+                finished(i, name, runner.start, runner.stop, False)  # task_done: under the lock
+
+    def _task_failed(self, i: int, exc: BaseException, name: str) -> None:
+        with self.cond:
+            if isinstance(exc, TaskCancelled) and self.stop:
+                return  # cancelled by the caller, not a failure of the task
+            if self.failure is None and not self.stop:
+                self.failure = self.report.failed(i, exc, name, emit=False)
+            self.stop = True
+            self.cond.notify_all()
+        self.report.emit_failed(i, name, exc)
+        self.done.set()

@@ -1,0 +1,102 @@
+"""Widgets across the kernel's life: the widget channel opened early, live views told of shutdown.
+
+**The kernel status during a kernel's first widget.**  JupyterLab 4.4+ (and Notebook
+7.4+) send the comm messages of a target to a kernel *subshell*, one per target, which
+the front end creates (``create_subshell_request`` on the control channel) when the
+first comm of that target appears.  ipykernel answers every control request with a
+``status: busy`` and a ``status: idle`` on IOPub whose parent is that request, and the
+front end's status bar takes any status message for the kernel's state (its
+``untracked_message_types`` skip kernel-info and debug requests, not subshell ones).
+So when a kernel's first widget appears while a cell computes (the progress bar of
+the first compute that outlasts half a second: typically the first ``distributed``
+one, which starts the cluster), the status bar reads "Idle" from then until the cell
+ends, while the cell shows ``[*]``.  Later widgets reuse the subshell.  Nothing in
+the kernel can stop the front end from asking; what we can choose is *when* it asks:
+:func:`open_widget_channel` (called by ``%load_ext notebook_sched``) opens one hidden
+widget, kept for the kernel's life, so the subshell is made while that short cell
+runs and no compute's bar is ever the first widget of the kernel.
+
+**Live views at shutdown.**  A progress bar or a cluster view that is live when the
+kernel shuts down or restarts would stay frozen in the front end as it was last drawn
+("12 / 41 tasks · ~16 s left", "running · live" with dead pids): the front end keeps
+a widget's last state, and the kernel process is gone before the run ends.  Views that
+draw a live state register with :func:`watch` while they do; on the first live view
+the kernel's ``do_shutdown`` (which ipykernel calls on its control thread for a
+``shutdown_request``, restart or not, even while a cell computes) is wrapped to call
+each view's ``kernel_stopped(restart)`` first, which draws it stopped ("stopped:
+kernel restarted") and stops its redraws.  A kernel that is killed outright (no
+shutdown request) gets no such chance.
+
+Nothing here imports IPython or ipywidgets before a kernel asks for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from ..environment import in_kernel, ipython_shell
+
+__all__ = ["open_widget_channel", "watch", "unwatch", "stopped_text"]
+
+_lock = threading.Lock()  # guards _anchor, _hooked and _live
+_anchor: Any = None  # the hidden widget that keeps the widget target's subshell open
+_hooked: weakref.WeakSet = weakref.WeakSet()  # kernels whose do_shutdown we wrapped
+_live: weakref.WeakSet = weakref.WeakSet()  # views to tell at shutdown
+
+
+def stopped_text(restart: bool) -> str:
+    """What a view says once the kernel has gone: ``stopped: kernel restarted``."""
+    return "stopped: kernel restarted" if restart else "stopped: kernel shut down"
+
+
+def open_widget_channel() -> None:
+    """In a kernel with ipywidgets: open the hidden widget now (idempotent; see module
+    docstring), so the front end's subshell for widget comms exists before a compute."""
+    global _anchor
+    if _anchor is not None or not in_kernel():
+        return
+    try:
+        import ipywidgets
+    except ImportError:
+        return
+    with _lock:
+        if _anchor is None:
+            _anchor = ipywidgets.Widget()  # never displayed: a comm, no view
+
+
+def watch(view: Any) -> None:
+    """Call ``view.kernel_stopped(restart)`` if the kernel shuts down while it is
+    watched (until :func:`unwatch`).  Outside a kernel, does nothing."""
+    kernel = getattr(ipython_shell(), "kernel", None)
+    if kernel is None or not hasattr(kernel, "do_shutdown"):
+        return
+    with _lock:
+        _live.add(view)
+        if kernel in _hooked:
+            return
+        _hooked.add(kernel)
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        _stop_views(restart)
+        return original(restart)  # a coroutine on ipykernel 6.x-7.x: the caller awaits it
+
+    kernel.do_shutdown = do_shutdown
+
+
+def unwatch(view: Any) -> None:
+    with _lock:
+        _live.discard(view)
+
+
+def _stop_views(restart: bool) -> None:
+    with _lock:
+        views = list(_live)
+        _live.clear()
+    for view in views:
+        try:
+            view.kernel_stopped(restart)
+        except Exception:
+            pass  # the shutdown goes on whatever a view does
