@@ -255,6 +255,9 @@ def _collect(args) -> dict:
                 for side, backend in (("ours", ours), ("dask", theirs)):
                     cell[side + "_t"].append(_measure(side, backend, workload, args, traced=True))
             print(f"  {workload} / {ours}: {_cell_line(cell)}", flush=True)
+            if args.json:  # as it goes: a long run stopped early keeps what it measured
+                flat = {f"{w} {b}": c for (w, b), c in cells.items()}
+                args.json.write_text(json.dumps(flat, indent=1))
     return cells
 
 
@@ -273,7 +276,16 @@ def _above(samples: list[dict]) -> float | None:
 
 def _cell_line(cell: dict) -> str:
     ours, dask = _above(cell["ours"]), _above(cell["dask"])
-    return f"ours {_mb(ours)} MB, Dask {_mb(dask)} MB"
+    times = [_median(cell[side], "seconds") for side in ("ours", "dask")]
+    live = [
+        "/".join(_mb(_median(cell[side], field)) for side in ("ours_t", "dask_t"))
+        for field in ("caller_live", "worker_live")
+    ]
+    seconds = "/".join("-" if t is None else f"{t:.2f}" for t in times)
+    return (
+        f"ours {_mb(ours)} MB, Dask {_mb(dask)} MB; {seconds} s; "
+        f"live caller {live[0]} MB, worker {live[1]} MB"
+    )
 
 
 def _live(samples: list[dict], field: str) -> float | None:
@@ -366,11 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     args.backends = args.backends or [p[0] for p in PAIRS]
     tally = Tally()
     started = time.perf_counter()
-    cells = run_memory_table(args, tally)
+    run_memory_table(args, tally)
     print(f"  ({time.perf_counter() - started:.0f} s)")
-    if args.json:
-        flat = {f"{w} {b}": cell for (w, b), cell in cells.items()}
-        args.json.write_text(json.dumps(flat, indent=1))
     tally.print_summary()
     return 0
 
