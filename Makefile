@@ -46,8 +46,8 @@ bench-auto: $(STAMP)
 	$(PY) -m benchmarks.choosing
 
 # Peak memory (process + workers) and time of sync/threads/processes/auto against Dask's,
-# eleven workloads, a fresh process each (benchmarks/memory_table.py; about ten minutes on
-# 2 idle cores; BENCH_MEMORY_ARGS=--full for issue 22's sizes).
+# eleven workloads, a fresh process each (benchmarks/memory_table.py; sized for about ten
+# minutes on 2 idle cores, not yet timed idle; BENCH_MEMORY_ARGS=--full for issue 22's sizes).
 bench-memory: $(STAMP)
 	$(PY) -m benchmarks.memory_table $(BENCH_MEMORY_ARGS)
 

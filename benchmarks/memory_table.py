@@ -278,7 +278,7 @@ def _cell_line(cell: dict) -> str:
     ours, dask = _above(cell["ours"]), _above(cell["dask"])
     times = [_median(cell[side], "seconds") for side in ("ours", "dask")]
     live = [
-        "/".join(_mb(_median(cell[side], field)) for side in ("ours_t", "dask_t"))
+        "/".join(_mb(_live(cell[side], field)) for side in ("ours_t", "dask_t"))
         for field in ("caller_live", "worker_live")
     ]
     seconds = "/".join("-" if t is None else f"{t:.2f}" for t in times)
