@@ -79,3 +79,10 @@ def test_opaque_results_count_as_their_share_of_the_message():
     assert s.input_bytes(4) == 2 << 20
     s.observe([(2, Opaque(), 0.0, 0.001)])  # no message size given: the shallow size
     assert 0 < s.sizes[2] < 1024
+
+
+def test_an_empty_report_teaches_nothing():
+    s = sizer([()] * 2)
+    s.received(1000)
+    s.observe([])
+    assert s.mean_seconds is None and s.mean_bytes == 0

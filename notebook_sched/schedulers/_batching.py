@@ -101,6 +101,8 @@ class BatchSizer:
         its share of the pickled message it came in: the bytes it really moved."""
         sizes = self.sizes
         count = len(results)
+        if not count:
+            return
         share = self.message_bytes // count
         self.message_bytes = 0
         spent = 0.0
