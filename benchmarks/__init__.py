@@ -9,5 +9,7 @@ target and PASS/FAIL.  Modules:
 ``overhead.py``   the harness and its command line
 ``parallel.py``   speed-up of threads/processes over sync on real work
 ``memory.py``     peak RSS of a tree reduction, one fresh process per measurement
+``cache_hashing.py``  the result cache's fingerprints: argument hashing GB/s against
+                  ``dask.base.tokenize``, and µs per task beside a sync no-op run
 ``report.py``     timing, tables and the PASS/FAIL tally
 """

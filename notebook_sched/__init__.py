@@ -13,22 +13,19 @@ ones) and registers one callback with ``config``.  Everything else loads when fi
 asked for, through the module ``__getattr__``: the API (``get``, ``compute``,
 ``delayed``), the backends, cloudpickle and anything notebook-related.  The first
 use (a public name other than the bottom ones, the first ``config.set``/``get``,
-``%load_ext``) runs :func:`_activate`, which lets the layers above register
-themselves: the scheduler registry's checks of config values, the backends above it
-(the local cluster, named here since ``distributed`` stands beside ``schedulers``
-and imports none of it; ``dask``, registered by ``interop``), the run hooks of
-``debug`` (local rerun of a failed task) and ``diagnostics`` (progress, advice), and
-the Dask config mirror of ``interop``, and the plan hook that loads the result cache
-when a run asks for it.  So a worker process, which imports this
-package only to unpickle a job, runs none of it.
+``%load_ext``) runs :func:`_activate` once (``config.activate`` is the one guard),
+which lets the layers above register themselves: the scheduler registry's checks of
+config values, the backends above it (the local cluster, named here since
+``distributed`` stands beside ``schedulers`` and imports none of it; ``dask``,
+registered by ``interop``), the run hooks of ``debug`` (local rerun of a failed task)
+and ``diagnostics`` (progress, advice), the Dask config mirror of ``interop``, and
+the plan hook that loads the result cache when a run asks for it.  So a worker
+process, which imports this package only to unpickle a job, runs none of it.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import threading
-import types
 from typing import Any
 
 from . import config, events
@@ -61,6 +58,8 @@ __all__ = [
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
     "submit",
     "jobs",
     "cancel_all",
@@ -69,9 +68,9 @@ __all__ = [
 
 _LAZY = {
     "get": ("notebook_sched.api", "get"),
-    "compute": ("notebook_sched.delayed", "compute"),
-    "delayed": ("notebook_sched.delayed", "delayed"),
-    "Delayed": ("notebook_sched.delayed", "Delayed"),
+    "compute": ("notebook_sched.lazy", "compute"),
+    "delayed": ("notebook_sched.lazy", "delayed"),
+    "Delayed": ("notebook_sched.lazy", "Delayed"),
     "schedulers": ("notebook_sched.schedulers", None),
     "WorkerDiedError": ("notebook_sched.errors", "WorkerDiedError"),
     "picker": ("notebook_sched.ipython.picker", "picker"),
@@ -83,35 +82,28 @@ _LAZY = {
     "Client": ("notebook_sched.distributed.client", "Client"),
     "Future": ("notebook_sched.distributed.client", "Future"),
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
-    "submit": ("notebook_sched.jobs", "submit"),
-    "jobs": ("notebook_sched.jobs", "jobs"),
-    "cancel_all": ("notebook_sched.jobs", "cancel_all"),
+    "cache_info": ("notebook_sched.cache.session", "cache_info"),
+    "cache_clear": ("notebook_sched.cache.session", "cache_clear"),
+    "submit": ("notebook_sched.background", "submit"),
+    "jobs": ("notebook_sched.background", "jobs"),
+    "cancel_all": ("notebook_sched.background", "cancel_all"),
 }
-
-_activated = False
-_activate_lock = threading.RLock()  # guards _activated; re-entered from config
 
 
 def _activate() -> None:
-    """Let the layers above register themselves (once; see the module docstring).
+    """Let the layers above register themselves: ``config``'s first-use callback, so it
+    runs once (``config.activate`` is the package's one run-once guard).
 
     The failure hook is registered before the progress and advice hooks, so it wraps
     them: a failed task's bar turns red before the task is rerun here."""
-    global _activated
-    with _activate_lock:
-        if _activated:
-            return
-        _activated = True
-        config.on_first_use(None)
-        from . import debug, diagnostics, interop
+    from . import debug, diagnostics, interop
+    from .plan import add_plan_hook
 
-        _register_backends()
-        debug.install()
-        diagnostics.install()
-        interop.install()  # the Dask config mirror
-        from .plan import add_plan_hook
-
-        add_plan_hook(_cache_planner)
+    _register_backends()
+    debug.install()
+    diagnostics.install()
+    interop.install()  # the Dask config mirror
+    add_plan_hook(_cache_planner)
 
 
 def _cache_planner(request: Any) -> Any:
@@ -149,31 +141,13 @@ def _load_environment() -> None:
     config.load_environment()
 
 
-_SHADOWED = ("delayed", "jobs")  # submodules named like the public function they hold
-
-
-class _Root(types.ModuleType):
-    """The package's module type: ``notebook_sched.delayed`` (and ``.jobs``) stay the
-    functions.
-
-    Importing the submodule ``notebook_sched.delayed`` (anyone may, and the API does
-    on first use) would set the package attribute of that name to the module; this
-    keeps the public function there instead (the module is ``sys.modules[...]``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SHADOWED and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Root
 config.on_first_use(_activate)
 _load_environment()
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext notebook_sched``: the %schedule magics and failure rendering."""
-    _activate()
+    config.activate()
     from .ipython import load_ipython_extension as load
 
     load(ipython)
@@ -194,7 +168,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        _activate()
+        config.activate()
         module_name, attribute = _LAZY[name]
         module = importlib.import_module(module_name)
         value = module if attribute is None else getattr(module, attribute)

@@ -15,8 +15,9 @@ called once in a worker process, registers an at-fork hook that, in every child:
   (multiprocessing's fork start method, daemons) are unaffected.
 
 Forks made from C run no at-fork hooks, so senders also compare :func:`os.getpid`
-with the worker's pid before each message (:func:`is_forked_child`).  The local
-cluster's worker (``distributed/worker.py``) has its own copy of this logic.
+with the worker's pid before each message (:func:`is_forked_child`).  Both kinds of
+worker use this module: the process pool's (``schedulers/_worker.py``) and the local
+cluster's (``distributed/worker.py``, whose descriptors include its peers' sockets).
 """
 
 from __future__ import annotations

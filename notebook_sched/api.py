@@ -5,7 +5,7 @@ config's ``num_workers``/``pool``/``progress``/``rerun``/``worker_timeout``/``ca
 unless given, asks the run hooks what they add and the plan hooks for planners, and
 calls the backend.  Everything else
 lives in the backends and the engine (``compute`` and ``delayed``, which build graphs
-and call ``get``, sit one layer up in ``delayed.py``).
+and call ``get``, sit one layer up in ``lazy.py``).
 
 Run hooks are how the layers above take part in every run without this module
 knowing them (progress bars and advice from ``diagnostics``, the local rerun of a
@@ -191,7 +191,7 @@ def _fill_defaults(options: dict) -> None:
     if options.get("cache") is None:
         options["cache"] = config.get("cache")
     else:
-        options["cache"] = config._validate("cache", options["cache"])
-    config._validate("worker_timeout", options["worker_timeout"])
+        options["cache"] = config.validate("cache", options["cache"])
+    config.validate("worker_timeout", options["worker_timeout"])
     if options.get("rerun") not in config.RERUN_CHOICES:
-        config._validate("rerun", options.get("rerun"))
+        config.validate("rerun", options.get("rerun"))

@@ -60,13 +60,15 @@ the scope that made it ends (Dask's default scheduler follows ours this way; a
 subscriber cannot do it, since it cannot tell the end of a scope from a new change).
 
 This module is the bottom layer: it imports nothing from the package.  The values it
-checks itself are plain (``progress``, ``rerun``, ``advise``, ``worker_timeout``); the
+checks itself are plain (``progress``, ``rerun``, ``advise``, ``worker_timeout``,
+``cache`` and its sizes); the
 scheduler names, pools and worker counts are checked by the layer that owns them,
 which registers its check with :func:`register_validator` (the scheduler registry,
 when it is imported).  The package root registers, with :func:`on_first_use`, the one
 callback that brings those layers in before the first ``set``/``get``, so a bad name
 fails at once with the list of valid ones, and a script that only imports the
-package loads none of them.
+package loads none of them.  :func:`activate` runs it, once: the package's only
+run-once guard (the root calls it too, on the first use of a lazy name).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ __all__ = [
     "unsubscribe",
     "add_mirror",
     "register_validator",
+    "on_first_use",
+    "activate",
+    "validate",
     "DEFAULTS",
     "ENV_SCHEDULER",
 ]
@@ -124,8 +129,12 @@ _MISSING = object()
 _scopes: contextvars.ContextVar[tuple] = contextvars.ContextVar(
     "notebook_sched_config_scopes", default=()
 )
-# Called once before the first set/get (on_first_use); _activation_lock serialises it.
+# The one run-once guard of the package: the callback registered with on_first_use
+# runs once, before the first set/get (activate).  _activation_lock serialises it
+# (re-entered by the callback itself); _activating is True while it runs, so other
+# threads wait for it instead of passing the fast check.
 _first_use: Callable[[], None] | None = None
+_activating = False
 _activation_lock = threading.RLock()
 
 
@@ -144,23 +153,33 @@ def on_first_use(callback: Callable[[], None] | None) -> None:
     _first_use = callback
 
 
-def _activate() -> None:
-    """Run the first-use callback once; other threads wait until it has run."""
-    global _first_use
+def activate() -> None:
+    """Run the first-use callback if it has not run (once; other threads wait until it
+    has run).  ``set``/``get`` call this; so does the package root on the first use of
+    a lazy name or ``%load_ext``."""
+    global _first_use, _activating
+    if _first_use is None and not _activating:
+        return
     with _activation_lock:
         callback, _first_use = _first_use, None
         if callback is not None:
-            callback()
+            _activating = True
+            try:
+                callback()
+            finally:
+                _activating = False
 
 
-def _validate(name: str, value: Any) -> Any:
+def validate(name: str, value: Any) -> Any:
+    """``value`` checked for setting ``name`` (in canonical form), or an error saying
+    what is accepted: what ``set`` stores, for callers that take the same values per
+    call (``get(..., cache=...)``, ``LocalCluster(worker_timeout=...)``)."""
     if name not in DEFAULTS:
         raise KeyError(
             f"Unknown setting {name!r}; the settings are: {', '.join(sorted(DEFAULTS))}."
         )
     if value is not None and name in _OWNED:
-        if _first_use is not None:
-            _activate()
+        activate()
         check = _validators.get(name)
         if check is not None:
             return check(value)
@@ -206,9 +225,8 @@ class set:  # noqa: N801 - named like dask.config.set on purpose
     thread (context) that entered it, and restored on exit (see the module docstring)."""
 
     def __init__(self, **settings: Any):
-        if _first_use is not None:
-            _activate()
-        checked = {name: _validate(name, value) for name, value in settings.items()}
+        activate()
+        checked = {name: validate(name, value) for name, value in settings.items()}
         with _lock:
             self._previous = {name: _values[name] for name in checked}
             _values.update(checked)
@@ -274,8 +292,7 @@ def _scoped_value(name: str) -> Any:
 
 def get(name: str, default: Any = _MISSING) -> Any:
     """The current value of setting ``name``."""
-    if _first_use is not None:
-        _activate()
+    activate()
     value = _scoped_value(name)
     if value is not _MISSING:
         return value
@@ -289,8 +306,7 @@ def get(name: str, default: Any = _MISSING) -> Any:
 
 def snapshot() -> dict[str, Any]:
     """All settings, as a new dict."""
-    if _first_use is not None:
-        _activate()
+    activate()
     with _lock:
         values = dict(_values)
     for _scope, changes in _scopes.get():

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .delayed import Delayed, compute, delayed
+from .lazy import Delayed, compute, delayed
 
 __all__ = ["build_workload", "run_demo", "main", "BACKENDS"]
 

@@ -33,9 +33,9 @@ Chained causes do not travel as objects (pickle drops ``__cause__``/``__context_
 the remote traceback text, which the backends attach as the ``__cause__``, shows them.
 
 **Hints.**  :func:`misspelled_key_note` is called only when a task has failed: it
-looks for string arguments within edit distance 2 of a key of the graph ("did you
-mean the key 'data'?").  Dask's rules make such strings data, so this never changes
-what runs; it only explains the failure.
+looks for string arguments that look like a key of the graph (``graph.closest_keys``,
+difflib: "did you mean the key 'data'?").  Dask's rules make such strings data, so
+this never changes what runs; it only explains the failure.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 from .failure import key_repr
+from .graph import closest_keys
 
 __all__ = [
     "TaskPicklingError",
@@ -59,15 +60,16 @@ __all__ = [
     "worker_hung",
     "describe_exit",
     "main_guard_message",
+    "exit_if_bootstrapping",
+    "raise_if_main_guard",
+    "note_out_of_fds",
     "RemoteTaskError",
     "dump_exception",
     "load_exception",
     "misspelled_key_note",
-    "edit_distance_at_most",
 ]
 
 MAX_NESTED = 50  # nested exceptions recorded per level (exception groups)
-MAX_KEYS_SCANNED = 200_000  # a failure hint must stay cheap on huge graphs
 
 
 MAIN_GUARD_EXIT = 87  # exit code of a worker whose parent script has no __main__ guard
@@ -179,6 +181,49 @@ def describe_exit(code: int | None) -> str:
         }.get(name, "killed by a signal")
         return f"{name}: {hint}"
     return "the process exited by itself, e.g. os._exit() or sys.exit() in native code"
+
+
+def exit_if_bootstrapping() -> None:
+    """The one main-guard check, in a process that is about to start workers: if this
+    process is itself a worker being bootstrapped (its parent's main script computes
+    at import time, with no ``__main__`` guard), leave quietly with MAIN_GUARD_EXIT;
+    the parent sees the code and explains (:func:`raise_if_main_guard`)."""
+    multiprocessing = sys.modules.get("multiprocessing")  # not imported: not spawned
+    if multiprocessing is not None:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            raise SystemExit(MAIN_GUARD_EXIT)
+
+
+def raise_if_main_guard(exitcode: int | None) -> None:
+    """A worker exited with ``exitcode``: MAIN_GUARD_EXIT raises the MainGuardError."""
+    if exitcode == MAIN_GUARD_EXIT:
+        raise MainGuardError(main_guard_message()) from None
+
+
+def note_out_of_fds(exc: BaseException, starting: str, workers: int) -> bool:
+    """If ``exc`` says this process ran out of file descriptors (EMFILE, ENFILE),
+    add a note saying so, with the limit and the fix; True when it did."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code not in (errno.EMFILE, errno.ENFILE):
+        return False
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = f"the limit of open files (RLIMIT_NOFILE) is {soft}"
+    except (ImportError, OSError, ValueError):
+        soft, limit = None, "the limit of open files was reached"
+    which = "this process" if code == errno.EMFILE else "the system"
+    exc.add_note(
+        f"notebook_sched: {which} ran out of file descriptors while starting {starting} "
+        f"({workers} worker processes; each needs a few pipes and sockets): {limit}. "
+        f"Raise it (`ulimit -n 4096` before starting Python or Jupyter, or "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))), use fewer workers "
+        f"(num_workers=...), or use scheduler='threads', which needs none."
+    )
+    return True
 
 
 def main_guard_message() -> str:
@@ -320,38 +365,15 @@ class _Record:
         return exc
 
 
-def edit_distance_at_most(a: str, b: str, limit: int) -> bool:
-    """True when the Levenshtein distance of ``a`` and ``b`` is at most ``limit``."""
-    if abs(len(a) - len(b)) > limit:
-        return False
-    if a == b:
-        return True
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        best = i
-        for j, cb in enumerate(b, 1):
-            cost = previous[j - 1] + (ca != cb)
-            cost = min(cost, previous[j] + 1, current[j - 1] + 1)
-            current.append(cost)
-            best = min(best, cost)
-        if best > limit:
-            return False
-        previous = current
-    return previous[-1] <= limit
-
-
 def misspelled_key_note(strings: Iterable[str], keys: Iterable) -> str | None:
-    """A note for string arguments that are one or two edits away from a key, or None."""
+    """A note for string arguments that look like a key of the graph, or None."""
     wanted = [s for s in dict.fromkeys(strings) if 0 < len(s) <= 200]
     if not wanted:
         return None
-    lines = []
-    for text in wanted:
-        for n, key in enumerate(keys):
-            if n >= MAX_KEYS_SCANNED:
-                break
-            if type(key) is str and key != text and edit_distance_at_most(text, key, 2):
-                lines.append(f"argument {text!r} is a plain string; did you mean the key {key!r}?")
-                break
+    close = closest_keys(wanted, keys, 1)
+    lines = [
+        f"argument {text!r} is a plain string; did you mean the key {close[text][0]!r}?"
+        for text in wanted
+        if close[text]
+    ]
     return "\n".join(lines) if lines else None

@@ -39,7 +39,10 @@ route output to the cell that started the run.
 Literal values and aliases in a graph are not tasks: no task hook fires for them and
 ``RunInfo.task_keys`` leaves them out (an observer whose ``reports_aliases`` is True,
 the adapter of Dask's callbacks, still hears of aliases, since Dask runs and reports
-them as tasks; ``RunInfo.extra["aliases"]`` lists them).
+them as tasks; ``RunInfo.extra["aliases"]`` lists them).  Results a planner knew
+before the run (a cache's hits, see ``plan.py``) are literals of that run: no task
+hook fires for them, and ``RunInfo.extra["substituted"]`` lists their keys, so a
+progress view can count them as done at once.
 
 Register an observer globally with :func:`register` / :func:`unregister`, for a
 block with ``with observer:``, or for one call with ``get(..., observers=[obs])``.

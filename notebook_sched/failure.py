@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -24,8 +25,32 @@ __all__ = [
     "record_failure",
     "annotate",
     "key_repr",
+    "short_name",
+    "short_key_repr",
     "RemoteTraceback",
+    "RerunOutcome",
 ]
+
+
+class RerunOutcome(StrEnum):
+    """What the local rerun of a failed task found: ``TaskFailure.extra["rerun"]``.
+
+    A ``StrEnum`` that prints and displays as its sentence (``local rerun: raised the
+    same error``; ``'did not fail'`` in a notebook, as the plain strings it replaces
+    did); code compares members.  ``extra["rerun_detail"]`` says more for
+    ``NOT_POSSIBLE`` (why) and ``DIFFERENT_ERROR`` (the rerun's error)."""
+
+    SAME_ERROR = "raised the same error"
+    DID_NOT_FAIL = "did not fail"
+    DIFFERENT_ERROR = "raised a different error"
+    NOT_POSSIBLE = "not possible"
+    INTERRUPTED = "interrupted"
+
+    __repr__ = str.__repr__
+
+    def describe(self, detail: str | None) -> str:
+        """The outcome as one phrase, with its detail: ``not possible: <why>``."""
+        return f"{self.value}: {detail}" if detail else self.value
 
 
 class RemoteTraceback(Exception):
@@ -91,6 +116,15 @@ def record_failure(failure: TaskFailure) -> TaskFailure:
     return failure
 
 
+def forget_failure(record: TaskFailure | None, previous: TaskFailure | None) -> None:
+    """Put ``previous`` back as the last failure if ``record`` is still the last one
+    (a run whose failure is not one to debug, e.g. a cancelled background job)."""
+    global _last
+    with _lock:
+        if record is not None and _last is record:
+            _last = previous
+
+
 def last_failure() -> TaskFailure | None:
     """The most recent task failure in this process, or None."""
     return _last
@@ -103,6 +137,57 @@ def key_repr(key: Hashable, limit: int = 200) -> str:
     except Exception:
         text = f"<{type(key).__name__} key with a failing repr>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_token(word: str) -> bool:
+    return len(word) >= 8 and not word.strip("0123456789abcdef")
+
+
+def short_name(name: str, limit: int = 22) -> str:
+    """A long fused task name shortened as Dask's ``key_split`` reads one: the words up
+    to the first that is not alphabetic, then an ellipsis and the last word (what the
+    task finally computes) when it fits: ``bag-from-delayed-file_to_blocks-list-loads-
+    pluck-sum-part`` -> ``bag-from-delayed…part``; otherwise the whole words that fit
+    and an ellipsis.  Names of ``limit`` characters or fewer are returned as they are."""
+    if len(name) <= limit:
+        return name
+    words = name.split("-")
+    head = [words[0]]
+    for word in words[1:]:
+        if not word.isalpha():
+            break
+        head.append(word)
+    if len(head) < len(words):
+        shown = f"{'-'.join(head)}\u2026{words[-1]}"
+        if len(shown) <= limit:
+            return shown
+    kept = words[0][: limit - 1]
+    for word in words[1:]:
+        if len(kept) + 1 + len(word) > limit - 1:
+            break
+        kept += "-" + word
+    return kept + "\u2026"
+
+
+def short_key_repr(key: Hashable, limit: int = 60) -> str:
+    """``repr(key)``, with a long name part shortened (:func:`short_name`, its token cut
+    to 8 characters) when the whole is longer than ``limit``: for headlines and bars,
+    next to a way to the full key (``last_failure().key``, a tooltip)."""
+    text = key_repr(key)
+    if len(text) <= limit:
+        return text
+    parts = key if type(key) is tuple and key else (key,)
+    head = parts[0]
+    if type(head) is not str:
+        return key_repr(key, limit)
+    stem, _, token = head.rpartition("-")
+    if stem and _is_token(token):
+        head = f"{short_name(stem, 30)}-{token[:8]}"
+    else:
+        head = short_name(head, 40)
+    if type(key) is tuple:
+        return key_repr((head, *parts[1:]), limit)
+    return key_repr(head, limit)
 
 
 def annotate(exc: BaseException, key: Hashable, backend: str, worker: str) -> None:

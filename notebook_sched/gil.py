@@ -198,18 +198,6 @@ class GilProbe:
             return 0.0, 0
         return sum(shares) / len(shares), len(shares)
 
-    def busy_fraction(
-        self, start: float = 0.0, stop: float = float("inf"), min_samples: int = 1
-    ) -> float | None:
-        """Mean busy-GIL share of samples taken between ``start`` and ``stop``.
-
-        None when fewer than ``min_samples`` fall in the window.  Samples are in time
-        order, so the window is found by bisection: O(log n + window), safe to call
-        while the probe is still appending.
-        """
-        busy, count = self.window(start, stop)
-        return busy if count >= max(min_samples, 1) else None
-
 
 class _RunQueueClock:
     """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat),

@@ -53,15 +53,16 @@ from __future__ import annotations
 
 import difflib
 import gc
+import itertools
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from .graph_walk import (
-    _NONE_TYPE,
-    _PLAIN_TYPES,
-    _REF_TYPES,
-    _WALKED,
     NO_KEY,
+    NONE_TYPE,
+    PLAIN_TYPES,
+    REF_TYPES,
+    WALKED,
     evaluate,
     is_graph_node,
     names_key,
@@ -82,6 +83,7 @@ __all__ = [
     "CompiledGraph",
     "Known",
     "compile_graph",
+    "closest_keys",
     "evaluate",
     "flatten_keys",
     "is_task",
@@ -175,7 +177,7 @@ def flatten_keys(keys: Any) -> list:
 
 def _check_key_argument(keys: Any) -> None:
     if isinstance(keys, (set, frozenset, dict)) or (
-        hasattr(keys, "__next__") and not isinstance(keys, _REF_TYPES)
+        hasattr(keys, "__next__") and not isinstance(keys, REF_TYPES)
     ):
         raise TypeError(
             f"keys must be a key or a (nested) list of keys, not a {type(keys).__name__} "
@@ -337,7 +339,7 @@ def _parse(key: Hashable, value: Any, dsk: Mapping) -> tuple[tuple, list]:
         return (ALIAS, ref), [ref]
     if typ is list:
         return _parse_expression(key, value, dsk)
-    if isinstance(value, _WALKED) and needs_walk(value, dsk):
+    if isinstance(value, WALKED) and needs_walk(value, dsk):
         if typ is tuple:
             head = value[0]
             if (
@@ -361,9 +363,9 @@ def _parse_expression(key: Hashable, expr: Any, dsk: Mapping) -> tuple[tuple, li
             stack.extend(reversed(item[1:]))
         elif names_key(item, dsk):
             found[item] = None
-        elif isinstance(item, _WALKED):
+        elif isinstance(item, WALKED):
             stack.extend(reversed(item) if typ is not set and typ is not frozenset else item)
-        elif typ not in _PLAIN_TYPES:
+        elif typ not in PLAIN_TYPES:
             ref = taskref_key(item)
             if ref is not NO_KEY:
                 if not _is_key(ref, dsk):
@@ -387,11 +389,26 @@ def _missing_dependency(key: Hashable, dep: Any, dsk: Mapping) -> GraphError:
     )
 
 
+MAX_KEYS_SCANNED = 200_000  # a "did you mean" hint must stay cheap on huge graphs
+
+
+def closest_keys(texts: Iterable[str], keys: Iterable, n: int = 3) -> dict[str, list[str]]:
+    """For each of ``texts``, up to ``n`` string keys most like it, best first.
+
+    The one "did you mean" of the package: :mod:`difflib`'s similarity (as Python's
+    own suggestions for names), over at most ``MAX_KEYS_SCANNED`` keys; a key equal
+    to the text is not a suggestion."""
+    names = [k for k in itertools.islice(keys, MAX_KEYS_SCANNED) if isinstance(k, str)]
+    return {
+        text: [m for m in difflib.get_close_matches(text, names, n=n + 1) if m != text][:n]
+        for text in texts
+    }
+
+
 def _did_you_mean(key: Any, keys: Iterable) -> str:
     if not isinstance(key, str):
         return ""
-    names = [k for k in keys if isinstance(k, str)]
-    close = difflib.get_close_matches(key, names, n=3)
+    close = closest_keys([key], keys)[key]
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
@@ -456,7 +473,7 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
                         if not known or (arg and callable(arg[0])):
                             break
                         slots.append((arg_pos, arg))
-                    elif typ is not bytes and typ is not _NONE_TYPE and typ is not dict:
+                    elif typ is not bytes and typ is not NONE_TYPE and typ is not dict:
                         break
                 else:
                     spec = (CALL, value[0], value[1:], slots)

@@ -31,22 +31,26 @@ __all__ = [
     "evaluate",
     "needs_walk",
     "NO_KEY",
+    "PLAIN_TYPES",
+    "NONE_TYPE",
+    "REF_TYPES",
+    "WALKED",
 ]
 
-_PLAIN_TYPES = frozenset(
+PLAIN_TYPES = frozenset(
     {int, float, str, bytes, bool, type(None), tuple, list, dict, set, frozenset, complex}
 )
 
 
-_NONE_TYPE = type(None)
-_REF_TYPES = (str, int, float, tuple)  # what may name a key: Dask's rule (isinstance)
-_WALKED = (list, tuple, set, frozenset)  # containers whose items may name keys
+NONE_TYPE = type(None)
+REF_TYPES = (str, int, float, tuple)  # what may name a key: Dask's rule (isinstance)
+WALKED = (list, tuple, set, frozenset)  # containers whose items may name keys
 
 
 def is_graph_node(value: Any) -> bool:
     """True for Dask ``GraphNode``-like objects: callable with a ``dependencies`` set."""
     return (
-        type(value) not in _PLAIN_TYPES
+        type(value) not in PLAIN_TYPES
         and hasattr(value, "dependencies")
         and callable(value)
         and not isinstance(value, type)
@@ -79,7 +83,7 @@ def node_dependencies(node: Any) -> list:
         if typ is list or typ is tuple:
             stack.extend(reversed(item))
             continue
-        if typ in _PLAIN_TYPES:
+        if typ in PLAIN_TYPES:
             continue
         ref = item.key if typ is _Ref else taskref_key(item)
         if ref is not NO_KEY:
@@ -135,7 +139,7 @@ def names_key(value: Any, keys: Any) -> bool:
     Dask's rule: an instance of str, int, float or tuple that is a key; a TaskRef
     names its ``.key`` (see :func:`taskref_key`).
     """
-    if isinstance(value, _REF_TYPES):
+    if isinstance(value, REF_TYPES):
         try:
             return value in keys
         except TypeError:  # a tuple holding unhashable values
@@ -149,7 +153,7 @@ def taskref_key(value: Any) -> Any:
     Duck-typed so the package never imports Dask's private modules.
     """
     typ = type(value)
-    if typ in _PLAIN_TYPES:
+    if typ in PLAIN_TYPES:
         return NO_KEY
     if getattr(value, "__dask_future__", False) is True or any(
         c.__name__ == "TaskRef" for c in typ.__mro__
@@ -233,7 +237,7 @@ def _eval_open(expr: Any, refs: Mapping) -> tuple[Any, list | None]:
         return (refs[expr] if expr in refs else expr), None
     if typ is set or typ is frozenset:
         return None, [_E_SET, iter(list(expr)), [], typ]
-    if typ in _PLAIN_TYPES:
+    if typ in PLAIN_TYPES:
         return expr, None
     if names_key(expr, refs):
         return refs[expr], None
@@ -273,8 +277,8 @@ def needs_walk(value: Any, dsk: Mapping) -> bool:
             return True
         if names_key(item, dsk):
             return True
-        if isinstance(item, _WALKED):
+        if isinstance(item, WALKED):
             stack.extend(item)
-        elif typ not in _PLAIN_TYPES and (taskref_key(item) is not NO_KEY or is_graph_node(item)):
+        elif typ not in PLAIN_TYPES and (taskref_key(item) is not NO_KEY or is_graph_node(item)):
             return True
     return False

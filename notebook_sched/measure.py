@@ -36,6 +36,10 @@ core while it runs).
 
 from __future__ import annotations
 
+import functools
+import os
+import pickle
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
@@ -47,6 +51,7 @@ __all__ = [
     "TaskMeter",
     "process_meter",
     "result_nbytes",
+    "sizeof",
     "IDLE_STOP",
     "LONG_TASK",
     "CALLER",
@@ -55,6 +60,9 @@ __all__ = [
     "CLUSTER",
     "DASK",
     "REMOTE",
+    "GIL_BOUND",
+    "transfer_cost",
+    "per_byte_transfer",
 ]
 
 IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe stops
@@ -62,6 +70,11 @@ IDLE_STOP = 1.0  # seconds without a measured task after which a worker's probe 
 # rule), a probe starts (here, and the Advisor's in the caller).  The one owner.
 LONG_TASK = 0.001
 MAX_ITEMS = 64  # a list or tuple longer than this is not summed (not cheap any more)
+# A prefix whose tasks keep the GIL busy this share of their time or more holds the
+# GIL: the advisor's verdict and auto's routing both read it here.
+GIL_BOUND = 0.5
+TRANSFER_SAMPLE_BYTES = 8 * 1024 * 1024  # transfer_cost's buffer
+TRANSFER_REPEATS = 3
 KEEP_SAMPLES = 4096  # probe samples kept once no task needs the older ones
 
 
@@ -96,6 +109,32 @@ class Measurement(NamedTuple):
     @property
     def wall(self) -> float:
         return self.stop - self.start
+
+
+def sizeof(value: Any) -> int:
+    """Bytes ``value`` holds, always an estimate: :func:`result_nbytes` where that is
+    cheap to know, else the shallow size (``sys.getsizeof``, plus the items' shallow
+    sizes for a container of under 1000).  The one size estimate: the cluster's
+    memory accounting and ``auto``'s routing (what moving a value costs) use it."""
+    size = result_nbytes(value)
+    if size is not None:
+        return size
+    typ = type(value)
+    if typ in (list, tuple, set, frozenset) and len(value) < 1000:
+        return _shallow(value) + sum(_shallow(item) for item in value)
+    if typ is dict and len(value) < 1000:
+        return _shallow(value) + sum(_shallow(k) + _shallow(v) for k, v in value.items())
+    return _shallow(value)
+
+
+def _shallow(value: Any) -> int:
+    size = _flat_nbytes(value)
+    if size is not None:
+        return size
+    try:
+        return sys.getsizeof(value)
+    except Exception:
+        return 64
 
 
 def result_nbytes(value: Any) -> int | None:
@@ -212,3 +251,51 @@ def process_meter() -> TaskMeter:
             if not _process_meter:
                 _process_meter.append(TaskMeter())
     return _process_meter[0]
+
+
+@functools.cache
+def transfer_cost() -> float:
+    """Seconds per byte to move data to a worker process on this machine, measured on
+    first use (a few ms) and kept for the process: what ``auto`` routes with and the
+    advisor predicts with (``diagnostics/costs.py``)."""
+    return per_byte_transfer()
+
+
+def per_byte_transfer(
+    nbytes: int = TRANSFER_SAMPLE_BYTES, repeats: int = TRANSFER_REPEATS
+) -> float:
+    """Seconds per byte to pickle, send through a pipe and unpickle a buffer of
+    ``nbytes`` (large enough that fixed costs vanish), best of ``repeats``."""
+    payload = bytearray(os.urandom(1024)) * (nbytes // 1024)
+    best = float("inf")
+    for _ in range(repeats):
+        read_end, write_end = os.pipe()
+        try:
+            t0 = time.perf_counter()
+            data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+            writer = threading.Thread(target=_write_all, args=(write_end, data))
+            writer.start()
+            received = _read_exactly(read_end, len(data))
+            writer.join()
+            pickle.loads(received)
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+    return best / nbytes
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, n: int) -> bytearray:
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.read(fd, min(1 << 20, n - len(out)))
+        if not chunk:
+            raise EOFError("pipe closed early")
+        out += chunk
+    return out

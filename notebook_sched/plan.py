@@ -17,7 +17,8 @@ else that is not known needs them.  Keys that are not in the graph are ignored.
 With several planners each sees the same graph; the first to know a key wins.
 
 ``prepare`` gets the :class:`~notebook_sched.graph.CompiledGraph` and may return
-result hooks, ``{task index: hook}``: the task runner calls ``hook(value)`` in the
+result hooks, ``{task index: hook}``: the task runner calls ``hook(value)`` (or
+``hook(value, seconds)``, the task's run time, for a hook whose ``timed`` is true) in the
 process where the task ran (a worker process, a cluster worker), right after it
 succeeded; a hook that raises only warns.  Hooks must be picklable (they travel
 with their tasks); two planners' hooks on one task are both called, in order.  A
@@ -194,6 +195,7 @@ class Both:
     """Two or more result hooks on one task, called in order (picklable)."""
 
     __slots__ = ("hooks",)
+    timed = True  # passes the task's run time on to the hooks that want it
 
     def __init__(self, hooks: tuple):
         flat: list = []
@@ -201,11 +203,14 @@ class Both:
             flat.extend(hook.hooks if isinstance(hook, Both) else (hook,))
         self.hooks = tuple(flat)
 
-    def __call__(self, value: Any) -> None:
+    def __call__(self, value: Any, seconds: float | None = None) -> None:
         error = None
         for hook in self.hooks:  # each hook runs, whatever another one raised
             try:
-                hook(value)
+                if getattr(hook, "timed", False):
+                    hook(value, seconds)
+                else:
+                    hook(value)
             except Exception as exc:
                 error = error or exc
         if error is not None:

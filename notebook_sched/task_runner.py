@@ -124,10 +124,17 @@ def run_task(spec: tuple, values: Any) -> Any:
         return Failed(exc)
 
 
-def call_hook(hook: Callable[[Any], Any], value: Any, key: Any) -> None:
-    """Call a result hook; what it raises becomes a RuntimeWarning naming the task."""
+def call_hook(hook: Callable[..., Any], value: Any, key: Any, seconds: float | None = None) -> None:
+    """Call a result hook; what it raises becomes a RuntimeWarning naming the task.
+
+    A hook whose ``timed`` attribute is true gets the task's run time too,
+    ``hook(value, seconds)`` (the result cache writes an entry only for a task slower
+    than loading it); others get ``hook(value)``."""
     try:
-        hook(value)
+        if getattr(hook, "timed", False):
+            hook(value, seconds)
+        else:
+            hook(value)
     except Exception as exc:
         warnings.warn(
             f"the result hook {hook!r} of task {key!r} raised {type(exc).__name__}: {exc}; "
@@ -215,15 +222,25 @@ class TaskRunner:
     def run(self, task: int, spec: Any, values: Any) -> Any:
         """Run ``task`` untimed: its value or :class:`Failed`; its hook on success."""
         __tracebackhide__ = True
+        hooks = self.hooks
+        if hooks is not None and task in hooks:
+            return self._run_hooked(task, spec, values)
         try:
-            value = self.execute(spec, values)
+            return self.execute(spec, values)
         except BaseException as exc:  # everything the task raised is its own
             return Failed(exc)
-        hooks = self.hooks
-        if hooks is not None:
-            hook = hooks.get(task)
-            if hook is not None:
-                call_hook(hook, value, self._key(task))
+
+    def _run_hooked(self, task: int, spec: Any, values: Any) -> Any:
+        """:meth:`run` for a task with a result hook: timed (two clock reads), since a
+        hook may want the run time (``call_hook``)."""
+        __tracebackhide__ = True
+        start = time.perf_counter()
+        try:
+            value = self.execute(spec, values)
+        except BaseException as exc:
+            return Failed(exc)
+        seconds = time.perf_counter() - start
+        call_hook(self.hooks[task], value, self._key(task), seconds)
         return value
 
     def run_timed(self, task: int, spec: Any, values: Any) -> Any:
@@ -272,7 +289,7 @@ class TaskRunner:
         if hooks is not None:
             hook = hooks.get(task)
             if hook is not None:
-                call_hook(hook, value, self._key(task))
+                call_hook(hook, value, self._key(task), stop - start)
         return value
 
     def _key(self, task: int) -> Any:

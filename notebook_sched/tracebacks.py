@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "PACKAGE_DIR",
+    "package_module",
     "trim_traceback",
     "trim_remote_traceback",
     "name_cells",
@@ -33,6 +34,12 @@ __all__ = [
 ]
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def package_module(name: str) -> bool:
+    """Is ``name`` one of this package's modules?  The one "is this frame ours" test:
+    tracebacks shown to the user (here) and sent from dask workers leave those out."""
+    return name == "notebook_sched" or name.startswith("notebook_sched.")
 
 
 _task_runners: set[types.CodeType] = set()  # code of the functions that call a task
@@ -51,9 +58,7 @@ def _is_runner(frame: types.FrameType) -> bool:
 
 def _is_ours(frame: types.FrameType) -> bool:
     name = frame.f_globals.get("__name__", "") or ""
-    if name == "notebook_sched" or name.startswith("notebook_sched."):
-        return True
-    return name.startswith("IPython.core.")  # run_code and magic plumbing
+    return package_module(name) or name.startswith("IPython.core.")  # run_code, magics
 
 
 _LIBRARY_DIRS = tuple(

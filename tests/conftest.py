@@ -34,9 +34,18 @@ GRACE_SECONDS = 3.0
 
 
 def _default_cluster() -> tuple[set[int], set[int]]:
-    """Pids and thread idents of the default local cluster, if one was started."""
+    """Pids and thread idents of the default local clusters, if one was started: they
+    live across computes by design (like the process pool's workers)."""
     defaults = sys.modules.get("notebook_sched.distributed.defaults")
-    return defaults.resident() if defaults is not None else (set(), set())
+    pids: set[int] = set()
+    idents: set[int] = set()
+    if defaults is not None:
+        with defaults._lock:
+            clusters = [d.cluster for d in defaults._defaults if d.cluster.status == "running"]
+        for cluster in clusters:
+            pids.update(cluster.pids)
+            idents.update(thread.ident for thread in cluster.threads)
+    return pids, idents
 
 
 def pool_worker_pids() -> set[int]:
@@ -51,7 +60,7 @@ def pool_worker_pids() -> set[int]:
     tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
     if tracker is not None:
         pids.add(tracker)
-    pool = _pool.current_pool()
+    pool = _pool._pool
     if pool is not None:
         pids.update(w.process.pid for w in pool.workers if w.process.is_alive())
     return pids

@@ -50,41 +50,16 @@ def test_waiting_tasks_overlap_on_threads():
     assert predict(tasks, "threads", 4, COSTS) == pytest.approx(0.2)
 
 
-def test_moving_a_large_input_can_cost_more_than_the_gil():
-    big = TaskSample(prefix="load", wall=0.01, cpu=0.01, gil_busy=0.0, bytes_out=500_000_000)
-    users = [
-        TaskSample(prefix="scan", wall=0.05, cpu=0.05, gil_busy=1.0, deps=(0,)) for _ in range(4)
-    ]
-    tasks = [big, *users]
-    # Four 50 ms pure-Python scans over a 500 MB input: 0.5 s of transfer each way.
-    assert predict(tasks, "threads", 2, COSTS) < predict(tasks, "processes", 2, COSTS)
-
-
-def test_without_edges_a_result_is_moved_back_and_out_again():
-    # The Advisor's samples carry no dependencies: each result crosses twice.
+def test_a_result_is_moved_back_and_out_again():
+    # Samples carry no dependencies: each result crosses twice.
     tasks = independent(1, prefix="np", wall=0.02, cpu=0.02, gil_busy=0.0, bytes_out=8_000_000)
     assert predict(tasks, "processes", 1, COSTS) == pytest.approx(0.02 + 0.001 + 0.016)
-    # With edges, a result is counted once out and once in by the task that reads it.
-    reader = TaskSample(prefix="sum", wall=0.0, cpu=0.0, deps=(0,))
-    assert predict([*tasks, reader], "processes", 1, COSTS) == pytest.approx(
-        0.02 + 0.001 + 0.008 + 0.001 + 0.008
-    )
 
 
-def test_a_chain_cannot_go_faster_than_its_length():
-    chain = [
-        TaskSample(prefix="step", wall=0.1, cpu=0.1, deps=(i - 1,) if i else ()) for i in range(5)
-    ]
-    for backend in ("threads", "processes"):
-        assert predict(chain, backend, 8, COSTS) >= 0.5
-
-
-def test_list_schedule_is_iterative_and_exact_on_simple_shapes():
-    n = 200_000
-    chain = [TaskSample(prefix="c", wall=0, cpu=0, deps=(i - 1,) if i else ()) for i in range(n)]
-    assert list_schedule(chain, [1.0] * n, 4) == pytest.approx(n)
+def test_list_schedule_is_exact_on_simple_shapes():
     fan = [TaskSample(prefix="f", wall=0, cpu=0) for _ in range(10)]
     assert list_schedule(fan, [1.0] * 10, 3) == pytest.approx(4.0)
+    assert list_schedule(fan, [2.0, *[1.0] * 9], 2) == pytest.approx(6.0)
     assert list_schedule([], [], 2) == 0.0
     with pytest.raises(ValueError, match="at least 1"):
         list_schedule(fan, [1.0] * 10, 0)

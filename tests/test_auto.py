@@ -175,7 +175,7 @@ def test_interrupt_returns_within_half_a_second_and_the_next_compute_works():
     time.sleep(0.4)
     assert len(progress) == seen, "thread tasks kept computing after the interrupt"
     assert ns.get({"a": (operator.add, 1, 2)}, "a", scheduler="auto") == 3
-    assert _pool.current_pool() is not None
+    assert _pool._pool is not None
 
 
 def nested_auto(i):

@@ -90,3 +90,37 @@ def test_a_long_compute_that_could_go_faster_gets_one_line_of_advice(kernel):
         for m in off.of_type("display_data")
     )
     kernel.ok("ns.config.set(advise=None)")
+
+
+def test_advice_after_auto_uses_one_number_per_fact(kernel):
+    """Issue 20 item 1: the sentences use the table's values, rounded the same way;
+    after an auto run the sentence says whether auto did well."""
+    import re
+
+    kernel.ok("%sched_advise on")
+    kernel.ok(
+        "import numpy as np\n"
+        "M = np.random.default_rng(0).random((300, 300))\n"
+        "def np_work(i):\n"
+        "    for _ in range(3):\n"
+        "        M @ M\n"
+        "    return i\n"
+        "mixed = {('py_loop', i): (parse, i) for i in range(12)}\n"
+        "mixed.update({('np_work', i): (np_work, i) for i in range(12)})\n"
+    )
+    kernel.ok("%%schedule auto --workers 2\n_ = ns.get(mixed, list(mixed))\n")
+    text = kernel.ok("%sched_advise").result["text/plain"]
+    kernel.ok("%sched_advise off")
+    lines = text.splitlines()
+    table = {}
+    for line in lines[2:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) >= 8 and cells[0] in ("py_loop", "np_work"):
+            table[cells[0]] = cells[4]  # the GIL busy column
+    assert set(table) == {"py_loop", "np_work"}, text
+    said = re.findall(r"(py_loop|np_work)\D*?(\d+)% (?:of its time|GIL busy)", text)
+    assert said, text
+    for prefix, number in said:
+        assert table[prefix] == f"{number}%", (prefix, number, text)
+    assert "holds-gil" not in text and "% busy)" not in text
+    assert "auto did well" in lines[-1] or "auto could do better" in lines[-1], text

@@ -569,3 +569,102 @@ def test_apply_tasks_show_the_users_function_and_keywords():
     new_print = graph_fingerprints(new.__dask_graph__(), [new.key])[new.key]
     assert old_print.parts[0][0].endswith("load") and old_print.identity.endswith("|load")
     assert changed(old_print, new_print) == "keyword sep changed"
+
+
+def test_installed_functions_count_by_name_and_package_version(monkeypatch):
+    import json
+
+    from notebook_sched.cache import code_print
+
+    old = task_print(json.dumps, 1)
+    assert [label for label, _ in old.parts] == ["function dumps", "argument 1"]
+    assert [label for label, _ in task_print(np.add, 1, 2).parts][0] == "function add"
+    uses_numpy = cell("import numpy as np\n\ndef total(x):\n    return np.sum(x)\n")["total"]
+    before = task_print(uses_numpy, 1)
+    monkeypatch.setitem(code_print._versions, "json", "python 9.9")  # an upgrade
+    monkeypatch.setitem(code_print._versions, "numpy", "numpy 99.0")
+    assert changed(old, task_print(json.dumps, 1)) == "the function dumps changed"
+    assert changed(before, task_print(uses_numpy, 1)) == "global np changed"
+
+
+def test_callable_objects_count_by_class_and_state():
+    namespace = cell(
+        """
+        class Scale:
+            def __init__(self, k):
+                self.k = k
+
+            def __call__(self, x):
+                return x * self.k
+        """
+    )
+    old = task_print(namespace["Scale"](2), 1)
+    assert changed(old, task_print(namespace["Scale"](3), 1)) == "callable object changed"
+
+
+def test_common_values_fingerprint_the_same_twice_and_by_content():
+    namespace = cell(
+        """
+        import dataclasses, enum, collections
+
+        @dataclasses.dataclass
+        class Config:
+            name: str
+            tags: list = dataclasses.field(default_factory=list)
+
+        class Colour(enum.Enum):
+            RED = 1
+
+        Point = collections.namedtuple("Point", "x y")
+
+        def make():
+            import datetime, decimal, fractions, pathlib, re, uuid
+            return [
+                Config("a", ["x"]), Colour.RED, Point(1, 2),
+                collections.defaultdict(list, a=[1]), collections.OrderedDict(b=2),
+                datetime.datetime(2026, 1, 2, 3, 4), decimal.Decimal("1.10"),
+                fractions.Fraction(1, 3), pathlib.Path("/tmp/x"), re.compile("a+"),
+                uuid.UUID(int=5), np.dtype("f4"), np.float32(1.5), range(3), slice(1, 2),
+                complex(1, 2), bytearray(b"ab"), memoryview(b"cd"), {1, "a"}, frozenset({2}),
+            ]
+        """
+    )
+    namespace["np"] = np
+    values = namespace["make"]()
+    first = [task_print(len, v) for v in values]
+    second = [task_print(len, v) for v in values]
+    again = [task_print(len, v) for v in namespace["make"]()]
+    assert all(p.digest is not None for p in first), [p.reason for p in first]
+    assert [p.digest for p in first] == [p.digest for p in second] == [p.digest for p in again]
+    assert len({p.digest for p in first}) == len(values)
+    edited = namespace["make"]()
+    edited[0].tags.append("y")
+    assert changed(first[0], task_print(len, edited[0])) == "argument 1 changed"
+
+
+class _Hostile:
+    def __getattr__(self, name):
+        raise ValueError(f"no {name} here")
+
+    def __reduce__(self):
+        raise ValueError("refuses to be pickled")
+
+
+def test_an_object_whose_own_code_fails_makes_the_task_uncacheable_not_the_run_fail():
+    printed = task_print(len, _Hostile())
+    assert printed.digest is None
+    assert "ValueError" in printed.reason  # whichever of its methods failed first
+
+
+def test_what_is_upstream_of_an_uncacheable_task_is_still_fingerprinted():
+    stamp = ns.delayed(_inc, cache=False)
+    value = ns.delayed(_inc)(stamp([ns.delayed(_inc)(1), 2]))
+    graph = value.__dask_graph__()
+    prints = graph_fingerprints(graph, [value.key])
+    assert set(prints) == set(graph)
+    inner = next(key for key, task in graph.items() if task == (_inc, 1))
+    assert prints[inner].digest is not None  # below the opted-out task, and cacheable
+    assert prints[value.key].reason.startswith("depends on '_inc', which is uncacheable")
+    lock_graph = {"a": (_inc, 1), "b": (print, "a", threading.Lock()), "c": (_inc, "b")}
+    prints = graph_fingerprints(lock_graph, ["c"])
+    assert prints["a"].digest is not None and prints["b"].reason == "argument 2 is a lock"

@@ -147,6 +147,32 @@ def test_get_functions_marked_takes_observers_receive_them():
     assert received and watcher in received[0]
 
 
+@pytest.mark.timeout(20)
+def test_the_first_use_callback_runs_once_and_other_threads_wait_for_it(monkeypatch):
+    started, release, waited = threading.Event(), threading.Event(), threading.Event()
+    calls = []
+
+    def slow_callback():
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        config.get("scheduler")  # re-entered from the callback: no deadlock, no rerun
+
+    monkeypatch.setattr(config, "_first_use", slow_callback)
+    first = threading.Thread(target=config.activate)
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=lambda: (config.activate(), waited.set()))
+    second.start()
+    assert not waited.wait(0.2)  # the second thread waits while the callback runs
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert waited.is_set() and calls == [1]
+    config.activate()
+    assert calls == [1]
+
+
 def _in_order(*steps):
     """Run ``steps`` (callables) one after the other, each on its own thread's turn:
     ``("A", f)`` runs ``f`` on thread A; the threads keep their contexts between turns."""

@@ -13,7 +13,8 @@ import pytest
 
 import notebook_sched as ns
 from notebook_sched import debug
-from notebook_sched.failure import RemoteTraceback, TaskFailure
+from notebook_sched.debug.report import format_failure
+from notebook_sched.failure import RemoteTraceback, RerunOutcome, TaskFailure
 from notebook_sched.tracebacks import short_library_paths
 
 from .helpers import remote_backends
@@ -64,7 +65,7 @@ def test_always_rerun_gives_the_task_frame_with_locals(backend, warm, no_leaks):
     assert "'ratio-1'" in notes and "rerun here with the same inputs" in notes
     failure = ns.last_failure()
     assert failure.key == "ratio-1" and failure.backend == backend
-    assert failure.extra["rerun"] == "raised the same error"
+    assert failure.extra["rerun"] is RerunOutcome.SAME_ERROR
     assert failure.extra["rerun_exception"] is info.value
     assert info.value.__notebook_sched_failure__ is failure
 
@@ -91,7 +92,8 @@ def test_rerun_that_does_not_fail_says_so_and_raises_the_original(warm, no_leaks
         ns.get(dsk, "flaky-1", scheduler="processes", rerun="always")
     notes = "\n".join(info.value.__notes__)
     assert "did NOT fail" in notes and "'flaky-1'" in notes
-    assert ns.last_failure().extra["rerun"] == "did not fail"
+    assert ns.last_failure().extra["rerun"] is RerunOutcome.DID_NOT_FAIL
+    assert repr(ns.last_failure().extra["rerun"]) == "'did not fail'"  # as notebooks show it
 
 
 def test_rerun_with_another_error_keeps_the_original(warm, no_leaks):
@@ -101,6 +103,11 @@ def test_rerun_with_another_error_keeps_the_original(warm, no_leaks):
     assert "different error (ValueError: in the caller)" in "\n".join(info.value.__notes__)
     failure = ns.last_failure()
     assert isinstance(failure.extra["rerun_exception"], ValueError)
+    assert failure.extra["rerun"] is RerunOutcome.DIFFERENT_ERROR
+    assert failure.extra["rerun_detail"] == "ValueError: in the caller"
+    assert "local rerun: raised a different error: ValueError: in the caller" in str(
+        format_failure(failure)
+    )
 
 
 def test_local_backends_are_never_rerun(no_leaks):

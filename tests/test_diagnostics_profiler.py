@@ -160,7 +160,8 @@ def test_summary_says_what_each_prefix_does_and_plot_colours_by_it(no_leaks):
     summary = prof.summary()
     assert summary["crunch"].verdict == "holds-gil" and summary["crunch"].gil_busy > 0.5
     assert summary["nap"].verdict == "waits" and summary["nap"].cpu < 0.25
-    assert "holds-gil" in repr(summary) and "waits" in summary._repr_html_()
+    assert "holds the GIL" in repr(summary) and "holds-gil" not in repr(summary)
+    assert "waits (I/O or sleep)" in summary._repr_html_()
     assert ns.advise(prof).rows[0].prefix in ("crunch", "nap")  # advise(profiler)
     ax = prof.plot(color_by="verdict")
     labels = {t.get_text() for t in ax.get_legend().get_texts()}

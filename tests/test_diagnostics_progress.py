@@ -7,6 +7,7 @@ kernel is in test_notebook_kernel.py).
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import threading
@@ -428,3 +429,38 @@ def test_rate_and_time_left_once_meaningful():
         "1.5 tasks/s, ~1 h 39 min left"
     )
     assert rate_text(Snapshot(done=100, total=100, elapsed=4.0, state="done")) == "25 tasks/s"
+
+
+def test_long_fused_names_are_shortened_with_the_full_name_at_hand():
+    """Dask's fused task names read as key_split reads them, in rows, headers and
+    errors; the full name stays one step away (the tooltip, ``last_failure().key``)."""
+    from notebook_sched.debug.display import _headline
+    from notebook_sched.failure import TaskFailure, short_key_repr, short_name
+
+    fused = "bag-from-delayed-file_to_blocks-list-loads-pluck-sum-part"
+    assert short_name(fused) == "bag-from-delayed\u2026part"
+    assert short_name("sqrt-var-aggregate-finalize-hlgcompute") == "sqrt-var-aggregate\u2026"
+    assert short_name("slow_parse") == "slow_parse"
+    key = (f"{fused}-6643426f588563c2b4dcb8107bdd09bb", 3)
+    assert short_key_repr(key) == "('bag-from-delayed\u2026part-6643426f', 3)"
+    assert short_key_repr(("inc-1", 2)) == "('inc-1', 2)"
+    failure = TaskFailure(key, ValueError("bad"), "processes", "process-0")
+    headline = _headline(failure.exception, failure)
+    assert "('bag-from-delayed\u2026part-6643426f', 3)" in headline
+    assert "last_failure().key" in headline and "file_to_blocks" not in headline
+
+    pytest.importorskip("ipywidgets")
+    from notebook_sched.diagnostics import widget as widget_module
+
+    model = ProgressModel([key, "sum-1"], "processes")
+    view = widget_module.WidgetView("processes")
+    view.build(model.snapshot())
+    row = next(r for r in view.rows if r.name == fused)
+    assert row.bar.description.startswith("bag-from-delayed\u2026part 0 / 1")
+    assert row.bar.tooltip == fused
+    model.task_failed(key, ValueError("bad"))
+    model.finish(ValueError("bad"))
+    view.final(model.snapshot())
+    assert f"title='{html.escape(repr(key), quote=True)}'" in view.header.value
+    assert "file_to_blocks" not in re.sub("<[^>]+>", "", view.header.value)
+    assert "file_to_blocks" not in repr(view.box)

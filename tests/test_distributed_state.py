@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 
-from notebook_sched.distributed.protocol import pack, sizeof, unpack
+from notebook_sched.distributed.protocol import pack, unpack
 from notebook_sched.distributed.state import (
     ERRED,
     MEMORY,
@@ -20,6 +20,7 @@ from notebook_sched.distributed.state import (
 )
 from notebook_sched.engine import run_spec
 from notebook_sched.graph import compile_graph, flatten_keys
+from notebook_sched.measure import sizeof
 
 
 def inc(x):

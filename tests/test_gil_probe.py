@@ -44,7 +44,7 @@ def busy_share(work) -> tuple[float, int]:
         thread = threading.Thread(target=work)
         thread.start()
         thread.join()
-    return probe.busy_fraction(), len(probe.samples)
+    return probe.window(0.0, float("inf"))[0], len(probe.samples)
 
 
 def test_pure_python_holds_the_gil(no_leaks):
@@ -96,14 +96,13 @@ def test_attribute_spreads_samples_over_running_tasks():
     assert attribute(samples, []) == {}
 
 
-def test_busy_fraction_windows_by_bisection():
+def test_window_finds_its_samples_by_bisection():
     probe = GilProbe()
     probe.samples = [(1.0, 1.0), (2.0, 0.0), (3.0, 1.0), (4.0, 1.0)]
-    assert probe.busy_fraction() == pytest.approx(0.75)
-    assert probe.busy_fraction(2.0, 3.0) == pytest.approx(0.5)
-    assert probe.busy_fraction(2.5, 10) == pytest.approx(1.0)
-    assert probe.busy_fraction(5, 6) is None
-    assert probe.busy_fraction(1.0, 2.0, min_samples=3) is None
+    assert probe.window(0.0, float("inf")) == (pytest.approx(0.75), 4)
+    assert probe.window(2.0, 3.0) == (pytest.approx(0.5), 2)
+    assert probe.window(2.5, 10) == (pytest.approx(1.0), 2)
+    assert probe.window(5, 6) == (0.0, 0)
 
 
 def _spin(seconds: float) -> None:

@@ -586,7 +586,7 @@ def test_worker_stopped_while_idle_is_found_by_the_next_run():
     from notebook_sched.schedulers.processes import WorkerHungError
 
     ns.get({"x": (inc, 1)}, "x", scheduler="processes", num_workers=2)  # the pool is up
-    victim = _pool.current_pool().workers[0].process.pid
+    victim = _pool._pool.workers[0].process.pid
     os.kill(victim, signal.SIGSTOP)
     try:
         dsk = {f"t{i}": (time.sleep, 0.05) for i in range(8)}

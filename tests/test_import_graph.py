@@ -30,7 +30,7 @@ PACKAGE = Path(notebook_sched.__file__).parent
 # ``schedulers`` and ``distributed`` are side by side (neither imports the other).
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
-    ("graph", "graph_walk"),
+    ("graph", "graph_walk", "calls"),
     (
         "events",
         "errors",
@@ -48,11 +48,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("schedulers",),
     ("distributed",),
     ("api",),
-    ("delayed",),
+    ("lazy",),
     ("interop",),
     ("debug",),
     ("diagnostics",),
-    ("jobs",),  # background jobs: run computes (delayed), reruns (debug), views
+    ("background",),  # background jobs: run computes (delayed), reruns (debug), views
     ("ipython",),
     ("", "__main__", "demo"),  # the package root wires the layers; the command line
 ]
@@ -153,12 +153,18 @@ def test_the_environment_may_name_a_backend_of_a_layer_above(name, monkeypatch):
 
 def test_delayed_stays_the_function_after_its_module_is_imported():
     import importlib
+    import types
 
-    importlib.import_module("notebook_sched.delayed")
+    importlib.import_module("notebook_sched.lazy")
     assert callable(notebook_sched.delayed) and notebook_sched.delayed.__name__ == "delayed"
     from notebook_sched import delayed
 
     assert delayed is notebook_sched.delayed
+    # No module shadows a public name, so the package is a plain module (picklable by
+    # reference: tasks that mention it run in worker processes).
+    assert type(notebook_sched) is types.ModuleType
+    public = set(notebook_sched.__all__)
+    assert not {p.stem for p in PACKAGE.iterdir()} & (public - {"config", "events", "schedulers"})
 
 
 @pytest.mark.timeout(120)
@@ -261,7 +267,7 @@ def _allowed(importer: str, imported: str) -> bool:
 
 def test_the_parser_sees_lazy_relative_and_absolute_imports():
     graph = _graph()
-    assert "api" in graph["delayed"]  # module level, relative
+    assert "api" in graph["lazy"]  # module level, relative
     assert "schedulers" in graph["api"]
     assert "diagnostics.advice" in graph["diagnostics"]  # lazy, inside a function
     assert "client" not in " ".join(graph["distributed.future"])  # TYPE_CHECKING only
@@ -347,11 +353,69 @@ def test_no_module_names_a_higher_layer_in_a_string():
     )
 
 
-def test_no_import_cycles_lazy_ones_included():
-    assert _cycles(_graph()) == []
+def _graph_with_names() -> dict[str, set[str]]:
+    """The imports plus the modules each module names in a string."""
+    graph = _graph()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        graph[_module_name(path)] |= _named_modules(path) - {_module_name(path)}
+    return graph
+
+
+def test_no_import_cycles_lazy_ones_and_names_included():
+    assert _cycles(_graph_with_names()) == []
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    # The registry names its backends: one that imported the registry back would be
+    # a cycle by name.
+    named = _graph_with_names()
+    assert "schedulers.threads" in named["schedulers"]
+    assert "schedulers" not in named["schedulers.threads"]
     assert not _allowed("config", "schedulers") and _allowed("api", "config")
     assert not _allowed("distributed.client", "schedulers.processes")
+
+
+def _unit(module: str) -> str:
+    """What owns its private names: a subpackage, or a module at the top level."""
+    return module.split(".")[0]
+
+
+def _private_uses(path: Path) -> set[tuple[str, str]]:
+    """``(module, name)`` of private names (``_x``) this file takes from package modules
+    of another unit: ``from m import _x``, and ``m._x`` on an imported module ``m``."""
+    me = _module_name(path)
+    parts = me.split(".") if me else []
+    package = parts if path.name == "__init__.py" else parts[:-1]
+    tree = ast.parse(path.read_text(), str(path))
+    modules: dict[str, str] = {}  # local name -> package module
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package[: len(package) - node.level + 1]
+        target = ".".join([*base, *([node.module] if node.module else [])])
+        for alias in node.names:
+            sub = f"{target}.{alias.name}".lstrip(".")
+            if _is_module(sub):
+                modules[alias.asname or alias.name] = sub
+            elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.add((target, alias.name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = modules.get(node.value.id)
+            private = node.attr.startswith("_") and not node.attr.startswith("__")
+            if module is not None and private:
+                found.add((module, node.attr))
+    return {(m, name) for m, name in found if _unit(m) != _unit(me)}
+
+
+def test_no_private_name_is_used_across_packages():
+    wrong = sorted(
+        (_module_name(path) or "notebook_sched", f"{module}.{name}")
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for module, name in _private_uses(path)
+    )
+    assert wrong == [], "private names used from another package: " + ", ".join(
+        f"{a} -> {b}" for a, b in wrong
+    )

@@ -21,6 +21,7 @@ import notebook_sched as ns
 from notebook_sched.debug import rerun_task
 from notebook_sched.diagnostics.profiler import Profiler
 from notebook_sched.events import Observer
+from notebook_sched.failure import RerunOutcome
 from notebook_sched.interop import dask_backend
 from notebook_sched.plan import Planner
 
@@ -169,7 +170,7 @@ def test_failure_records_inputs_from_the_cluster_and_reruns_in_the_task_frame(on
     assert failure.worker in on_cluster.nthreads()
     assert "in scale_rows" in failure.remote_traceback
     assert "_remote.py" not in failure.remote_traceback  # our wrapper's frames left out
-    assert failure.extra["rerun"] == "raised the same error"
+    assert failure.extra["rerun"] is RerunOutcome.SAME_ERROR
     tb = info.value.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next

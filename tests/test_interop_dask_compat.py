@@ -225,14 +225,14 @@ class FailsToLoad:
 
 
 def test_unloadable_input_is_the_tasks_error_and_the_worker_survives():
-    pids = {w.process.pid for w in _pool.current_pool().workers}
+    pids = {w.process.pid for w in _pool._pool.workers}
     # One task: no other batch is in flight, so no worker is busy when it fails (a
     # worker busy with a failed run is replaced by design).
     dsk = {"bad": (worker_pid, FailsToLoad()), "after": (inc, "bad")}
     with pytest.raises(ValueError, match="refuses to be unpickled") as info:
         ns.get(dsk, "after", scheduler="processes", num_workers=2, rerun="never")
     assert any("'bad'" in note for note in info.value.__notes__)
-    assert pids == {w.process.pid for w in _pool.current_pool().workers}  # none replaced
+    assert pids == {w.process.pid for w in _pool._pool.workers}  # none replaced
     assert ns.get({"p": (worker_pid, 1)}, "p", scheduler="processes", num_workers=2) in pids
     # Dask's reference: the ValueError reaches the caller too.
     with pytest.raises(ValueError, match="refuses"):

@@ -66,7 +66,7 @@ def test_threads_interrupt_returns_quickly_and_stops_tasks():
 
 def test_processes_interrupt_kills_busy_workers_and_drops_the_rest(tmp_path):
     ns.get({"warm": (inc, 1)}, "warm", scheduler="processes", num_workers=2)
-    before = {w.process.pid for w in _pool.current_pool().workers}
+    before = {w.process.pid for w in _pool._pool.workers}
     dsk = {f"s{i}": (sleeper_writing_marker, i, str(tmp_path)) for i in range(6)}
     dsk["total"] = (sum, [f"s{i}" for i in range(6)])
     timer = interrupt_soon()
@@ -76,7 +76,7 @@ def test_processes_interrupt_kills_busy_workers_and_drops_the_rest(tmp_path):
     elapsed = time.monotonic() - start - INTERRUPT_AFTER
     timer.join()
     assert elapsed < 0.5, f"control came back {elapsed:.2f} s after the interrupt"
-    after = {w.process.pid for w in _pool.current_pool().workers}
+    after = {w.process.pid for w in _pool._pool.workers}
     assert not (before & after), "workers that were mid-task must be replaced"
     time.sleep(2.5)  # longer than a task: a surviving task would have written its marker
     assert list(tmp_path.iterdir()) == []

@@ -80,6 +80,17 @@ def test_a_failed_job_reruns_in_the_task_frame(kn):
     )
 
 
+def test_the_stop_button_interrupts_the_foreground_cell_only(kn):
+    kn.ok("going = ns.submit(slow_graph(60, 0.1), 'total', scheduler='threads', num_workers=2)")
+    msg_id = kn.send("time.sleep(20)")
+    time.sleep(1.0)
+    kn.manager.interrupt_kernel()
+    ex = kn.collect(msg_id, timeout=30)
+    assert ex.error is not None and ex.error["ename"] == "KeyboardInterrupt"
+    assert kn.ok("print(going.state)").stdout == "running\n"  # the job went on
+    assert kn.ok("print(going.result(30), going.state)").stdout == "1770 finished\n"
+
+
 def test_a_job_whose_cell_output_was_cleared_still_finishes(kn):
     kn.ok(
         "from IPython.display import clear_output\n"
@@ -97,9 +108,9 @@ def test_kernel_restart_with_jobs_running_leaves_no_process():
             "jobs = [ns.submit(slow_graph(200, 0.2), 'total', scheduler='processes',"
             " num_workers=2) for _ in range(2)]\n"
             "t = ns.submit(slow_graph(200, 0.2), 'total', scheduler='threads')\n"
-            "while _pool.current_pool() is None or jobs[0].progress[0] < 1:\n"
+            "while _pool._pool is None or jobs[0].progress[0] < 1:\n"
             "    time.sleep(0.05)\n"
-            "print('PIDS', *[w.process.pid for w in _pool.current_pool().workers])"
+            "print('PIDS', *[w.process.pid for w in _pool._pool.workers])"
         )
         line = next(x for x in ex.stdout.splitlines() if x.startswith("PIDS"))
         pids = [int(p) for p in line.split()[1:]]

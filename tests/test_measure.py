@@ -128,3 +128,12 @@ def test_one_rule_of_a_long_task_starts_probes_and_samples():
 
     assert task_runner.LONG_TASK is measure.LONG_TASK is advice.LONG_TASK
     assert task_runner.skip_after(measure.LONG_TASK) == 0
+
+
+def test_one_size_estimate_exact_where_cheap_and_a_shallow_guess_elsewhere():
+    from notebook_sched.measure import sizeof
+
+    assert sizeof(np.zeros(1000)) == result_nbytes(np.zeros(1000)) == 8000
+    assert result_nbytes({"a": 1}) is None and sizeof({"a": 1}) > 0  # never unknown
+    assert sizeof([b"x" * 100] * 2000) > 2000  # too long to sum exactly: a guess
+    assert sizeof(object()) > 0

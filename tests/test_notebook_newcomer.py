@@ -72,6 +72,9 @@ def test_schedule_cell_failure_starts_at_the_users_line_and_says_each_thing_once
     where = kn.ok("from notebook_sched.debug import post_mortem\npost_mortem(['where', 'q'])")
     stack = ANSI.sub("", where.stdout)
     assert "run_cell_magic" not in stack and "----> 6 ns.get(" in stack, stack
+    # the cells are named as in tracebacks, not as IPython's temporary files
+    assert re.search(r"> Cell In\[\d+\]\(4\)scale\(\)", stack), stack
+    assert "ipykernel_" not in stack and "/tmp/" not in stack, stack
     # the settings of the %%schedule cell ended with it
     assert kn.ok("print(ns.config.get('scheduler'))").stdout.strip() == "threads"
     # line 1 reads as typed in a traceback, not as the line that opens the scope

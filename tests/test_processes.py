@@ -52,7 +52,7 @@ def fail_fast(x):
 
 
 def workers_pids():
-    pool = _pool.current_pool()
+    pool = _pool._pool
     return {w.process.pid for w in pool.workers}
 
 

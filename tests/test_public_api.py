@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import notebook_sched as ns
 
 EXPECTED = {
@@ -31,6 +33,8 @@ EXPECTED = {
     "Client",
     "Future",
     "as_completed",
+    "cache_info",
+    "cache_clear",
     "submit",
     "jobs",
     "cancel_all",
@@ -47,7 +51,10 @@ def test_all_is_exactly_the_public_surface():
 def test_jobs_stays_the_function_after_its_module_is_imported():
     import importlib
 
-    jobs_module = importlib.import_module("notebook_sched.jobs")
+    # The package is ``background``: a submodule named ``jobs`` would replace the
+    # function ns.jobs with itself on import (no module of the root is named like a
+    # public function; see notebook_sched/__init__.py).
+    jobs_module = importlib.import_module("notebook_sched.background")
     assert callable(ns.jobs) and ns.jobs is jobs_module.jobs
     assert ns.submit is jobs_module.submit and ns.cancel_all is jobs_module.cancel_all
 
@@ -90,3 +97,22 @@ def test_reprs_show_state():
 def test_dir_lists_the_public_names_lazy_ones_included():
     """``dir(ns)`` is ``__all__`` (no ``Any``/``annotations``), so Tab completes ``ns.pi``."""
     assert dir(ns) == sorted(ns.__all__)
+
+
+# A notebook cell's function (pickled by value) that uses the package inside the task.
+_CELL = """
+import pytest
+
+import notebook_sched as ns
+
+def nested(x):
+    return ns.get({"a": (abs, x)}, "a", scheduler="sync") + (ns.config.get("cache") is False)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["processes", "auto", "distributed"])
+def test_a_task_that_mentions_the_package_runs_in_worker_processes(backend, warm):
+    cell = {"__name__": "__main__"}  # as in a notebook: cloudpickle sends it by value
+    exec(compile(_CELL, "<cell>", "exec"), cell)
+    assert ns.get({"t": (cell["nested"], -4)}, "t", scheduler=backend) == 5

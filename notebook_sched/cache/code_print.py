@@ -71,6 +71,7 @@ _CLASS_SKIP = frozenset(
         "__orig_bases__",
         "__parameters__",
         "_abc_impl",
+        "__slotnames__",  # copyreg caches it on the class at the first pickle
     }
 )
 _MODULE_DEPTH = 3  # pkg.sub.mod.attr: how deep attributes of user modules are followed
@@ -100,60 +101,86 @@ def _library_roots() -> tuple[str, ...]:
 
 _ROOTS: tuple[str, ...] | None = None
 _INSTALLED_NAMES = ("notebook_sched",)  # ours: by version, even from a source checkout
-_module_is_user: dict[str, bool] = {}
+_module_is_user: dict[tuple[str, Any], bool] = {}
 _versions: dict[str, str] = {}
+_DISTRIBUTIONS: Any = None  # importlib.metadata.packages_distributions(), read once
 
 
 def is_user_module(name: Any) -> bool:
-    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries."""
+    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries.
+
+    Remembered per (name, file): a module of the same name imported later from
+    another place is judged again."""
     if not isinstance(name, str) or name == "__main__":
         return True
-    known = _module_is_user.get(name)
-    if known is not None:
-        return known
     module = sys.modules.get(name)
     if module is None:
         return True  # an exec'd namespace, or a module gone: print it by content
+    path = getattr(module, "__file__", None)
+    known = _module_is_user.get((name, path))
+    if known is not None:
+        return known
     global _ROOTS
     if _ROOTS is None:
         _ROOTS = _library_roots()
     top = name.partition(".")[0]
-    path = getattr(module, "__file__", None)
-    if top in _INSTALLED_NAMES or not path:
+    if top in _INSTALLED_NAMES or not isinstance(path, str):
         user = False  # ours, builtin or frozen modules
     else:
         user = not os.path.realpath(path).startswith(_ROOTS)
-    _module_is_user[name] = user
+    _module_is_user[(name, path)] = user
     return user
 
 
 def _version(module_name: str) -> str:
+    """The version an installed module counts by, cheapest source first: Python's for
+    the standard library and builtins, ``__version__``, the distribution named like the
+    module, any distribution providing it (one scan of them all, ~1 s), the file's
+    modification time and size."""
     top = module_name.partition(".")[0]
     known = _versions.get(top)
     if known is not None:
         return known
-    version = ""
-    try:
-        from importlib import metadata
-
-        dists = metadata.packages_distributions().get(top)
-        if dists:
-            version = f"{dists[0]} {metadata.version(dists[0])}"
-    except Exception:  # a broken distribution: fall back below
-        version = ""
-    if not version:
-        module = sys.modules.get(top)
-        file = getattr(module, "__file__", None)
-        attr = getattr(module, "__version__", None)
-        if isinstance(attr, str):
-            version = f"{top} {attr}"
-        elif file is None or file.startswith(_ROOTS or ()) and "site-packages" not in file:
-            version = f"python {sys.version}"
-        else:
+    module = sys.modules.get(top)
+    file = getattr(module, "__file__", None)
+    attr = getattr(module, "__version__", None)
+    if file is None or _in_standard_library(file):
+        version = f"python {sys.version}"
+    elif isinstance(attr, str):
+        version = f"{top} {attr}"
+    else:
+        version = _distribution_version(top)
+        if not version:
             stat = os.stat(file)
             version = f"{file} {stat.st_mtime_ns} {stat.st_size}"
     _versions[top] = version
     return version
+
+
+def _in_standard_library(file: str) -> bool:
+    paths = sysconfig.get_paths()
+    roots = tuple(
+        os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if k in paths
+    )
+    real = os.path.realpath(file)
+    return real.startswith(roots) and "site-packages" not in real
+
+
+def _distribution_version(top: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{top} {metadata.version(top)}"
+    except Exception:  # no distribution of that name, or a broken one
+        pass
+    global _DISTRIBUTIONS
+    try:
+        if _DISTRIBUTIONS is None:
+            _DISTRIBUTIONS = metadata.packages_distributions()
+        dists = _DISTRIBUTIONS.get(top)
+        return f"{dists[0]} {metadata.version(dists[0])}" if dists else ""
+    except Exception:
+        return ""
 
 
 def library_token(obj: Any) -> bytes:
@@ -308,7 +335,8 @@ class CodePrinter:
                 f"the module {module.__name__} (a module's state cannot be fingerprinted: "
                 f"pass the values the task needs instead)"
             )
-        return library_token(module)
+        name = module.__name__
+        return digest_of(f"module|{name}|{_version(name)}".encode())  # its package's version
 
     # -- prints ---------------------------------------------------------------------
 
@@ -325,6 +353,10 @@ class CodePrinter:
             printed = self._print(obj)
         except Uncacheable as exc:
             printed = CallablePrint(None, str(exc), (), display_name(obj))
+        except Exception as exc:  # the object's own code failed (__reduce__, __getattr__...)
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            reason = f"fingerprinting {display_name(obj)} failed ({detail})"
+            printed = CallablePrint(None, reason, (), display_name(obj))
         finally:
             self._active.discard(id(obj))
         self._prints[id(obj)] = (obj, printed)
@@ -373,7 +405,6 @@ class CodePrinter:
         cls = self.print_of(type(obj))
         if cls.digest is None:
             return cls
-        parts = [(f"function {display_name(type(obj))}", cls.digest)]
         wrapped = getattr(obj, "__wrapped__", None)
         if wrapped is not None and wrapped is not obj:
             inner = self.print_of(wrapped)
@@ -384,10 +415,12 @@ class CodePrinter:
             parts.append(("wrapper state", self.values.digest(state)))
             return _finish(parts, inner.name)
         try:
-            parts.append(("callable object", self.values._pickled(obj, None)))
+            state = self.values._pickled(obj, None)
         except Uncacheable as exc:
             raise Uncacheable(f"the callable object {name} is {exc}") from None
-        return _finish(parts, name)
+        if _is_unit(type(obj)):  # the user's class: its parts, for explain
+            return _finish([*cls.parts, ("callable object", state)], name)
+        return _finish([(f"function {name}", digest_of(cls.digest + state))], name)
 
     def _unit_print(self, top: Any) -> CallablePrint:
         """The unit of ``top`` and every unit it reaches, in breadth-first order."""
@@ -491,7 +524,8 @@ class CodePrinter:
 
     def _class_entries(self, cls: type, unit: _Unit) -> None:
         bases = [self._class_base(base, unit) for base in cls.__bases__]
-        head = f"class {cls.__qualname__}|{sorted(vars(cls))}".encode()
+        names = sorted(name for name in vars(cls) if name not in _CLASS_SKIP)
+        head = f"class {cls.__qualname__}|{names}".encode()
         unit.entries.append(("code", "", digest_of(b"\0".join([_SALT, head, *bases]))))
         for name, attr in sorted(vars(cls).items()):
             if name in _CLASS_SKIP:

@@ -16,7 +16,12 @@ their docstrings for what is covered); this module walks the graph:
   part changes only when the argument does, and a dependency's change shows as that
   dependency;
 * ``apply``-style heads (ours, Dask's) are seen through: the function and the
-  arguments are those of the call they make;
+  arguments are those of the call they make.  In a Dask ``Task`` only ``TaskRef``\\ s
+  and nested nodes refer to keys (as Dask reads it), and a fused task's subgraph
+  (``_execute_subgraph``) is hashed with its keys renamed by position, so Dask's
+  random ``finalize-…`` key does not change the digest;
+* an uncacheable task still names its dependencies, so everything upstream of it is
+  fingerprinted (and may hit);
 * one :class:`~.code_print.CodePrinter` per call: a function used by 10,000 tasks is
   printed once, an array passed to 100 tasks hashed once.
 
@@ -26,6 +31,12 @@ Opting out: a task whose function has ``__notebook_sched_cache__ = False``
 for ``dask.delayed``, so ``dask.delayed(f, pure=True)`` is how a Dask user opts in),
 and whatever the caller's ``opt_out`` predicate names.
 
+Limits (said to users as "what is not seen"): names looked up dynamically
+(``globals()[name]``, ``getattr(module, computed_name)``), what a task reads from
+files, clocks or random state (opt out with ``cache=False``), and installed code
+edited in place without a version change.  None of these is guessed around: they are
+the documented boundary, as for Bazel's undeclared inputs.
+
 ``identity`` names a task across runs whose keys are random: the function's name and
 the key's name part (``key_split``, with the indices of a tuple key), numbered
 ``#2``, ``#3`` ... in walk order when several tasks share it.
@@ -33,6 +44,7 @@ the key's name part (``key_split``, with the indices of a tuple key), numbered
 
 from __future__ import annotations
 
+import gc
 import re
 import struct
 import types
@@ -94,6 +106,16 @@ def graph_fingerprints(
     leave a task uncached.  A requested key missing from the graph gets an uncacheable
     print (the engine reports the missing key); so do the tasks of a cycle.
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # many small tuples: as in graph.compile_graph, no quadratic GC passes
+    try:
+        return _walk(mapping, keys, opt_out)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _walk(mapping: dict, keys: list, opt_out: OptOut | None) -> dict[Hashable, TaskPrint]:
     reader = _Reader(mapping, opt_out)
     prints: dict[Hashable, TaskPrint] = {}
     entries: dict[Hashable, _Entry] = {}
@@ -106,14 +128,16 @@ def graph_fingerprints(
         if key in prints:
             stack.pop()
             continue
-        entry = entries.get(key)
+        entry = entries.pop(key, None)
         if entry is None:
-            entry = entries[key] = reader.read(key)
-            missing = [dep for dep in entry.deps if dep not in prints]
-            if missing:
-                stack.extend(reversed(missing))
-                continue
-        elif any(dep not in prints for dep in entry.deps):
+            entry = reader.read(key)
+            if entry.deps:
+                missing = [dep for dep in entry.deps if dep not in prints]
+                if missing:
+                    entries[key] = entry  # back to it once its dependencies are done
+                    stack.extend(reversed(missing))
+                    continue
+        elif not all(map(prints.__contains__, entry.deps)):
             entry = _Entry(entry.kind, entry.name, (), [], "it is part of a cycle")
         stack.pop()
         name = names[key] = _shown_key(key)
@@ -133,7 +157,7 @@ def _finish(key, entry: _Entry, identity: str, prints: dict, names: dict, roots:
         return TaskPrint(digest_of(entry.body), None, entry.parts, identity)
     digests = [entry.body]
     parts = list(entry.parts)
-    labels: set[str] = set()
+    labels: dict[str, int] = {}  # how many dependencies show under each name
     for dep in entry.deps:
         printed = prints[dep]
         if printed.digest is None:
@@ -145,11 +169,9 @@ def _finish(key, entry: _Entry, identity: str, prints: dict, names: dict, roots:
                 reason = f"depends on '{shown}', which is uncacheable (upstream, '{where}': {why})"
             roots[key] = roots[dep]
             return TaskPrint(None, reason, entry.parts, identity)
-        label = f"dependency '{names[dep]}'"
-        if label in labels:
-            label = f"{label} #{len(labels) + 1}"
-        labels.add(label)
-        parts.append((label, printed.digest))
+        label = "dependency '" + names[dep] + "'"
+        count = labels[label] = labels.get(label, 0) + 1
+        parts.append((label if count == 1 else f"{label} #{count}", printed.digest))
         digests.append(printed.digest)
     return TaskPrint(digest_of(b"".join(digests)), None, tuple(parts), identity)
 
@@ -185,15 +207,23 @@ class _Reader:
         self.code = CodePrinter()
         self.values = self.code.values
         self._heads: dict[tuple[int, int], tuple] = {}
-        self._last_head: Any = None  # tasks come in runs of one function
-        self._last_is_apply = False
+        self._last_head: Any = None
+        self._last: tuple = (False, None, None)
 
     def read(self, key: Hashable) -> _Entry:
-        mapping = self.mapping
         try:
-            value = mapping[key]
+            value = self.mapping[key]
         except (KeyError, TypeError):
             return _Entry(_DATA, "", (), [], "it is not in the graph")
+        try:
+            return self._read(key, value)
+        except Exception as exc:  # a value's own code failed (__reduce__, __getattr__...)
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            reason = f"fingerprinting it failed ({detail})"
+            return _Entry(_DATA, "", (), self._dependencies(value), reason)
+
+    def _read(self, key: Hashable, value: Any) -> _Entry:
+        mapping = self.mapping
         if is_task(value):
             return self._call(key, value, value[0], value[1:], None)
         if is_graph_node(value):
@@ -207,7 +237,7 @@ class _Reader:
         try:
             digest = self._expression(value, deps, {})
         except Uncacheable as exc:
-            return _Entry(_DATA, "", (), [], f"its value is {exc}")
+            return _Entry(_DATA, "", (), self._dependencies(value), f"its value is {exc}")
         return _Entry(_DATA, "", (("value", digest),), deps, None, _DATA + digest)
 
     def _node(self, key: Hashable, node: Any) -> _Entry:
@@ -222,28 +252,33 @@ class _Reader:
             return _Entry(_DATA, "", (("value", digest),), [], None, _DATA + digest)
         if all(hasattr(node, a) for a in ("func", "args", "kwargs")):
             return self._call(key, node, node.func, node.args, node.kwargs, node=True)
-        return _Entry(_DATA, "", (), [], f"it is a graph node of type {cls}, not a Task")
+        reason = f"it is a graph node of type {cls}, not a Task"
+        return _Entry(_DATA, "", (), self._dependencies(node), reason)
 
     def _call(
         self, key, value, head: Any, args: tuple, kwargs: dict | None, node: bool = False
     ) -> _Entry:
         func = head
-        if head is self._last_head:
-            is_apply = self._last_is_apply
+        if head is self._last_head:  # tasks come in runs of one function
+            is_apply, printed, reason = self._last
         else:
-            is_apply = self._last_is_apply = _is_apply(head)
-            self._last_head = head
+            is_apply = _is_apply(head)
+            printed, reason = self._head(head, head)
+            self._last_head, self._last = head, (is_apply, printed, reason)
         if is_apply and args and callable(args[0]):
             func, call_args = args[0], args[1] if len(args) > 1 else []
             call_kwargs = args[2] if len(args) > 2 else {}
             args = tuple(call_args) if type(call_args) is list else (call_args,)
             kwargs = _keywords(call_kwargs)
-        printed, reason = self._head(head, func)
+            printed, reason = self._head(head, func)
         name = printed.name
-        if reason is None:
+        prefix = key if type(key) is str else key[0] if type(key) is tuple and key else None
+        if reason is None and (
+            self.opt_out is not None or type(prefix) is str and len(prefix) > 37
+        ):
             reason = self._opted_out_by_key(key, value)
         if reason is not None:
-            return _Entry(_CALL, name, (), [], reason)
+            return _Entry(_CALL, name, (), self._dependencies(value), reason)
         parts = list(printed.parts)
         body = [_CALL, printed.digest]
         deps: list = []
@@ -270,7 +305,7 @@ class _Reader:
                 parts.append((label, digest))
                 body += (label.encode(), digest)
         except Uncacheable as exc:
-            return _Entry(_CALL, name, (), [], f"{label} is {exc}")
+            return _Entry(_CALL, name, (), self._dependencies(value), f"{label} is {exc}")
         if node:  # what Dask says it reads, should an argument hide it from the walk
             unseen = [dep for dep in getattr(value, "dependencies", ()) if dep not in index]
             deps.extend(sorted(unseen, key=repr))
@@ -301,6 +336,31 @@ class _Reader:
         if self.opt_out is not None:
             return self.opt_out(key, value)
         return None
+
+    def _dependencies(self, value: Any) -> list:
+        """The keys an uncacheable task reads, found without hashing anything, so that
+        the walk still fingerprints what is upstream of it (it may be cached)."""
+        mapping = self.mapping
+        found: dict = {}
+        try:
+            if is_graph_node(value):
+                return sorted(value.dependencies, key=repr)
+            stack = [value[1:] if is_task(value) else value]
+            while stack:
+                item = stack.pop()
+                if names_key(item, mapping):
+                    found[item] = None
+                elif type(item) is tuple and item and callable(item[0]):
+                    stack.extend(reversed(item[1:]))
+                elif isinstance(item, list | tuple | set | frozenset):
+                    stack.extend(reversed(list(item)))
+                elif (target := taskref_key(item)) is not NO_KEY:
+                    found[target] = None
+                elif is_graph_node(item):
+                    found.update(dict.fromkeys(sorted(item.dependencies, key=repr)))
+        except Exception:  # the value's own code failed: nothing more is found
+            pass
+        return list(found)
 
     def _expression(self, expr: Any, deps: list, index: dict, node: bool = False) -> bytes:
         """An argument's digest; a reference stands for its dependency's number.
@@ -407,7 +467,7 @@ def _is_subgraph(func: Any) -> bool:
 
 
 def _is_apply(head: Any) -> bool:
-    """Installed ``apply(func, args, kwargs)`` helpers (ours in ``delayed``, Dask's
+    """Installed ``apply(func, args, kwargs)`` helpers (ours in ``calls``, Dask's
     ``dask.utils.apply``), recognised by name: this layer does not import them."""
     return (
         isinstance(head, types.FunctionType)
@@ -440,7 +500,10 @@ def explain(old: TaskPrint | None, new: TaskPrint) -> str:
     if old.digest is None:
         return f"not cacheable before ({old.reason}); cacheable now"
     if old.digest == new.digest:
-        return "unchanged: the same fingerprint as before (its stored result is gone)"
+        return (
+            "unchanged: the same fingerprint as before "
+            "(its result was not kept: evicted, or not worth storing)"
+        )
     before = dict(old.parts)
     now = dict(new.parts)
     old_head = _head(old.parts)

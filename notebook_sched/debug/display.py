@@ -22,7 +22,7 @@ import types
 from typing import Any
 
 from ..environment import ipython_shell
-from ..failure import RemoteTraceback, TaskFailure
+from ..failure import RemoteTraceback, RerunOutcome, TaskFailure, short_key_repr
 from ..tracebacks import name_cells, short_library_paths, trim_remote_traceback, trim_traceback
 from .report import ensure_formatters
 
@@ -46,28 +46,31 @@ def prepare_display(failure: TaskFailure) -> None:
 
 def _headline(exc: BaseException, failure: TaskFailure) -> str:
     """What failed where, and what the local rerun found: said once, first."""
-    where = f"task {failure.key!r} failed on the {failure.backend!r} scheduler ({failure.worker})"
+    key = short_key_repr(failure.key)
+    if key != repr(failure.key):  # a long fused name: the full key is one step away
+        key += " (full key: notebook_sched.last_failure().key)"
+    where = f"task {key} failed on the {failure.backend!r} scheduler ({failure.worker})"
     rerun = failure.extra.get("rerun")
     if not failure.remote_traceback or rerun is None:
         return f"notebook_sched: {where}."
-    if rerun == "raised the same error" and exc is failure.extra.get("rerun_exception"):
+    if _shows_rerun_frames(exc, failure):
         return (
             f"notebook_sched: {where}. Rerun here with the same inputs, it failed the same "
             f"way: the frames below are the rerun's, and %debug lands in the task."
         )
-    if rerun == "did not fail":
+    if rerun is RerunOutcome.DID_NOT_FAIL:
         return (
             f"notebook_sched: {where}. Rerun here with the same inputs, it did NOT fail: "
             f"the failure depends on where it ran (environment, files, memory, the "
             f"worker's state), so there are no local frames to debug. The worker's traceback:"
         )
-    return f"notebook_sched: {where}. Local rerun: {rerun}. The worker's traceback:"
+    said = RerunOutcome(rerun).describe(failure.extra.get("rerun_detail"))
+    return f"notebook_sched: {where}. Local rerun: {said}. The worker's traceback:"
 
 
 def _shows_rerun_frames(exc: BaseException, failure: TaskFailure) -> bool:
-    return failure.extra.get("rerun") == "raised the same error" and exc is failure.extra.get(
-        "rerun_exception"
-    )
+    same = failure.extra.get("rerun") is RerunOutcome.SAME_ERROR
+    return same and exc is failure.extra.get("rerun_exception")
 
 
 def render_traceback(exc: BaseException, failure: TaskFailure | None = None) -> list[str]:
@@ -139,12 +142,37 @@ class _TypedCommands:
         return command + "\n"
 
 
+class _CellNames:
+    """A stream that names notebook cells as tracebacks do: the debugger prints a cell's
+    code as the temporary file IPython compiled it from (``/tmp/ipykernel_42/123.py``),
+    a path of this machine that says nothing to a reader; ``Cell In[2]`` says which."""
+
+    def __init__(self, stream: Any, shell: Any):
+        self._stream = stream
+        cells = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
+        self._names = sorted(
+            ((path, f"Cell In[{number}]") for path, number in cells.items()),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+
+    def write(self, text: str) -> int:
+        for path, name in self._names:
+            if path in text:
+                text = text.replace(path, name)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def post_mortem(commands: list[str], tb: types.TracebackType | None = None) -> None:
     """What ``%debug`` does after an error, with the commands typed in advance.
 
     ``post_mortem(["p text", "ll", "q"])`` opens IPython's debugger in the frame where
     the last error was raised (``sys.last_traceback``, or ``tb``), runs the commands
-    and prints the session as it would look typed by hand.  Tutorials and tests use it
+    and prints the session as it would look typed by hand, with the cells named as in a
+    traceback (``Cell In[2]``, not IPython's temporary file).  Tutorials and tests use it
     so that a notebook runs top to bottom without anyone typing into a debugger.
     """
     tb = tb if tb is not None else getattr(sys, "last_traceback", None)
@@ -155,7 +183,7 @@ def post_mortem(commands: list[str], tb: types.TracebackType | None = None) -> N
         pdb_class = shell.debugger_cls
     else:
         from IPython.core.debugger import Pdb as pdb_class
-    out = sys.stdout
+    out = _CellNames(sys.stdout, shell)
     debugger = pdb_class(stdin=_TypedCommands(commands, out), stdout=out)
     debugger.use_rawinput = False
     debugger.reset()

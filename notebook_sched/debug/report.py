@@ -13,9 +13,9 @@ import html
 import threading
 from typing import Any
 
-from ..delayed import _apply, _name_of
+from ..calls import apply, funcname
 from ..environment import ipython_shell
-from ..failure import TaskFailure
+from ..failure import RerunOutcome, TaskFailure
 from ..graph import is_task
 from ..tracebacks import name_cells, trim_remote_traceback
 
@@ -47,12 +47,18 @@ def describe_call(failure: TaskFailure, limit: int = 200) -> str | None:
     if not is_task(task):
         return None
     func, args, kwargs = task[0], list(task[1:]), {}
-    if func is _apply and len(args) == 3 and isinstance(args[1], list):
+    if func is apply and len(args) == 3 and isinstance(args[1], list):
         func, args, kwargs = args[0], args[1], args[2] if isinstance(args[2], dict) else {}
     parts = [_short(a, 60) for a in args]
     parts += [f"{k}={_short(v, 60)}" for k, v in kwargs.items()]
-    text = f"{_name_of(func)}({', '.join(parts)})"
+    text = f"{funcname(func)}({', '.join(parts)})"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _rerun(failure: TaskFailure) -> str:
+    """What the local rerun found, as one phrase (``failure.extra["rerun"]``)."""
+    outcome = RerunOutcome(failure.extra["rerun"])
+    return outcome.describe(failure.extra.get("rerun_detail"))
 
 
 def format_failure(failure: TaskFailure) -> str:
@@ -74,7 +80,7 @@ def format_failure(failure: TaskFailure) -> str:
         lines.append("  inputs:")
         lines.extend(f"    {_short(k, 50)}: {_short(v)}" for k, v in failure.inputs.items())
     if "rerun" in failure.extra:
-        lines.append(f"  local rerun: {failure.extra['rerun']}")
+        lines.append(f"  local rerun: {_rerun(failure)}")
     if failure.remote_traceback:
         lines.append("  worker traceback (notebook_sched frames left out):")
         text = name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell())
@@ -107,7 +113,7 @@ def failure_html(failure: TaskFailure) -> str:
         )
         rows.append(("inputs", f"<ul style='margin:0'>{items}</ul>" if items else "<i>none</i>"))
     if "rerun" in failure.extra:
-        rows.append(("local rerun", esc(str(failure.extra["rerun"]))))
+        rows.append(("local rerun", esc(_rerun(failure))))
     if failure.remote_traceback:
         text = esc(name_cells(trim_remote_traceback(failure.remote_traceback), ipython_shell()))
         rows.append(("worker traceback", f"<pre style='margin:0'>{text}</pre>"))

@@ -33,7 +33,7 @@ from typing import Any
 from ..api import Additions, RunRequest, get
 from ..engine import run_spec
 from ..environment import ipython_shell
-from ..failure import TaskFailure, last_failure
+from ..failure import RerunOutcome, TaskFailure, last_failure
 from ..graph import compile_graph
 from .display import attach_renderer
 
@@ -139,14 +139,15 @@ def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseE
     try:
         again = rerun_task(failure)
     except RerunUnavailable as why:
-        failure.extra["rerun"] = f"not possible: {why}"
+        failure.extra["rerun"] = RerunOutcome.NOT_POSSIBLE
+        failure.extra["rerun_detail"] = str(why)
         original.add_note(f"{RERUN_NOTE} here was not possible: {why}.")
         return None
     except BaseException:
-        failure.extra["rerun"] = "interrupted"
+        failure.extra["rerun"] = RerunOutcome.INTERRUPTED
         raise
     if again is None:
-        failure.extra["rerun"] = "did not fail"
+        failure.extra["rerun"] = RerunOutcome.DID_NOT_FAIL
         original.add_note(
             f"{RERUN_NOTE}: task {failure.key!r} failed in {where}; rerun here with the same "
             f"inputs, it did NOT fail (the failure depends on where it ran). The error above "
@@ -155,14 +156,15 @@ def _rerun_for_debugging(failure: TaskFailure, original: BaseException) -> BaseE
         return None
     failure.extra["rerun_exception"] = again
     if type(again) is not type(original):
-        failure.extra["rerun"] = f"raised a different error: {type(again).__name__}: {again}"
+        failure.extra["rerun"] = RerunOutcome.DIFFERENT_ERROR
+        failure.extra["rerun_detail"] = f"{type(again).__name__}: {again}"
         original.add_note(
             f"{RERUN_NOTE} here with the same inputs raised a different error "
             f"({type(again).__name__}: {again}); the error above is the worker's. The "
             f"rerun's exception is in notebook_sched.last_failure().extra['rerun_exception']."
         )
         return None
-    failure.extra["rerun"] = "raised the same error"
+    failure.extra["rerun"] = RerunOutcome.SAME_ERROR
     for note in getattr(original, "__notes__", None) or ():
         if not note.startswith(RERUN_NOTE) and note not in (getattr(again, "__notes__", ()) or ()):
             again.add_note(note)

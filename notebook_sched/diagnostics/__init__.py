@@ -38,7 +38,7 @@ _LAZY = {
 def install() -> None:
     """Register the progress and advice run hooks with ``api`` (idempotent)."""
     from ..api import add_run_hook
-    from ..delayed import set_visualizer
+    from ..lazy import set_visualizer
     from .hooks import progress_hook
 
     add_run_hook(progress_hook)

@@ -30,6 +30,17 @@ dask.distributed workers) are measured there (``notebook_sched/measure.py``): th
 events carry the worker thread's CPU, the result's bytes and the busy-GIL share seen
 by a probe in that worker, so the caller's probe is never attributed to them.
 
+One number per fact.  A prefix whose tasks ran with no probe sample (the caller's
+probe starts with the first long task, so a single 1 s task on ``sync`` never gets
+one) has an *unknown* GIL share: its row says "GIL unknown", and no recommendation is
+built on it.  After an ``auto`` run a prefix's GIL share is the one auto routed on
+(``Router.shares``), the number its "why" line gives; the sentence's reason is the
+prefix that decides the recommendation, in the table's words and rounding; and the
+sentence says whether auto did well against the best prediction.  The tasks' time
+runnable without a CPU (``starved``) says how busy the machine was: the predictions
+account for it (``advice_model.Load``) and, past ``BUSY`` of the tasks' time, the
+sentence says the machine was busy and the prediction is rough.
+
 Limits, said where the advice is shown: the task events carry no dependencies, so the
 model replays tasks as independent (optimistic for long chains) and counts each
 result's bytes once; a result's size is known only where it is cheap (arrays, buffers,
@@ -41,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import html
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +63,7 @@ from ..api import Additions, RunRequest
 from ..events import Observer, RunInfo
 from ..gil import GilProbe, attribute
 from ..measure import CALLER, LONG_TASK, PROCESS, THREAD, Measurement
-from .advice_model import BACKENDS, Costs, TaskSample, predict, prefix_stats
+from .advice_model import BACKENDS, Costs, Load, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 
 __all__ = ["Advisor", "Advice", "AdviceRow", "Recommendation", "advise", "advise_hook"]
@@ -62,6 +74,9 @@ VERDICT_WORDS = {
     "releases-gil": "releases the GIL",
     "waits": "waits (I/O or sleep)",
 }
+UNKNOWN_GIL = "GIL unknown"  # CPU measured, but no probe sample while its tasks ran
+BUSY = 0.2  # share of the tasks' running time spent waiting for a CPU: a busy machine
+HINT_GAIN = 1.3  # the least predicted speed-up that is worth a hint
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,7 @@ class Recommendation:
     ran_on: str
     speedup: float  # measured_seconds / predicted_seconds
     reason: str
+    busy: float = 0.0  # share of the tasks' running time spent waiting for a CPU
 
 
 class Advisor(Observer):
@@ -106,6 +122,7 @@ class Advisor(Observer):
         self._workers: dict[str, set] = {}
         self._gil_names: set[str] = set()
         self._cpu_names: set[str] = set()
+        self._routes: dict[str, str] = {}  # auto's reasons, per prefix (RunInfo.extra)
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -152,6 +169,7 @@ class Advisor(Observer):
             if not self._runs:
                 raise LookupError("this Advisor has not seen a run yet: compute inside it")
             run, t0, t1, first, last = self._runs[-1]
+            runs = [r[0] for r in self._runs] if every_run else [run]
             if every_run:
                 t0, first, t1, last = self._runs[0][1], 0, 0.0, -1
             done = self._done[first : last if last >= 0 else len(self._done)]
@@ -170,12 +188,18 @@ class Advisor(Observer):
         self._workers = {}
         remote_means = _remote_gil_means(records, names)
         gil_names = set(remote_means)
+        # The share auto routed on (noted in the run: Reporter.note_run): one number
+        routed = dict(run.extra.get("gil_shares", {})) if run.scheduler == "auto" else {}
         for record, name, here in zip(records, names, in_caller, strict=True):
             self._workers.setdefault(name, set()).add(record.where)
-            if here:
-                share = shares.get(name)
-                gil = share.gil_busy if share else 0.0
+            if name in routed:  # the share auto routed on: one number per fact
+                gil = routed[name]
                 gil_names.add(name)
+            elif here:
+                share = shares.get(name)
+                gil = share.gil_busy if share else 0.0  # 0.0 stands in: unknown
+                if share:
+                    gil_names.add(name)
             elif record.gil_busy is None:  # a worker's first long task ran before its
                 gil = remote_means.get(name, 0.0)  # probe: the prefix's mean
             else:
@@ -201,6 +225,9 @@ class Advisor(Observer):
                 out.extend(have[n % len(have)] for n in range(max(count, len(have))))
         self._gil_names = gil_names
         self._cpu_names = {n for n, r in zip(names, records, strict=True) if r.cpu is not None}
+        self._routes = {}
+        for seen in runs:  # what auto noted on each run (Reporter.note_run), later wins
+            self._routes.update(seen.extra.get("routes", {}))
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
     def advice(self, costs: Costs | None = None, every_run: bool = False) -> Advice:
@@ -217,12 +244,12 @@ class Advisor(Observer):
             if ran_on == "auto":
                 kinds = self._workers.get(s.prefix, set())
                 where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
-                why = _auto_reason(s.prefix)
+                why = self._routes.get(s.prefix, "")
             known = s.prefix in self._gil_names
             cpu_known = known or s.prefix in self._cpu_names
             verdict = s.verdict if known else None
             if not known and cpu_known and s.verdict == "waits":
-                verdict = "waits"  # in a worker process: waiting shows, the GIL does not
+                verdict = "waits"  # waiting shows without a GIL measurement
             rows.append(
                 AdviceRow(
                     s.prefix,
@@ -236,6 +263,16 @@ class Advisor(Observer):
                     why,
                 )
             )
+        unknown = [r for r in rows if r.verdict is None and r.cpu is not None]
+        total = sum(r.wall for r in rows) or 1.0
+        if any(r.wall >= 0.1 * total for r in unknown):
+            names = ", ".join(r.prefix for r in unknown)
+            note = (
+                f"No recommendation: the GIL share of {names} is unknown (its tasks ran "
+                f"before the GIL probe started, which it does with the first long task); "
+                f"compute a graph of several such tasks to measure it."
+            )
+            return Advice(rows, None, note)
         return Advice(rows, recommend(samples, rows, ran_on, workers, seconds, costs))
 
     def __repr__(self) -> str:
@@ -256,10 +293,18 @@ def _remote_gil_means(records: list, names: list) -> dict[str, float]:
 _KIND_WORDS = {THREAD: "threads", PROCESS: "processes", CALLER: "inline"}
 
 
-def _auto_reason(prefix: str) -> str:
-    from ..schedulers.auto import router
-
-    return router().reasons.get(prefix, "")
+def machine_load(samples: list[TaskSample], ran_on: str, workers: int) -> Load | None:
+    """How busy the machine was while ``samples`` ran (None: no CPU time measured)."""
+    cpu = sum(s.cpu for s in samples)
+    starved = sum(s.starved for s in samples)
+    if cpu <= 0:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return Load(
+        cores=cores or os.cpu_count() or 1,
+        share=cpu / (cpu + starved),
+        runnable=1 if ran_on == "sync" else max(workers, 1),
+    )
 
 
 def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation | None:
@@ -267,31 +312,81 @@ def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation 
     if not samples or not any(r.verdict for r in rows):
         return None
     slots = max(workers, 2) if ran_on == "sync" else workers
+    load = machine_load(samples, ran_on, workers)
     predicted = {
-        b: predict(samples, b, 1 if b == "sync" else slots, costs, replay=b == ran_on)
+        b: predict(samples, b, 1 if b == "sync" else slots, costs, b == ran_on, load)
         for b in BACKENDS
     }
-    best = min(predicted, key=predicted.__getitem__)
+    # After auto, against the best of the others: "did auto do well?" (auto's own
+    # prediction replays what it did, so it cannot answer that).
+    choices = [b for b in BACKENDS if b != "auto"] if ran_on == "auto" else BACKENDS
+    best = min(choices, key=predicted.__getitem__)
     if best == ran_on:
         reason = f"{ran_on} already suits this graph"
     else:
-        reason = describe(max(rows, key=lambda r: r.wall))
+        reason = describe(deciding_row(rows, best))
     time_best = predicted[best]
+    busy = 1.0 - load.share if load is not None else 0.0
     return Recommendation(
-        best, slots, time_best, seconds, ran_on, seconds / time_best if time_best else 1.0, reason
+        best,
+        slots,
+        time_best,
+        seconds,
+        ran_on,
+        seconds / time_best if time_best else 1.0,
+        reason,
+        busy,
     )
 
 
+def deciding_row(rows: list[AdviceRow], best: str) -> AdviceRow:
+    """The row that argues for ``best``: the longest GIL-holding prefix for the
+    backends that move GIL holders to processes, else the longest one that does not
+    hold it (threads), else the longest."""
+    measured = [r for r in rows if r.verdict] or rows
+    holders = [r for r in measured if r.verdict == "holds-gil"]
+    others = [r for r in measured if r.verdict != "holds-gil"]
+    pick = holders if best in ("processes", "auto") else others
+    return max(pick or measured, key=lambda r: r.wall)
+
+
 def describe(row: AdviceRow) -> str:
-    """``parse holds the GIL 96% of its time``, ``load releases the GIL (3% GIL-busy)``."""
+    """``parse holds the GIL 96% of its time``, ``load releases the GIL (3% GIL busy)``
+    (rounded as the table rounds them)."""
     if row.verdict == "holds-gil":
-        return f"{row.prefix} holds the GIL {row.gil_busy:.0%} of its time"
+        return f"{row.prefix} holds the GIL {_pct(row.gil_busy)} of its time"
     if row.verdict == "releases-gil":
-        return f"{row.prefix} releases the GIL ({row.gil_busy:.0%} GIL-busy)"
+        return f"{row.prefix} releases the GIL ({_pct(row.gil_busy)} GIL busy)"
     if row.verdict == "waits":
-        cpu = row.cpu / row.wall if row.wall and row.cpu is not None else 0.0
-        return f"{row.prefix} waits (I/O or sleep; {cpu:.0%} on a CPU)"
+        return f"{row.prefix} waits (I/O or sleep; {_pct(row.cpu, row.wall)} on a CPU)"
     return f"{row.prefix} was not measured"
+
+
+def _pct(value: float | None, of: float = 1.0) -> str:
+    """A share as the table shows it."""
+    return "-" if value is None or not of else f"{min(value / of, 1.0):.0%}"
+
+
+def verdict_words(verdict: str | None, cpu_known: bool = True) -> str:
+    """The words for a verdict, in the table, the summary and the sentences alike."""
+    if verdict is None:
+        return UNKNOWN_GIL if cpu_known else "unmeasured"
+    return VERDICT_WORDS.get(verdict, verdict)
+
+
+def _auto_sentence(rec: Recommendation) -> str:
+    """After an ``auto`` run: did auto do well, against the best other backend?"""
+    took = f"auto took {rec.measured_seconds:.2f} s"
+    other = f"on {rec.backend} ({rec.workers} workers) the model predicts about "
+    if rec.speedup < HINT_GAIN:
+        return (
+            f"auto did well: {took}; the best other backend, {other}"
+            f"{rec.predicted_seconds:.2f} s. Keep auto."
+        )
+    return (
+        f"auto could do better: {took}; {other}{rec.predicted_seconds:.2f} s "
+        f"({rec.speedup:.1f}x), since {rec.reason}."
+    )
 
 
 class Advice:
@@ -299,23 +394,23 @@ class Advice:
 
     columns = ("prefix", "tasks", "wall (s)", "CPU", "GIL busy", "bytes out", "verdict", "ran on")
 
-    def __init__(self, rows: list[AdviceRow], recommendation: Recommendation | None):
+    def __init__(
+        self, rows: list[AdviceRow], recommendation: Recommendation | None, note: str = ""
+    ):
         self.rows = rows
         self.recommendation = recommendation
+        self.note = note  # why there is no recommendation, when that is known
 
     def _cells(self) -> list[tuple[str, ...]]:
-        def pct(value, of=1.0):
-            return "-" if value is None or not of else f"{min(value / of, 1.0):.0%}"
-
         return [
             (
                 r.prefix,
                 str(r.tasks),
                 f"{r.wall:.3f}",
-                pct(r.cpu, r.wall),
-                pct(r.gil_busy),
+                _pct(r.cpu, r.wall),
+                _pct(r.gil_busy),
                 f"{r.bytes_out:,}",
-                VERDICT_WORDS.get(r.verdict or "", "unmeasured"),
+                verdict_words(r.verdict, r.cpu is not None),
                 r.ran_on,
             )
             for r in self.rows
@@ -324,14 +419,25 @@ class Advice:
     def sentence(self) -> str:
         rec = self.recommendation
         if rec is None:
-            return "No recommendation: no task was measured (run on sync or threads to measure)."
-        if rec.backend == rec.ran_on:
-            return f"{rec.reason}: keep {rec.backend} (about {rec.predicted_seconds:.2f} s)."
-        return (
-            f"{rec.reason}: on {rec.backend} ({rec.workers} workers) this graph would take "
-            f"about {rec.predicted_seconds:.2f} s instead of {rec.measured_seconds:.2f} s "
-            f"({rec.speedup:.1f}x)."
-        )
+            return self.note or (
+                "No recommendation: no task was measured (run on sync or threads to measure)."
+            )
+        if rec.ran_on == "auto":
+            text = _auto_sentence(rec)
+        elif rec.backend == rec.ran_on:
+            text = f"{rec.reason}: keep {rec.backend} (about {rec.predicted_seconds:.2f} s)."
+        else:
+            text = (
+                f"{rec.reason}: on {rec.backend} ({rec.workers} workers) this graph would take "
+                f"about {rec.predicted_seconds:.2f} s instead of {rec.measured_seconds:.2f} s "
+                f"({rec.speedup:.1f}x)."
+            )
+        if rec.busy >= BUSY:
+            text += (
+                f" The machine was busy (its tasks waited {rec.busy:.0%} of their running "
+                f"time for a CPU): the prediction assumes that load and is unreliable."
+            )
+        return text
 
     def _why_lines(self) -> list[str]:
         return [f"  {r.prefix}: {r.why}" for r in self.rows if r.why]
@@ -385,7 +491,6 @@ def advise(source: object = None) -> Advice:
 
 
 ADVICE_AFTER = 3.0  # seconds a compute must take before a hint is worth showing
-HINT_GAIN = 1.3  # the least predicted speed-up that is worth a hint
 _hinted: set = set()  # kinds of graph (their prefixes) already given a hint
 
 

@@ -1,10 +1,10 @@
 """The advisor's model: from measured tasks to a verdict per prefix and a predicted time
 per backend.  Pure data in, numbers out: no threads, no clocks, no imports of backends.
 
-Inputs are :class:`TaskSample` records, one per task of a run, each with the indices
-of the tasks it read (the graph's dependencies), its wall time, the CPU time of the
-thread that ran it, the busy-GIL share measured while it ran (``notebook_sched/gil.py``) and the
-bytes of its result.
+Inputs are :class:`TaskSample` records, one per measured task of a run: its wall
+time, the CPU time of the thread that ran it, the busy-GIL share measured while it ran
+(``notebook_sched/gil.py``) and the bytes of its result.  Task events carry no
+dependencies, so the samples are replayed as independent tasks.
 
 Verdicts (per task prefix, from the sums of its tasks):
 
@@ -27,10 +27,18 @@ the graph in its order on ``workers`` slots with backend-specific durations:
   a GIL-releasing task on a CPU beside GIL-holding ones waits for the GIL between its
   C calls (the convoy, ``_convoy``): 1.5x its own time.
 * ``processes``: ``workers`` slots, each task costs its isolated duration plus the
-  per-task overhead and the transfer of its inputs and result at the measured cost per
-  byte (without dependencies: its result, twice); no GIL is shared between processes.
+  per-task overhead and the transfer of its result at the measured cost per byte,
+  twice (back to the caller, out to its reader); no GIL is shared between processes.
 * ``auto``: the two mixed on ``workers`` slots: GIL-holding tasks as on processes,
   the others as on threads, whose GIL-held parts still take turns.
+
+A loaded machine.  A task's ``starved`` seconds (runnable, waiting for a CPU: other
+programs on the machine) are part of its isolated duration under that load, so a
+GIL-holding task counts ``cpu + starved``, not its CPU alone.  :class:`Load` says
+what share of a CPU each runnable thread of ours got (``cpu / (cpu + starved)``, over
+the run) with how many of ours were runnable; from it, how many other programs
+competed (``others``), and so the share each of ``workers`` slots would get: a
+prediction on more slots than the run had stretches its tasks by the ratio.
 
 The costs (:class:`Costs`) are measured on the machine (``measure_costs``), not
 rules of thumb.  The model ignores memory pressure, cache effects and native thread
@@ -43,6 +51,8 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..measure import GIL_BOUND
+
 __all__ = [
     "TaskSample",
     "Costs",
@@ -51,12 +61,13 @@ __all__ = [
     "prefix_stats",
     "predict",
     "BACKENDS",
+    "Load",
 ]
 
 HOLDS_GIL, RELEASES_GIL, WAITS = "holds-gil", "releases-gil", "waits"
 BACKENDS = ("sync", "threads", "processes", "auto")
-GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 ON_CPU = 0.25  # CPU share of wall time under which a prefix waits
+UNLOADED = 0.95  # CPU share of runnable time from which a run saw no other load
 CONVOY = 1.5  # a GIL-releasing CPU task's slow-down on threads beside GIL holders
 
 
@@ -67,21 +78,44 @@ class TaskSample:
     cpu: float
     gil_busy: float = 0.0
     bytes_out: int = 0
-    deps: tuple[int, ...] = ()
     starved: float = 0.0  # seconds of ``wall`` spent runnable without a CPU
 
     @property
     def isolated(self) -> float:
         """Seconds this task would take alone: CPU, plus the waiting that is not GIL."""
         if self.gil_busy >= GIL_BOUND:
-            return self.cpu  # time spent waiting for the GIL is not the task's own
+            # Time spent waiting for the GIL is not the task's own; waiting for a CPU
+            # (other programs) is, under the same load.
+            return self.cpu + self.starved
         # Releasing the GIL or waiting: wall time, since a sleep lasts as long anywhere
         # and native thread pools (BLAS) work on threads whose CPU we do not see.
         return self.wall
 
     @property
     def gil_held(self) -> float:
-        return self.gil_busy * self.cpu
+        return self.gil_busy * (self.cpu + self.starved)
+
+
+@dataclass(frozen=True)
+class Load:
+    """How busy the machine was during the measured run (see the module docstring)."""
+
+    cores: int
+    share: float  # of a CPU each runnable thread of ours got: cpu / (cpu + starved)
+    runnable: int  # threads of ours that were runnable at once (1 on sync)
+
+    @property
+    def others(self) -> float:
+        """Runnable threads of other programs, on average (0 when ours never waited
+        for a CPU: what else ran then is unknown, and left out)."""
+        if self.share >= UNLOADED:
+            return 0.0
+        return max(self.cores / max(self.share, 1e-3) - self.runnable, 0.0)
+
+    def stretch(self, workers: int) -> float:
+        """How much longer a task takes on ``workers`` busy slots than measured."""
+        now = min(1.0, self.cores / (self.others + workers))
+        return max(self.share / now, 1.0) if now > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +126,6 @@ class Costs:
         default_factory=lambda: {"sync": 2e-6, "threads": 3e-6, "processes": 5e-6, "auto": 5e-6}
     )
     per_byte: float = 1e-9  # pickle + pipe + unpickle, one way
-    pool_start: float = 0.0  # extra seconds before the first process task (0: pool warm)
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,7 @@ def predict(
     workers: int,
     costs: Costs,
     replay: bool = False,
+    load: Load | None = None,
 ) -> float:
     """Predicted seconds for the whole graph on ``backend`` with ``workers`` slots.
 
@@ -157,6 +191,11 @@ def predict(
         raise ValueError(f"cannot predict backend {backend!r}; choose one of {BACKENDS}")
     if not samples:
         return 0.0
+    if load is not None and not replay:
+        runnable = 1 if backend == "sync" else workers
+        stretch = load.stretch(runnable)
+        if stretch > 1.0:
+            return stretch * predict(samples, backend, workers, costs)
     overhead = costs.per_task[backend]
     if replay:
         if backend == "sync":
@@ -170,22 +209,20 @@ def predict(
         schedule = list_schedule(samples, durations, workers)
         return max(schedule, sum(s.gil_held for s in samples))
     if backend == "processes":
-        edges = any(s.deps for s in samples)
-        durations = [_in_process(samples, s, overhead, costs, edges) for s in samples]
-        return costs.pool_start + list_schedule(samples, durations, workers)
+        durations = [_in_process(s, overhead, costs) for s in samples]
+        return list_schedule(samples, durations, workers)
     # auto: GIL-holding tasks in processes, the rest on threads, sharing the slots; the
     # threads' GIL-held parts still take turns.
     on_threads = costs.per_task["threads"]
-    edges = any(s.deps for s in samples)
     durations = []
     gil = 0.0
     for s in samples:
         if s.gil_busy >= GIL_BOUND:
-            durations.append(_in_process(samples, s, overhead, costs, edges))
+            durations.append(_in_process(s, overhead, costs))
         else:
             durations.append(s.isolated + on_threads)
             gil += s.gil_held
-    return costs.pool_start + max(list_schedule(samples, durations, workers), gil)
+    return max(list_schedule(samples, durations, workers), gil)
 
 
 def _convoy(s: TaskSample, holders: bool) -> float:
@@ -203,38 +240,25 @@ def _convoy(s: TaskSample, holders: bool) -> float:
     return CONVOY
 
 
-def _in_process(
-    samples: Sequence[TaskSample], s: TaskSample, overhead: float, costs, edges: bool
-) -> float:
+def _in_process(s: TaskSample, overhead: float, costs) -> float:
     """A task's duration on a worker process: its own time plus moving its data.
 
-    With dependencies, a task moves its inputs and its result.  Samples without any
-    (the Advisor's: task events carry no edges) count each result twice instead: back
-    to the caller, and out again to the task that reads it."""
-    if edges:
-        moved = sum(samples[d].bytes_out for d in s.deps) + s.bytes_out
-    else:
-        moved = 2 * s.bytes_out
-    return s.isolated + overhead + moved * costs.per_byte
+    Samples carry no dependencies (task events have no edges), so each result is
+    counted twice: back to the caller, and out again to the task that reads it."""
+    return s.isolated + overhead + 2 * s.bytes_out * costs.per_byte
 
 
 def list_schedule(samples: Sequence[TaskSample], durations: Sequence[float], slots: int) -> float:
-    """Makespan of a greedy list schedule: tasks in sample order, as soon as inputs exist.
-
-    Iterative (no recursion over depth): a heap of free slots and, per task, the time
-    its last input finished.  Samples must be in a topological order (a run's order is).
-    """
+    """Makespan of a greedy list schedule: tasks in sample order, each on the slot that
+    frees first (a heap of free slots).  Samples carry no dependencies, so a sample's
+    task may start as soon as a slot is free."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1; got {slots!r}")
     free = [0.0] * min(slots, len(samples))
     heapq.heapify(free)
-    finish = [0.0] * len(samples)
     end = 0.0
-    for i, s in enumerate(samples):
-        ready = max((finish[d] for d in s.deps), default=0.0)
-        slot = heapq.heappop(free)
-        start = max(slot, ready)
-        finish[i] = start + durations[i]
-        heapq.heappush(free, finish[i])
-        end = max(end, finish[i])
+    for i in range(len(samples)):
+        finish = heapq.heappop(free) + durations[i]
+        heapq.heappush(free, finish)
+        end = max(end, finish)
     return end

@@ -107,7 +107,10 @@ class ProgressBar(Observer):
     # -- events -----------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
         self._finished_keys.clear()
-        self.model = ProgressModel(run.task_keys, run.scheduler, run.workers, self._finished_keys)
+        cached = run.extra.get("substituted", ())  # the result cache's hits: done at once
+        self.model = ProgressModel(
+            run.task_keys, run.scheduler, run.workers, self._finished_keys, cached
+        )
         workers = f", {run.workers} workers" if run.workers > 1 else ""
         self.view = make_view(self.view_spec, f"{run.scheduler}{workers}")
         self.shown = False

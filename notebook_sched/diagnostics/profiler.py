@@ -236,6 +236,8 @@ class ProfileSummary:
         raise KeyError(f"no task with prefix {prefix!r}; prefixes: {[r.prefix for r in self]}")
 
     def _cells(self) -> list[tuple[str, ...]]:
+        from .advice import verdict_words  # the advice's words: one vocabulary
+
         def pct(value):
             return "-" if value is None else f"{min(value, 1.0):.0%}"
 
@@ -248,7 +250,7 @@ class ProfileSummary:
                 f"{r.mean:.6f}",
                 pct(r.cpu),
                 pct(r.gil_busy),
-                r.verdict or "-",
+                verdict_words(r.verdict) if r.verdict else "-",
             )
             for r in self.rows
         ]

@@ -12,6 +12,11 @@ event and defers the rest to whoever looks at it:
   prefix of each task key (its name part, as Dask's ``key_split``) is computed once,
   at the first snapshot, so a run that ends before a view appears never pays for it.
 
+Tasks the result cache answered (``RunInfo.extra["substituted"]``) are not run, so
+they send no events: the model counts them as done from the start, in their prefix's
+totals and in a count of their own (``Snapshot.cached``), which the views show in
+their own colour, so a rerun that was mostly hits is visibly so.
+
 The model knows no thread, clock-driven redraw or widget: that is ``bar.py`` (the
 observer that owns a model and a view) and ``text.py`` / ``widget.py`` (the views).
 """
@@ -22,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..graph import key_split
 
@@ -78,6 +84,7 @@ class PrefixCount:
     done: int
     total: int
     failed: bool = False
+    cached: int = 0  # of ``done``: answered by the result cache
 
 
 @dataclass
@@ -91,6 +98,7 @@ class Snapshot:
     prefixes: list[PrefixCount] = field(default_factory=list)
     failed_key: Hashable = None
     error: str = ""  # "ZeroDivisionError: division by zero"
+    cached: int = 0  # of ``done``: tasks the result cache answered
 
     @property
     def fraction(self) -> float:
@@ -101,10 +109,17 @@ class ProgressModel:
     """Counters of one run.  Event methods are safe from any thread."""
 
     def __init__(
-        self, task_keys: list, scheduler: str = "", workers: int = 1, done: list | None = None
+        self,
+        task_keys: list,
+        scheduler: str = "",
+        workers: int = 1,
+        done: list | None = None,
+        cached: Any = (),
     ):
         self.task_keys = task_keys  # not copied: the engine's list, read-only
-        self.total = len(task_keys)
+        self.cached_keys = list(cached)  # answered by the result cache: done at once
+        self.cached = len(self.cached_keys)
+        self.total = len(task_keys) + self.cached
         self.scheduler = scheduler
         self.workers = workers
         # keys of finished tasks; appended from any thread (a caller may pass the list
@@ -122,6 +137,7 @@ class ProgressModel:
         self._names: list[str] = []
         self._totals: list[int] = []
         self._counts: list[int] = []
+        self._cached_counts: list[int] = []
         self._folded = 0  # how many of self.done are counted
 
     # -- events (any thread) --------------------------------------------------------
@@ -164,7 +180,7 @@ class ProgressModel:
         numbers: dict[str, int] = {}
         totals: list[int] = []
         # Reversed discovery order lists inputs before the outputs that read them.
-        for key in reversed(self.task_keys):
+        for key in (*reversed(self.task_keys), *self.cached_keys):
             name = prefix(key)
             n = numbers.get(name)
             if n is None:
@@ -176,6 +192,10 @@ class ProgressModel:
         self._names = list(numbers)
         self._totals = totals
         self._counts = [0] * len(totals)
+        self._cached_counts = [0] * len(totals)
+        for key in self.cached_keys:
+            self._cached_counts[index[key]] += 1
+            self._counts[index[key]] += 1
 
     def snapshot(self) -> Snapshot:
         """Fold new events into the per-prefix counters and describe the run."""
@@ -199,18 +219,22 @@ class ProgressModel:
             elif self.error is not None:
                 error_text = type(self.error).__name__
             totals = self._totals
+            cached = self._cached_counts
             prefixes = [
-                PrefixCount(name, min(counts[n], totals[n]), totals[n], n == failed_prefix)
+                PrefixCount(
+                    name, min(counts[n], totals[n]), totals[n], n == failed_prefix, cached[n]
+                )
                 for n, name in enumerate(self._names)
             ]
         return Snapshot(
-            done=min(end, self.total),
+            done=min(end + self.cached, self.total),
             total=self.total,
             elapsed=self.elapsed(),
             state=self.state(),
             prefixes=prefixes,
             failed_key=failed_key,
             error=error_text,
+            cached=self.cached,
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from ..failure import short_key_repr
 from .progress import DONE, FAILED, Snapshot, rate_text
 
 __all__ = ["TextView", "format_line"]
@@ -35,7 +36,8 @@ def format_line(snap: Snapshot, title: str = "") -> str:
     """One line describing ``snap``."""
     filled = int(BAR_WIDTH * snap.fraction)
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    parts = [f"[{bar}] {100 * snap.fraction:4.0f}% {snap.done}/{snap.total} tasks"]
+    cached = f" ({snap.cached} cached)" if snap.cached else ""
+    parts = [f"[{bar}] {100 * snap.fraction:4.0f}% {snap.done}/{snap.total} tasks{cached}"]
     if len(snap.prefixes) > 1:
         shown = [f"{p.name} {p.done}/{p.total}" for p in snap.prefixes[:MAX_PREFIXES]]
         more = len(snap.prefixes) - MAX_PREFIXES
@@ -52,7 +54,7 @@ def format_line(snap: Snapshot, title: str = "") -> str:
     if snap.state == DONE:
         line += " | done"
     elif snap.state == FAILED:
-        where = f"task {snap.failed_key!r} " if snap.failed_key is not None else ""
+        where = f"task {short_key_repr(snap.failed_key)} " if snap.failed_key is not None else ""
         line += f" | FAILED: {where}raised {snap.error}"
     elif snap.state != "running":
         line += f" | {snap.state}" + (f" ({snap.error})" if snap.error else "")

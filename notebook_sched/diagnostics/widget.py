@@ -7,6 +7,9 @@
     inc 5000 / 5000   [####################]
     add 200 / 5000    [#                   ]
 
+Tasks the result cache answered count as done from the start, and the header and
+their rows say how many, in purple (``CACHED_COLOUR``).
+
 A row reads ``name done / total``; names longer than ``NAME_CHARS`` are shortened so
 the counts always show (the full name is the tooltip), and Dask's ``finalize-...``
 steps get no row.  The rate and the time left appear once the run is a second old
@@ -37,19 +40,22 @@ import html
 
 import ipywidgets as widgets
 
+from ..failure import key_repr, short_key_repr
+from ..failure import short_name as _short_name
 from .progress import DONE, FAILED, RUNNING, PrefixCount, Snapshot, rate_text
 
 __all__ = ["WidgetView", "MAX_ROWS", "short_line", "short_name"]
 
 MAX_ROWS = 12  # prefixes beyond this are summed in an "other" row
 NAME_CHARS = 22  # longer prefix names are shortened so the counts stay visible
+CACHED_COLOUR = "#7a3fb0"  # tasks the result cache answered
 
 
 def short_line(snap: Snapshot) -> str:
     """The state in a few words, most important first (ipywidgets cuts reprs at 110)."""
     counts = f"{snap.done}/{snap.total} tasks in {snap.elapsed:.1f}s"
     if snap.state == FAILED:
-        where = f"task {snap.failed_key!r} " if snap.failed_key is not None else ""
+        where = f"task {short_key_repr(snap.failed_key)} " if snap.failed_key is not None else ""
         return f"notebook_sched FAILED ({counts}): {where}raised {snap.error}"
     return f"notebook_sched {snap.state}: {counts}"
 
@@ -76,6 +82,7 @@ def _rows(prefixes: list[PrefixCount]) -> list[PrefixCount]:
         sum(p.done for p in rest),
         sum(p.total for p in rest),
         any(p.failed for p in rest),
+        sum(p.cached for p in rest),
     )
     return head + [other]
 
@@ -107,7 +114,8 @@ class _Row:
         name = html.escape(short_name(count.name))
         if count.failed:
             name = f"<span style='color:#c00;font-weight:bold'>{name}</span>"
-        return f"{name} {count.done} / {count.total}"
+        cached = f" <span style='color:{CACHED_COLOUR}'>({count.cached} cached)</span>"
+        return f"{name} {count.done} / {count.total}" + (cached if count.cached else "")
 
     def draw(self, count: PrefixCount, style: str) -> None:
         bar = self.bar
@@ -123,8 +131,9 @@ class _Row:
 
 
 def short_name(name: str, limit: int = NAME_CHARS) -> str:
-    """``sqrt-var-aggregate-finalize-hl...`` cut to ``limit`` characters, with an ellipsis."""
-    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+    """A long (fused) prefix name shortened as Dask's ``key_split`` reads it
+    (``failure.short_name``): ``bag-from-delayed…part``; the full name is the tooltip."""
+    return _short_name(name, limit)
 
 
 class WidgetView:
@@ -186,6 +195,9 @@ class WidgetView:
             "<b>notebook_sched</b>",
             html.escape(self.title),
             f"{snap.done} / {snap.total} tasks",
+            f"<span style='color:{CACHED_COLOUR}'>{snap.cached} cached</span>"
+            if snap.cached
+            else "",
             f"{snap.elapsed:.1f} s",
             rate_text(snap),
         ]
@@ -196,7 +208,9 @@ class WidgetView:
     @staticmethod
     def _message(snap: Snapshot) -> str:
         if snap.state == FAILED and snap.error:
-            key = f"task <code>{html.escape(repr(snap.failed_key))}</code> raised "
+            full = html.escape(key_repr(snap.failed_key), quote=True)
+            short = html.escape(short_key_repr(snap.failed_key))
+            key = f"task <code title='{full}'>{short}</code> raised "
             where = key if snap.failed_key is not None else ""
             return f"<br><span style='color:#c00'>{where}{html.escape(snap.error)}</span>"
         return ""  # an interrupted or stopped run says so once, in the header

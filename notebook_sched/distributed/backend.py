@@ -4,7 +4,7 @@
 (as with dask.distributed, creating a Client makes it the default); otherwise on the
 default :class:`LocalCluster` of ``defaults.py`` (started on first use, resized
 beside, retired when idle), through a client of its own.  The default clusters'
-bookkeeping (``default_cluster``, ``shutdown``, ``current_cluster``, ``resident``)
+bookkeeping (``default_cluster``, ``shutdown``, ``current_cluster``)
 is re-exported here, where tests and leak checks look for it.
 """
 
@@ -19,12 +19,13 @@ from .defaults import (  # noqa: F401 - re-exported
     acquire,
     current_cluster,
     default_cluster,
+    discard,
     release,
-    resident,
     shutdown,
 )
+from .run import SocketFolderGone
 
-__all__ = ["get", "default_cluster", "shutdown", "current_cluster", "resident"]
+__all__ = ["get", "default_cluster", "shutdown", "current_cluster"]
 
 
 def _private_client(cluster: Any) -> Client:
@@ -52,5 +53,8 @@ def get(
     entry = acquire(num_workers, _private_client)
     try:
         return entry.client.get(dsk, keys, observers=observers, planners=planners)
+    except SocketFolderGone:
+        discard(entry)  # unusable: the next compute starts a new cluster
+        raise
     finally:
         release(entry)

@@ -201,11 +201,17 @@ class Client:
 
         def one_done(future: Future) -> None:
             state = future._state
+            error = None
+            if state.status == ERROR and state.error is not None:
+                try:
+                    error = rebuild_error(state.error)[0]
+                except Exception as exc:  # an exception that cannot be rebuilt here
+                    error = exc
+            elif state.status == CANCELLED:
+                error = CancelledError(f"{future.key!r} was cancelled")
             with lock:
-                if state.status == ERROR and state.error is not None:
-                    errors.append(rebuild_error(state.error)[0])
-                elif state.status == CANCELLED:
-                    errors.append(CancelledError(f"{future.key!r} was cancelled"))
+                if error is not None:
+                    errors.append(error)
                 left[0] -= 1
                 if left[0]:
                     return
@@ -397,7 +403,7 @@ def current_client() -> Client | None:
 
 def _plan_hooks(cache: Any) -> list:
     """The plan hooks' planners for a ``Client.compute`` with ``cache``."""
-    cache = config.get("cache") if cache is None else config._validate("cache", cache)
+    cache = config.get("cache") if cache is None else config.validate("cache", cache)
     return planners_for(RunRequest(BACKEND, MappingProxyType({"cache": cache})))
 
 

@@ -45,8 +45,11 @@ from typing import Any
 
 from .. import config
 from ..engine import check_positive
-from ..errors import MAIN_GUARD_EXIT, MainGuardError
-from ..errors import main_guard_message as _main_guard_message
+from ..errors import (
+    exit_if_bootstrapping,
+    note_out_of_fds,
+    raise_if_main_guard,
+)
 from . import protocol, sockdir, worker
 from .scheduler import HEARTBEAT_FRACTION, Scheduler
 
@@ -114,14 +117,13 @@ class LocalCluster:
         memory_limit: int | str | None = None,
         worker_timeout: float | None | str = "config",
     ):
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            raise SystemExit(MAIN_GUARD_EXIT)  # see _pool.WorkerPool: the parent explains
+        exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.n_workers = check_positive("n_workers", n_workers, os.cpu_count() or 1)
         self.threads_per_worker = check_positive("threads_per_worker", threads_per_worker, 1)
         self.memory_limit = protocol.parse_bytes(memory_limit)
         if worker_timeout == "config":
             worker_timeout = config.get("worker_timeout")
-        self.worker_timeout = config._validate("worker_timeout", worker_timeout)  # same rule
+        self.worker_timeout = config.validate("worker_timeout", worker_timeout)  # same rule
         self.status = "starting"
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)
@@ -138,8 +140,10 @@ class LocalCluster:
             for _ in range(self.n_workers):
                 self._spawn()
             self._wait_for_workers(self.n_workers)
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self.close()  # what the failed start made: processes, sockets, the directory
+            if isinstance(exc, OSError):
+                note_out_of_fds(exc, "a local cluster", self.n_workers)
             raise
         self.status = "running"
         _open_clusters.add(self)
@@ -182,8 +186,7 @@ class LocalCluster:
             while sum(p.registered for p in self._processes.values()) < count:
                 dead = [p for p in self._processes.values() if p.process.exitcode is not None]
                 for proc in dead:
-                    if proc.process.exitcode == MAIN_GUARD_EXIT:
-                        raise MainGuardError(_main_guard_message())
+                    raise_if_main_guard(proc.process.exitcode)
                 if dead and not any(p.registered for p in dead):
                     codes = ", ".join(f"{p.name}: {p.process.exitcode}" for p in dead)
                     raise RuntimeError(
@@ -354,6 +357,7 @@ class LocalCluster:
         with self._lock:
             procs = list(self._processes.values())
             self._processes.clear()
+        procs = [p for p in procs if p.process.pid is not None]  # started (see _spawn)
         deadline = time.monotonic() + 2.0
         for proc in procs:
             proc.process.join(max(0.0, deadline - time.monotonic()))

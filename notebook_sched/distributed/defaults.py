@@ -27,7 +27,7 @@ from typing import Any
 
 from .cluster import LocalCluster
 
-__all__ = ["acquire", "release", "default_cluster", "shutdown", "current_cluster", "resident"]
+__all__ = ["acquire", "release", "default_cluster", "shutdown", "current_cluster"]
 
 
 class _Default:
@@ -111,6 +111,15 @@ def release(entry: _Default) -> None:
         _close([entry])
 
 
+def discard(entry: _Default) -> None:
+    """Close ``entry``'s cluster now (it cannot work any more: its socket folder is
+    gone); runs still counted on it end with their own errors."""
+    with _lock:
+        if entry in _defaults:
+            _defaults.remove(entry)
+    _close([entry])
+
+
 def shutdown() -> None:
     """Close every default cluster (at exit, or to free their processes now)."""
     with _lock:
@@ -124,19 +133,6 @@ def current_cluster() -> LocalCluster | None:
     with _lock:
         running = [d.cluster for d in _defaults if d.cluster.status == "running"]
     return running[-1] if running else None
-
-
-def resident() -> tuple[set[int], set[int]]:
-    """Process ids and thread idents of the default clusters, which live across
-    computes by design (for leak checks, like the process pool's workers)."""
-    with _lock:
-        clusters = [d.cluster for d in _defaults if d.cluster.status == "running"]
-    pids: set[int] = set()
-    idents: set[int] = set()
-    for cluster in clusters:
-        pids.update(cluster.pids)
-        idents.update(thread.ident for thread in cluster.threads)
-    return pids, idents
 
 
 atexit.register(shutdown)

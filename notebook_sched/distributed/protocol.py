@@ -49,7 +49,6 @@ __all__ = [
     "pack",
     "unpack",
     "listen_address",
-    "sizeof",
     "parse_bytes",
     "format_bytes",
     "AuthenticationError",
@@ -219,34 +218,6 @@ def listen_address(directory: str | None, name: str) -> Any:
         if len(path) < 100:  # sun_path is ~104-108 bytes
             return path
     return ("127.0.0.1", 0)
-
-
-def sizeof(value: Any) -> int:
-    """A cheap estimate of the bytes ``value`` holds (arrays: their buffer)."""
-    nbytes = getattr(value, "nbytes", None)
-    if type(nbytes) is int:
-        return nbytes
-    typ = type(value)
-    if typ in (bytes, bytearray, str):
-        return len(value) + 49
-    if typ in (list, tuple, set, frozenset) and len(value) < 1000:
-        return sys.getsizeof(value) + sum(_shallow(item) for item in value)
-    if typ is dict and len(value) < 1000:
-        return sys.getsizeof(value) + sum(_shallow(k) + _shallow(v) for k, v in value.items())
-    try:
-        return sys.getsizeof(value)
-    except TypeError:
-        return 64
-
-
-def _shallow(value: Any) -> int:
-    nbytes = getattr(value, "nbytes", None)
-    if type(nbytes) is int:
-        return nbytes
-    try:
-        return sys.getsizeof(value)
-    except TypeError:
-        return 64
 
 
 _UNITS = {

@@ -40,12 +40,13 @@ loop gives up the GIL every few milliseconds) from one that stopped answering.
 A task that calls ``os.fork()`` (without exec): the child is a copy of this worker
 with one thread, holding copies of the scheduler and peer sockets.  It must never
 speak on them (its answer would be taken for the parent's) nor keep them open (the
-scheduler would not see this worker's death).  ``register_at_fork`` points those
-descriptors at /dev/null in every child, which is harmless to children that go on
-to do their own work (multiprocessing's fork start method, daemons); and the
-executor checks the pid after each task, before it takes a lock: a child that
-comes back from the task into the worker's code exits at once (``os._exit``), its
-result discarded.  The parent's result is the answer.
+scheduler would not see this worker's death).  The fork guard (``_forkguard.py``,
+the process pool's workers' too) points those descriptors at /dev/null in every
+child, which is harmless to children that go on to do their own work
+(multiprocessing's fork start method, daemons); the executor checks its flag after
+each task, before it takes a lock, and the sender the pid before each message: a
+child that comes back from the task into the worker's code exits at once
+(``os._exit``), its result discarded.  The parent's result is the answer.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ import time
 import traceback
 from typing import Any
 
+from .._forkguard import install as install_fork_guard
+from .._forkguard import leave_if_forked
+from .._forkguard import state as fork_state
 from ..errors import dump_exception as _dump_exception
 from ..measure import CLUSTER, process_meter
 from ..task_runner import Failed, TaskCancelled, TaskRunner
@@ -114,8 +118,6 @@ class Worker(Transfers):
         self.meter = process_meter()  # measures a sample of tasks (see _execute)
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
-        self.pid = os.getpid()  # checked before each message: forks from C run no hooks
-        self.forked = False  # set in a forked child; checked after each task (cheaper)
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
         self.channel = protocol.connect(settings["address"], self.secret)
         self.server = AuthListener(
@@ -131,7 +133,7 @@ class Worker(Transfers):
             ("register", self.wid, self.name, os.getpid(), self.nthreads, self.server.address)
         )
         if hasattr(os, "register_at_fork"):  # no fork, no hook (Windows)
-            os.register_at_fork(after_in_child=self._after_fork_in_child)
+            install_fork_guard(self._guarded_fds)
         loops = [
             (self._receive_loop, "receiver"),
             (self._fetch_loop, "fetcher"),
@@ -155,22 +157,10 @@ class Worker(Transfers):
             time.sleep(self.heartbeat)
             self._send_frames(*beat)
 
-    def _after_fork_in_child(self) -> None:
-        """In a child forked by a task: cut it off from our sockets (module docstring)."""
-        self.forked = True
+    def _guarded_fds(self) -> list[int]:
+        """The sockets a forked child must not speak on (``_forkguard.py``)."""
         fds = [self.channel.fd, self.server.sock.fileno()]
-        fds += [channel.fd for channel in list(self.peer_channels)]
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-        except OSError:
-            return
-        for fd in fds:
-            if fd >= 0:
-                try:
-                    os.dup2(null, fd)
-                except OSError:
-                    pass
-        os.close(null)
+        return fds + [channel.fd for channel in list(self.peer_channels)]
 
     def _receive_loop(self) -> None:
         recv = self.channel.recv
@@ -275,7 +265,7 @@ class Worker(Transfers):
             except TaskCancelled:  # landed just outside the task: cancelled all the same
                 in_task[slot] = False
                 value = Failed(TaskCancelled())
-            if self.forked:
+            if fork_state.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
             error = None
             if type(value) is Failed:
@@ -317,8 +307,7 @@ class Worker(Transfers):
         self._send_frames(head, buffers)
 
     def _send_frames(self, head: bytes, buffers: list) -> None:
-        if os.getpid() != self.pid:  # a forked child never speaks for this worker
-            os._exit(0)
+        leave_if_forked()  # a forked child never speaks for this worker (forks from C too)
         try:
             self.channel.send_frames(head, buffers)
         except OSError:

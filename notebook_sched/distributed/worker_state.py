@@ -57,7 +57,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, NamedTuple
 
-from .protocol import sizeof
+from ..measure import sizeof
 
 __all__ = [
     "WorkerMachine",

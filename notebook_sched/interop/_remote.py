@@ -41,6 +41,7 @@ from typing import Any
 from ..errors import dump_exception, load_exception
 from ..measure import DASK, process_meter
 from ..task_runner import Failed, TaskRunner
+from ..tracebacks import package_module
 
 __all__ = ["Packed", "run_task", "Tag", "TaskBaseException", "unwrap"]
 
@@ -145,10 +146,6 @@ def run_task(packed: Packed, *inputs: Any) -> Any:
 def format_exception(exc: BaseException) -> str:
     """The traceback text from the task's own first frame on (ours left out)."""
     tb = exc.__traceback__
-    while tb is not None and _ours(tb.tb_frame.f_globals.get("__name__") or ""):
+    while tb is not None and package_module(tb.tb_frame.f_globals.get("__name__") or ""):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-def _ours(module: str) -> bool:
-    return module == "notebook_sched" or module.startswith("notebook_sched.")

@@ -31,11 +31,13 @@ neither the call nor our config sets them.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Executor
 from typing import Any
 
 from .. import config
 from ..api import OPTIONS, get
 from ..graph import to_mapping
+from ..schedulers import capabilities, resolve
 
 __all__ = ["dask_get", "active_callbacks"]
 
@@ -118,10 +120,15 @@ def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
         return get(mapping, keys, scheduler=scheduler, **kwargs)
     from dask.callbacks import Callback
 
-    from .callbacks import DaskCallbacks, dask_view
+    from .callbacks import DaskCallbacks, check_backend, dask_view
 
+    effective = config.get("scheduler") if scheduler is None else scheduler
+    backend = resolve(effective)[0]
+    check_backend(callbacks, backend, capabilities(backend).uses_worker_processes)
     observer = DaskCallbacks(callbacks, dask_view(mapping))
     observers = [*(kwargs.pop("observers", None) or ()), observer]
+    if _takes_planners(effective):  # the observer's plan stage: start(), results
+        kwargs["planners"] = [*(kwargs.get("planners") or ()), observer]
     if given is not None:
         return get(mapping, keys, scheduler=scheduler, observers=observers, **kwargs)
     # As dask.callbacks.local_callbacks: the outermost compute owns the global ones.
@@ -130,3 +137,9 @@ def dask_get(dsk: Any, keys: Any, scheduler: Any = None, **kwargs: Any) -> Any:
         return get(mapping, keys, scheduler=scheduler, observers=observers, **kwargs)
     finally:
         Callback.active = saved
+
+
+def _takes_planners(scheduler: Any) -> bool:
+    """As ``api.get`` decides: our backends by name or executor, and get functions
+    marked ``takes_observers`` (``Client.get``)."""
+    return isinstance(scheduler, str | Executor) or getattr(scheduler, "takes_observers", False)

@@ -56,6 +56,10 @@ def describe_settings() -> str:
         f"progress:  {describe_value('progress', values['progress'])}",
         f"rerun:     {describe_value('rerun', values['rerun'])}",
     ]
+    if values.get("cache", False) is not False:
+        lines.append(
+            f"cache:     {values['cache']} (notebook_sched.cache_info() shows the last run)"
+        )
     if values.get("pool") is not None:
         lines.append(f"pool:      {values['pool']!r}")
     lines.append(f"backends:  {backend_choices()}")

@@ -15,7 +15,9 @@ Arguments are parsed with ``IPython.core.magic_arguments`` (never evaluated); an
 mistake raises ``UsageError`` naming the valid choices.  Settings map to the config:
 ``--workers N|auto`` -> ``num_workers``, ``--progress/--no-progress`` -> ``progress``
 True/False, ``--rerun/--no-rerun`` -> ``rerun`` ``"always"``/``"never"``,
-``--address tcp://host:8786`` -> ``dask_address`` (the cluster of the ``dask`` backend).
+``--address tcp://host:8786`` -> ``dask_address`` (the cluster of the ``dask`` backend),
+``--cache [memory|disk|PATH]`` -> ``cache`` (``--cache`` alone: ``"memory"``; ``off``
+or ``--no-cache``: False).
 
 A ``%%schedule`` cell typed in a front end runs as an ordinary cell.  The extension
 adds an input transformer (:func:`scope_cells`) that rewrites the first line,
@@ -30,7 +32,7 @@ every cell, also one that raised or was interrupted.
 ``%%schedule ... --background`` is the exception: the cell is left to IPython's own
 cell-magic transform, and the magic hands the body to ``jobs.submit_call``: it runs on
 the job's thread with the settings as a ``config.set`` scope there, the cell returns
-the :class:`~notebook_sched.jobs.Job` at once (so ``_`` is the job), and the job's
+the :class:`~notebook_sched.background.Job` at once (so ``_`` is the job), and the job's
 result is the body's last expression.
 
 ``get_ipython().run_cell_magic('schedule', ...)`` called from code still works: the
@@ -89,6 +91,15 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         changes["num_workers"] = None if args.workers == "auto" else args.workers
     if args.address is not None:
         changes["dask_address"] = args.address
+    if args.cache is not None and args.cache_off:
+        raise UsageError("Use either --cache or --no-cache, not both.")
+    if args.cache is not None:
+        cache = args.cache
+        if len(cache) > 1 and cache[0] == cache[-1] and cache[0] in "'\"":
+            cache = cache[1:-1]  # IPython's argument split keeps a quoted path's quotes
+        changes["cache"] = False if cache.lower() in ("off", "false") else cache
+    elif args.cache_off:
+        changes["cache"] = False
     for on, off, name, values in (
         ("progress_on", "progress_off", "progress", (True, False)),
         ("rerun_on", "rerun_off", "rerun", ("always", "never")),
@@ -129,6 +140,15 @@ class ScheduleMagics(Magics):
         default=None,
         help="dask.distributed scheduler for the dask backend, e.g. tcp://127.0.0.1:8786",
     )
+    @argument(
+        "--cache",
+        nargs="?",
+        const="memory",
+        default=None,
+        metavar="memory|disk|PATH",
+        help="reuse task results that nothing changed: in memory, on disk, or in a folder",
+    )
+    @argument("--no-cache", dest="cache_off", action="store_true", help="no result cache")
     @argument("--progress", dest="progress_on", action="store_true", help="show progress")
     @argument("--no-progress", dest="progress_off", action="store_true", help="hide progress")
     @argument(
@@ -152,7 +172,7 @@ class ScheduleMagics(Magics):
                     "--background runs a cell as a job: write it as %%schedule on the first "
                     "line of a cell (e.g. %%schedule threads --background)."
                 )
-            from ..jobs import submit_call
+            from ..background import submit_call
 
             return submit_call(lambda: self._run_cell(cell), changes)
         if args.this_cell:
@@ -213,7 +233,7 @@ class ScheduleMagics(Magics):
         """This session's background jobs: name, backend, state, progress, time."""
         if line.strip():
             raise UsageError(f"%sched_jobs takes no arguments; got {line.strip()!r}.")
-        from ..jobs import jobs
+        from ..background import jobs
 
         return jobs()
 
@@ -245,7 +265,7 @@ class ScheduleMagics(Magics):
 def _find_job(shell: Any, word: str) -> Any:
     """The job named by ``word``: a variable of the user's namespace holding a job, or a
     job's name (``job-3``); looked up, never evaluated."""
-    from ..jobs import Job, jobs
+    from ..background import Job, jobs
 
     value = shell.user_ns.get(word) if word.isidentifier() else None
     if isinstance(value, Job):

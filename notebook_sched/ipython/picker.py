@@ -10,6 +10,7 @@
                ( ) (other)     an executor or get function set in code; now: none
     workers    [auto (2 CPUs) v]
     progress   [auto | on | off]        rerun  [auto | always | never]
+    cache      [off | memory | disk]    (a folder set in code shows as its own choice)
 
 Two columns: the radio buttons carry the names, an HTML column beside them the hints
 (grey, one row per button, the rows as tall as the buttons' labels), so a name never
@@ -51,6 +52,7 @@ __all__ = ["Picker", "picker"]
 AUTO = "auto"  # the widgets' value for the config's None (automatic)
 _PROGRESS = [("auto", AUTO), ("on", True), ("off", False)]
 _RERUN = [("auto", "auto"), ("always", "always"), ("never", "never")]
+_CACHE = [("off", False), ("memory", "memory"), ("disk", "disk")]
 _OTHER = "(other)"  # scheduler option shown when the config holds an executor or get function
 _AUTO_SETTINGS = ("num_workers", "progress")  # None in the config is AUTO in the widget
 _GREY = "color:var(--jp-ui-font-color2, #666)"
@@ -73,6 +75,19 @@ def to_widget(name: str, value: Any) -> Any:
 
 def to_config(name: str, value: Any) -> Any:
     return None if value == AUTO and name in _AUTO_SETTINGS else value
+
+
+def _cache_options(current: Any) -> list:
+    """off / memory / disk, plus a folder the config names (``config.set(cache=path)``)."""
+    if current is True:
+        current = "memory"
+    if current in [v for _, v in _CACHE]:
+        return list(_CACHE)
+    return [*_CACHE, (os.path.basename(os.fspath(current).rstrip("/")) or "folder", current)]
+
+
+def _cache_value(current: Any) -> Any:
+    return "memory" if current is True else current
 
 
 def describe_other(scheduler: Any) -> str:
@@ -114,6 +129,12 @@ class Picker(widgets.VBox):
         self.rerun = widgets.ToggleButtons(
             options=_RERUN, value=values["rerun"], description="rerun"
         )
+        self.cache = widgets.ToggleButtons(
+            options=_cache_options(values.get("cache", False)),
+            value=_cache_value(values.get("cache", False)),
+            description="cache",
+            tooltips=["no result cache", "reuse results in this session", "and across sessions"],
+        )
         self.status = widgets.HTML()
         self._applying = threading.local()  # .active while writing config values into widgets
         self._show_hints(values["scheduler"])
@@ -124,6 +145,7 @@ class Picker(widgets.VBox):
                 self.workers,
                 self.progress,
                 self.rerun,
+                self.cache,
                 self.status,
             ],
             **kwargs,
@@ -132,6 +154,7 @@ class Picker(widgets.VBox):
         self.workers.observe(self._widget_changed("num_workers"), names="value")
         self.progress.observe(self._widget_changed("progress"), names="value")
         self.rerun.observe(self._widget_changed("rerun"), names="value")
+        self.cache.observe(self._widget_changed("cache"), names="value")
         self._subscription = _subscribe(self)
 
     def _show_hints(self, scheduler: Any) -> None:
@@ -176,12 +199,16 @@ class Picker(widgets.VBox):
                 self.progress.value = to_widget(name, value)
             elif name == "rerun":
                 self.rerun.value = value
+            elif name == "cache":
+                self.cache.options = _cache_options(value)
+                self.cache.value = _cache_value(value)
         finally:
             self._applying.active = False
 
     def close(self) -> None:
         config.unsubscribe(self._subscription)
-        for child in (self.scheduler, self.hints, self.workers, self.progress, self.rerun):
+        children = (self.scheduler, self.hints, self.workers, self.progress, self.rerun)
+        for child in (*children, self.cache):
             child.close()
         super().close()
 
@@ -215,5 +242,5 @@ def _subscribe(picker: Picker):
 
 
 def picker() -> Picker:
-    """A widget to choose the scheduler, workers, progress and rerun policy."""
+    """A widget to choose the scheduler, workers, progress, rerun policy and cache."""
     return Picker()

@@ -22,7 +22,7 @@ Used by ``processes`` and by ``auto``'s process side.  A batch is a trade:
   goes, alone.
 
 What is known, and what is learned: the bytes of every result that reached the caller
-(``note``: ``measure.result_nbytes``, or the shallow size) are kept per task, so a
+(``note``: ``measure.sizeof``) are kept per task, so a
 task's input bytes are exact; its result's bytes are the running mean of the results
 seen so far (``observe``).  Nothing here touches a process or a pipe: it is a pure
 object the backends ask, and the tests drive it with plain numbers.
@@ -30,14 +30,12 @@ object the backends ask, and the tests drive it with plain numbers.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from ..measure import result_nbytes
+from ..measure import result_nbytes, sizeof
 
 __all__ = [
     "BatchSizer",
-    "nbytes",
     "tasks_by_time",
     "TARGET_BATCH_SECONDS",
     "BATCH_BYTES",
@@ -50,18 +48,6 @@ FIRST_BATCH = 4  # tasks per batch before any task time is known
 MAX_BATCH = 1024
 BATCH_BYTES = 256 << 10  # a batch's inputs + expected results: at least this much ...
 BATCH_RESULTS = 4  # ... or this many typical results, whichever is more
-
-
-def nbytes(value: Any) -> int:
-    """Bytes a value would move: ``measure.result_nbytes`` where that is cheap to know,
-    else its shallow size (a lower bound, still worth weighing)."""
-    size = result_nbytes(value)
-    if size is not None:
-        return size
-    try:
-        return sys.getsizeof(value)
-    except Exception:
-        return 0
 
 
 def tasks_by_time(mean_seconds: float | None, cap: int = MAX_BATCH, unknown: int = FIRST_BATCH):
@@ -88,7 +74,7 @@ class BatchSizer:
     # -- learning -----------------------------------------------------------------------
     def note(self, task: int, value: Any) -> None:
         """``task``'s result reached the caller (from a worker or computed here)."""
-        self.sizes[task] = nbytes(value)
+        self.sizes[task] = sizeof(value)
 
     def received(self, message_bytes: int) -> None:
         """The next ``observe`` reads a message of ``message_bytes`` pickled bytes."""
@@ -111,7 +97,7 @@ class BatchSizer:
             task, value = result[0], result[1]
             size = result_nbytes(value)
             if size is None:
-                size = share or nbytes(value)
+                size = share or sizeof(value)
             sizes[task] = size
             moved += size
             spent += result[3] - result[2]

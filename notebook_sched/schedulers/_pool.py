@@ -22,7 +22,7 @@ One pool lives at a time (``acquire``), reused across computes so no call pays t
 and shut down at exit.
 
 **Shared fairly (leases).**  Several runs may use the pool at once (background jobs,
-``jobs.py``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
+``background/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
 looks like a pool (``workers``, ``size``, ``replace``) but lists only the workers
 lent to that run.  A worker belongs to one run at a time, so a pipe never carries two
 runs' batches.  Every time a run looks at ``lease.workers`` (once per dispatch and
@@ -49,8 +49,8 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
-from ..errors import MAIN_GUARD_EXIT, MainGuardError
-from ._worker import worker_main
+from ..errors import MainGuardError, exit_if_bootstrapping, note_out_of_fds
+from ._worker import AT_EXIT, worker_main
 
 __all__ = [
     "WorkerHandle",
@@ -60,12 +60,13 @@ __all__ = [
     "shutdown",
     "MainGuardError",
     "BACKGROUND",
+    "kill_busy_workers",
 ]
 # MainGuardError and its message live in errors.py (the cluster raises them too).
 
 _context = multiprocessing.get_context("spawn")
 
-# True in background jobs' threads (set by jobs.py, inherited by the threads a job
+# True in background jobs' threads (set by background/job.py, inherited by the threads a job
 # starts): their leases yield to foreground runs.
 BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "notebook_sched_background", default=False
@@ -92,18 +93,23 @@ class WorkerHandle:
         self.slot = slot
         self.name = f"process-{slot}"
         parent_end, child_end = _context.Pipe(duplex=True)
-        self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
-        self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+        try:  # a failed start (no file descriptors left) leaves no pipe open
+            self.current = _context.RawValue("q", -1)  # task being run, -1 when idle
+            self.beat = _context.RawValue("Q", 0)  # raised by the worker's heartbeat thread
+            self.process = _context.Process(
+                target=worker_main,
+                args=(child_end, self.current, self.name, self.beat, pool_size),
+                name=f"notebook_sched-{self.name}",
+                daemon=False,  # workers may start pools of their own (nested compute)
+            )
+            self.process.start()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
         self.last_beat = 0  # the count the caller saw last, and when (monotonic)
         self.last_seen = time.monotonic()
-        self.process = _context.Process(
-            target=worker_main,
-            args=(child_end, self.current, self.name, self.beat, pool_size),
-            name=f"notebook_sched-{self.name}",
-            daemon=False,  # workers may start pools of their own (nested compute)
-        )
-        self.process.start()
-        child_end.close()
         self.conn = parent_end
         self.outstanding: list = []  # batch ids sent and not finished, oldest first
 
@@ -141,12 +147,18 @@ class WorkerPool:
     """``size`` worker processes.  Used by one run at a time (see ``acquire``)."""
 
     def __init__(self, size: int):
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            # We are a worker being bootstrapped and the parent's main script is
-            # computing at import time: leave quietly; the parent explains.
-            raise SystemExit(MAIN_GUARD_EXIT)
+        exit_if_bootstrapping()  # a worker importing a main script without a guard
         self.size = size
-        self.workers = [WorkerHandle(slot, size) for slot in range(size)]
+        self.workers: list[WorkerHandle] = []
+        try:
+            for slot in range(size):
+                self.workers.append(WorkerHandle(slot, size))
+        except BaseException as exc:  # stop the workers started so far
+            for worker in self.workers:
+                worker.kill()
+            if isinstance(exc, OSError):
+                note_out_of_fds(exc, "the process pool", size)
+            raise
         # Guards workers, leases, owner and every lease's held/draining sets.
         self.cond = threading.Condition(threading.Lock())
         self.leases: list[WorkerLease] = []  # active, oldest first
@@ -158,7 +170,11 @@ class WorkerPool:
     def replace(self, worker: WorkerHandle) -> WorkerHandle:
         """Kill ``worker`` (if alive) and start a fresh one in its slot."""
         worker.kill()
-        fresh = WorkerHandle(worker.slot, self.size)
+        try:
+            fresh = WorkerHandle(worker.slot, self.size)
+        except OSError as exc:
+            note_out_of_fds(exc, "a process-pool worker", self.size)
+            raise
         with self.cond:
             self.workers[worker.slot] = fresh
         return fresh
@@ -339,6 +355,25 @@ def acquire(size: int) -> WorkerPool:
         return _pool
 
 
+def kill_busy_workers(thread_ident: int | None) -> None:
+    """Kill the workers busy with runs of thread ``thread_ident`` (a cancelled background
+    job: the run's interrupt path then replaces them)."""
+    pool = _pool
+    if pool is None or thread_ident is None:
+        return
+    with pool.cond:
+        busy = [
+            pool.workers[slot]
+            for lease in pool.leases
+            if lease.thread == thread_ident
+            for slot in lease.held
+            if pool.workers[slot].outstanding
+        ]
+    for worker in busy:
+        if worker.process.is_alive():
+            worker.process.kill()
+
+
 def shutdown() -> None:
     """Stop the shared pool's workers (at exit, or to free their memory)."""
     global _pool
@@ -348,10 +383,7 @@ def shutdown() -> None:
             _pool = None
 
 
-def current_pool() -> WorkerPool | None:
-    return _pool
-
-
 # atexit runs hooks last-registered-first: ours must stop the (non-daemon) workers
 # before multiprocessing's own hook joins them, or exit would wait forever.
 atexit.register(shutdown)
+AT_EXIT.append(shutdown)  # a worker process leaving stops the pool a task started

@@ -16,6 +16,7 @@ by a task never speaks on the worker's pipe (see ``_forkguard.py``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import pickletools
@@ -43,6 +44,10 @@ from ._job import (
     Unpicklable,
     run_job,
 )
+
+# Called as a worker leaves: _pool registers its shutdown here when a task imports it
+# (a nested compute on processes), so this module need not name _pool.
+AT_EXIT: list = []
 
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
@@ -221,9 +226,14 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
     finally:
         # A task may have started a pool of its own (nested compute); its workers are
         # not daemons, and multiprocessing would wait for them as this process exits.
-        pool_module = sys.modules.get("notebook_sched.schedulers._pool")
-        if pool_module is not None:
-            pool_module.shutdown()
+        for stop in AT_EXIT:
+            stop()
+        # So may a local cluster (a task computing on 'distributed', a peer layer that
+        # cannot register here): its processes would be waited for before the atexit
+        # hook that closes it runs, until the caller's stop() kills this process and
+        # leaves its socket folder behind.  So the exit hooks run now (only once).
+        atexit._run_exitfuncs()
+        atexit._clear()
 
 
 def run_payload(payload, every: int | None = None, hooks=None, keys=None):

@@ -41,19 +41,21 @@ import os
 import queue
 import threading
 import time
+from multiprocessing.connection import wait
 from typing import Any
 
 from ..engine import Reporter, check_workers, execute_graph
 from ..gil import GilProbe
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
-from ..measure import CALLER, THREAD
+from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
-from ._batching import BatchSizer, nbytes, tasks_by_time
+from ._batching import MAX_BATCH as MAX_CHAIN
+from ._batching import BatchSizer, tasks_by_time
 from ._blas import limited_native_threads
-from ._job import make_job
+from ._channel import BatchChannel
 from .auto_routing import PROCESSES, THREADS, Router
-from .processes import _Batch, _ProcessRun, worker_timeout_setting
+from .processes import chain_jobs, run_here, worker_timeout_setting
 from .threads import INTERRUPT_GRACE
 
 __all__ = ["get", "router"]
@@ -114,11 +116,18 @@ class _ObserverError:
         self.exc = exc
 
 
-class _AutoRun(_ProcessRun):
-    """One auto run; only the calling thread touches ``state`` (see module docstring)."""
+class _AutoRun:
+    """One auto run; only the calling thread touches ``state`` (see module docstring).
+    Its process side is a batch channel (``_channel.py``, the one ``processes`` uses),
+    made when a task is first routed to the pool."""
 
     def __init__(self, graph, state, report: Reporter, workers: int, router: Router, timeout=None):
-        super().__init__(graph, state, report, None, timeout)
+        self.graph = graph
+        self.state = state
+        self.report = report
+        self.timeout = timeout
+        self.pool = None  # the process pool, once taken (_ensure_pool)
+        self.channel: BatchChannel | None = None  # its batch channel then
         self.router = router
         self.slots = workers
         self.sizer = BatchSizer(graph, workers)  # process batches: by time and bytes
@@ -128,8 +137,7 @@ class _AutoRun(_ProcessRun):
         self.thread_starts = 0  # tasks handed to threads so far (tells who ran alone)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.results: queue.SimpleQueue = queue.SimpleQueue()
-        self.wake_read, self.wake_write = os.pipe()
-        self.wake = (self.wake_read,)
+        self.wake_read, self.wake_write = os.pipe()  # the threads' "a result is in"
         self.in_task: dict[int, bool] = {}  # thread ident -> inside a task
         self.threads: list[threading.Thread] = []
         self.pool_refused = False
@@ -155,7 +163,7 @@ class _AutoRun(_ProcessRun):
                 self._dispatch_all()
                 if not self.state.remaining:
                     break
-                if not self.batches and not self.threads_busy:
+                if not (self.channel and self.channel.batches) and not self.threads_busy:
                     if not self.state.ready:
                         raise RuntimeError("notebook_sched: no runnable task left (internal error)")
                     continue
@@ -166,6 +174,18 @@ class _AutoRun(_ProcessRun):
             raise
         finally:
             self._close()
+            self._note_routes()
+
+    def _note_routes(self) -> None:
+        """Why this run's prefixes went where they went, and the busy-GIL share each
+        was routed on, for the advisor (in the run's RunInfo: no shared state)."""
+        reasons, shares = self.router.reasons, self.router.shares
+        prefixes = set(self.prefixes.values())
+        routes = {p: reasons[p] for p in prefixes if p in reasons}
+        if "(pool)" in reasons and self.pool_refused:
+            routes["(pool)"] = reasons["(pool)"]
+        self.report.note_run("routes", routes)
+        self.report.note_run("gil_shares", {p: shares[p] for p in prefixes if p in shares})
 
     def _close(self) -> None:
         for _ in self.threads:
@@ -181,8 +201,8 @@ class _AutoRun(_ProcessRun):
             self.pool = None
 
     def _abort(self) -> None:
-        if self.pool is not None:
-            super()._abort()
+        if self.channel is not None:
+            self.channel.abort()
         running = [ident for ident, busy in self.in_task.items() if busy]
         for ident in running:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -207,13 +227,11 @@ class _AutoRun(_ProcessRun):
         if router.route(prefix) == THREADS or self.pool_refused:
             return THREADS
         values = self.state.values
-        moving = sum(nbytes(values[d]) for d in self.graph.deps[i])
+        moving = sum(sizeof(values[d]) for d in self.graph.deps[i])
         return router.route(prefix, moving)
 
     def _busy(self) -> int:
-        procs = 0
-        if self.pool is not None:
-            procs = sum(1 for w in self.pool.workers if w.outstanding)
+        procs = self.channel.busy() if self.channel is not None else 0
         return self.threads_busy + procs
 
     def _dispatch_all(self) -> None:
@@ -223,7 +241,7 @@ class _AutoRun(_ProcessRun):
         deferred: list[int] = []
         batches: list[list[int]] = []  # tasks for processes, one list per idle worker
         held: list[int] = []  # bytes each of those batches moves and holds (_batching)
-        idle = [w for w in self.pool.workers if not w.outstanding] if self.pool else []
+        idle = self.channel.idle() if self.channel is not None else []
         free = self.slots - self._busy()
         draining = self.solo is not None  # no thread task starts beside a solo one
         inline_until = time.perf_counter() + INLINE_BUDGET
@@ -232,7 +250,7 @@ class _AutoRun(_ProcessRun):
             i = ready.pop()
             kind = specs[i][0]
             if kind == VALUE or kind == ALIAS:
-                self._run_here(i)
+                run_here(self.inline, self.report, state, specs, i)
                 continue
             prefix = self._prefix(i)
             if router.is_new(prefix):
@@ -252,8 +270,8 @@ class _AutoRun(_ProcessRun):
                     break
                 continue
             if self._where(i) == PROCESSES and self._ensure_pool():
-                if not idle and self.pool and not batches:
-                    idle = [w for w in self.pool.workers if not w.outstanding]
+                if not idle and not batches:
+                    idle = self.channel.idle()
                 per_batch = tasks_by_time(mean, PROCESS_BATCH, 1)
                 cost = self.sizer.task_bytes(i)
                 if batches and len(batches[-1]) < per_batch and not self.sizer.full(held[-1]):
@@ -398,6 +416,9 @@ class _AutoRun(_ProcessRun):
             self.router.reasons["(pool)"] = "the process pool was busy with another run"
             return False
         self.pool = lease
+        self.channel = BatchChannel(
+            self.graph, self.state, self.report, lease, self.timeout, sizer=self.sizer
+        )
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:
@@ -406,25 +427,18 @@ class _AutoRun(_ProcessRun):
         batch_tasks: list[int] = []
         jobs: list = []
         for i in tasks:
-            chain = self.state.claim_chain(i, self._shippable, 1024)
-            last = len(chain) - 1
-            for n, t in enumerate(chain):
-                local = {chain[n - 1]: len(jobs) - 1} if n else None
-                jobs.append(make_job(t, specs[t], values, local, n == last))
-                batch_tasks.append(t)
-        batch = _Batch(self.next_id, worker, batch_tasks, self._pickle(jobs))
-        self.next_id += 1
-        self.batches[batch.id] = batch
-        worker.outstanding.append(batch.id)
-        # Silence is counted from now: an idle worker was not expected to speak.
-        worker.last_beat = worker.beat.value
-        worker.last_seen = time.monotonic()
-        self._send(batch)
-        self._started_next(batch)
+            chain = self.state.claim_chain(i, self._shippable, MAX_CHAIN)
+            batch_tasks.extend(chain)
+            chain_jobs(chain, specs, values, jobs)
+        self.channel.send(worker, batch_tasks, jobs)
 
-    # -- waiting (processes._receive, with the threads' pipe in self.wake) -------------
-    def _woken(self, ready: list) -> None:
-        if self.wake_read in ready:
+    # -- waiting: the pool's pipes and sentinels, and the threads' pipe -------------
+    def _receive(self, timeout: float | None) -> None:
+        if self.channel is not None:
+            ready = self.channel.receive(timeout, (self.wake_read,))
+        else:
+            ready = wait([self.wake_read], timeout)
+        if ready:
             os.read(self.wake_read, 65536)
         while True:
             try:

@@ -19,7 +19,8 @@ process (a kernel session):
 * a prefix whose tasks hold the GIL (busy-GIL share >= 0.5) and take long enough that
   the pool's per-task cost is small beside them goes to processes, **unless** moving
   the task's inputs and result costs more than the GIL time it would free:
-  ``(input_bytes + expected output bytes) * 2 * per_byte >= cpu * gil_busy``;
+  ``(input_bytes + expected output bytes) * 2 * per_byte >= cpu * gil_busy``, with
+  ``per_byte`` this machine's measured cost (``measure.transfer_cost``: the advisor's);
 * everything else (releases the GIL, waits, too short to be worth a hop) stays on
   threads.
 
@@ -32,13 +33,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..measure import GIL_BOUND, transfer_cost
+
 __all__ = ["Router", "PrefixModel", "THREADS", "PROCESSES"]
 
 THREADS, PROCESSES = "threads", "processes"
 MIN_SAMPLES = 4  # probe samples a prefix needs before it may move
 MAX_PROBES = 6  # ...or tasks measured alone, for prefixes too short to be sampled
 SAMPLE_WINDOW = 12  # probe samples the estimate keeps (older ones fade out)
-GIL_BOUND = 0.5  # busy-GIL share from which a prefix holds the GIL
 MIN_TASK_SECONDS = 0.0005  # shorter GIL-holding tasks are not worth a process hop
 ALPHA = 0.3  # weight of the newest task in the running means of times
 
@@ -85,11 +87,20 @@ class PrefixModel:
 class Router:
     """Per-prefix routing decisions; not thread-safe (the backend calls it under its lock)."""
 
-    def __init__(self, per_byte: float = 1e-9, min_task_seconds: float = MIN_TASK_SECONDS):
-        self.per_byte = per_byte
+    def __init__(self, per_byte: float | None = None, min_task_seconds: float = MIN_TASK_SECONDS):
+        self._per_byte = per_byte  # None: measured when first needed (transfer_cost)
         self.min_task_seconds = min_task_seconds
         self.models: dict[str, PrefixModel] = {}
         self.reasons: dict[str, str] = {}  # prefix -> why its tasks go where they go
+        # prefix -> the busy-GIL share behind its last decision (the advice shows it)
+        self.shares: dict[str, float] = {}
+
+    @property
+    def per_byte(self) -> float:
+        """Seconds per byte moved to a worker process (measured: ``measure.py``)."""
+        if self._per_byte is None:
+            self._per_byte = transfer_cost()
+        return self._per_byte
 
     def route(self, prefix: str, input_bytes: int = 0) -> str:
         """``THREADS`` or ``PROCESSES`` for the next task of ``prefix``."""
@@ -97,8 +108,10 @@ class Router:
         if model is None or self.is_new(prefix):
             self.reasons[prefix] = "new: measured on threads first"
             return THREADS
+        if model.samples:
+            self.shares[prefix] = model.gil_busy
         if model.gil_busy < GIL_BOUND:
-            self.reasons[prefix] = f"does not hold the GIL ({model.gil_busy:.0%} busy): threads"
+            self.reasons[prefix] = f"releases the GIL ({model.gil_busy:.0%} GIL busy): threads"
             return THREADS
         if model.cpu < self.min_task_seconds:
             self.reasons[prefix] = (
@@ -141,3 +154,4 @@ class Router:
     def forget(self) -> None:
         self.models.clear()
         self.reasons.clear()
+        self.shares.clear()

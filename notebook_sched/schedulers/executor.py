@@ -24,6 +24,17 @@ in the caller when the result (or the failure) arrives, just before ``task_finis
 The executor belongs to the user: on KeyboardInterrupt or failure the run cancels
 the futures that have not started and returns; tasks already running in a foreign
 executor finish there (we cannot kill its workers).
+
+Two ways a user's executor cannot answer, each turned into what to do:
+
+- A compute from inside a task running on a thread of that same executor (a thread
+  pool with every thread busy would wait for itself forever, as Dask does): the
+  caller is one of the executor's threads, so that graph's tasks run inline, in the
+  calling thread, one after the other.
+- A worker process of a ``ProcessPoolExecutor`` that dies (``os._exit``, a segfault)
+  breaks the whole executor: the ``BrokenExecutor`` gets a note naming the tasks that
+  were running on it and the fix (a new executor, or ``scheduler="processes"``, whose
+  pool replaces dead workers); so does the next compute handed the broken executor.
 """
 
 from __future__ import annotations
@@ -34,7 +45,14 @@ import pickle
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any
 
 import cloudpickle
@@ -97,11 +115,43 @@ def in_threads(executor: Executor) -> bool:
     return isinstance(executor, ThreadPoolExecutor) or getattr(executor, "threads", False)
 
 
+# The executors (their ids) whose jobs of ours the current thread is running.
+_running = threading.local()
+
+
+def on_own_thread(executor: Executor) -> bool:
+    """Whether the calling thread is one of ``executor``'s (a thread pool's) threads:
+    running a job of ours for it, or listed among its threads."""
+    pool = getattr(executor, "pool", executor)
+    if id(pool) in getattr(_running, "pools", ()):
+        return True
+    threads = getattr(pool, "_threads", None) or getattr(pool, "_pool", None) or ()
+    return threading.current_thread() in list(threads)
+
+
+class InlineExecutor(Executor):
+    """Runs each job at once, in the calling thread (a compute from one of the
+    executor's own threads: see the module docstring)."""
+
+    _max_workers = 1
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # the job's own errors travel in its outcome
+            future.set_exception(exc)
+        return future
+
+
 def get(
     dsk: Any, keys: Any, *, executor: Any, observers=None, planners=None, **options: Any
 ) -> Any:
     """Compute ``keys`` of ``dsk`` with tasks submitted to ``executor`` (or a pool)."""
     executor = as_executor(executor)
+    if in_threads(executor) and on_own_thread(executor):
+        executor = _Inline(executor)
     backend = f"executor:{type(getattr(executor, 'pool', executor)).__name__}"
     width = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 
@@ -111,6 +161,15 @@ def get(
     return execute_graph(
         dsk, keys, drive, backend, observers=observers, workers=width, planners=planners
     )
+
+
+class _Inline(InlineExecutor):
+    """An :class:`InlineExecutor` named after the executor it stands in for."""
+
+    threads = True
+
+    def __init__(self, executor: Executor):
+        self.pool = getattr(executor, "pool", executor)
 
 
 class _ExecutorRun:
@@ -159,21 +218,31 @@ class _ExecutorRun:
                 payload = [make_job(i, specs[i], values, None, True)]
                 every = 0 if here.measuring and here.due() else None
                 hooks, keys = batch_hooks(graph, [i])
-                if self.pickled:
-                    job = self._pickle(i, payload)
-                    future = self.executor.submit(run_payload, job, every, hooks, keys)
-                else:
-                    run_here = contextvars.copy_context().run
-                    future = self.executor.submit(
-                        run_here, _on_thread, self.names, payload, every, hooks, keys
-                    )
-                self.in_flight[future] = i
+                self.in_flight[self._submit(i, payload, every, hooks, keys)] = i
             if not self.in_flight:
                 continue
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                task = self.in_flight.pop(future)
-                self._collect(task, *future.result())
+                task = self.in_flight[future]
+                try:
+                    outcome = future.result()
+                except BrokenExecutor as exc:
+                    exc.add_note(_broken_note(self, future))
+                    raise
+                del self.in_flight[future]
+                self._collect(task, *outcome)
+
+    def _submit(self, task: int, payload: list, *options: Any) -> Future:
+        try:
+            if self.pickled:
+                job = self._pickle(task, payload)
+                return self.executor.submit(run_payload, job, *options)
+            run_here = contextvars.copy_context().run
+            pool = id(getattr(self.executor, "pool", self.executor))
+            return self.executor.submit(run_here, _on_thread, self.names, pool, payload, *options)
+        except BrokenExecutor as exc:
+            exc.add_note(_broken_note(self, None))
+            raise
 
     def _pickle(self, task: int, payload: list) -> bytes:
         try:
@@ -213,6 +282,24 @@ class _ExecutorRun:
         raise exc
 
 
+def _broken_note(run: _ExecutorRun, future: Future | None) -> str:
+    """What broke the executor (the tasks running on it when it broke) and the fix."""
+    name = type(getattr(run.executor, "pool", run.executor)).__name__
+    fix = (
+        f"This {name} can run nothing more: make a new one (e.g. "
+        f"scheduler=concurrent.futures.ProcessPoolExecutor(4)), or use "
+        f"scheduler='processes', whose pool replaces a worker that dies."
+    )
+    if future is None:
+        return f"notebook_sched: the {name} given as scheduler is already broken. {fix}"
+    keys = [run.graph.keys[t] for t in run.in_flight.values()]
+    shown = ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return (
+        f"notebook_sched: a worker process of the {name} died (os._exit, a crash, the "
+        f"OOM killer) while it ran one of the tasks {shown}. {fix}"
+    )
+
+
 class _WorkerNames:
     """Names like the other backends' (``thread-0``, ``process-1``) for the executor's
     threads and processes, numbered as this run first sees them."""
@@ -240,10 +327,16 @@ class _WorkerNames:
         return name
 
 
-def _on_thread(names: _WorkerNames, payload: list, *options: Any) -> tuple[str, Any]:
-    """Run jobs in a thread-pool thread: announce the task on it, then run it.  An
+def _on_thread(names: _WorkerNames, pool: int, payload: list, *options: Any) -> tuple[str, Any]:
+    """Run jobs in a thread-pool thread: announce the task on it, then run it (marked
+    as running for ``pool``, so a compute from the task on that pool runs inline).  An
     observer's error (raised by ``started``) is the run's: it reaches the caller
     through the future, as itself, and names no task."""
     name = names.thread()
     names.report.started(payload[0][0], name)
-    return name, run_payload(payload, *options)
+    outer = getattr(_running, "pools", frozenset())
+    _running.pools = outer | {pool}
+    try:
+        return name, run_payload(payload, *options)
+    finally:
+        _running.pools = outer

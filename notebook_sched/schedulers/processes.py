@@ -13,8 +13,8 @@ How work flows (one run; the pool itself lives across runs, see ``_pool.py``)::
 * **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work and
   in a byte budget (their inputs plus their expected results), and never more than
   half a worker's share of the ready stack: ``_batching.BatchSizer`` decides, for
-  ``auto`` too.  While a worker runs one batch the next is already in its pipe, so it
-  never waits for the caller.
+  ``auto`` too.  While a worker runs one batch the
+  next is already in its pipe, so it never waits for the caller.
 * **Chains stay together.**  A task whose only reader reads nothing else is claimed
   with it (``RunState.claim_chain``); the whole chain travels in one batch and its
   intermediate results never leave the worker.
@@ -41,37 +41,25 @@ Cheap tasks (literals and aliases) run in the caller and never travel.
 
 from __future__ import annotations
 
-import pickle
-import time
-from multiprocessing.connection import wait
 from typing import Any
-
-import cloudpickle
 
 from .. import config
 from ..engine import Reporter, check_workers, execute_graph
 from ..errors import (
-    MAIN_GUARD_EXIT,
     MainGuardError,
     TaskPicklingError,
     WorkerDiedError,
     WorkerHungError,
     describe_exit,
-    load_exception,
-    main_guard_message,
-    unpicklable_result,
-    unpicklable_task,
-    worker_died,
-    worker_hung,
 )
-from ..failure import RemoteTraceback, key_repr
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from ..measure import CALLER
 from ..task_runner import Failed, TaskRunner
-from . import _pool, get_on_pool
-from ._batching import MAX_BATCH, BatchSizer
-from ._job import Batch, Results, TaskError, Unloadable, batch_hooks, make_job
-from ._pool import WorkerHandle
+from . import _pool
+from ._batching import MAX_BATCH
+from ._channel import BatchChannel
+from ._job import make_job
+from .on_pool import get_on_pool
 
 __all__ = [
     "get",
@@ -87,7 +75,6 @@ __all__ = [
 # re-exported here, where users and older code import them from.
 
 BACKEND = "processes"
-PIPELINE_BYTES = 64 * 1024  # a second batch is queued in the pipe only below this size
 
 shutdown = _pool.shutdown
 
@@ -127,64 +114,39 @@ def worker_timeout_setting(value: float | None | str) -> float | None:
     """A ``worker_timeout=`` argument checked: ``"config"`` means the config's value."""
     if value == "config":
         value = config.get("worker_timeout")
-    return config._validate("worker_timeout", value)
-
-
-class _Batch:
-    __slots__ = ("id", "worker", "tasks", "reported", "announced", "data", "sent")
-
-    def __init__(self, batch_id: int, worker: WorkerHandle, tasks: list, data: bytes):
-        self.id = batch_id
-        self.worker = worker
-        self.tasks = tasks
-        self.reported = 0  # tasks whose results arrived (results come in order)
-        self.announced = 0  # tasks whose task_started event was emitted
-        self.data = data
-        self.sent = False
+    return config.validate("worker_timeout", value)
 
 
 class _ProcessRun:
-    """One run on the pool: dispatch batches, collect results, handle failures."""
+    """One run on the pool: decide which ready tasks go to which worker, in batches
+    (see the module docstring); the batch channel (``_channel.py``) carries them."""
 
     def __init__(
         self, graph, state, report: Reporter, pool: _pool.WorkerLease, timeout: float | None
     ):
         self.graph = graph
-        self.timeout = timeout  # worker_timeout, or None
-        # How often silence is looked at: often enough to stop within ~timeout * 1.25.
-        self.check_every = None if timeout is None else min(1.0, max(0.05, timeout / 4))
-        self.next_check = 0.0
         self.state = state
         self.report = report
         self.pool = pool
-        self.batches: dict[int, _Batch] = {}
-        self.next_id = 0
-        self.sizer = BatchSizer(graph, pool.size if pool is not None else 1)
-        self.wake: tuple = ()  # more to wait on in _receive (auto: its threads' pipe)
+        self.channel = BatchChannel(graph, state, report, pool, timeout)
         self.here = TaskRunner(CALLER, hooks=graph.on_result, keys=graph.keys, timed=True)
         specs = graph.specs
         self._shippable = lambda j: specs[j][0] in (CALL, EXPR, NODE)
 
     # -- main loop -------------------------------------------------------------
     def drive(self) -> None:
+        channel = self.channel
         try:
             while self.state.remaining:
                 self._dispatch()
-                if not self.batches:
+                if not channel.batches:
                     if self.state.remaining and not self.state.ready:
                         raise RuntimeError("notebook_sched: no runnable task left (internal error)")
                     continue
-                self._receive()
+                channel.receive()
         except BaseException:
-            self._abort()
+            channel.abort()
             raise
-
-    def _abort(self) -> None:
-        """Kill and replace every worker still busy with this run."""
-        for worker in list(self.pool.workers):
-            if worker.outstanding:
-                self.pool.replace(worker)
-        self.batches.clear()
 
     # -- sending ---------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -194,21 +156,9 @@ class _ProcessRun:
                 return
             if len(worker.outstanding) >= 2 or not self.pool.may_send(worker):
                 continue  # busy enough, or being handed to another run (_pool.py)
-            tasks, jobs = self._take(self.sizer.max_tasks(len(state.ready)))
-            if not jobs:
-                continue
-            batch = _Batch(self.next_id, worker, tasks, self._pickle(jobs))
-            self.next_id += 1
-            self.batches[batch.id] = batch
-            worker.outstanding.append(batch.id)
-            if len(worker.outstanding) == 1:
-                # Silence is counted from now: an idle worker was not expected to speak.
-                worker.last_beat = worker.beat.value
-                worker.last_seen = time.monotonic()
-                self._send(batch)
-                self._started_next(batch)
-            elif len(batch.data) <= PIPELINE_BYTES:
-                self._send(batch)
+            tasks, jobs = self._take(self.channel.sizer.max_tasks(len(state.ready)))
+            if jobs:
+                self.channel.send(worker, tasks, jobs)
 
     def _take(self, size: int) -> tuple[list, list]:
         state = self.state
@@ -217,7 +167,7 @@ class _ProcessRun:
         values = state.values
         chain_next = graph.chain_next
         ready = state.ready
-        sizer = self.sizer
+        sizer = self.channel.sizer
         tasks: list = []
         jobs: list = []
         held = 0  # bytes the batch moves and holds (see _batching)
@@ -225,7 +175,8 @@ class _ProcessRun:
             i = ready.pop()
             kind = specs[i][0]
             if kind == VALUE or kind == ALIAS:
-                self._run_here(i)
+                run_here(self.here, self.report, state, specs, i)
+                sizer.note(i, state.values[i])
                 continue
             if chain_next[i] >= 0:
                 # Long chains go in pieces, so the caller pickles the next piece while
@@ -234,198 +185,25 @@ class _ProcessRun:
             else:
                 chain = (i,)
             held += sizer.task_bytes(i)
-            last = len(chain) - 1
-            for n, t in enumerate(chain):
-                local = {chain[n - 1]: len(jobs) - 1} if n else None
-                jobs.append(make_job(t, specs[t], values, local, n == last))
-                tasks.append(t)
+            tasks.extend(chain)
+            chain_jobs(chain, specs, values, jobs)
         return tasks, jobs
 
-    def _run_here(self, i: int) -> None:
-        """A literal or an alias: not worth a trip, it runs in the caller."""
-        self.report.started(i, CALLER)
-        here = self.here
-        value = here.run_timed(i, self.graph.specs[i], self.state.values)
-        if type(value) is Failed:  # an alias or literal cannot raise; a hook's error warns
-            raise value.exc
-        self.sizer.note(i, value)
-        self.state.finish(i, value)
-        self.report.finished(i, CALLER, here.start, here.stop)
 
-    def _pickle(self, jobs: list) -> bytes:
-        batch_id = self.next_id
-        hooks, keys = batch_hooks(self.graph, [job[0] for job in jobs])
-        message = Batch(batch_id, jobs, self.report.sampling(), hooks, keys)
-        try:
-            return cloudpickle.dumps(message, protocol=5)
-        except Exception:
-            for job in jobs:
-                try:
-                    cloudpickle.dumps(job, protocol=5)
-                except Exception as exc:
-                    raise unpicklable_task(self.graph.keys[job[0]], exc) from exc
-            raise
+def chain_jobs(chain, specs: list, values: list, jobs: list) -> None:
+    """Append the jobs of ``chain`` to ``jobs``: each link reads the one before it in
+    the batch, and only the last sends its result back."""
+    last = len(chain) - 1
+    for n, t in enumerate(chain):
+        local = {chain[n - 1]: len(jobs) - 1} if n else None
+        jobs.append(make_job(t, specs[t], values, local, n == last))
 
-    def _send(self, batch: _Batch) -> None:
-        batch.sent = True
-        try:
-            batch.worker.conn.send_bytes(batch.data)
-        except OSError:
-            self._worker_died(batch.worker)
-        batch.data = b""
 
-    # -- receiving -------------------------------------------------------------
-    def _receive(self, timeout: float | None = None) -> None:
-        """Wait (up to ``timeout``; None: until something happens) on the busy workers'
-        pipes and process sentinels, and on ``self.wake`` (auto's threads); read what
-        arrived, then look for hung (``worker_timeout``) and dead workers."""
-        busy = [w for w in self.pool.workers if w.outstanding] if self.pool is not None else []
-        by_conn = {w.conn: w for w in busy}
-        by_sentinel = {w.sentinel: w for w in busy}
-        if busy and self.check_every is not None:  # wake up to look for hung workers
-            timeout = self.check_every if timeout is None else min(timeout, self.check_every)
-        ready = wait([*self.wake, *by_conn, *by_sentinel], timeout)
-        self._woken(ready)
-        for conn in ready:
-            worker = by_conn.get(conn)
-            if worker is not None:
-                self._read(worker)
-        if busy and self.timeout is not None:
-            self._check_alive(busy)
-        for worker in by_sentinel.values():
-            if worker.outstanding and not worker.process.is_alive():
-                self._read(worker)  # it may have sent results before dying
-                if worker.outstanding:
-                    self._worker_died(worker)
-
-    def _woken(self, ready: list) -> None:
-        """Something in ``self.wake`` may be ready (auto: results from its threads)."""
-
-    def _check_alive(self, busy: list) -> None:
-        """Fail the run if a busy worker's heartbeat count stopped for ``timeout`` s."""
-        now = time.monotonic()
-        if now < self.next_check:
-            return
-        self.next_check = now + self.check_every
-        for worker in busy:
-            beat = worker.beat.value
-            if beat != worker.last_beat:
-                worker.last_beat = beat
-                worker.last_seen = now
-            elif now - worker.last_seen > self.timeout and worker.process.is_alive():
-                self._worker_hung(worker, now - worker.last_seen)
-
-    def _read(self, worker: WorkerHandle) -> None:
-        conn = worker.conn
-        while worker.outstanding:
-            # Only the pipe's own errors mean a dead worker: a task's OSError (say,
-            # FileNotFoundError) is re-raised by _handle and must pass through as is.
-            try:
-                if not conn.poll():
-                    return
-                data = conn.recv_bytes()
-            except (EOFError, OSError):
-                self._worker_died(worker)
-            self.sizer.received(len(data))
-            self._handle(worker, pickle.loads(data))
-
-    def _handle(self, worker: WorkerHandle, message: tuple) -> None:
-        kind = type(message)
-        batch = self.batches.get(message.batch) or self.batches[worker.outstanding[0]]
-        if message.results:
-            self._record(batch, message.results)
-        if kind is Results:
-            if message.final:
-                self._batch_done(worker, batch)
-            else:
-                self._started_next(batch)
-        elif kind is TaskError:
-            self._batch_done(worker, batch)
-            self._task_raised(worker, message.task, *message[3:])
-        elif kind is Unloadable:  # the worker could not unpickle the batch; it lives on
-            self._batch_done(worker, batch)
-            task = self._unloadable(batch)
-            self._task_raised(worker, task, message.exception, message.traceback, [])
-        else:  # Unpicklable: a result could not be pickled
-            self._batch_done(worker, batch)
-            raise unpicklable_result(self.graph.keys[message.task], message.reason)
-
-    def _record(self, batch: _Batch, results: list) -> None:
-        finish = self.state.finish
-        report = self.report
-        started = report.started if report.task_started else None
-        finished = report.finished if report.task_finished or report.key_done else None
-        name = batch.worker.name
-        self.sizer.observe(results)
-        for task, value, start, stop, measured in results:
-            finish(task, value)
-            if started and batch.announced <= batch.reported:
-                started(task, name)  # it ran between two of our reads
-                batch.announced = batch.reported + 1
-            batch.reported += 1
-            if measured is not None:  # the worker's Measurement of a sampled task
-                report.measured(measured, name)
-            if finished:
-                finished(task, name, start, stop)
-
-    def _started_next(self, batch: _Batch) -> None:
-        """Announce the task the worker is on now: the first one not yet reported."""
-        if self.report.task_started and batch.announced <= batch.reported < len(batch.tasks):
-            self.report.started(batch.tasks[batch.reported], batch.worker.name)
-            batch.announced = batch.reported + 1
-
-    def _batch_done(self, worker: WorkerHandle, batch: _Batch) -> None:
-        worker.outstanding.remove(batch.id)
-        del self.batches[batch.id]
-        if worker.outstanding:
-            following = self.batches[worker.outstanding[0]]
-            if not following.sent:
-                self._send(following)
-            self._started_next(following)
-
-    # -- failures --------------------------------------------------------------
-    def _task_raised(self, worker, task, exc_bytes, tb_text, local_inputs) -> None:
-        exc = load_exception(exc_bytes)
-        exc.__cause__ = RemoteTraceback(tb_text)
-        self.report.failed(task, exc, worker.name, tb_text, dict(local_inputs))
-        raise exc
-
-    def _unloadable(self, batch: _Batch) -> int:
-        """The task of ``batch`` whose job fails to unpickle (here, as in the worker)."""
-        specs, values = self.graph.specs, self.state.values
-        for task in batch.tasks:
-            try:
-                pickle.loads(cloudpickle.dumps(make_job(task, specs[task], values, None, True)))
-            except Exception:
-                return task
-        return batch.tasks[0]  # it loads here: blame the batch's first task
-
-    def _worker_hung(self, worker: WorkerHandle, silent: float) -> None:
-        task = self._running_task(worker)
-        what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
-        exc = worker_hung(worker.name, worker.process.pid, what, silent, self.timeout)
-        worker.kill()
-        if task >= 0:
-            self.report.failed(task, exc, worker.name)
-        raise exc
-
-    def _running_task(self, worker: WorkerHandle) -> int:
-        task = worker.current.value
-        if task < 0 and worker.outstanding:
-            pending = self.batches.get(worker.outstanding[0])
-            if pending is not None and pending.reported < len(pending.tasks):
-                task = pending.tasks[pending.reported]
-        return task
-
-    def _worker_died(self, worker: WorkerHandle) -> None:
-        process = worker.process
-        process.join(0.5)
-        code = process.exitcode
-        if code == MAIN_GUARD_EXIT:
-            raise MainGuardError(main_guard_message()) from None
-        task = self._running_task(worker)
-        what = f"task {key_repr(self.graph.keys[task])}" if task >= 0 else "a batch of tasks"
-        exc = worker_died(worker.name, process.pid, what, code)
-        if task >= 0:
-            self.report.failed(task, exc, worker.name)
-        raise exc from None  # the pipe's EOFError is noise next to this
+def run_here(here: TaskRunner, report: Reporter, state, specs: list, i: int) -> None:
+    """A literal or an alias: not worth a trip, it runs in the caller (``here``)."""
+    report.started(i, CALLER)
+    value = here.run_timed(i, specs[i], state.values)
+    if type(value) is Failed:  # an alias or literal cannot raise; a hook's error warns
+        raise value.exc
+    state.finish(i, value)
+    report.finished(i, CALLER, here.start, here.stop)

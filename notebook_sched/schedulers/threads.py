@@ -44,8 +44,8 @@ from typing import Any
 from ..engine import Reporter, check_workers, execute_graph
 from ..measure import THREAD
 from ..task_runner import Failed, TaskCancelled, TaskRunner
-from . import get_on_pool
 from ._blas import limited_native_threads
+from .on_pool import get_on_pool
 
 __all__ = ["get", "TaskCancelled"]
 

@@ -1,70 +1,30 @@
-"""Background jobs: ``submit`` a compute, keep working, collect the result later.
+"""The :class:`Job`: a ``concurrent.futures.Future`` around one run on a job thread.
 
-::
-
-    job = ns.submit(total)              # returns at once; the graph compiles in the job
-    job.done(), job.result(timeout=10)  # a concurrent.futures.Future
-    await job                           # in a cell (IPython's top-level await)
-    job.cancel()                        # stops it within ~0.5 s, nothing left running
-    ns.jobs()                           # this session's jobs, with an HTML table
-    ns.cancel_all()
-
-A :class:`Job` is a ``concurrent.futures.Future`` (CPython's state machine: pending,
-running, cancelled, finished; ``wait``, ``as_completed`` and ``add_done_callback``
-work) around one ordinary ``get`` run on a thread of ours, and awaitable through
-``asyncio.wrap_future``.  Nothing here schedules tasks: the job thread calls the
-backend's public ``get`` like any cell would.
-
-* **Settings are captured at submit**: the resolved config (``config.snapshot()``,
-  so a ``with config.set(...)`` scope in force counts, whether scopes are global or
-  per context) and the call's keywords become explicit options of the job's ``get``;
-  a mapping graph is copied (shallow), so later edits of the user's dict do not reach
-  the job.  ``submit`` does nothing else: a 10,000-task graph returns in microseconds
-  and is compiled in the job thread.
-* **The job thread runs in a copy of the submitting context**: ipykernel keeps the
-  cell's parent header in a context variable, so what the job's tasks print (on its
-  own thread under ``sync``, on the threads backend's workers, which copy the caller's
-  context) goes to the submitting cell, not to whatever cell runs now.  The copy also
-  sets ``_pool.BACKGROUND``: the job's share of the process pool yields to a
-  foreground compute, and jobs share what is left fairly (``schedulers/_pool.py``).
-* **Cancelling reuses the interrupt path.**  :class:`JobCancelled` is a
-  ``KeyboardInterrupt``; every backend already stops cleanly on one (drops unstarted
-  tasks, replaces busy process workers, stops threads: tests/test_interrupts.py).
-  ``cancel()`` makes the job's observer raise it at the next task event (a task
-  boundary on any thread), raises it asynchronously in the job thread (a pure-Python
-  task under ``sync``, a runner waiting on worker pipes), and, if the run has not
-  stopped after ``KILL_AFTER`` seconds, kills the job's busy process workers so the
-  runner wakes (they would be replaced by the interrupt path anyway).
-* **Failures** keep the backend's record (``job.failure()``); the job's run does not
-  rerun a remote failure itself (``rerun="never"``): ``job.debug()`` does it on the
-  caller's thread, so ``%debug`` lands in the task's frame.
-* **The stop button** interrupts the main thread only, so jobs go on; kernel shutdown
-  and interpreter exit cancel every job (``atexit``, before the pool's own hook).
-
-The progress view (``diagnostics/job_view.py``) is created on the submitting thread
-(the cell, in a notebook) and updated by one ticker thread that only sets traits.
+See the package docstring (``background/__init__.py``) for the design: settings captured at
+submit, the job thread in a copy of the submitting context, cancelling through the
+interrupt path (:class:`JobCancelled` is a ``KeyboardInterrupt``), failures kept for
+``job.debug()``.  :class:`JobList` is the table ``ns.jobs()`` returns.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextvars
 import ctypes
 import itertools
-import queue
+import sys
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import _base as _futures
 from typing import Any
 
-from . import config
-from . import failure as _failure
-from .events import Observer
-from .schedulers import _pool  # first: its atexit hook must run after ours (LIFO)
+from .. import config
+from .. import failure as _failure
+from ..events import Observer
+from ..schedulers import _pool
+from .runners import runners
 
-__all__ = ["Job", "JobCancelled", "submit", "jobs", "cancel_all", "JobList"]
+__all__ = ["Job", "JobCancelled", "JobList", "RUNNING_JOB"]
 
 PENDING, RUNNING, FINISHED, FAILED, CANCELLED = (
     "pending",
@@ -77,8 +37,10 @@ CANCEL_WAIT = 0.5  # seconds cancel() waits for the run to stop
 KILL_AFTER = 0.1  # then busy process workers of the job are killed to wake its runner
 
 _ids = itertools.count(1)
-_registry_lock = threading.Lock()  # guards _registry
-_registry: list[Job] = []
+
+RUNNING_JOB: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
+    "notebook_sched_job", default=None
+)
 
 
 class JobCancelled(KeyboardInterrupt):
@@ -121,7 +83,10 @@ class Job(Future):
         self.name = name or f"job-{self.id}"
         self.options = options  # the settings captured at submit
         scheduler = options.get("scheduler")
-        self.backend = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+        if isinstance(scheduler, str):
+            self.backend = scheduler
+        else:  # an executor or a get function
+            self.backend = getattr(scheduler, "__name__", type(scheduler).__name__)
         self.submitted = time.time()
         self.started: float | None = None
         self.stopped: float | None = None
@@ -167,7 +132,7 @@ class Job(Future):
         the task's frame (``%debug`` lands there); without recorded inputs the job's
         graph reruns on ``sync``.  Prints a note when the rerun does not fail."""
         __tracebackhide__ = True
-        from .debug.rerun import RerunUnavailable, rerun_graph, rerun_task
+        from ..debug.rerun import RerunUnavailable, rerun_graph, rerun_task
 
         failure = self.failure()
         if failure is None:
@@ -231,7 +196,7 @@ class Job(Future):
 
     # -- the job thread ---------------------------------------------------------------
     def _start(self, context: contextvars.Context) -> None:
-        _runners.run(self, context)
+        runners.run(self, context)
 
     def _run(self) -> None:
         self._thread = threading.current_thread()
@@ -239,7 +204,7 @@ class Job(Future):
             self._ran.set()
             return
         _pool.BACKGROUND.set(True)
-        _RUNNING.set(self)
+        RUNNING_JOB.set(self)
         self.started = time.time()
         previous = _failure.last_failure()
         try:
@@ -275,13 +240,13 @@ class Job(Future):
         options = {**self.options, **extra}
         options["observers"] = [*(options.get("observers") or ()), self.tracker]
         if kind == "graph":
-            from .api import get
+            from ..api import get
 
             return get(target, keys, **options)
         if kind == "call":  # a %%schedule --background cell: its computes read the config
             with config.set(**keys):
                 return target()
-        from .delayed import compute
+        from ..lazy import compute
 
         results = compute(*target, **options)
         return results[0] if len(target) == 1 else results
@@ -328,66 +293,6 @@ class Job(Future):
         return JobList([self])._repr_html_() if self.done() else None
 
 
-class _Runners:
-    """The job threads: ``submit`` hands a job to an idle runner through a queue, so it
-    never waits for a thread to start (``Thread.start`` waits until the new thread runs,
-    tens of ms on a loaded machine).  A runner that takes a job starts a spare if none
-    is idle, and a runner idle for ``IDLE_EXIT`` seconds exits (nothing lingers)."""
-
-    IDLE_EXIT = 1.0
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.lock = threading.Lock()  # guards idle, count
-        self.idle = 0  # runners waiting on the queue
-        self.count = 0
-
-    def run(self, job: Job, context: contextvars.Context) -> None:
-        with self.lock:  # put under the lock: an idle runner leaves only on an empty queue
-            self.queue.put((job, context))
-            start = self.idle == 0
-            if start:
-                self.idle += 1  # the new runner counts as idle until it takes a job
-        if start:
-            self._spawn()
-
-    def _spawn(self) -> None:
-        with self.lock:
-            self.count += 1
-            number = self.count
-        thread = threading.Thread(
-            target=self._loop, name=f"notebook_sched-jobs-{number}", daemon=True
-        )
-        thread.start()
-
-    def _loop(self) -> None:
-        me = threading.current_thread()
-        while True:
-            try:
-                job, context = self.queue.get(timeout=self.IDLE_EXIT)
-            except queue.Empty:
-                with self.lock:
-                    if self.queue.empty():
-                        self.idle -= 1
-                        return
-                continue
-            with self.lock:
-                self.idle -= 1
-                spare = self.idle == 0
-                if spare:
-                    self.idle += 1
-            if spare:
-                self._spawn()  # so the next submit finds a runner waiting
-            me.name = f"notebook_sched-{job.name}"
-            context.run(job._run)
-            me.name = "notebook_sched-jobs-idle"
-            with self.lock:
-                self.idle += 1
-
-
-_runners = _Runners()
-
-
 def _async_raise(ident: int | None, exc_type: type[BaseException] | None) -> None:
     """Raise ``exc_type`` in thread ``ident`` at its next bytecode (None: clear)."""
     if ident is None:
@@ -399,127 +304,15 @@ def _async_raise(ident: int | None, exc_type: type[BaseException] | None) -> Non
 def _forget_failure(previous: Any, exc: BaseException) -> None:
     """A worker killed to cancel a job is not a failure to debug: put back the last
     failure as it was before the job (unless another run failed meanwhile)."""
-    record = getattr(exc, "__notebook_sched_failure__", None)
-    with _failure._lock:
-        if record is not None and _failure._last is record:
-            _failure._last = previous
+    _failure.forget_failure(getattr(exc, "__notebook_sched_failure__", None), previous)
 
 
 def _kill_busy_workers(ident: int | None) -> None:
     """Kill the process workers busy with runs of thread ``ident`` (wakes its runner;
-    the interrupt path then replaces them)."""
-    import sys
-
+    the interrupt path then replaces them).  No pool started: nothing to kill."""
     pool_module = sys.modules.get("notebook_sched.schedulers._pool")
-    pool = pool_module.current_pool() if pool_module is not None else None
-    if pool is None:
-        return
-    with pool.cond:
-        busy = [
-            pool.workers[slot]
-            for lease in pool.leases
-            if lease.thread == ident
-            for slot in lease.held
-            if pool.workers[slot].outstanding
-        ]
-    for worker in busy:
-        if worker.process.is_alive():
-            worker.process.kill()
-
-
-# -- the public functions ----------------------------------------------------------------
-_OPTIONS = ("scheduler", "num_workers", "pool", "rerun", "worker_timeout", "cache")
-
-
-def submit(*args: Any, name: str | None = None, progress: Any = None, **options: Any) -> Job:
-    """Start computing in the background; returns a :class:`Job` at once.
-
-    ``submit(x, y, ...)`` computes Delayed objects or Dask collections as
-    ``compute`` does (one object gives its result, several a tuple);
-    ``submit(dsk, keys)`` computes keys of a graph as ``get`` does.  Keywords are
-    ``compute``'s (``scheduler=``, ``num_workers=``...); what they leave out comes
-    from the config *now*.  ``progress``: None shows a bar in a notebook, True
-    forces one (a text line outside), False none.  ``name`` labels the job.
-    """
-    if not args:
-        raise TypeError(
-            "submit() needs something to compute: submit(delayed_obj), submit(a, b) or "
-            "submit(dsk, keys) for a graph."
-        )
-    if isinstance(args[0], Mapping) and not hasattr(args[0], "__dask_graph__"):
-        if len(args) != 2:
-            raise TypeError(
-                f"submit(dsk, keys) computes keys of a graph: got {len(args)} positional "
-                f"arguments. Use e.g. submit(dsk, 'z') or submit(dsk, ['y', 'z'])."
-            )
-        work = ("graph", dict(args[0]), args[1], {})
-    else:
-        work = ("compute", args, None, {})
-    snapshot = config.snapshot()
-    captured = {name_: snapshot[name_] for name_ in _OPTIONS if name_ in snapshot}
-    captured.update({k: v for k, v in options.items() if v is not None or k not in captured})
-    captured["progress"] = False  # the job has its own view
-    captured.setdefault("rerun", "never")
-    if captured.get("rerun") == "auto":
-        captured["rerun"] = "never"  # job.debug() reruns on the caller's thread instead
-    job = Job(work, captured, name)
-    _show_view(job, progress)
-    with _registry_lock:
-        _registry.append(job)
-    job._start(_job_context())
-    return job
-
-
-def submit_call(
-    function: Any, settings: dict, *, name: str | None = None, progress: Any = None
-) -> Job:
-    """Run ``function()`` as a job (a ``%%schedule --background`` cell): the computes
-    it makes on the job's thread use ``settings`` (a ``config.set`` scope opened in
-    the job's context: its own with a per-context config) and count in its progress."""
-    from .api import add_run_hook
-
-    add_run_hook(_track_calls)  # once, however often added
-    captured = {**config.snapshot(), **settings}
-    options = {name_: captured[name_] for name_ in _OPTIONS if name_ in captured}
-    job = Job(("call", function, settings, {}), options, name)
-    _show_view(job, progress)
-    with _registry_lock:
-        _registry.append(job)
-    job._start(_job_context())
-    return job
-
-
-def _job_context() -> contextvars.Context:
-    return contextvars.copy_context()
-
-
-_RUNNING: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
-    "notebook_sched_job", default=None
-)
-
-
-def _track_calls(request: Any) -> Any:
-    """Run hook: a compute made by a call job on its own thread counts in its progress
-    (and stops at its next task once the job is cancelled)."""
-    job = _RUNNING.get()
-    if job is None or threading.current_thread() is not job._thread:
-        return None
-    work = job._work
-    if work is None or work[0] != "call":
-        return None
-    from .api import Additions
-
-    return Additions(observers=(job.tracker,))
-
-
-def _show_view(job: Job, progress: Any) -> None:
-    from .environment import in_kernel
-
-    if progress is False or (progress is None and not in_kernel()):
-        return
-    from .diagnostics.job_view import make_job_view
-
-    job.view = make_job_view(job, "auto" if progress is None else progress)
+    if pool_module is not None:
+        pool_module.kill_busy_workers(ident)
 
 
 class JobList(list):
@@ -545,41 +338,3 @@ class JobList(list):
             )
         head = "".join(f"<th>{h}</th>" for h in ("name", "backend", "state", "tasks", "time", ""))
         return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-def jobs() -> JobList:
-    """This session's jobs (each keeps its result until you drop it: ``drop``)."""
-    with _registry_lock:
-        return JobList(_registry)
-
-
-def drop(job: Job) -> None:
-    """Forget ``job`` (cancelling it if it still runs), freeing its result."""
-    job.cancel()
-    with _registry_lock:
-        if job in _registry:
-            _registry.remove(job)
-
-
-def cancel_all() -> int:
-    """Cancel every running or pending job; returns how many were stopped."""
-    with _registry_lock:
-        running = [job for job in _registry if not job.done()]
-    stopped = 0
-    for job in running:
-        job._stopping = True
-        job._interrupt_runner()
-    for job in running:
-        stopped += job.cancel()
-    return stopped
-
-
-def _at_exit() -> None:
-    """Stop every job at interpreter exit or kernel shutdown (nothing left behind)."""
-    try:
-        cancel_all()
-    except Exception:
-        pass
-
-
-atexit.register(_at_exit)

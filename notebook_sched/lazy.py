@@ -1,4 +1,6 @@
-"""A small ``delayed`` API: build graphs by calling functions, without Dask.
+"""Lazy values: a small ``delayed`` API that builds graphs by calling functions,
+without Dask.  (The module is not called ``delayed``: a submodule of that name would
+shadow the function ``notebook_sched.delayed`` once imported.)
 
 ::
 
@@ -23,44 +25,20 @@ registered by the diagnostics layer, ``set_visualizer``).
 
 from __future__ import annotations
 
-import functools
 import operator
 import uuid
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from .api import get
+from .calls import apply, funcname
 from .graph import first
 
 __all__ = ["Delayed", "delayed", "compute", "collect_graph", "set_visualizer"]
 
 
-def _apply(func: Callable, args: list, kwargs: dict) -> Any:
-    return func(*args, **kwargs)
-
-
 def _token() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def _name_of(func: Any) -> str:
-    """The name part of a task key for ``func``, as Dask's ``funcname``.
-
-    Functions, builtins, classes and methods by ``__name__``; partials by the function
-    they wrap; ``methodcaller`` by its method; other callables by their class.
-    """
-    while isinstance(func, functools.partial):
-        func = func.func
-    if isinstance(func, operator.methodcaller):
-        return _clip(func.__reduce__()[1][0])  # (methodcaller, (name, *args))
-    name = getattr(func, "__name__", None)
-    if not isinstance(name, str) or not name:
-        name = type(func).__name__
-    return "lambda" if name == "<lambda>" else _clip(name)
-
-
-def _clip(name: str) -> str:
-    return name[:50]
 
 
 class Delayed:
@@ -153,14 +131,14 @@ class Delayed:
         return _call(operator.getitem, (self, index), {}, name="getitem")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Delayed:
-        return _call(_apply, (self, list(args), kwargs), {}, name="call")
+        return _call(apply, (self, list(args), kwargs), {}, name="call")
 
 
 _NOT_LAZY = {
     "visualise": "Did you mean .visualize()?",
 }
 # Draws a graph: set by the diagnostics layer (diagnostics/graph_plot.py), which sits
-# above this one, when notebook_sched is imported.
+# above this one, when it installs itself (the package root's first-use activation).
 _visualizer: Callable[..., Any] | None = None
 
 
@@ -242,11 +220,11 @@ def _call(
     deps: list = []
     task_args = [_to_task(arg, deps) for arg in args]
     if kwargs:
-        task = (_apply, func, task_args, _to_task(dict(kwargs), deps))
+        task = (apply, func, task_args, _to_task(dict(kwargs), deps))
     else:
         task = (func, *task_args)
     if key is None:
-        key = f"{name or _name_of(func)}-{_token()}"
+        key = f"{name or funcname(func)}-{_token()}"
     return Delayed(key, task, tuple(deps))
 
 
@@ -264,7 +242,7 @@ class DelayedFunction:
         return _call(self.func, args, kwargs, name=self.name, key=dask_key_name)
 
     def __repr__(self) -> str:
-        return f"delayed({_name_of(self.func)})"
+        return f"delayed({funcname(self.func)})"
 
 
 def delayed(obj: Any = None, *, name: str | None = None, cache: bool = True):
@@ -283,7 +261,7 @@ def delayed(obj: Any = None, *, name: str | None = None, cache: bool = True):
         if cache is False:
             from .cache.optout import NotCached
 
-            wrapper = DelayedFunction(NotCached(obj), name or _name_of(obj))
+            wrapper = DelayedFunction(NotCached(obj), name or funcname(obj))
             wrapper.__wrapped__ = obj
             return wrapper
         return DelayedFunction(obj, name)

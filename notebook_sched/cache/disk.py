@@ -1,0 +1,415 @@
+"""The disk tier's entries: one signed file per fingerprint, written atomically.
+
+An entry is the pickled result (protocol 5) with its large buffers (NumPy arrays,
+pandas blocks, bytearrays) stored out of band, each at a 64-byte aligned offset, so
+they are written straight from the array's memory and loaded without a copy::
+
+    0   b"NSCACHE1"                     magic (format version 1)
+    8   tag                             HMAC-SHA256(key, magic + lengths + header + pickle)
+    40  header_len u32, pickle_len u64
+    52  header                          JSON: the fingerprint, the file's size, the run
+                                        time, and per buffer: offset, length, BLAKE3 digest
+        pickle                          the pickle stream (in-band data, small)
+        buffers                         raw bytes, each 64-byte aligned after the pickle
+
+**Never unpickle what we did not sign.**  :func:`read_entry` checks the tag before it
+parses the header or touches the pickle stream, then that the header names the
+fingerprint asked for (an entry copied to another name fails), that the file is as
+long as the header says, and each buffer's BLAKE3 digest; only then does it unpickle.
+The buffers are raw data handed to the signed pickle (NumPy builds arrays over them
+with the dtype and shape the pickle says), so a 100 MB array is authenticated by
+BLAKE3 (a cryptographic hash, several GB/s) under the HMAC instead of by HMAC-SHA256
+over every byte (~0.6 GB/s here, slower than reading the file).  A bad, foreign,
+truncated or unreadable entry is a miss: :class:`CacheWarning` names the file and why,
+and the file is removed.
+
+**Atomic, safe under concurrent writers.**  An entry is written to a private temporary
+file in its final folder and renamed over the entry (``os.replace``): a reader sees
+the old file or the new one, never a partial one, and two kernels writing the same
+fingerprint both write complete, equivalent files (the last rename wins).  There is
+no fsync: a crash may leave a truncated entry, which verification turns into a miss.
+
+**Zero-copy loads.**  Entries over :data:`MAP_FROM` bytes are memory-mapped
+copy-on-write (``ACCESS_COPY``): arrays read the page cache directly, stay writable,
+and a change never reaches the file.  Later renames and evictions do not disturb a
+mapping (the old inode lives while mapped).
+
+**Least recently used out.**  A hit touches the entry's mtime; when a process's
+estimate of the folder's size passes ``cache_disk_max_bytes`` it scans the folder
+and removes the entries with the oldest mtimes (and temporary files an hour old, left
+by a writer that died).  Each process keeps its own estimate, so the bound is soft by
+what the other writers added since their last scan.
+
+**Written only when loading beats recomputing** (:class:`LoadCost`): once per process
+and folder, when the first result that took over :data:`MIN_WRITE_SECONDS` is to be
+stored, a probe entry of 4 MiB and a tiny one are written and read back cold
+(``posix_fadvise(DONTNEED)`` drops them from the page cache first), which gives this
+disk's fixed cost per entry and its bytes per second through the whole load path
+(read, verify, unpickle).  A result is written when its task ran at least
+:data:`WRITE_MARGIN` times longer than loading it is expected to take: a 10 µs task
+never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import mmap
+import os
+import pickle
+import secrets
+import struct
+import tempfile
+import threading
+import time
+import warnings
+from typing import Any, NamedTuple
+
+from .folder import Folder
+
+__all__ = [
+    "CacheWarning",
+    "LoadCost",
+    "MISSING",
+    "read_entry",
+    "write_entry",
+    "entry_path",
+    "clear",
+    "usage",
+    "evict",
+    "measure_load_cost",
+    "known_load_cost",
+]
+
+MAGIC = b"NSCACHE1"
+_FIXED = struct.Struct("<IQ")
+_DATA = len(MAGIC) + 32 + _FIXED.size  # where the header starts
+ALIGN = 64
+MAP_FROM = 1 << 20  # entries at least this long are memory-mapped
+MAX_HEADER = 1 << 24
+WRITE_MARGIN = 2.0
+MIN_WRITE_SECONDS = 100e-6  # no disk loads an entry faster: quicker tasks are never written
+STALE_TEMP_SECONDS = 3600.0
+MISSING: Any = object()
+
+
+class CacheWarning(UserWarning):
+    """A disk entry was not used (damaged, foreign, unreadable) or not written."""
+
+
+class LoadCost(NamedTuple):
+    """What loading an entry costs on this folder's disk: seconds per entry + per byte."""
+
+    fixed: float
+    per_byte: float
+
+    def seconds(self, nbytes: int) -> float:
+        return self.fixed + nbytes * self.per_byte
+
+    def worth_writing(self, run_seconds: float, nbytes: int = 0) -> bool:
+        """Whether a task that ran ``run_seconds`` is worth an entry of ``nbytes``."""
+        return run_seconds >= WRITE_MARGIN * self.seconds(nbytes)
+
+
+def entry_path(folder: Folder, digest: bytes) -> str:
+    name = digest.hex()
+    return os.path.join(folder.entries, name[:2], name)
+
+
+def _buffer_digest(view: memoryview) -> str:
+    try:
+        from blake3 import blake3
+    except ImportError:  # the dependency is missing: slower, as safe
+        return "sha256:" + hashlib.sha256(view).hexdigest()
+    return blake3(view, max_threads=blake3.AUTO if len(view) >= 1 << 24 else 1).hexdigest()
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def write_entry(folder: Folder, digest: bytes, value: Any, run_seconds: float = 0.0) -> int:
+    """Store ``value`` as the entry of ``digest``; the bytes written (0 if it cannot be
+    pickled).  Atomic: readers never see a partial entry."""
+    import cloudpickle
+
+    raw_buffers: list = []
+    try:
+        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=raw_buffers.append)
+        views = [b.raw() for b in raw_buffers]
+    except Exception:  # not picklable (a lock, a generator...): memory tier only
+        return 0
+    offset = 0
+    layout = []
+    for view in views:
+        layout.append([offset, view.nbytes, _buffer_digest(view)])
+        offset = _aligned(offset + view.nbytes)
+    buffers_end = layout[-1][0] + layout[-1][1] if layout else 0
+    header = {"fingerprint": digest.hex(), "seconds": run_seconds, "buffers": layout}
+    # The file size goes in the header, which is part of it: iterate to a fixed point.
+    size = 0
+    while True:
+        header["size"] = size
+        head = json.dumps(header, separators=(",", ":")).encode()
+        first = _aligned(_DATA + len(head) + len(stream))
+        total = first + buffers_end if views else _DATA + len(head) + len(stream)
+        if total == size:
+            break
+        size = total
+    fixed = _FIXED.pack(len(head), len(stream))
+    tag = hmac.new(folder.key, MAGIC + fixed + head + stream, hashlib.sha256).digest()
+    path = entry_path(folder, digest)
+    _write_atomically(path, [MAGIC, tag, fixed, head, stream], views, first, layout)
+    return size
+
+
+def _write_atomically(path: str, parts: list, views: list, first: int, layout: list) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
+            for view, (offset, _, _) in zip(views, layout, strict=True):
+                f.seek(first + offset)
+                f.write(view)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """Why an entry was refused (never shown as an error: it becomes a warning)."""
+
+
+def read_entry(folder: Folder, digest: bytes) -> Any:
+    """The value stored for ``digest``, or :data:`MISSING`.  Verified before unpickling;
+    a bad entry warns, is removed, and reads as missing."""
+    path = entry_path(folder, digest)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return MISSING
+    except OSError as exc:
+        _refuse(path, f"cannot be opened ({exc})", remove=False)
+        return MISSING
+    try:
+        stream, buffers = _verified(fd, folder, digest)
+    except _Bad as why:
+        _refuse(path, str(why))
+        return MISSING
+    except OSError as exc:
+        _refuse(path, f"cannot be read ({exc})", remove=False)
+        return MISSING
+    finally:
+        os.close(fd)
+    try:
+        value = pickle.loads(stream, buffers=buffers)
+    except Exception as exc:  # signed by us, but its classes changed or vanished
+        _refuse(path, f"could not be loaded ({type(exc).__name__}: {exc})")
+        return MISSING
+    try:
+        os.utime(path)  # the least recently used entries are evicted first
+    except OSError:
+        pass
+    return value
+
+
+def _verified(fd: int, folder: Folder, digest: bytes) -> tuple[memoryview, list]:
+    """The pickle stream and buffers of the entry open on ``fd``, after every check."""
+    size = os.fstat(fd).st_size
+    if size < _DATA:
+        raise _Bad(f"is truncated ({size} bytes)")
+    if size >= MAP_FROM:
+        data = memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_COPY))
+    else:
+        data = memoryview(bytearray(size))
+        got = os.preadv(fd, [data], 0) if hasattr(os, "preadv") else os.readv(fd, [data])
+        if got != size:
+            raise _Bad(f"changed while read ({got} of {size} bytes)")
+    if data[: len(MAGIC)] != MAGIC:
+        raise _Bad("is not a notebook_sched cache entry (unknown format)")
+    head_len, stream_len = _FIXED.unpack(data[40:_DATA])
+    stream_at = _DATA + head_len
+    end = stream_at + stream_len
+    if head_len > MAX_HEADER or end > size:
+        raise _Bad(f"is truncated or damaged (lengths past the end of its {size} bytes)")
+    mac = hmac.new(folder.key, data[: len(MAGIC)], hashlib.sha256)
+    mac.update(data[40:end])
+    if not hmac.compare_digest(mac.digest(), data[len(MAGIC) : 40]):
+        raise _Bad("has a bad signature (damaged, or not written by this user's cache)")
+    header = json.loads(bytes(data[_DATA:stream_at]))
+    if header.get("fingerprint") != digest.hex():
+        raise _Bad("is signed for another fingerprint (renamed or copied)")
+    if header.get("size") != size:
+        raise _Bad(f"is {size} bytes, not the {header.get('size')} it was written with")
+    first = _aligned(end)
+    buffers = []
+    for offset, length, expected in header["buffers"]:
+        view = data[first + offset : first + offset + length]
+        if len(view) != length or _buffer_digest(view) != expected:
+            raise _Bad("has a damaged data buffer")
+        buffers.append(view)
+    return data[stream_at:end], buffers
+
+
+def _refuse(path: str, why: str, remove: bool = True) -> None:
+    what = "removed" if remove else "ignored"
+    warnings.warn(f"notebook_sched cache: entry {path} {why}; {what}, recomputing", CacheWarning, 3)
+    if remove:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+# -- the folder as a whole ----------------------------------------------------------
+
+
+def _entries(folder: Folder) -> list[tuple[float, int, str]]:
+    """(mtime, size, path) of every entry; stale temporary files are removed."""
+    found = []
+    now = time.time()
+    try:
+        subdirs = [e.path for e in os.scandir(folder.entries) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return found
+    for sub in subdirs:
+        try:
+            listing = list(os.scandir(sub))
+        except FileNotFoundError:
+            continue
+        for entry in listing:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.name.startswith(".tmp-"):
+                if now - st.st_mtime > STALE_TEMP_SECONDS:
+                    _unlink(entry.path)
+                continue
+            found.append((st.st_mtime, st.st_size, entry.path))
+    return found
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def usage(folder: Folder) -> tuple[int, int]:
+    """(entries, bytes) in the folder."""
+    entries = _entries(folder)
+    return len(entries), sum(size for _, size, _ in entries)
+
+
+def clear(folder: Folder) -> int:
+    """Remove every entry (the key stays); how many were removed."""
+    entries = _entries(folder)
+    for _, _, path in entries:
+        _unlink(path)
+    with _estimate_lock:
+        _estimates[folder.path] = 0
+    return len(entries)
+
+
+def evict(folder: Folder, max_bytes: int) -> int:
+    """Remove the least recently used entries until the folder holds ``max_bytes`` at
+    most; the bytes it then holds."""
+    entries = sorted(_entries(folder))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in entries:
+        if total <= max_bytes:
+            break
+        _unlink(path)
+        total -= size
+    return total
+
+
+_estimates: dict[str, int] = {}  # folder path -> bytes, as this process last knew
+_estimate_lock = threading.Lock()  # guards _estimates
+
+
+def account(folder: Folder, written: int, max_bytes: int | None) -> None:
+    """Add an entry's bytes to this process's estimate; evict when it passes the bound."""
+    if max_bytes is None or written <= 0:
+        return
+    with _estimate_lock:
+        known = _estimates.get(folder.path)
+        if known is None:
+            known = usage(folder)[1]
+        else:
+            known += written
+        if known > max_bytes:
+            known = evict(folder, max_bytes)
+        _estimates[folder.path] = known
+
+
+# -- what a load costs here ---------------------------------------------------------
+
+_costs: dict[str, LoadCost] = {}
+_cost_lock = threading.Lock()  # guards _costs; serialises the probes
+PROBE_BYTES = 4 << 20
+
+
+def known_load_cost(folder: Folder) -> LoadCost | None:
+    """This folder's :class:`LoadCost` if this process measured it already, else None."""
+    return _costs.get(folder.path)
+
+
+def measure_load_cost(folder: Folder) -> LoadCost:
+    """This folder's :class:`LoadCost`, measured once per process (~10-50 ms)."""
+    cost = _costs.get(folder.path)
+    if cost is not None:
+        return cost
+    with _cost_lock:
+        cost = _costs.get(folder.path)
+        if cost is None:
+            tiny = _cold_load_seconds(folder, 0)
+            big = _cold_load_seconds(folder, PROBE_BYTES)
+            per_byte = max(big - tiny, 1e-12) / PROBE_BYTES
+            cost = _costs[folder.path] = LoadCost(max(tiny, 1e-6), per_byte)
+    return cost
+
+
+def _cold_load_seconds(folder: Folder, nbytes: int) -> float:
+    """Write a probe entry of ``nbytes``, drop it from the page cache, time its load."""
+    digest = b"\0probe" + secrets.token_bytes(26)
+    value = bytearray(secrets.token_bytes(nbytes)) if nbytes else 0
+    write_entry(folder, digest, value)
+    path = entry_path(folder, digest)
+    try:
+        _drop_from_page_cache(path)
+        start = time.perf_counter()
+        loaded = read_entry(folder, digest)
+        seconds = time.perf_counter() - start
+        del loaded
+    finally:
+        _unlink(path)
+    return seconds
+
+
+def _drop_from_page_cache(path: str) -> None:
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return  # (macOS, Windows) the probe then measures the page cache: optimistic
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

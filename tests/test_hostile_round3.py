@@ -1,0 +1,270 @@
+"""The third hostile round (issue 21): hangs, leaks and unclear errors that remained.
+
+Each test failed before its fix.  The load-dependent ones start their own CPU hogs
+(:func:`cpu_hogs`: three spinning processes, killed at the end of the test).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.pool import ThreadPool
+
+import pytest
+
+import notebook_sched as ns
+
+pytestmark = [pytest.mark.timeout(90)]
+
+
+def _spin():
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int = 3):
+    """``count`` processes spinning on a CPU for the duration of the block."""
+    context = multiprocessing.get_context("fork")
+    hogs = [context.Process(target=_spin, daemon=True) for _ in range(count)]
+    for hog in hogs:
+        hog.start()
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.join(10)
+
+
+# -- a compute on an executor from inside a task on that executor ----------------------
+
+
+def _nested_compute(pool, n):
+    return ns.get({"a": n, "b": (lambda x: x * 10, "a")}, "b", scheduler="threads", pool=pool)
+
+
+@pytest.mark.parametrize("make", [lambda: ThreadPoolExecutor(1), lambda: ThreadPool(1)])
+def test_compute_from_a_task_on_the_same_one_thread_executor_runs_inline(no_leaks, make):
+    pool = make()
+    try:
+        graph = {"x": 4, "y": (_nested_compute, pool, "x")}
+        assert ns.get(graph, "y", scheduler="threads", pool=pool) == 40
+    finally:
+        if isinstance(pool, ThreadPool):
+            pool.terminate()
+            pool.join()
+        else:
+            pool.shutdown(wait=True)
+
+
+def test_nested_compute_on_the_same_executor_lets_the_interpreter_exit():
+    script = textwrap.dedent(
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        import notebook_sched as ns
+
+        pool = ThreadPoolExecutor(1)
+        def inner(x):
+            return ns.get({"a": x, "b": (abs, "a")}, "b", scheduler=pool)
+        print(ns.get({"x": -3, "y": (inner, "x")}, "y", scheduler=pool))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
+# -- a ProcessPoolExecutor whose worker dies ---------------------------------------------
+
+
+def _exit_now(x):
+    os._exit(7)
+
+
+def test_a_task_that_kills_a_process_pool_executor_is_named_with_the_fix(no_leaks):
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as executor:
+        graph = {"x": 1, "killer": (_exit_now, "x")}
+        with pytest.raises(BrokenProcessPool) as info:
+            ns.get(graph, "killer", scheduler=executor)
+        note = "\n".join(getattr(info.value, "__notes__", []))
+        assert "'killer'" in note and "make a new one" in note
+        assert "scheduler='processes'" in note
+        with pytest.raises(BrokenProcessPool) as again:
+            ns.get({"y": (abs, -1)}, "y", scheduler=executor)
+        note = "\n".join(getattr(again.value, "__notes__", []))
+        assert "already broken" in note and "make a new one" in note
+
+
+# -- out of file descriptors -------------------------------------------------------------
+
+NOFILE_SCRIPT = """
+import glob, os, resource, sys, tempfile
+import notebook_sched as ns
+import notebook_sched.distributed.backend  # registers 'distributed'
+
+def inc(x):
+    return x + 1
+
+def fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+if __name__ == "__main__":
+    dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "notebook_sched-*")))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (20, 20))
+    graph = {("x", i): (inc, i) for i in range(8)}
+    counts = []
+    for attempt in range(3):
+        try:
+            print("answer", ns.get(graph, list(graph), scheduler=sys.argv[1], num_workers=4))
+        except OSError as exc:
+            print("error", type(exc).__name__, " ".join(getattr(exc, "__notes__", [])))
+        counts.append(fd_count())
+    print("fds", counts)
+    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "notebook_sched-*"))) - dirs
+    print("dirs", sorted(left))
+"""
+
+
+@pytest.mark.parametrize("backend", ["processes", "auto", "distributed"])
+def test_out_of_file_descriptors_says_so_and_cleans_up(tmp_path, backend):
+    script = tmp_path / "nofile.py"
+    script.write_text(NOFILE_SCRIPT)
+    private_tmp = tmp_path / "tmp"  # other programs' clusters do not count
+    private_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(private_tmp))
+    out = subprocess.run(
+        [sys.executable, str(script), backend],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    answers = [line for line in lines if line.startswith("answer")]
+    if backend != "auto":  # auto runs these short tasks on threads: no pool needed
+        assert len(errors) == 3, out.stdout + out.stderr
+    assert len(errors) + len(answers) == 3, out.stdout + out.stderr
+    for line in errors:
+        assert "ran out of file descriptors" in line and "RLIMIT_NOFILE) is 20" in line
+        assert "ulimit -n" in line and "num_workers" in line
+    counts = ast.literal_eval(next(line for line in lines if line.startswith("fds"))[4:])
+    assert counts[0] == counts[-1], f"a failed start leaked file descriptors: {counts}"
+    assert lines[-1] == "dirs []", out.stdout
+
+
+# -- a processes task that computes on distributed -------------------------------------
+
+NESTED_SCRIPT = """
+import notebook_sched as ns
+import nested_cluster_task
+
+if __name__ == "__main__":
+    graph = {"x": -2, "y": (nested_cluster_task.inner, "x")}
+    print(ns.get(graph, "y", scheduler="processes", num_workers=1))
+"""
+
+NESTED_MODULE = """
+import notebook_sched as ns
+
+def inner(x):
+    import notebook_sched.distributed.backend  # registers 'distributed'
+    return ns.get({"a": x, "b": (abs, "a")}, "b", scheduler="distributed", num_workers=1)
+"""
+
+
+def test_a_processes_task_computing_on_distributed_leaves_no_socket_folder(tmp_path):
+    (tmp_path / "nested_cluster_task.py").write_text(NESTED_MODULE)
+    (tmp_path / "main.py").write_text(NESTED_SCRIPT)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(private_tmp), PYTHONPATH=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "main.py")],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
+    time.sleep(0.5)  # the pool worker's children end with it
+    assert not list(private_tmp.glob("notebook_sched-*")), list(private_tmp.iterdir())
+
+
+# -- a worker poisoned by a MemoryError is replaced -----------------------------------------
+
+
+def _poison_then_fail(x):
+    import resource
+
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, hard))
+    return len(bytearray(512 * 2**20))  # MemoryError, and the limit stays
+
+
+def _innocent(x):
+    return len(bytearray(256 * 2**20)), os.getpid()
+
+
+def test_after_a_memory_error_the_worker_is_replaced(no_leaks):
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    graph = {"x": 1, "p": (_poison_then_fail, "x")}
+    with pytest.raises(MemoryError), ns.config.set(rerun="never"):  # not in this process
+        ns.get(graph, "p", scheduler="processes", num_workers=1)
+    assert resource.getrlimit(resource.RLIMIT_AS) == limit
+    for _ in range(2):  # the next tasks run on a fresh worker, not the poisoned one
+        size, _pid = ns.get({"i": (_innocent, 1)}, "i", scheduler="processes", num_workers=1)
+        assert size == 256 * 2**20
+
+
+# -- the cluster's socket folder removed while it runs ----------------------------------------
+
+
+def _inc(x):
+    return x + 1
+
+
+def _total(*values):
+    return sum(values)
+
+
+def test_socket_folder_removed_fails_the_run_clearly_and_replaces_the_cluster():
+    import shutil
+
+    from notebook_sched.distributed import defaults
+    from notebook_sched.distributed.run import SocketFolderGone
+
+    from .helpers import stop_default_cluster
+
+    fan_in = {("a", i): (_inc, i) for i in range(8)}
+    fan_in["total"] = (_total, *[("a", i) for i in range(8)])
+    try:
+        assert ns.get({"z": (_inc, 1)}, "z", scheduler="distributed", num_workers=2) == 2
+        cluster = defaults.current_cluster()
+        shutil.rmtree(cluster._directory)  # workers have not talked to each other yet
+        start = time.monotonic()
+        with pytest.raises(SocketFolderGone, match="socket folder .* was removed"):
+            ns.get(fan_in, "total", scheduler="distributed", num_workers=2)
+        assert time.monotonic() - start < 20
+        assert cluster.status == "closed"
+        for _ in range(2):  # later computes run on a new cluster
+            assert ns.get(fan_in, "total", scheduler="distributed", num_workers=2) == 36
+        assert defaults.current_cluster() is not cluster
+    finally:
+        stop_default_cluster()
