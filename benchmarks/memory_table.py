@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -220,13 +221,22 @@ def _measure(side: str, backend: str, workload: str, args, traced: bool) -> dict
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as directory:
         if traced:
             env.update({"PYTHONTRACEMALLOC": "1", TRACE_DIR_ENV: directory})
+        # A session of its own, so a measurement over time is stopped with its workers.
+        child = subprocess.Popen(
+            command, cwd=ROOT, env=env, text=True, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
         try:
-            done = subprocess.run(
-                command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout
-            )
+            stdout, stderr = child.communicate(timeout=args.timeout)
         except subprocess.TimeoutExpired:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            child.communicate()
             print(f"  {side} {backend} {workload}: over {args.timeout} s, left out", flush=True)
             return None
+        done = subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         print(f"  {side} {backend} {workload} failed:\n{tail}", flush=True)
