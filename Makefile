@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-dask fuzz lint bench bench-auto bench-cache bench-jobs lab clean
+.PHONY: demo test test-dask fuzz lint bench bench-auto bench-cache bench-jobs bench-memory lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench: $(STAMP)
 # Which scheduler? Four workloads x five backends, the advisor's verdicts and predictions.
 bench-auto: $(STAMP)
 	$(PY) -m benchmarks.choosing
+
+# Peak memory (process + workers) and time of sync/threads/processes/auto against Dask's,
+# eleven workloads, a fresh process each (benchmarks/memory_table.py; sized for about ten
+# minutes on 2 idle cores, not yet timed idle; BENCH_MEMORY_ARGS=--full for issue 22's sizes).
+bench-memory: $(STAMP)
+	$(PY) -m benchmarks.memory_table $(BENCH_MEMORY_ARGS)
 
 # The result cache: hit overhead, cache=False, an edited notebook pipeline (in the
 # session and after a restart, from disk), loading a 100 MB array from the disk tier.

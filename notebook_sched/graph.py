@@ -42,10 +42,11 @@ Spec kinds (``spec[0]``):
 ``NODE``   ``(NODE, graph_node, {key: dep})``: ``graph_node({key: value})``.
 
 Ordering is a depth-first post-order walk from the requested keys, visiting a task's
-dependencies in argument order.  It is the order a sequential program would use, so
-running ready tasks in this order (last-ready first) finishes one branch of a reduction
-before starting the next and keeps few intermediate results alive.  The same walk finds
-cycles.
+dependencies in argument order (for a Dask ``Task`` too: ``node_dependencies`` reads
+its arguments, not its dependency set, whose order follows the hash seed).  It is the
+order a sequential program would use, so running ready tasks in this order (last-ready
+first) finishes one branch of a reduction before starting the next and keeps few
+intermediate results alive.  The same walk finds cycles.
 """
 
 from __future__ import annotations

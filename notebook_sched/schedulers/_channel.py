@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..failure import RemoteTraceback, key_repr
 from . import _pool
+from ._batching import BatchSizer
 from ._job import Batch, Results, TaskError, Unloadable, batch_hooks, make_job
 from ._pool import WorkerHandle
 
@@ -60,7 +61,13 @@ class BatchChannel:
     """One run's traffic with the pool (see the module docstring)."""
 
     def __init__(
-        self, graph, state, report: Reporter, pool: _pool.WorkerPool, timeout: float | None
+        self,
+        graph,
+        state,
+        report: Reporter,
+        pool: _pool.WorkerPool,
+        timeout: float | None,
+        sizer: BatchSizer | None = None,
     ):
         self.graph = graph
         self.state = state
@@ -72,7 +79,13 @@ class BatchChannel:
         self.next_check = 0.0
         self.batches: dict[int, _Batch] = {}
         self.next_id = 0
-        self.mean_seconds: float | None = None  # running mean of the tasks' run times
+        # What batches are sized by: task times, result bytes (``_batching.py``).
+        self.sizer = sizer if sizer is not None else BatchSizer(graph, pool.size)
+
+    @property
+    def mean_seconds(self) -> float | None:
+        """Running mean of the tasks' run times."""
+        return self.sizer.mean_seconds
 
     def busy(self) -> int:
         """Workers with a batch of this run."""
@@ -169,6 +182,7 @@ class BatchChannel:
                 data = conn.recv_bytes()
             except (EOFError, OSError):
                 self._worker_died(worker)
+            self.sizer.received(len(data))
             self._handle(worker, pickle.loads(data))
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
@@ -198,10 +212,9 @@ class BatchChannel:
         started = report.started if report.task_started else None
         finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
-        spent = 0.0
+        self.sizer.observe(results)
         for task, value, start, stop, measured in results:
             finish(task, value)
-            spent += stop - start
             if started and batch.announced <= batch.reported:
                 started(task, name)  # it ran between two of our reads
                 batch.announced = batch.reported + 1
@@ -210,8 +223,6 @@ class BatchChannel:
                 report.measured(measured, name)
             if finished:
                 finished(task, name, start, stop)
-        mean = spent / len(results)
-        self.mean_seconds = mean if self.mean_seconds is None else 0.5 * (self.mean_seconds + mean)
 
     def _started_next(self, batch: _Batch) -> None:
         """Announce the task the worker is on now: the first one not yet reported."""

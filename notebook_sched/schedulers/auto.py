@@ -50,18 +50,12 @@ from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
 from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
+from ._batching import MAX_BATCH as MAX_CHAIN
+from ._batching import BatchSizer, tasks_by_time
 from ._blas import limited_native_threads
 from ._channel import BatchChannel
 from .auto_routing import PROCESSES, THREADS, Router
-from .processes import (
-    MAX_BATCH as MAX_CHAIN,
-)
-from .processes import (
-    TARGET_BATCH_SECONDS,
-    chain_jobs,
-    run_here,
-    worker_timeout_setting,
-)
+from .processes import chain_jobs, run_here, worker_timeout_setting
 from .threads import INTERRUPT_GRACE
 
 __all__ = ["get", "router"]
@@ -113,13 +107,6 @@ def get(
     )
 
 
-def _batch_size(mean_seconds: float | None) -> int:
-    """Tasks per process batch: about ``TARGET_BATCH_SECONDS`` of work."""
-    if not mean_seconds:
-        return 1
-    return max(1, min(PROCESS_BATCH, int(TARGET_BATCH_SECONDS / mean_seconds)))
-
-
 class _ObserverError:
     """An exception an observer raised on one of our threads, for the caller to raise."""
 
@@ -143,6 +130,7 @@ class _AutoRun:
         self.channel: BatchChannel | None = None  # its batch channel then
         self.router = router
         self.slots = workers
+        self.sizer = BatchSizer(graph, workers)  # process batches: by time and bytes
         self.prefixes: dict = {}  # key head -> prefix, memoised key_split
         self.threads_busy = 0
         self.solo: int | None = None  # task measured alone on the thread side
@@ -252,6 +240,7 @@ class _AutoRun:
         ready = state.ready
         deferred: list[int] = []
         batches: list[list[int]] = []  # tasks for processes, one list per idle worker
+        held: list[int] = []  # bytes each of those batches moves and holds (_batching)
         idle = self.channel.idle() if self.channel is not None else []
         free = self.slots - self._busy()
         draining = self.solo is not None  # no thread task starts beside a solo one
@@ -283,11 +272,14 @@ class _AutoRun:
             if self._where(i) == PROCESSES and self._ensure_pool():
                 if not idle and not batches:
                     idle = self.channel.idle()
-                per_batch = _batch_size(mean)
-                if batches and len(batches[-1]) < per_batch:
+                per_batch = tasks_by_time(mean, PROCESS_BATCH, 1)
+                cost = self.sizer.task_bytes(i)
+                if batches and len(batches[-1]) < per_batch and not self.sizer.full(held[-1]):
                     batches[-1].append(i)
+                    held[-1] += cost
                 elif free > 0 and len(batches) < len(idle):
                     batches.append([i])
+                    held.append(cost)
                     free -= 1
                 else:
                     deferred.append(i)
@@ -393,7 +385,8 @@ class _AutoRun:
             raise value.exc
         t0, t1 = record.start, record.stop
         gil, samples = self.probe.window(t0, t1) if alone else (None, 0)
-        self.router.observe(self._prefix(i), t1 - t0, record.cpu, gil, sizeof(value), samples)
+        self.sizer.note(i, value)
+        self.router.observe(self._prefix(i), t1 - t0, record.cpu, gil, self.sizer.sizes[i], samples)
         self.state.finish(i, value)
         self.report.done(i)
 
@@ -407,6 +400,7 @@ class _AutoRun:
             raise value.exc
         t0, t1 = self.inline.start, self.inline.stop
         self.router.observe(self._prefix(i), t1 - t0, t1 - t0, None)
+        self.sizer.note(i, value)
         self.state.finish(i, value)
         report.finished(i, CALLER, t0, t1)
 
@@ -422,7 +416,9 @@ class _AutoRun:
             self.router.reasons["(pool)"] = "the process pool was busy with another run"
             return False
         self.pool = lease
-        self.channel = BatchChannel(self.graph, self.state, self.report, lease, self.timeout)
+        self.channel = BatchChannel(
+            self.graph, self.state, self.report, lease, self.timeout, sizer=self.sizer
+        )
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:

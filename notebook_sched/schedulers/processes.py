@@ -10,9 +10,10 @@ How work flows (one run; the pool itself lives across runs, see ``_pool.py``)::
          |                                                        |
          +--finish(task, value) <-- results, streamed ------------+
 
-* **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work (the
-  running mean of task times decides; unknown tasks go 4 at a time), and never more
-  than half a worker's share of the ready stack.  While a worker runs one batch the
+* **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work and
+  in a byte budget (their inputs plus their expected results), and never more than
+  half a worker's share of the ready stack: ``_batching.BatchSizer`` decides, for
+  ``auto`` too.  While a worker runs one batch the
   next is already in its pipe, so it never waits for the caller.
 * **Chains stay together.**  A task whose only reader reads nothing else is claimed
   with it (``RunState.claim_chain``); the whole chain travels in one batch and its
@@ -55,6 +56,7 @@ from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from ..measure import CALLER
 from ..task_runner import Failed, TaskRunner
 from . import _pool
+from ._batching import MAX_BATCH
 from ._channel import BatchChannel
 from ._job import make_job
 from .on_pool import get_on_pool
@@ -73,9 +75,6 @@ __all__ = [
 # re-exported here, where users and older code import them from.
 
 BACKEND = "processes"
-TARGET_BATCH_SECONDS = 0.02
-FIRST_BATCH = 4
-MAX_BATCH = 1024
 
 shutdown = _pool.shutdown
 
@@ -150,14 +149,6 @@ class _ProcessRun:
             raise
 
     # -- sending ---------------------------------------------------------------
-    def _batch_size(self) -> int:
-        share = max(1, -(-len(self.state.ready) // (2 * self.pool.size)))
-        mean = self.channel.mean_seconds
-        if mean is None:
-            return min(share, FIRST_BATCH)
-        by_time = int(TARGET_BATCH_SECONDS / max(mean, 1e-7))
-        return max(1, min(share, by_time, MAX_BATCH))
-
     def _dispatch(self) -> None:
         state = self.state
         for worker in self.pool.workers:
@@ -165,7 +156,7 @@ class _ProcessRun:
                 return
             if len(worker.outstanding) >= 2 or not self.pool.may_send(worker):
                 continue  # busy enough, or being handed to another run (_pool.py)
-            tasks, jobs = self._take(self._batch_size())
+            tasks, jobs = self._take(self.channel.sizer.max_tasks(len(state.ready)))
             if jobs:
                 self.channel.send(worker, tasks, jobs)
 
@@ -176,13 +167,16 @@ class _ProcessRun:
         values = state.values
         chain_next = graph.chain_next
         ready = state.ready
+        sizer = self.channel.sizer
         tasks: list = []
         jobs: list = []
-        while ready and len(jobs) < size:
+        held = 0  # bytes the batch moves and holds (see _batching)
+        while ready and len(jobs) < size and not sizer.full(held):
             i = ready.pop()
             kind = specs[i][0]
             if kind == VALUE or kind == ALIAS:
                 run_here(self.here, self.report, state, specs, i)
+                sizer.note(i, state.values[i])
                 continue
             if chain_next[i] >= 0:
                 # Long chains go in pieces, so the caller pickles the next piece while
@@ -190,6 +184,7 @@ class _ProcessRun:
                 chain = state.claim_chain(i, self._shippable, max(size, MAX_BATCH))
             else:
                 chain = (i,)
+            held += sizer.task_bytes(i)
             tasks.extend(chain)
             chain_jobs(chain, specs, values, jobs)
         return tasks, jobs
