@@ -84,9 +84,9 @@ _LAZY = {
     "as_completed": ("notebook_sched.distributed.client", "as_completed"),
     "cache_info": ("notebook_sched.cache.session", "cache_info"),
     "cache_clear": ("notebook_sched.cache.session", "cache_clear"),
-    "submit": ("notebook_sched.jobs", "submit"),
-    "jobs": ("notebook_sched.jobs", "jobs"),
-    "cancel_all": ("notebook_sched.jobs", "cancel_all"),
+    "submit": ("notebook_sched.background", "submit"),
+    "jobs": ("notebook_sched.background", "jobs"),
+    "cancel_all": ("notebook_sched.background", "cancel_all"),
 }
 
 

@@ -172,3 +172,15 @@ def test_the_disk_tier_gives_hits_in_a_fresh_process(fresh_cache, tmp_path):
         outputs.append(done.stdout.split("\n"))
     assert outputs[0][:2] == ["3000", "0 0 4"]
     assert outputs[1][:2] == ["3000", "1 1 0"]
+
+
+def test_dask_collections_through_our_schedulers_hit_on_rerun(fresh_cache, no_leaks):
+    da = pytest.importorskip("dask.array")
+    x = da.arange(10_000, chunks=1_000)
+    with ns.config.set(scheduler="threads", cache="memory"):
+        first = (x + 1).sum().compute()
+        info = ns.cache_info()
+        assert info.misses > 10 and info.hits == 0
+        assert (x + 1).sum().compute() == first == sum(range(1, 10_001))
+        info = ns.cache_info()
+    assert info.hits >= 1 and info.misses <= 1  # at most Dask's fresh finalize step

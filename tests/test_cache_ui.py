@@ -50,3 +50,33 @@ def test_schedule_cache_option(line, expected):
 def test_cache_and_no_cache_together_is_a_usage_error():
     with pytest.raises(UsageError, match="--no-cache"):
         settings_from(parse_argstring(ScheduleMagics.schedule, "--cache --no-cache"))
+
+
+def test_the_picker_sets_and_follows_the_cache_setting(tmp_path):
+    import notebook_sched as ns
+    from notebook_sched.ipython.picker import Picker
+
+    picker = Picker()
+    try:
+        with ns.config.set(cache=False):
+            assert picker.cache.value is False
+            picker.cache.value = "disk"
+            assert ns.config.get("cache") == "disk"
+            ns.config.set(cache=str(tmp_path))  # a folder set in code: its own choice
+            assert picker.cache.value == str(tmp_path)
+            assert picker.cache.options[-1] == (tmp_path.name, str(tmp_path))
+            ns.config.set(cache=True)
+            assert picker.cache.value == "memory"
+    finally:
+        picker.close()
+        ns.config.set(cache=False)
+
+
+def test_the_widget_header_counts_cached_tasks_in_their_own_colour():
+    from notebook_sched.diagnostics.widget import CACHED_COLOUR, WidgetView
+
+    model = ProgressModel(["b-1"], "threads", 2, cached=["a-1", "a-2"])
+    view = WidgetView("threads")
+    view.build(model.snapshot())
+    assert f"color:{CACHED_COLOUR}'>2 cached" in view.header.value
+    assert any("(2 cached)" in row.bar.description for row in view.rows)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.pool import ThreadPool
@@ -139,8 +140,15 @@ if __name__ == "__main__":
 def test_out_of_file_descriptors_says_so_and_cleans_up(tmp_path, backend):
     script = tmp_path / "nofile.py"
     script.write_text(NOFILE_SCRIPT)
+    private_tmp = tmp_path / "tmp"  # other programs' clusters do not count
+    private_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(private_tmp))
     out = subprocess.run(
-        [sys.executable, str(script), backend], capture_output=True, text=True, timeout=80
+        [sys.executable, str(script), backend],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -155,3 +163,108 @@ def test_out_of_file_descriptors_says_so_and_cleans_up(tmp_path, backend):
     counts = ast.literal_eval(next(line for line in lines if line.startswith("fds"))[4:])
     assert counts[0] == counts[-1], f"a failed start leaked file descriptors: {counts}"
     assert lines[-1] == "dirs []", out.stdout
+
+
+# -- a processes task that computes on distributed -------------------------------------
+
+NESTED_SCRIPT = """
+import notebook_sched as ns
+import nested_cluster_task
+
+if __name__ == "__main__":
+    graph = {"x": -2, "y": (nested_cluster_task.inner, "x")}
+    print(ns.get(graph, "y", scheduler="processes", num_workers=1))
+"""
+
+NESTED_MODULE = """
+import notebook_sched as ns
+
+def inner(x):
+    import notebook_sched.distributed.backend  # registers 'distributed'
+    return ns.get({"a": x, "b": (abs, "a")}, "b", scheduler="distributed", num_workers=1)
+"""
+
+
+def test_a_processes_task_computing_on_distributed_leaves_no_socket_folder(tmp_path):
+    (tmp_path / "nested_cluster_task.py").write_text(NESTED_MODULE)
+    (tmp_path / "main.py").write_text(NESTED_SCRIPT)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(private_tmp), PYTHONPATH=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "main.py")],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
+    time.sleep(0.5)  # the pool worker's children end with it
+    assert not list(private_tmp.glob("notebook_sched-*")), list(private_tmp.iterdir())
+
+
+# -- a worker poisoned by a MemoryError is replaced -----------------------------------------
+
+
+def _poison_then_fail(x):
+    import resource
+
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, hard))
+    return len(bytearray(512 * 2**20))  # MemoryError, and the limit stays
+
+
+def _innocent(x):
+    return len(bytearray(256 * 2**20)), os.getpid()
+
+
+def test_after_a_memory_error_the_worker_is_replaced(no_leaks):
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    graph = {"x": 1, "p": (_poison_then_fail, "x")}
+    with pytest.raises(MemoryError), ns.config.set(rerun="never"):  # not in this process
+        ns.get(graph, "p", scheduler="processes", num_workers=1)
+    assert resource.getrlimit(resource.RLIMIT_AS) == limit
+    for _ in range(2):  # the next tasks run on a fresh worker, not the poisoned one
+        size, _pid = ns.get({"i": (_innocent, 1)}, "i", scheduler="processes", num_workers=1)
+        assert size == 256 * 2**20
+
+
+# -- the cluster's socket folder removed while it runs ----------------------------------------
+
+
+def _inc(x):
+    return x + 1
+
+
+def _total(*values):
+    return sum(values)
+
+
+def test_socket_folder_removed_fails_the_run_clearly_and_replaces_the_cluster():
+    import shutil
+
+    from notebook_sched.distributed import defaults
+    from notebook_sched.distributed.run import SocketFolderGone
+
+    from .helpers import stop_default_cluster
+
+    fan_in = {("a", i): (_inc, i) for i in range(8)}
+    fan_in["total"] = (_total, *[("a", i) for i in range(8)])
+    try:
+        assert ns.get({"z": (_inc, 1)}, "z", scheduler="distributed", num_workers=2) == 2
+        cluster = defaults.current_cluster()
+        shutil.rmtree(cluster._directory)  # workers have not talked to each other yet
+        start = time.monotonic()
+        with pytest.raises(SocketFolderGone, match="socket folder .* was removed"):
+            ns.get(fan_in, "total", scheduler="distributed", num_workers=2)
+        assert time.monotonic() - start < 20
+        assert cluster.status == "closed"
+        for _ in range(2):  # later computes run on a new cluster
+            assert ns.get(fan_in, "total", scheduler="distributed", num_workers=2) == 36
+        assert defaults.current_cluster() is not cluster
+    finally:
+        stop_default_cluster()

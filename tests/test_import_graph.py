@@ -52,7 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("interop",),
     ("debug",),
     ("diagnostics",),
-    ("jobs",),  # background jobs: run computes (delayed), reruns (debug), views
+    ("background",),  # background jobs: run computes (delayed), reruns (debug), views
     ("ipython",),
     ("", "__main__", "demo"),  # the package root wires the layers; the command line
 ]

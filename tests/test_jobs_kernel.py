@@ -108,9 +108,9 @@ def test_kernel_restart_with_jobs_running_leaves_no_process():
             "jobs = [ns.submit(slow_graph(200, 0.2), 'total', scheduler='processes',"
             " num_workers=2) for _ in range(2)]\n"
             "t = ns.submit(slow_graph(200, 0.2), 'total', scheduler='threads')\n"
-            "while _pool.current_pool() is None or jobs[0].progress[0] < 1:\n"
+            "while _pool._pool is None or jobs[0].progress[0] < 1:\n"
             "    time.sleep(0.05)\n"
-            "print('PIDS', *[w.process.pid for w in _pool.current_pool().workers])"
+            "print('PIDS', *[w.process.pid for w in _pool._pool.workers])"
         )
         line = next(x for x in ex.stdout.splitlines() if x.startswith("PIDS"))
         pids = [int(p) for p in line.split()[1:]]

@@ -51,7 +51,10 @@ def test_all_is_exactly_the_public_surface():
 def test_jobs_stays_the_function_after_its_module_is_imported():
     import importlib
 
-    jobs_module = importlib.import_module("notebook_sched.jobs")
+    # The package is ``background``: a submodule named ``jobs`` would replace the
+    # function ns.jobs with itself on import (no module of the root is named like a
+    # public function; see notebook_sched/__init__.py).
+    jobs_module = importlib.import_module("notebook_sched.background")
     assert callable(ns.jobs) and ns.jobs is jobs_module.jobs
     assert ns.submit is jobs_module.submit and ns.cancel_all is jobs_module.cancel_all
 

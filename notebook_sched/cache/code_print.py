@@ -101,39 +101,42 @@ def _library_roots() -> tuple[str, ...]:
 
 _ROOTS: tuple[str, ...] | None = None
 _INSTALLED_NAMES = ("notebook_sched",)  # ours: by version, even from a source checkout
-_module_is_user: dict[str, bool] = {}
+_module_is_user: dict[tuple[str, Any], bool] = {}
 _versions: dict[str, str] = {}
-_DISTRIBUTIONS: Any = None  # importlib.metadata.packages_distributions(), read once
 
 
 def is_user_module(name: Any) -> bool:
-    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries."""
+    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries.
+
+    Remembered per (name, file): a module of the same name imported later from
+    another place is judged again."""
     if not isinstance(name, str) or name == "__main__":
         return True
-    known = _module_is_user.get(name)
-    if known is not None:
-        return known
     module = sys.modules.get(name)
     if module is None:
         return True  # an exec'd namespace, or a module gone: print it by content
+    path = getattr(module, "__file__", None)
+    known = _module_is_user.get((name, path))
+    if known is not None:
+        return known
     global _ROOTS
     if _ROOTS is None:
         _ROOTS = _library_roots()
     top = name.partition(".")[0]
-    path = getattr(module, "__file__", None)
-    if top in _INSTALLED_NAMES or not path:
+    if top in _INSTALLED_NAMES or not isinstance(path, str):
         user = False  # ours, builtin or frozen modules
     else:
         user = not os.path.realpath(path).startswith(_ROOTS)
-    _module_is_user[name] = user
+    _module_is_user[(name, path)] = user
     return user
 
 
 def _version(module_name: str) -> str:
     """The version an installed module counts by, cheapest source first: Python's for
     the standard library and builtins, ``__version__``, the distribution named like the
-    module, any distribution providing it (one scan of them all, ~1 s), the file's
-    modification time and size."""
+    module, else the file's modification time and size (any reinstall or edit changes
+    them).  Never a scan of every installed distribution: that costs about a second in
+    a fresh process, for no safer answer.  Remembered per process and top package."""
     top = module_name.partition(".")[0]
     known = _versions.get(top)
     if known is not None:
@@ -169,14 +172,6 @@ def _distribution_version(top: str) -> str:
     try:
         return f"{top} {metadata.version(top)}"
     except Exception:  # no distribution of that name, or a broken one
-        pass
-    global _DISTRIBUTIONS
-    try:
-        if _DISTRIBUTIONS is None:
-            _DISTRIBUTIONS = metadata.packages_distributions()
-        dists = _DISTRIBUTIONS.get(top)
-        return f"{dists[0]} {metadata.version(dists[0])}" if dists else ""
-    except Exception:
         return ""
 
 

@@ -11,7 +11,8 @@ For a run whose ``cache`` option is on, the package root's plan hook calls
     tier (then promoted to memory), is a hit and is returned as a known result; the
     walk does not go below a hit, so upstream tasks are neither looked up nor run
     (unless a miss elsewhere needs them).  Only the tasks the walk reaches are looked
-    up: a fully cached graph costs its fingerprints and one lookup.
+    up: a fully cached graph costs its fingerprints and one lookup.  The walk goes
+    through aliases (a Dask collection's ``finalize`` alias included).
 ``prepare(compiled)``
     Every task left to run is a miss (it gets a :class:`StoreResult` hook) or
     uncacheable (its fingerprint says why: a lock argument, ``pure=False``,
@@ -22,12 +23,14 @@ For a run whose ``cache`` option is on, the package root's plan hook calls
 
 **Where results are stored.**  :class:`StoreResult` is the per-task hook: a small
 picklable object carrying the fingerprint, the disk folder's path (the worker reads
-the key from the folder itself) and this disk's measured :class:`~.disk.LoadCost`,
-never the store.  Called in the caller (``sync``, ``threads``, tasks ``auto`` or
-``processes`` run here) it puts the result in the memory tier; wherever it is called,
-with a disk tier it writes the entry when the task ran long enough that loading will
-beat recomputing.  So on ``processes`` and the local cluster the worker that computed
-a result writes its entry, and the result does not travel just to be stored.  Results
+the key from the folder itself), this disk's :class:`~.disk.LoadCost` when this
+process measured it already (else the first store that needs it measures it, once per
+process) and the fingerprints of the task's inputs, never the store.  Called in the
+caller (``sync``, ``threads``, tasks ``auto`` or ``processes`` run here) it puts the
+result in the memory tier; wherever it is called, with a disk tier it writes the
+entry when recomputing the result (its run time plus its costliest input's) would
+take longer than loading it.  So on ``processes`` and the local cluster the worker
+that computed a result writes its entry, and the result does not travel just to be stored.  Results
 computed in another process reach the caller's memory tier only through the disk
 tier (the next run's disk hit promotes them): ``cache="memory"`` keeps what ran in
 this process.
@@ -107,7 +110,11 @@ class CachePlanner(Planner):
                 continue
             seen.add(key)
             value = graph[key]
-            if not is_task_value(value):
+            if not is_task_value(value):  # a literal (no inputs) or an alias (walk through)
+                if names_key(value, graph) and value != key:
+                    stack.append(value)
+                elif is_graph_node(value):
+                    stack.extend(value.dependencies)
                 continue
             p = prints.get(key)
             if p is None and key not in asked:

@@ -19,9 +19,11 @@ from .defaults import (  # noqa: F401 - re-exported
     acquire,
     current_cluster,
     default_cluster,
+    discard,
     release,
     shutdown,
 )
+from .run import SocketFolderGone
 
 __all__ = ["get", "default_cluster", "shutdown", "current_cluster"]
 
@@ -51,5 +53,8 @@ def get(
     entry = acquire(num_workers, _private_client)
     try:
         return entry.client.get(dsk, keys, observers=observers, planners=planners)
+    except SocketFolderGone:
+        discard(entry)  # unusable: the next compute starts a new cluster
+        raise
     finally:
         release(entry)

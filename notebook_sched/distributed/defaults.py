@@ -111,6 +111,15 @@ def release(entry: _Default) -> None:
         _close([entry])
 
 
+def discard(entry: _Default) -> None:
+    """Close ``entry``'s cluster now (it cannot work any more: its socket folder is
+    gone); runs still counted on it end with their own errors."""
+    with _lock:
+        if entry in _defaults:
+            _defaults.remove(entry)
+    _close([entry])
+
+
 def shutdown() -> None:
     """Close every default cluster (at exit, or to free their processes now)."""
     with _lock:

@@ -24,6 +24,7 @@ cancelled on the workers.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import time
 from collections.abc import Callable
@@ -89,6 +90,32 @@ class Waiter:
                     "the cluster's scheduler thread stopped (see the log above for why); "
                     "close this cluster and start a new one"
                 )
+            check_socket_folder(self._scheduler)
+
+
+class SocketFolderGone(RuntimeError):
+    """The cluster's socket folder was removed while it ran: its workers cannot reach
+    each other (or be reached) any more."""
+
+
+def check_socket_folder(scheduler: Any) -> None:
+    """Raise :class:`SocketFolderGone` when ``scheduler`` listens on a UNIX socket whose
+    folder no longer exists (a tmp cleaner, ``rm -rf /tmp/*``): connections already
+    open still work, but a worker that must reach a peer it never talked to waits
+    for it forever.  Checked while a run has heard nothing for ALIVE_CHECK_SECONDS."""
+    address = getattr(scheduler, "address", None)
+    if not isinstance(address, str):
+        return  # TCP (or no scheduler): no folder to lose
+    folder = os.path.dirname(address)
+    if os.path.isdir(folder):
+        return
+    raise SocketFolderGone(
+        f"The local cluster's socket folder {folder} was removed while it ran (a "
+        f"temporary-file cleaner, or rm -rf on /tmp): its workers can no longer connect "
+        f"to each other. This run is stopped and the cluster closed; the next compute "
+        f"with scheduler='distributed' starts a new one (a LocalCluster of your own: "
+        f"close it and make a new one)."
+    )
 
 
 def ask(client, request: Callable[..., None], timeout: float | None) -> tuple[str, Any]:

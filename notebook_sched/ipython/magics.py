@@ -32,7 +32,7 @@ every cell, also one that raised or was interrupted.
 ``%%schedule ... --background`` is the exception: the cell is left to IPython's own
 cell-magic transform, and the magic hands the body to ``jobs.submit_call``: it runs on
 the job's thread with the settings as a ``config.set`` scope there, the cell returns
-the :class:`~notebook_sched.jobs.Job` at once (so ``_`` is the job), and the job's
+the :class:`~notebook_sched.background.Job` at once (so ``_`` is the job), and the job's
 result is the body's last expression.
 
 ``get_ipython().run_cell_magic('schedule', ...)`` called from code still works: the
@@ -172,7 +172,7 @@ class ScheduleMagics(Magics):
                     "--background runs a cell as a job: write it as %%schedule on the first "
                     "line of a cell (e.g. %%schedule threads --background)."
                 )
-            from ..jobs import submit_call
+            from ..background import submit_call
 
             return submit_call(lambda: self._run_cell(cell), changes)
         if args.this_cell:
@@ -233,7 +233,7 @@ class ScheduleMagics(Magics):
         """This session's background jobs: name, backend, state, progress, time."""
         if line.strip():
             raise UsageError(f"%sched_jobs takes no arguments; got {line.strip()!r}.")
-        from ..jobs import jobs
+        from ..background import jobs
 
         return jobs()
 
@@ -265,7 +265,7 @@ class ScheduleMagics(Magics):
 def _find_job(shell: Any, word: str) -> Any:
     """The job named by ``word``: a variable of the user's namespace holding a job, or a
     job's name (``job-3``); looked up, never evaluated."""
-    from ..jobs import Job, jobs
+    from ..background import Job, jobs
 
     value = shell.user_ns.get(word) if word.isidentifier() else None
     if isinstance(value, Job):

@@ -232,6 +232,10 @@ class BatchChannel:
     def _task_raised(self, worker, task, exc_bytes, tb_text, local_inputs) -> None:
         exc = load_exception(exc_bytes)
         exc.__cause__ = RemoteTraceback(tb_text)
+        if isinstance(exc, MemoryError) and not worker.outstanding:
+            # A worker that ran out of memory may stay poisoned (a task lowered its
+            # RLIMIT_AS, leaked, fragmented its heap): a fresh one runs the next task.
+            self.pool.replace(worker)
         self.report.failed(task, exc, worker.name, tb_text, dict(local_inputs))
         raise exc
 

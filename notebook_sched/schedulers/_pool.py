@@ -22,7 +22,7 @@ One pool lives at a time (``acquire``), reused across computes so no call pays t
 and shut down at exit.
 
 **Shared fairly (leases).**  Several runs may use the pool at once (background jobs,
-``jobs/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
+``background/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
 looks like a pool (``workers``, ``size``, ``replace``) but lists only the workers
 lent to that run.  A worker belongs to one run at a time, so a pipe never carries two
 runs' batches.  Every time a run looks at ``lease.workers`` (once per dispatch and
@@ -60,12 +60,13 @@ __all__ = [
     "shutdown",
     "MainGuardError",
     "BACKGROUND",
+    "kill_busy_workers",
 ]
 # MainGuardError and its message live in errors.py (the cluster raises them too).
 
 _context = multiprocessing.get_context("spawn")
 
-# True in background jobs' threads (set by jobs/job.py, inherited by the threads a job
+# True in background jobs' threads (set by background/job.py, inherited by the threads a job
 # starts): their leases yield to foreground runs.
 BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "notebook_sched_background", default=False
@@ -352,6 +353,25 @@ def acquire(size: int) -> WorkerPool:
         if _pool is None:
             _pool = WorkerPool(size)
         return _pool
+
+
+def kill_busy_workers(thread_ident: int | None) -> None:
+    """Kill the workers busy with runs of thread ``thread_ident`` (a cancelled background
+    job: the run's interrupt path then replaces them)."""
+    pool = _pool
+    if pool is None or thread_ident is None:
+        return
+    with pool.cond:
+        busy = [
+            pool.workers[slot]
+            for lease in pool.leases
+            if lease.thread == thread_ident
+            for slot in lease.held
+            if pool.workers[slot].outstanding
+        ]
+    for worker in busy:
+        if worker.process.is_alive():
+            worker.process.kill()
 
 
 def shutdown() -> None:

@@ -16,6 +16,7 @@ by a task never speaks on the worker's pipe (see ``_forkguard.py``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import pickletools
@@ -227,6 +228,12 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
         # not daemons, and multiprocessing would wait for them as this process exits.
         for stop in AT_EXIT:
             stop()
+        # So may a local cluster (a task computing on 'distributed', a peer layer that
+        # cannot register here): its processes would be waited for before the atexit
+        # hook that closes it runs, until the caller's stop() kills this process and
+        # leaves its socket folder behind.  So the exit hooks run now (only once).
+        atexit._run_exitfuncs()
+        atexit._clear()
 
 
 def run_payload(payload, every: int | None = None, hooks=None, keys=None):

@@ -1,6 +1,6 @@
 """The :class:`Job`: a ``concurrent.futures.Future`` around one run on a job thread.
 
-See the package docstring (``jobs/__init__.py``) for the design: settings captured at
+See the package docstring (``background/__init__.py``) for the design: settings captured at
 submit, the job thread in a copy of the submitting context, cancelling through the
 interrupt path (:class:`JobCancelled` is a ``KeyboardInterrupt``), failures kept for
 ``job.debug()``.  :class:`JobList` is the table ``ns.jobs()`` returns.
@@ -246,7 +246,7 @@ class Job(Future):
         if kind == "call":  # a %%schedule --background cell: its computes read the config
             with config.set(**keys):
                 return target()
-        from ..delayed import compute
+        from ..lazy import compute
 
         results = compute(*target, **options)
         return results[0] if len(target) == 1 else results
@@ -304,30 +304,15 @@ def _async_raise(ident: int | None, exc_type: type[BaseException] | None) -> Non
 def _forget_failure(previous: Any, exc: BaseException) -> None:
     """A worker killed to cancel a job is not a failure to debug: put back the last
     failure as it was before the job (unless another run failed meanwhile)."""
-    record = getattr(exc, "__notebook_sched_failure__", None)
-    with _failure._lock:
-        if record is not None and _failure._last is record:
-            _failure._last = previous
+    _failure.forget_failure(getattr(exc, "__notebook_sched_failure__", None), previous)
 
 
 def _kill_busy_workers(ident: int | None) -> None:
     """Kill the process workers busy with runs of thread ``ident`` (wakes its runner;
-    the interrupt path then replaces them)."""
+    the interrupt path then replaces them).  No pool started: nothing to kill."""
     pool_module = sys.modules.get("notebook_sched.schedulers._pool")
-    pool = pool_module.current_pool() if pool_module is not None else None
-    if pool is None:
-        return
-    with pool.cond:
-        busy = [
-            pool.workers[slot]
-            for lease in pool.leases
-            if lease.thread == ident
-            for slot in lease.held
-            if pool.workers[slot].outstanding
-        ]
-    for worker in busy:
-        if worker.process.is_alive():
-            worker.process.kill()
+    if pool_module is not None:
+        pool_module.kill_busy_workers(ident)
 
 
 class JobList(list):
