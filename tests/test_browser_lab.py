@@ -347,6 +347,24 @@ STATUS_SAMPLE = """() => {
         ? (c.promptNode ? c.promptNode.textContent : '') : String(c.model.executionCount))};
 }"""
 
+# Every status message and every control request, in the page: [seconds, parent type or
+# request type, state or 'sent'], in window._statusLog (for a failure's message).
+STATUS_LOG = """() => {
+    const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    const start = performance.now();
+    window._statusLog = [];
+    kernel.anyMessage.connect((_, args) => {
+        const msg = args.msg;
+        const when = Math.round(performance.now() - start) / 1000;
+        if (msg.header.msg_type === 'status') {
+            window._statusLog.push([when, (msg.parent_header || {}).msg_type || '',
+                msg.content.execution_state]);
+        } else if (args.direction === 'send' && msg.channel === 'control') {
+            window._statusLog.push([when, msg.header.msg_type, 'sent']);
+        }
+    });
+}"""
+
 FIRST_DISTRIBUTED = [
     "import time\nimport notebook_sched as ns\n%load_ext notebook_sched",
     "def slow(x):\n    time.sleep(0.4)\n    return x\n\n"
@@ -375,7 +393,18 @@ def status_during_run_all(page, lab: Lab, path: Path, timeout: float = RUN_TIMEO
         f"{lab.url}/lab/workspaces/auto-status/tree/{path.name}?reset&token={lab.token}",
         wait_until="domcontentloaded",
     )
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.wait_for_function(KERNEL_IDLE, timeout=SERVER_TIMEOUT * 1000)
+    page.evaluate(STATUS_LOG)
+    try:  # JupyterLab's widget manager asks the new kernel for its widgets through a
+        # comm of its own, on a subshell it then deletes: let that pass first
+        page.wait_for_function(
+            "() => window._statusLog.some(r => r[1] === 'delete_subshell_request')",
+            timeout=5000,
+        )
+    except PlaywrightTimeout:
+        pass  # this JupyterLab did not do that (or did before the log started)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     samples: list = []
     start = time.monotonic()
@@ -385,6 +414,8 @@ def status_during_run_all(page, lab: Lab, path: Path, timeout: float = RUN_TIMEO
         if all(p.isdigit() for p in sample["prompts"]) and sample["status"].endswith("Idle"):
             break
         time.sleep(0.1)
+    log = page.evaluate("() => window._statusLog.filter(r => !r[1].startsWith('debug'))")
+    samples.append((None, "log", log))
     return samples
 
 
@@ -392,12 +423,13 @@ def check_status_while_computing(samples: list) -> None:
     """While the second cell runs (the first has its number, the second does not), the
     status bar reads Busy; a moment after the first cell ends is left out (the next
     cell's busy status may trail the previous cell's idle)."""
+    *samples, (_, _, log) = samples
     first_done = next((t for t, _, p in samples if p[0].isdigit()), None)
     assert first_done is not None, samples
     during = [(t, s) for t, s, p in samples if t > first_done + 0.3 and not p[1].isdigit()]
     assert len(during) >= 5, f"the compute was not seen running: {samples}"
     idle = [(round(t, 1), s) for t, s in during if not s.endswith("Busy")]
-    assert not idle, f"status bar not Busy while the cell computes: {idle}"
+    assert not idle, f"status bar not Busy while the cell computes: {idle}; messages: {log}"
 
 
 def shut_down_kernels(lab: Lab) -> None:

@@ -109,7 +109,7 @@ class ClusterView:
                 with self._draw_lock:
                     if not self._stop.is_set() and value != self.widget.value:
                         self.widget.value = value  # a trait set: one comm message
-                if cluster.status != "running":
+                if cluster.status == "closed":  # (not "closing": draw it closed first)
                     return
                 del cluster
         finally:

@@ -82,7 +82,7 @@ def open_widget_channel() -> None:
     deadline = time.monotonic() + SUBSHELL_WAIT
     while time.monotonic() < deadline:
         if (_count(subshells) or 0) > before:
-            time.sleep(0.05)  # the control thread's idle status follows the reply
+            time.sleep(0.2)  # the control thread publishes its idle status after the reply
             return
         time.sleep(0.01)
 
