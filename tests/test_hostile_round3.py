@@ -268,3 +268,30 @@ def test_socket_folder_removed_fails_the_run_clearly_and_replaces_the_cluster():
         assert defaults.current_cluster() is not cluster
     finally:
         stop_default_cluster()
+
+
+# -- auto re-learns a prefix whose tasks change character ---------------------------------
+
+
+def relearned_work(i, spin):
+    if not spin:
+        time.sleep(0.02)
+        return i
+    total = 0
+    for k in range(400_000):  # pure Python: holds the GIL
+        total += k ^ i
+    return total
+
+
+def test_auto_moves_a_prefix_first_seen_sleeping_once_it_computes(no_leaks):
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    sleeping = {("relearned_work", i): (relearned_work, i, False) for i in range(12)}
+    ns.get(sleeping, list(sleeping), scheduler="auto", num_workers=2)
+    assert router().route("relearned_work") == "threads"
+    spinning = {("relearned_work", i): (relearned_work, i, True) for i in range(24)}
+    with ns.Profiler() as prof:
+        ns.get(spinning, list(spinning), scheduler="auto", num_workers=2)
+    where = {r.worker.split("-")[0] for r in prof.records}
+    assert "process" in where, (where, router().reasons)
