@@ -35,7 +35,9 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 # JupyterLab on the tutorials, from the venv (loopback and a token, Jupyter's defaults).
+# Trusting them lets JupyterLab draw their saved widgets (picker, bars) before a run.
 lab: $(STAMP)
+	$(VENV)/bin/jupyter trust notebooks/[0-9][0-9]-*.ipynb
 	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: $(STAMP)

@@ -245,7 +245,7 @@ def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
     state = RunState(graph)
     try:
         if state.remaining:  # nothing requested (get(dsk, []) or [[], []]): no driver
-            driver(graph, state, Reporter(graph, events, backend, state.values))
+            driver(graph, state, Reporter(graph, events, backend, state.values, run))
     except BaseException as exc:
         if events.graph_finished:
             events.graph_finished(run, exc)

@@ -35,8 +35,9 @@ __all__ = [
 class RerunOutcome(StrEnum):
     """What the local rerun of a failed task found: ``TaskFailure.extra["rerun"]``.
 
-    A ``StrEnum``, so it prints as the sentence (``local rerun: raised the same
-    error``); code compares members.  ``extra["rerun_detail"]`` says more for
+    A ``StrEnum`` that prints and displays as its sentence (``local rerun: raised the
+    same error``; ``'did not fail'`` in a notebook, as the plain strings it replaces
+    did); code compares members.  ``extra["rerun_detail"]`` says more for
     ``NOT_POSSIBLE`` (why) and ``DIFFERENT_ERROR`` (the rerun's error)."""
 
     SAME_ERROR = "raised the same error"
@@ -44,6 +45,8 @@ class RerunOutcome(StrEnum):
     DIFFERENT_ERROR = "raised a different error"
     NOT_POSSIBLE = "not possible"
     INTERRUPTED = "interrupted"
+
+    __repr__ = str.__repr__
 
     def describe(self, detail: str | None) -> str:
         """The outcome as one phrase, with its detail: ``not possible: <why>``."""

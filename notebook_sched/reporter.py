@@ -75,10 +75,14 @@ class Reporter:
         "task_failed",
         "key_done",
         "timed",
+        "run",
     )
 
-    def __init__(self, graph: CompiledGraph, events, backend: str, values: list | None = None):
+    def __init__(
+        self, graph: CompiledGraph, events, backend: str, values: list | None = None, run=None
+    ):
         self.graph = graph
+        self.run = run  # the run's RunInfo when someone listens to graph events, else None
         self.events = events  # the run's Dispatcher (worker_started, per_task...)
         self.backend = backend
         self.values = values if values is not None else [None] * len(graph.keys)
@@ -98,6 +102,13 @@ class Reporter:
         """``every`` (the sampling rate) for a process worker's batch when someone
         measures, else None."""
         return SAMPLE_EVERY if self.task_measured else None
+
+    def note_run(self, name: str, value: Any) -> None:
+        """Tell the run's observers something about the whole run, in
+        ``RunInfo.extra[name]`` (read at ``graph_finished``); nothing if nobody listens.
+        ``auto`` notes why each prefix went where (``"routes"``) for the advisor."""
+        if self.run is not None:
+            self.run.extra[name] = value
 
     def worker_started(self, worker: str) -> None:
         """On the worker thread itself, once per thread."""

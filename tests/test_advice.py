@@ -225,6 +225,20 @@ def test_automatic_hints_follow_local_runs_only(no_leaks, monkeypatch, scheduler
     assert len(shown) == (1 if hinted else 0)
 
 
+def test_auto_advice_says_why_from_the_run_itself(no_leaks):
+    # The reasons travel with the run (RunInfo.extra["routes"], noted by auto through
+    # the reporter), not read from auto's session router afterwards.
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    dsk = {("fetch", i): (fetch, i) for i in range(4)}
+    with Advisor() as advisor:
+        ns.get(dsk, list(dsk), scheduler="auto", num_workers=2)
+    router().forget()  # the session's knowledge goes; the run's account stays
+    (row,) = advisor.advice().rows
+    assert row.ran_on.startswith("auto") and row.why, row
+
+
 # -- issue 21 / issue 20 item 1: one number per fact, unknown GIL, a loaded machine --------
 
 

@@ -13,7 +13,12 @@ the page:
   with ``threads`` selected after the notebook's ``%schedule`` cells, and a selection
   in its workers dropdown and progress toggle in their default ("auto") state;
 * ``05-dask-collections``: the ``%%schedule processes`` failure's first frame is the
-  user's cell (no ``run_cell_magic`` frame, none of our files).
+  user's cell (no ``run_cell_magic`` frame, none of our files);
+* a scratch notebook (``%load_ext notebook_sched``, then the kernel's first
+  ``distributed`` compute, which starts the cluster and shows the kernel's first
+  progress bar): the status bar reads "Busy" for as long as that cell runs (JupyterLab
+  asks for a widget subshell at a kernel's first widget, and shows the status of that
+  request as the kernel's: see ``diagnostics/kernel_life.py``).
 
 A screenshot per tutorial is saved in the test's temporary folder (look at them after a
 change to a view). The notebook's kernel is shut down before the next one opens.
@@ -332,6 +337,69 @@ def run_notebook(page, lab: Lab, path: Path, screenshot: Path) -> dict:
     return state
 
 
+# The status bar's kernel item ("Python 3 (ipykernel) | Busy") and each code cell's prompt.
+STATUS_SAMPLE = """() => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const items = [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+        .map(e => e.textContent).filter(t => / \\| (Idle|Busy)/.test(t));
+    const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+    return {status: items.join(' '), prompts: cells.map(c => c.model.executionCount === null
+        ? (c.promptNode ? c.promptNode.textContent : '') : String(c.model.executionCount))};
+}"""
+
+FIRST_DISTRIBUTED = [
+    "import time\nimport notebook_sched as ns\n%load_ext notebook_sched",
+    "def slow(x):\n    time.sleep(0.4)\n    return x\n\n"
+    "ns.get({f'slow-{i}': (slow, i) for i in range(10)}, [f'slow-{i}' for i in range(10)],"
+    " scheduler='distributed', num_workers=2)",
+]
+
+
+def write_notebook(folder: Path, name: str, sources: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def status_during_run_all(page, lab: Lab, path: Path, timeout: float = RUN_TIMEOUT) -> list:
+    """Open ``path``, start Run All (not waiting for it) and sample the status bar and
+    the cells' prompts every 0.1 s until every cell ran: ``[(seconds, status, prompts)]``."""
+    page.goto(
+        f"{lab.url}/lab/workspaces/auto-status/tree/{path.name}?reset&token={lab.token}",
+        wait_until="domcontentloaded",
+    )
+    page.wait_for_function(KERNEL_IDLE, timeout=SERVER_TIMEOUT * 1000)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    samples: list = []
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        sample = page.evaluate(STATUS_SAMPLE)
+        samples.append((time.monotonic() - start, sample["status"], sample["prompts"]))
+        if all(p.isdigit() for p in sample["prompts"]) and sample["status"].endswith("Idle"):
+            break
+        time.sleep(0.1)
+    return samples
+
+
+def check_status_while_computing(samples: list) -> None:
+    """While the second cell runs (the first has its number, the second does not), the
+    status bar reads Busy; a moment after the first cell ends is left out (the next
+    cell's busy status may trail the previous cell's idle)."""
+    first_done = next((t for t, _, p in samples if p[0].isdigit()), None)
+    assert first_done is not None, samples
+    during = [(t, s) for t, s, p in samples if t > first_done + 0.3 and not p[1].isdigit()]
+    assert len(during) >= 5, f"the compute was not seen running: {samples}"
+    idle = [(round(t, 1), s) for t, s in during if not s.endswith("Busy")]
+    assert not idle, f"status bar not Busy while the cell computes: {idle}"
+
+
 def shut_down_kernels(lab: Lab) -> None:
     for session in lab.api("/api/sessions"):
         lab.api(f"/api/sessions/{session['id']}", method="DELETE")
@@ -366,6 +434,14 @@ def test_every_tutorial_runs_in_jupyterlab(chromium, tmp_path):
                     finally:
                         page.close()
                         shut_down_kernels(lab)
+                scratch = write_notebook(root, "first-distributed.ipynb", FIRST_DISTRIBUTED)
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                try:
+                    status = status_during_run_all(page, lab, scratch)
+                    page.screenshot(path=str(tmp_path / "jupyterlab-first-distributed.png"))
+                finally:
+                    page.close()
+                    shut_down_kernels(lab)
             finally:
                 browser.close()
     finally:
@@ -386,6 +462,7 @@ def test_every_tutorial_runs_in_jupyterlab(chromium, tmp_path):
                 assert not cell["errors"], f"{where} raised: {cell['errors']}"
     check_getting_started(states["01-getting-started"]["page"])
     check_schedule_cell_failure(states["05-dask-collections"])
+    check_status_while_computing(status)
 
 
 def check_getting_started(page: dict) -> None:

@@ -93,6 +93,7 @@ def test_rerun_that_does_not_fail_says_so_and_raises_the_original(warm, no_leaks
     notes = "\n".join(info.value.__notes__)
     assert "did NOT fail" in notes and "'flaky-1'" in notes
     assert ns.last_failure().extra["rerun"] is RerunOutcome.DID_NOT_FAIL
+    assert repr(ns.last_failure().extra["rerun"]) == "'did not fail'"  # as notebooks show it
 
 
 def test_rerun_with_another_error_keeps_the_original(warm, no_leaks):

@@ -194,6 +194,22 @@ def test_settings_and_graph_are_captured_at_submit():
     assert job.result(10).startswith("notebook_sched-job-")  # sync: the job's own thread
 
 
+def test_a_background_cell_s_settings_stay_in_its_job():
+    started, release = threading.Event(), threading.Event()
+
+    def cell():
+        started.set()
+        release.wait(10)
+        return ns.get({"who": (where_it_ran,)}, "who")
+
+    job = jobs_module.submit_call(cell, {"scheduler": "sync"})
+    assert started.wait(10)
+    assert ns.config.get("scheduler") != "sync", "the job's scope leaked to the caller"
+    release.set()
+    assert job.result(10).startswith("notebook_sched-job-")  # sync: the job's thread
+    assert job.progress == (1, 1)  # its computes count in its progress
+
+
 def test_submit_from_inside_a_task_and_a_job_that_submits_jobs():
     def inner(n):
         return ns.submit(graph(n), "total", scheduler="threads", num_workers=2).result(20)
@@ -202,6 +218,22 @@ def test_submit_from_inside_a_task_and_a_job_that_submits_jobs():
     dsk["all"] = (sum, ["i2", "i3", "i4"])
     assert ns.submit(dsk, "all", scheduler="threads", num_workers=2).result(30) == 1 + 3 + 6
     assert ns.submit(dsk, "all", scheduler="sync").result(30) == 10
+
+
+def test_a_finished_job_is_forgotten_once_dropped():
+    import gc
+    import weakref
+
+    job = ns.submit(graph(2), "total", scheduler="sync")
+    assert job.result(10) == 1 and job in ns.jobs()
+    ref = weakref.ref(job)
+    del job
+    gc.collect()
+    assert ref() is None, "a finished job (and its result) must be freed once dropped"
+    kept = ns.submit(graph(2), "total", scheduler="sync")
+    assert kept.result(10) == 1
+    jobs_module.drop(kept)
+    assert kept not in ns.jobs() and kept.state == "finished"
 
 
 def test_bad_arguments_say_what_to_write():

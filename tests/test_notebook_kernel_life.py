@@ -63,9 +63,17 @@ class FrontEnd:
         return out
 
     def run(self, code: str, timeout: float = 60.0) -> list[dict]:
-        """Execute ``code``; the IOPub messages up to its idle status, and those of the
+        """Execute ``code`` (a request whose header has a ``subshell_id``, as
+        JupyterLab's do); the IOPub messages up to its idle status, and those of the
         subshell requests it caused, whose replies are awaited."""
-        msg_id = self.kernel.send(code)
+        client = self.kernel.client
+        request = client.session.msg(
+            "execute_request",
+            {"code": code, "silent": False, "store_history": True, "allow_stdin": False},
+        )
+        request["header"]["subshell_id"] = None
+        client.shell_channel.send(request)
+        msg_id = request["header"]["msg_id"]
         messages: list[dict] = []
         deadline = time.monotonic() + timeout
         while not any(is_idle(m, msg_id) for m in messages):
@@ -103,8 +111,12 @@ def kernel():
 
 def test_the_first_distributed_compute_publishes_only_its_own_status(kernel):
     front = FrontEnd(kernel)
-    front.run(SETUP)
+    setup = front.run(SETUP)
     assert "jupyter.widget" in front.targets  # the widget channel opened with the extension
+    # ... and the setup cell waited for the subshell: its status came before the cell's
+    # idle, not during the next cell (which Run All has queued already)
+    ends = [m["parent_header"].get("msg_type") for m in setup if is_idle(m)]
+    assert ends == ["create_subshell_request", "execute_request"], ends
     asked_before = len(front.requests)
     messages = front.run(
         "def slow(x):\n"

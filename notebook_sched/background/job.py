@@ -1,6 +1,6 @@
 """The :class:`Job`: a ``concurrent.futures.Future`` around one run on a job thread.
 
-See the package docstring (``jobs/__init__.py``) for the design: settings captured at
+See the package docstring (``background/__init__.py``) for the design: settings captured at
 submit, the job thread in a copy of the submitting context, cancelling through the
 interrupt path (:class:`JobCancelled` is a ``KeyboardInterrupt``), failures kept for
 ``job.debug()``.  :class:`JobList` is the table ``ns.jobs()`` returns.

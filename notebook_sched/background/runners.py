@@ -61,6 +61,7 @@ class Runners:
                 self._spawn()  # so the next submit finds a runner waiting
             me.name = f"notebook_sched-{job.name}"
             context.run(job._run)
+            del job, context  # an idle runner must not keep the last job (its result) alive
             me.name = "notebook_sched-jobs-idle"
             with self.lock:
                 self.idle += 1

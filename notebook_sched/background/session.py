@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextvars
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,8 +22,23 @@ from .job import RUNNING_JOB, Job, JobList
 
 __all__ = ["submit", "submit_call", "jobs", "drop", "cancel_all"]
 
-_registry_lock = threading.Lock()  # guards _registry
-_registry: list[Job] = []
+# This session's jobs, oldest first, held weakly: a running job is held by its runner
+# (a pending one by the runners' queue), a finished one only by the user, so dropping
+# the last reference (``del job``) frees its result.  _registry_lock guards the list.
+_registry_lock = threading.Lock()
+_registry: list[weakref.ref] = []
+
+
+def _register(job: Job) -> None:
+    with _registry_lock:
+        _registry[:] = [ref for ref in _registry if ref() is not None]
+        _registry.append(weakref.ref(job))
+
+
+def _live() -> list[Job]:
+    with _registry_lock:
+        return [job for job in (ref() for ref in _registry) if job is not None]
+
 
 _OPTIONS = ("scheduler", "num_workers", "pool", "rerun", "worker_timeout", "cache")
 
@@ -60,8 +76,7 @@ def submit(*args: Any, name: str | None = None, progress: Any = None, **options:
         captured["rerun"] = "never"  # job.debug() reruns on the caller's thread instead
     job = Job(work, captured, name)
     _show_view(job, progress)
-    with _registry_lock:
-        _registry.append(job)
+    _register(job)
     job._start(_job_context())
     return job
 
@@ -79,8 +94,7 @@ def submit_call(
     options = {name_: captured[name_] for name_ in _OPTIONS if name_ in captured}
     job = Job(("call", function, settings, {}), options, name)
     _show_view(job, progress)
-    with _registry_lock:
-        _registry.append(job)
+    _register(job)
     job._start(_job_context())
     return job
 
@@ -114,23 +128,21 @@ def _show_view(job: Job, progress: Any) -> None:
 
 
 def jobs() -> JobList:
-    """This session's jobs (each keeps its result until you drop it: ``drop``)."""
-    with _registry_lock:
-        return JobList(_registry)
+    """This session's jobs: the running ones, and the finished ones you still hold
+    (a job keeps its result until you drop it: ``del job``)."""
+    return JobList(_live())
 
 
 def drop(job: Job) -> None:
     """Forget ``job`` (cancelling it if it still runs), freeing its result."""
     job.cancel()
     with _registry_lock:
-        if job in _registry:
-            _registry.remove(job)
+        _registry[:] = [ref for ref in _registry if ref() not in (None, job)]
 
 
 def cancel_all() -> int:
     """Cancel every running or pending job; returns how many were stopped."""
-    with _registry_lock:
-        running = [job for job in _registry if not job.done()]
+    running = [job for job in _live() if not job.done()]
     stopped = 0
     for job in running:
         job._stopping = True

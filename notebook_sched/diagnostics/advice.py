@@ -122,6 +122,7 @@ class Advisor(Observer):
         self._workers: dict[str, set] = {}
         self._gil_names: set[str] = set()
         self._cpu_names: set[str] = set()
+        self._routes: dict[str, str] = {}  # auto's reasons, per prefix (RunInfo.extra)
 
     # -- events ------------------------------------------------------------------------
     def graph_started(self, run: RunInfo) -> None:
@@ -168,6 +169,7 @@ class Advisor(Observer):
             if not self._runs:
                 raise LookupError("this Advisor has not seen a run yet: compute inside it")
             run, t0, t1, first, last = self._runs[-1]
+            runs = [r[0] for r in self._runs] if every_run else [run]
             if every_run:
                 t0, first, t1, last = self._runs[0][1], 0, 0.0, -1
             done = self._done[first : last if last >= 0 else len(self._done)]
@@ -186,7 +188,8 @@ class Advisor(Observer):
         self._workers = {}
         remote_means = _remote_gil_means(records, names)
         gil_names = set(remote_means)
-        routed = _auto_shares() if run.scheduler == "auto" else {}
+        # The share auto routed on (noted in the run: Reporter.note_run): one number
+        routed = dict(run.extra.get("gil_shares", {})) if run.scheduler == "auto" else {}
         for record, name, here in zip(records, names, in_caller, strict=True):
             self._workers.setdefault(name, set()).add(record.where)
             if name in routed:  # the share auto routed on: one number per fact
@@ -222,6 +225,9 @@ class Advisor(Observer):
                 out.extend(have[n % len(have)] for n in range(max(count, len(have))))
         self._gil_names = gil_names
         self._cpu_names = {n for n, r in zip(names, records, strict=True) if r.cpu is not None}
+        self._routes = {}
+        for seen in runs:  # what auto noted on each run (Reporter.note_run), later wins
+            self._routes.update(seen.extra.get("routes", {}))
         return out, run.scheduler, run.workers, (t1 or time.time()) - t0
 
     def advice(self, costs: Costs | None = None, every_run: bool = False) -> Advice:
@@ -238,7 +244,7 @@ class Advisor(Observer):
             if ran_on == "auto":
                 kinds = self._workers.get(s.prefix, set())
                 where = "auto: " + ", ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
-                why = _auto_reason(s.prefix)
+                why = self._routes.get(s.prefix, "")
             known = s.prefix in self._gil_names
             cpu_known = known or s.prefix in self._cpu_names
             verdict = s.verdict if known else None
@@ -287,12 +293,6 @@ def _remote_gil_means(records: list, names: list) -> dict[str, float]:
 _KIND_WORDS = {THREAD: "threads", PROCESS: "processes", CALLER: "inline"}
 
 
-def _auto_shares() -> dict[str, float]:
-    from ..schedulers.auto import router
-
-    return dict(router().shares)
-
-
 def machine_load(samples: list[TaskSample], ran_on: str, workers: int) -> Load | None:
     """How busy the machine was while ``samples`` ran (None: no CPU time measured)."""
     cpu = sum(s.cpu for s in samples)
@@ -305,12 +305,6 @@ def machine_load(samples: list[TaskSample], ran_on: str, workers: int) -> Load |
         share=cpu / (cpu + starved),
         runnable=1 if ran_on == "sync" else max(workers, 1),
     )
-
-
-def _auto_reason(prefix: str) -> str:
-    from ..schedulers.auto import router
-
-    return router().reasons.get(prefix, "")
 
 
 def recommend(samples, rows, ran_on, workers, seconds, costs) -> Recommendation | None:

@@ -22,7 +22,7 @@ when and where things happen:
 
 The text view (``view="text"``, or outside a kernel with ``progress=True``) writes
 one line when the job ends, to the submitting cell's stream (the job thread runs in
-that cell's context, see ``jobs/``).  This module knows jobs only by duck typing
+that cell's context, see ``background/``).  This module knows jobs only by duck typing
 (``name``, ``backend``, ``progress``, ``elapsed``, ``state``, ``describe()``): the
 jobs layer stands above it.
 """

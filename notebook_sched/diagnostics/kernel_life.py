@@ -14,7 +14,12 @@ ends, while the cell shows ``[*]``.  Later widgets reuse the subshell.  Nothing 
 the kernel can stop the front end from asking; what we can choose is *when* it asks:
 :func:`open_widget_channel` (called by ``%load_ext notebook_sched``) opens one hidden
 widget, kept for the kernel's life, so the subshell is made while that short cell
-runs and no compute's bar is ever the first widget of the kernel.
+runs and no compute's bar is ever the first widget of the kernel.  When the cell's
+request comes from a front end that knows subshells (its header has a ``subshell_id``),
+it then waits (up to ``SUBSHELL_WAIT``, usually a few milliseconds) for the subshell to
+appear (ipykernel 7 lists its subshells), so that the front end's status messages come
+before that cell ends and not during the next one, which *Run All* has queued already;
+other front ends (nbclient, the classic notebook) ask for nothing and wait for nothing.
 
 **Live views at shutdown.**  A progress bar or a cluster view that is live when the
 kernel shuts down or restarts would stay frozen in the front end as it was last drawn
@@ -33,6 +38,7 @@ Nothing here imports IPython or ipywidgets before a kernel asks for them.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -40,6 +46,7 @@ from ..environment import in_kernel, ipython_shell
 
 __all__ = ["open_widget_channel", "watch", "unwatch", "stopped_text"]
 
+SUBSHELL_WAIT = 3.0  # at most, for a subshell-aware front end's widget subshell
 _lock = threading.Lock()  # guards _anchor, _hooked and _live
 _anchor: Any = None  # the hidden widget that keeps the widget target's subshell open
 _hooked: weakref.WeakSet = weakref.WeakSet()  # kernels whose do_shutdown we wrapped
@@ -61,9 +68,40 @@ def open_widget_channel() -> None:
         import ipywidgets
     except ImportError:
         return
+    kernel = getattr(ipython_shell(), "kernel", None)
+    subshells = getattr(getattr(kernel, "shell_channel_thread", None), "manager", None)
+    before = _count(subshells)
     with _lock:
-        if _anchor is None:
-            _anchor = ipywidgets.Widget()  # never displayed: a comm, no view
+        if _anchor is not None:
+            return
+        _anchor = ipywidgets.Widget()  # never displayed: a comm, no view
+    if before is None or not _subshell_aware(kernel):
+        return  # no subshells here, or a front end that does not use them: no request
+    # Wait (briefly) for the front end's subshell, so that its status messages come
+    # before this cell ends, not during the next one (Run All queues it at once).
+    deadline = time.monotonic() + SUBSHELL_WAIT
+    while time.monotonic() < deadline:
+        if (_count(subshells) or 0) > before:
+            time.sleep(0.05)  # the control thread's idle status follows the reply
+            return
+        time.sleep(0.01)
+
+
+def _subshell_aware(kernel: Any) -> bool:
+    """Does the front end of the running cell know subshells?  JupyterLab 4.4+ puts a
+    ``subshell_id`` (None for the main shell) in the header of every request it sends;
+    jupyter_client, nbclient and older front ends send none."""
+    try:
+        return "subshell_id" in kernel.get_parent()["header"]
+    except Exception:
+        return False
+
+
+def _count(subshells: Any) -> int | None:
+    try:
+        return len(subshells.list_subshell())
+    except Exception:
+        return None
 
 
 def watch(view: Any) -> None:

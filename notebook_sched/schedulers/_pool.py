@@ -22,7 +22,7 @@ One pool lives at a time (``acquire``), reused across computes so no call pays t
 and shut down at exit.
 
 **Shared fairly (leases).**  Several runs may use the pool at once (background jobs,
-``jobs/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
+``background/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
 looks like a pool (``workers``, ``size``, ``replace``) but lists only the workers
 lent to that run.  A worker belongs to one run at a time, so a pipe never carries two
 runs' batches.  Every time a run looks at ``lease.workers`` (once per dispatch and
@@ -66,7 +66,7 @@ __all__ = [
 
 _context = multiprocessing.get_context("spawn")
 
-# True in background jobs' threads (set by jobs/job.py, inherited by the threads a job
+# True in background jobs' threads (set by background/job.py, inherited by the threads a job
 # starts): their leases yield to foreground runs.
 BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "notebook_sched_background", default=False

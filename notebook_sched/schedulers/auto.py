@@ -186,6 +186,18 @@ class _AutoRun:
             raise
         finally:
             self._close()
+            self._note_routes()
+
+    def _note_routes(self) -> None:
+        """Why this run's prefixes went where they went, and the busy-GIL share each
+        was routed on, for the advisor (in the run's RunInfo: no shared state)."""
+        reasons, shares = self.router.reasons, self.router.shares
+        prefixes = set(self.prefixes.values())
+        routes = {p: reasons[p] for p in prefixes if p in reasons}
+        if "(pool)" in reasons and self.pool_refused:
+            routes["(pool)"] = reasons["(pool)"]
+        self.report.note_run("routes", routes)
+        self.report.note_run("gil_shares", {p: shares[p] for p in prefixes if p in shares})
 
     def _close(self) -> None:
         for _ in self.threads:
