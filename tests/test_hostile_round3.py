@@ -295,3 +295,30 @@ def test_auto_moves_a_prefix_first_seen_sleeping_once_it_computes(no_leaks):
         ns.get(spinning, list(spinning), scheduler="auto", num_workers=2)
     where = {r.worker.split("-")[0] for r in prof.records}
     assert "process" in where, (where, router().reasons)
+
+
+# -- auto runs on a thread what it cannot ship ---------------------------------------------
+
+
+def shipped_work(i, thing=None):
+    total = 0
+    for k in range(300_000):  # pure Python: auto moves this prefix to processes
+        total += k ^ i
+    return total
+
+
+def test_auto_runs_a_task_it_cannot_ship_on_a_thread(no_leaks):
+    import threading
+
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    learn = {("shipped_work", i): (shipped_work, i) for i in range(16)}
+    ns.get(learn, list(learn), scheduler="auto", num_workers=2)
+    assert router().route("shipped_work") == "processes", router().reasons
+    lock = threading.RLock()
+    graph = {("shipped_work", i): (shipped_work, i, lock) for i in range(6)}
+    expected = tuple(shipped_work(i) for i in range(6))
+    assert ns.get(graph, list(graph), scheduler="auto", num_workers=2) == expected
+    assert "cannot be pickled" in router().reasons["shipped_work"]
+    router().forget()

@@ -109,6 +109,7 @@ class Router:
         self.reasons: dict[str, str] = {}  # prefix -> why its tasks go where they go
         # prefix -> the busy-GIL share behind its last decision (the advice shows it)
         self.shares: dict[str, float] = {}
+        self.pinned: set[str] = set()  # prefixes whose tasks could not be shipped
 
     @property
     def per_byte(self) -> float:
@@ -117,8 +118,16 @@ class Router:
             self._per_byte = transfer_cost()
         return self._per_byte
 
+    def unshippable(self, prefix: str) -> None:
+        """A task of ``prefix`` could not be pickled to go to a process (an RLock or a
+        generator among its inputs): its tasks stay on threads from now on."""
+        self.pinned.add(prefix)
+
     def route(self, prefix: str, input_bytes: int = 0) -> str:
         """``THREADS`` or ``PROCESSES`` for the next task of ``prefix``."""
+        if prefix in self.pinned:
+            self.reasons[prefix] = "its tasks cannot be pickled to go to a process: threads"
+            return THREADS
         model = self.models.get(prefix)
         if model is None or self.is_new(prefix):
             self.reasons[prefix] = "new: measured on threads first"
@@ -180,3 +189,4 @@ class Router:
         self.models.clear()
         self.reasons.clear()
         self.shares.clear()
+        self.pinned.clear()
