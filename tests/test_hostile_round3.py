@@ -322,3 +322,39 @@ def test_auto_runs_a_task_it_cannot_ship_on_a_thread(no_leaks):
     assert ns.get(graph, list(graph), scheduler="auto", num_workers=2) == expected
     assert "cannot be pickled" in router().reasons["shipped_work"]
     router().forget()
+
+
+# -- a task closes fd 1 on a cluster worker ------------------------------------------------
+
+
+def _close_stdout(x):
+    with contextlib.suppress(OSError):  # closed already by an earlier task here
+        os.close(1)
+    return x
+
+
+def _say(i, *inputs):
+    print("hello", i)
+    return i
+
+
+def test_a_task_that_closes_fd_1_then_printing_rounds_all_end():
+    """Each round ends, with the answer or the print's own EBADF (its worker's stdout
+    was closed by a task), never a hang; also under three CPU hogs."""
+    from .helpers import stop_default_cluster
+
+    try:
+        closed = {("c", i): (_close_stdout, i) for i in range(4)}  # on both workers
+        assert ns.get(closed, list(closed), scheduler="distributed", num_workers=2)
+        start = time.monotonic()
+        with cpu_hogs(3):
+            for r in range(5):  # fan-ins open peer connections: never as fd 1
+                graph = {("p", r, i): (_say, i) for i in range(20)}
+                graph["all"] = (_say, 99, *[("p", r, i) for i in range(20)])
+                try:
+                    assert ns.get(graph, "all", scheduler="distributed", num_workers=2) == 99
+                except OSError as exc:
+                    assert exc.errno == 9, exc  # EBADF: the print of a task
+        assert time.monotonic() - start < 30
+    finally:
+        stop_default_cluster()
