@@ -245,14 +245,16 @@ class DelayedFunction:
         return f"delayed({funcname(self.func)})"
 
 
-def delayed(obj: Any = None, *, name: str | None = None, cache: bool = True):
+def delayed(obj: Any = None, *, name: str | None = None, cache: bool = True, pure: bool = True):
     """Wrap a function (its calls become tasks) or a value (it becomes a task).
 
     Works as a decorator, with or without arguments: ``@delayed`` or
     ``@delayed(name="load")``.  ``cache=False`` keeps the function's results out of
     the result cache (for functions that read files, clocks or random state): its
-    tasks run every time.
+    tasks run every time.  ``pure=False`` says the same in Dask's words (a function
+    that is not pure must not be cached); keys stay random either way.
     """
+    cache = cache and pure
     if obj is None:
         return lambda func: delayed(func, name=name, cache=cache)
     if isinstance(obj, Delayed):

@@ -166,6 +166,55 @@ def test_pandas_objects_by_content_index_and_columns():
     assert task_print(len, series).digest != task_print(len, other).digest
 
 
+def test_the_fast_path_for_repeated_functions_gives_the_general_digests():
+    # The first task of a function takes the general path, the next ones a fast path
+    # (scalars and references only): each task's print must not depend on which.
+    tasks = {
+        "b": (_inc, 2, "x"),
+        "c": (_inc, "x", "x"),  # a repeated reference: back to the general path
+        "d": (_inc, 1.5, "s", -(2**70)),
+        ("e", 3): (_inc, ("e", 0)),
+        "uuid-00000000-0000-0000-0000-000000000000": (_inc, 1),  # Dask's pure=False
+    }
+    data = {"x": 5, ("e", 0): 7}
+    together = graph_fingerprints({"a": (_inc, 1), **tasks, **data}, ["a", *tasks])
+    for key, task in tasks.items():
+        alone = graph_fingerprints({key: task, **data}, [key])[key]
+        assert together[key] == alone, key
+    assert together["uuid-00000000-0000-0000-0000-000000000000"].digest is None
+    assert together["b"].parts[-1][0] == "dependency 'x'"
+    # a global the shared function reads is read again on every run: an edit is seen
+    space = cell("LIMIT = 1\ndef f(x):\n    return x + LIMIT\n")
+    graph = {f"t{i}": (space["f"], i) for i in range(3)}
+    before = graph_fingerprints(graph, list(graph))
+    space["LIMIT"] = 2
+    after = graph_fingerprints(graph, list(graph))
+    assert all(before[k].digest != after[k].digest for k in graph)
+    assert explain(before["t2"], after["t2"]) == "global LIMIT changed"
+
+
+def test_an_installed_module_without_a_version_counts_by_its_file_not_a_scan(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from notebook_sched.cache import code_print
+
+    def no_scan():
+        raise AssertionError("every distribution was scanned")
+
+    monkeypatch.setattr(metadata, "packages_distributions", no_scan)
+    source = tmp_path / "nsched_unversioned_pkg.py"
+    source.write_text("X = 1\n")
+    module = type(sys)("nsched_unversioned_pkg")
+    module.__file__ = str(source)
+    monkeypatch.setitem(sys.modules, "nsched_unversioned_pkg", module)
+    monkeypatch.setattr(code_print, "_versions", {})
+    first = code_print._version("nsched_unversioned_pkg")
+    assert str(source) in first
+    source.write_text("X = 22\n")  # a reinstall or an edit: another size and time
+    code_print._versions.clear()
+    assert code_print._version("nsched_unversioned_pkg") != first
+
+
 def test_a_dependency_change_propagates_downstream():
     def inc(x):
         return x + 1
@@ -527,6 +576,26 @@ def test_delayed_cache_false_opts_out_and_still_computes():
     assert inner.identity == "stamp|stamp"
     assert prints[value.key].reason.startswith("depends on 'stamp', which is uncacheable")
     assert value.compute(scheduler="sync") == 41 and calls == [4]
+
+
+def test_delayed_pure_false_opts_out_like_cache_false():
+    calls = []
+
+    @ns.delayed(pure=False)
+    def stamp(x):
+        calls.append(x)
+        return x * 10
+
+    value = ns.delayed(_inc)(stamp(4))
+    prints = graph_fingerprints(value.__dask_graph__(), [value.key])
+    ((inner_key, inner),) = [(k, p) for k, p in prints.items() if k != value.key]
+    assert inner.reason == "its function opted out of the cache (cache=False)"
+    assert value.compute(scheduler="sync", cache=True) == 41
+    assert value.compute(scheduler="sync", cache=True) == 41 and calls == [4, 4]
+    line = ns.cache_info().explain(inner_key)
+    assert line == f"{inner_key!r}: uncacheable: its function opted out of the cache (cache=False)"
+    pure = ns.delayed(_inc, pure=True)(1)
+    assert graph_fingerprints(pure.__dask_graph__(), [pure.key])[pure.key].digest is not None
 
 
 def test_the_marker_attribute_and_the_opt_out_predicate():

@@ -103,7 +103,6 @@ _ROOTS: tuple[str, ...] | None = None
 _INSTALLED_NAMES = ("notebook_sched",)  # ours: by version, even from a source checkout
 _module_is_user: dict[tuple[str, Any], bool] = {}
 _versions: dict[str, str] = {}
-_DISTRIBUTIONS: Any = None  # importlib.metadata.packages_distributions(), read once
 
 
 def is_user_module(name: Any) -> bool:
@@ -135,8 +134,9 @@ def is_user_module(name: Any) -> bool:
 def _version(module_name: str) -> str:
     """The version an installed module counts by, cheapest source first: Python's for
     the standard library and builtins, ``__version__``, the distribution named like the
-    module, any distribution providing it (one scan of them all, ~1 s), the file's
-    modification time and size."""
+    module, else the file's modification time and size (any reinstall or edit changes
+    them).  Never a scan of every installed distribution: that costs about a second in
+    a fresh process, for no safer answer.  Remembered per process and top package."""
     top = module_name.partition(".")[0]
     known = _versions.get(top)
     if known is not None:
@@ -172,14 +172,6 @@ def _distribution_version(top: str) -> str:
     try:
         return f"{top} {metadata.version(top)}"
     except Exception:  # no distribution of that name, or a broken one
-        pass
-    global _DISTRIBUTIONS
-    try:
-        if _DISTRIBUTIONS is None:
-            _DISTRIBUTIONS = metadata.packages_distributions()
-        dists = _DISTRIBUTIONS.get(top)
-        return f"{dists[0]} {metadata.version(dists[0])}" if dists else ""
-    except Exception:
         return ""
 
 

@@ -83,6 +83,7 @@ _ARG_LABELS = [f"argument {i}" for i in range(1, 65)]
 _ARG_LABEL_BYTES = [label.encode() for label in _ARG_LABELS]
 _DATA, _ALIAS, _CALL = b"data", b"alias", b"call"
 _HEX = "0123456789abcdef"
+_NO_HEAD = object()
 
 
 class _Entry(NamedTuple):
@@ -122,13 +123,14 @@ def _walk(mapping: dict, keys: list, opt_out: OptOut | None) -> dict[Hashable, T
     roots: dict[Hashable, tuple[str, str]] = {}  # uncacheable key -> (where, why) at the root
     names: dict[Hashable, str] = {}
     seen_identities: dict[str, int] = {}
+    name_parts: dict[str, str] = {}  # the name part of the tuple keys' first element
     stack = list(reversed(keys))
     while stack:
         key = stack[-1]
         if key in prints:
             stack.pop()
             continue
-        entry = entries.pop(key, None)
+        entry = entries.pop(key, None) if entries else None
         if entry is None:
             entry = reader.read(key)
             if entry.deps:
@@ -140,12 +142,15 @@ def _walk(mapping: dict, keys: list, opt_out: OptOut | None) -> dict[Hashable, T
         elif not all(map(prints.__contains__, entry.deps)):
             entry = _Entry(entry.kind, entry.name, (), [], "it is part of a cycle")
         stack.pop()
-        name = names[key] = _shown_key(key)
+        name = names[key] = _shown_key(key, name_parts)
         base = f"{entry.name or entry.kind.decode()}|{name}"
         count = seen_identities.get(base, 0) + 1
         seen_identities[base] = count
         identity = base if count == 1 else f"{base}#{count}"
-        prints[key] = _finish(key, entry, identity, prints, names, roots)
+        if entry.reason is None and not entry.deps:  # most tasks of a wide graph
+            prints[key] = TaskPrint(digest_of(entry.body), None, entry.parts, identity)
+        else:
+            prints[key] = _finish(key, entry, identity, prints, names, roots)
     return prints
 
 
@@ -176,10 +181,21 @@ def _finish(key, entry: _Entry, identity: str, prints: dict, names: dict, roots:
     return TaskPrint(digest_of(b"".join(digests)), None, tuple(parts), identity)
 
 
-def _shown_key(key: Hashable) -> str:
-    """A key's name without its random part: ``inc-1a2b…`` -> inc, ``('x-…', 3)`` -> x-3."""
+def _shown_key(key: Hashable, memo: dict | None = None) -> str:
+    """A key's name without its random part: ``inc-1a2b…`` -> inc, ``('x-…', 3)`` -> x-3.
+
+    ``memo`` keeps the name part of tuple keys' first elements (shared by a whole
+    collection's chunks) for one walk."""
     if type(key) is tuple and key:
-        return "-".join([_name_part(key[0]), *map(str, key[1:])])
+        head = key[0]
+        if memo is not None and type(head) is str:
+            part = memo.get(head)
+            if part is None:
+                part = memo[head] = _name_part(head)
+            if len(key) == 2:
+                return part + "-" + str(key[1])
+            return "-".join([part, *map(str, key[1:])])
+        return "-".join([_name_part(head), *map(str, key[1:])])
     return _name_part(key)
 
 
@@ -209,12 +225,17 @@ class _Reader:
         self._heads: dict[tuple[int, int], tuple] = {}
         self._last_head: Any = None
         self._last: tuple = (False, None, None)
+        self._simple_head: Any = _NO_HEAD  # the last head that _simple_call may take
 
     def read(self, key: Hashable) -> _Entry:
         try:
             value = self.mapping[key]
         except (KeyError, TypeError):
             return _Entry(_DATA, "", (), [], "it is not in the graph")
+        if type(value) is tuple and value and value[0] is self._simple_head:
+            entry = self._simple_call(key, value)
+            if entry is not None:
+                return entry
         try:
             return self._read(key, value)
         except Exception as exc:  # a value's own code failed (__reduce__, __getattr__...)
@@ -265,6 +286,8 @@ class _Reader:
             is_apply = _is_apply(head)
             printed, reason = self._head(head, head)
             self._last_head, self._last = head, (is_apply, printed, reason)
+            simple = not (is_apply or node or reason or self.opt_out) and printed.digest
+            self._simple_head = head if simple else _NO_HEAD
         if is_apply and args and callable(args[0]):
             func, call_args = args[0], args[1] if len(args) > 1 else []
             call_kwargs = args[2] if len(args) > 2 else {}
@@ -310,6 +333,36 @@ class _Reader:
             unseen = [dep for dep in getattr(value, "dependencies", ()) if dep not in index]
             deps.extend(sorted(unseen, key=repr))
         return _Entry(_CALL, name, tuple(parts), deps, None, b"".join(body))
+
+    def _simple_call(self, key: Hashable, value: tuple) -> _Entry | None:
+        """The common task, ``(func, *scalars and references)`` with the last task's
+        function (not an apply, no opt-out), read without building the general case's
+        state; the same entry as :meth:`_call` gives, or None to take the general path.
+        No allocation but the entry's own parts, and no memo that outlives the run."""
+        prefix = key[0] if type(key) is tuple and key else key
+        if type(prefix) is str and len(prefix) > 37 or len(value) > 64:
+            return None  # a key that may be Dask's pure=False uuid; many arguments
+        printed = self._last[1]
+        mapping = self.mapping
+        digest = self.values.digest
+        body = [_CALL, printed.digest]
+        parts = list(printed.parts)
+        deps: list = []
+        for position in range(len(value) - 1):
+            arg = value[position + 1]
+            typ = type(arg)
+            if typ is not int and typ is not str and typ is not float:
+                return None
+            if arg in mapping:
+                if arg in deps:
+                    return None  # a repeated reference: the general path numbers it
+                arg_digest = _REF_DIGESTS[len(deps)]
+                deps.append(arg)
+            else:
+                arg_digest = digest(arg)
+            parts.append((_ARG_LABELS[position], arg_digest))
+            body += (_ARG_LABEL_BYTES[position], arg_digest)
+        return _Entry(_CALL, printed.name, tuple(parts), deps, None, b"".join(body))
 
     def _head(self, head: Any, func: Any) -> tuple[CallablePrint, str | None]:
         """The print of a task's function and its opt-out, memoized for the run."""

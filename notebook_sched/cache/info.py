@@ -87,6 +87,8 @@ class CacheInfo:
 
         if new is None:
             return f"{key!r}: {status}"
+        if new.digest is None:  # "uncacheable: <why>", not "uncacheable: not cacheable: ..."
+            return f"{key!r}: {UNCACHEABLE}: {new.reason}"
         return f"{key!r}: {status}: {explain(self._previous(new.identity), new)}"
 
     def _previous(self, identity: str) -> Any:
