@@ -83,3 +83,24 @@ def test_prefixes_too_short_to_sample_stop_being_probed():
     learn(router, "tiny", MAX_PROBES, wall=0.001, cpu=0.001, gil_busy=0.0, samples=0)
     assert not router.is_new("tiny")
     assert router.route("tiny") == THREADS
+
+
+def test_a_prefix_first_seen_sleeping_is_measured_again_when_it_computes():
+    router = Router()
+    learn(router, "work", MIN_SAMPLES, wall=0.05, cpu=0.0005, gil_busy=0.0)
+    assert router.route("work") == THREADS and not router.is_new("work")
+    # Later tasks spin, on threads beside each other: not probed (gil_busy None)...
+    router.observe("work", wall=1.0, cpu=0.9, gil_busy=None)
+    assert router.is_new("work")  # ...so the next one runs alone and is probed
+    assert "measured on threads again" in router.reasons["work"]
+    for _ in range(MIN_SAMPLES):
+        router.observe("work", wall=1.0, cpu=1.0, gil_busy=0.95)
+    assert router.route("work") == PROCESSES
+
+
+def test_a_waiting_prefix_is_not_relearned_for_noise():
+    router = Router()
+    learn(router, "fetch", MIN_SAMPLES, wall=0.05, cpu=0.001, gil_busy=0.0)
+    router.observe("fetch", wall=0.05, cpu=0.003, gil_busy=None)  # a little more CPU
+    router.observe("fetch", wall=2e-5, cpu=2e-5, gil_busy=None)  # inline: cpu=wall, tiny
+    assert not router.is_new("fetch")

@@ -480,7 +480,12 @@ def test_a_long_tmpdir_gives_a_short_private_directory_not_tcp(monkeypatch, no_l
 # -- 7. SIGTERM cleans up; stale directories of dead clusters are swept -----------------
 
 _SIGTERM_SCRIPT = """
-import os, sys, time
+import os, signal, sys, time
+# A child inherits ignored signals: under `nohup make test` (or a runner that ignores
+# SIGHUP) this process would rightly keep ignoring SIGHUP (sockdir chains no handler
+# to an ignored signal) and never die.  Start as a program run from a terminal does.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from notebook_sched.distributed import LocalCluster
 cluster = LocalCluster(n_workers=1)
 print(os.path.dirname(cluster.scheduler.address), *cluster.pids, flush=True)

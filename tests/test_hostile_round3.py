@@ -268,3 +268,93 @@ def test_socket_folder_removed_fails_the_run_clearly_and_replaces_the_cluster():
         assert defaults.current_cluster() is not cluster
     finally:
         stop_default_cluster()
+
+
+# -- auto re-learns a prefix whose tasks change character ---------------------------------
+
+
+def relearned_work(i, spin):
+    if not spin:
+        time.sleep(0.02)
+        return i
+    total = 0
+    for k in range(400_000):  # pure Python: holds the GIL
+        total += k ^ i
+    return total
+
+
+def test_auto_moves_a_prefix_first_seen_sleeping_once_it_computes(no_leaks):
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    sleeping = {("relearned_work", i): (relearned_work, i, False) for i in range(12)}
+    ns.get(sleeping, list(sleeping), scheduler="auto", num_workers=2)
+    assert router().route("relearned_work") == "threads"
+    spinning = {("relearned_work", i): (relearned_work, i, True) for i in range(24)}
+    with ns.Profiler() as prof:
+        ns.get(spinning, list(spinning), scheduler="auto", num_workers=2)
+    where = {r.worker.split("-")[0] for r in prof.records}
+    assert "process" in where, (where, router().reasons)
+
+
+# -- auto runs on a thread what it cannot ship ---------------------------------------------
+
+
+def shipped_work(i, thing=None):
+    total = 0
+    for k in range(300_000):  # pure Python: auto moves this prefix to processes
+        total += k ^ i
+    return total
+
+
+def test_auto_runs_a_task_it_cannot_ship_on_a_thread(no_leaks):
+    import threading
+
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    learn = {("shipped_work", i): (shipped_work, i) for i in range(16)}
+    ns.get(learn, list(learn), scheduler="auto", num_workers=2)
+    assert router().route("shipped_work") == "processes", router().reasons
+    lock = threading.RLock()
+    graph = {("shipped_work", i): (shipped_work, i, lock) for i in range(6)}
+    expected = tuple(shipped_work(i) for i in range(6))
+    assert ns.get(graph, list(graph), scheduler="auto", num_workers=2) == expected
+    assert "cannot be pickled" in router().reasons["shipped_work"]
+    router().forget()
+
+
+# -- a task closes fd 1 on a cluster worker ------------------------------------------------
+
+
+def _close_stdout(x):
+    with contextlib.suppress(OSError):  # closed already by an earlier task here
+        os.close(1)
+    return x
+
+
+def _say(i, *inputs):
+    print("hello", i)
+    return i
+
+
+def test_a_task_that_closes_fd_1_then_printing_rounds_all_end():
+    """Each round ends, with the answer or the print's own EBADF (its worker's stdout
+    was closed by a task), never a hang; also under three CPU hogs."""
+    from .helpers import stop_default_cluster
+
+    try:
+        closed = {("c", i): (_close_stdout, i) for i in range(4)}  # on both workers
+        assert ns.get(closed, list(closed), scheduler="distributed", num_workers=2)
+        start = time.monotonic()
+        with cpu_hogs(3):
+            for r in range(5):  # fan-ins open peer connections: never as fd 1
+                graph = {("p", r, i): (_say, i) for i in range(20)}
+                graph["all"] = (_say, 99, *[("p", r, i) for i in range(20)])
+                try:
+                    assert ns.get(graph, "all", scheduler="distributed", num_workers=2) == 99
+                except OSError as exc:
+                    assert exc.errno == 9, exc  # EBADF: the print of a task
+        assert time.monotonic() - start < 30
+    finally:
+        stop_default_cluster()

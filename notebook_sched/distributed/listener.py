@@ -55,7 +55,7 @@ from collections.abc import Callable
 from multiprocessing import connection as _mpc
 from typing import Any
 
-from .protocol import Channel
+from .protocol import Channel, keep_standard_fds
 
 __all__ = ["AuthListener", "RateLimitedLog", "set_socket_timeout"]
 
@@ -264,6 +264,7 @@ class AuthListener:
         for _ in range(ACCEPTS_PER_ROUND):
             if len(self._pending) >= MAX_PENDING and not self._make_room():
                 return
+            keep_standard_fds()  # a task closed fd 1: the socket must not become it
             try:
                 sock, _ = self.sock.accept()
             except BlockingIOError:

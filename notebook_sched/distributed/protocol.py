@@ -205,8 +205,26 @@ class Channel:
             pass
 
 
+def keep_standard_fds() -> None:
+    """Reopen /dev/null on fds 0-2 if a task closed them (``os.close(1)``).
+
+    A new socket takes the lowest free fd: after a task closed fd 1, the next
+    connection would be fd 1, and every later ``print`` in that worker would write
+    into it, corrupting the stream (a peer then waits forever for a frame that never
+    parses).  Called before a worker opens or accepts a connection: ~1 µs."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def connect(address: Any, secret: bytes) -> Channel:
     """Open an authenticated channel to ``address`` (both sides prove the secret)."""
+    keep_standard_fds()
     conn = _connect(address, authkey=secret)
     return Channel(conn, str(address))
 

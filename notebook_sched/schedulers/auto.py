@@ -45,6 +45,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from ..engine import Reporter, check_workers, execute_graph
+from ..errors import TaskPicklingError
 from ..gil import GilProbe
 from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
 from ..measure import CALLER, THREAD, sizeof
@@ -430,7 +431,31 @@ class _AutoRun:
             chain = self.state.claim_chain(i, self._shippable, MAX_CHAIN)
             batch_tasks.extend(chain)
             chain_jobs(chain, specs, values, jobs)
-        self.channel.send(worker, batch_tasks, jobs)
+        try:
+            self.channel.send(worker, batch_tasks, jobs)
+        except TaskPicklingError:
+            self._ship_failed(tasks, batch_tasks, jobs)
+
+    def _ship_failed(self, heads: list[int], batch_tasks: list[int], jobs: list) -> None:
+        """auto chose to ship these tasks and one cannot be pickled (an RLock or a
+        generator as input): its prefix stays on threads from now on, and the batch's
+        tasks go back to the ready list (the chains' tails are unclaimed: they become
+        ready when their heads finish), to run on threads wherever threads answer."""
+        import cloudpickle
+
+        bad = set()
+        for job in jobs:
+            try:
+                cloudpickle.dumps(job, protocol=5)
+            except Exception:
+                bad.add(self._prefix(job[0]))
+        for prefix in bad or {self._prefix(i) for i in heads}:  # never ship them again
+            self.router.unshippable(prefix)
+        head_set = set(heads)
+        for t in batch_tasks:
+            if t not in head_set:
+                self.state.claimed[t] = 0
+        self.state.ready.extend(reversed(heads))
 
     # -- waiting: the pool's pipes and sentinels, and the threads' pipe -------------
     def _receive(self, timeout: float | None) -> None:

@@ -27,6 +27,8 @@ process (a kernel session):
 Times are exponentially weighted means (``ALPHA``) and the busy-GIL share a mean
 over the last ``SAMPLE_WINDOW`` samples, so a prefix that changes character
 (different input sizes from one cell to the next) is re-learned within a few tasks.
+A prefix learned as waiting whose tasks start to compute is measured alone again
+(:func:`changed_character`): its tasks on busy threads are never probed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ MAX_PROBES = 6  # ...or tasks measured alone, for prefixes too short to be sampl
 SAMPLE_WINDOW = 12  # probe samples the estimate keeps (older ones fade out)
 MIN_TASK_SECONDS = 0.0005  # shorter GIL-holding tasks are not worth a process hop
 ALPHA = 0.3  # weight of the newest task in the running means of times
+ON_CPU = 0.25  # CPU share of wall time under which a prefix's tasks wait
+RELEARN_CPU = 0.001  # CPU seconds from which a task of a waiting prefix is news
 
 
 @dataclass
@@ -84,6 +88,17 @@ class PrefixModel:
             self.samples = SAMPLE_WINDOW
 
 
+def changed_character(model: PrefixModel, cpu: float) -> bool:
+    """True when a prefix learned as waiting (or as releasing the GIL, with little CPU)
+    runs a task that computes: ten times its usual CPU time, and long enough to
+    matter.  (Not a share of its wall time: beside other threads holding the GIL, or
+    on a loaded machine, a computing task's thread gets a fraction of it.)"""
+    learned = model.samples or model.probes
+    if not learned or model.gil_busy >= GIL_BOUND or model.cpu >= ON_CPU * model.wall:
+        return False
+    return cpu >= RELEARN_CPU and cpu >= 10 * model.cpu
+
+
 class Router:
     """Per-prefix routing decisions; not thread-safe (the backend calls it under its lock)."""
 
@@ -94,6 +109,7 @@ class Router:
         self.reasons: dict[str, str] = {}  # prefix -> why its tasks go where they go
         # prefix -> the busy-GIL share behind its last decision (the advice shows it)
         self.shares: dict[str, float] = {}
+        self.pinned: set[str] = set()  # prefixes whose tasks could not be shipped
 
     @property
     def per_byte(self) -> float:
@@ -102,8 +118,16 @@ class Router:
             self._per_byte = transfer_cost()
         return self._per_byte
 
+    def unshippable(self, prefix: str) -> None:
+        """A task of ``prefix`` could not be pickled to go to a process (an RLock or a
+        generator among its inputs): its tasks stay on threads from now on."""
+        self.pinned.add(prefix)
+
     def route(self, prefix: str, input_bytes: int = 0) -> str:
         """``THREADS`` or ``PROCESSES`` for the next task of ``prefix``."""
+        if prefix in self.pinned:
+            self.reasons[prefix] = "its tasks cannot be pickled to go to a process: threads"
+            return THREADS
         model = self.models.get(prefix)
         if model is None or self.is_new(prefix):
             self.reasons[prefix] = "new: measured on threads first"
@@ -138,8 +162,18 @@ class Router:
         bytes_out: int = 0,
         samples: int = 1,
     ) -> None:
-        """Learn from one finished task of ``prefix`` (``gil_busy`` None: not measured)."""
+        """Learn from one finished task of ``prefix`` (``gil_busy`` None: not measured).
+
+        A prefix kept on threads because its tasks waited, whose task now spends its
+        time on a CPU (``changed_character``), is measured again: its GIL evidence is
+        dropped, so its next task runs alone on a thread and is probed.  Tasks on
+        threads beside others are never probed (they share the GIL), so without this a
+        prefix first seen sleeping stays on threads however much it computes later."""
         model = self.models.setdefault(prefix, PrefixModel())
+        if gil_busy is None and changed_character(model, cpu):
+            model.probes = 0
+            model.busy_sum = model.samples = 0.0
+            self.reasons[prefix] = "its tasks now compute: measured on threads again"
         model.update(wall, cpu, gil_busy, bytes_out, samples)
 
     def is_new(self, prefix: str) -> bool:
@@ -155,3 +189,4 @@ class Router:
         self.models.clear()
         self.reasons.clear()
         self.shares.clear()
+        self.pinned.clear()
