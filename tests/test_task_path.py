@@ -109,16 +109,18 @@ def _names_no_task(exc: BaseException) -> None:
     assert not any("task" in note for note in notes), notes
 
 
-@pytest.mark.parametrize("where", ["task_started", "task_finished", "worker_started"])
-@pytest.mark.parametrize("backend", BACKENDS)
+# worker_started fires only where tasks run on worker threads of ours.
+NO_WORKER_THREAD = ("sync", "processes", "distributed", "process-pool")
+OBSERVER_CASES = [
+    (backend, where)
+    for where in ("task_started", "task_finished", "worker_started")
+    for backend in BACKENDS
+    if not (where == "worker_started" and backend in NO_WORKER_THREAD)
+]
+
+
+@pytest.mark.parametrize(("backend", "where"), OBSERVER_CASES)
 def test_an_observer_error_ends_the_run_as_itself_naming_no_task(backend, where, warm, no_leaks):
-    if where == "worker_started" and backend in (
-        "sync",
-        "processes",
-        "distributed",
-        "process-pool",
-    ):
-        pytest.skip("no worker thread of ours: worker_started does not fire")
     before = ns.last_failure()
     observer = Raising(where)
     with pytest.raises(Boom) as info:
