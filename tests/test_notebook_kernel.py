@@ -278,6 +278,7 @@ def test_picker_is_bound_both_ways(kn):
     assert {(t["_options_labels"][t["index"]], t["description"]) for t in toggle} == {
         ("auto", "progress"),
         ("auto", "rerun"),
+        ("off", "cache"),  # the result cache's choice, off by default
     }
     # The text a reader without widgets gets: short (ipywidgets keeps 110 characters), true.
     text = ex.result["text/plain"]
