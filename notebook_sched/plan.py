@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .graph import ALIAS, VALUE, CompiledGraph
+from .task_runner import invoke_hook
 
 __all__ = [
     "Planner",
@@ -207,10 +208,7 @@ class Both:
         error = None
         for hook in self.hooks:  # each hook runs, whatever another one raised
             try:
-                if getattr(hook, "timed", False):
-                    hook(value, seconds)
-                else:
-                    hook(value)
+                invoke_hook(hook, value, seconds)
             except Exception as exc:
                 error = error or exc
         if error is not None:

@@ -124,6 +124,15 @@ def run_task(spec: tuple, values: Any) -> Any:
         return Failed(exc)
 
 
+def invoke_hook(hook: Callable[..., Any], value: Any, seconds: float | None = None) -> None:
+    """``hook(value, seconds)`` for a hook whose ``timed`` attribute is true, else
+    ``hook(value)``: the one place that knows the two hook signatures."""
+    if getattr(hook, "timed", False):
+        hook(value, seconds)
+    else:
+        hook(value)
+
+
 def call_hook(hook: Callable[..., Any], value: Any, key: Any, seconds: float | None = None) -> None:
     """Call a result hook; what it raises becomes a RuntimeWarning naming the task.
 
@@ -131,10 +140,7 @@ def call_hook(hook: Callable[..., Any], value: Any, key: Any, seconds: float | N
     ``hook(value, seconds)`` (the result cache writes an entry only for a task slower
     than loading it); others get ``hook(value)``."""
     try:
-        if getattr(hook, "timed", False):
-            hook(value, seconds)
-        else:
-            hook(value)
+        invoke_hook(hook, value, seconds)
     except Exception as exc:
         warnings.warn(
             f"the result hook {hook!r} of task {key!r} raised {type(exc).__name__}: {exc}; "
