@@ -157,3 +157,20 @@ def test_a_foreground_compute_gets_its_share_beside_jobs(scheduler, tmp_path, wa
     for job in jobs:
         assert job.cancel()
         assert job._ran.wait(5)
+
+
+@pytest.mark.parametrize("scheduler, workers", [("sync", 1), ("distributed", 2)])
+def test_two_jobs_share_the_workers_on_sync_and_the_cluster(scheduler, workers, tmp_path, warm):
+    path = str(tmp_path / "log")
+    jobs = [
+        ns.submit(
+            logged_graph(tag, 24, 0.02, path), "total", scheduler=scheduler, num_workers=workers
+        )
+        for tag in "ab"
+    ]
+    for job in jobs:
+        assert job.result(90) == sum(range(24))
+    log = events(path)
+    assert peak_running(log) <= workers
+    counts = starts_while_all_ran(log, "ab")
+    assert min(counts.values()) >= 0.25 * sum(counts.values()), counts

@@ -6,6 +6,7 @@ then waits on a queue that the scheduler's I/O thread fills with notices::
 
     ("done", ([(index, start, stop), ...], worker))   only when observers listen
     ("data", [packed output values])                  the run is complete
+    ("output", (stdout text, stderr text))            what a task printed
     ("failed", (index, (exception, traceback, worker)))
     ("cancelled", reason)
 
@@ -37,6 +38,7 @@ from ..engine import UNKNOWN, execute_graph
 from ..errors import load_exception
 from ..failure import RemoteTraceback
 from ..graph import VALUE
+from ..task_output import write_text
 from . import protocol
 from .state import CancelledError
 
@@ -216,6 +218,8 @@ class _GraphRun:
                     spec = specs[out]
                     values[out] = spec[1] if spec[0] == VALUE else protocol.unpack(packed)
                 return
+            elif kind == "output":  # what a task printed: into this thread's (cell's) streams
+                write_text(*payload)
             elif kind == "failed":
                 self._failed(*payload)
             elif kind == "error":  # an output failed; "failed" normally comes first
