@@ -46,8 +46,11 @@ def kernel():
         yield k
 
 
-def test_the_bar_moves_in_its_cell_while_later_cells_run_and_output_stays_there(kn):
-    first = kn.ok("job = ns.submit(slow_graph(40), 'total', scheduler='threads', num_workers=2)")
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "auto", "distributed"])
+def test_the_bar_moves_in_its_cell_while_later_cells_run_and_output_stays_there(kn, scheduler):
+    first = kn.ok(
+        f"job = ns.submit(slow_graph(40), 'total', scheduler={scheduler!r}, num_workers=2)"
+    )
     later = kn.ok("x = 1 + 1\nprint('later cell')")
     assert later.stdout == "later cell\n"  # no task output leaked into this cell
     waited = kn.ok("job.result(60)")
