@@ -267,6 +267,7 @@ ALLOWED_IN_WORKER = {
     "notebook_sched.task_runner",  # runs, fails, times and measures each task
     "notebook_sched.measure",  # the Measurement record and the worker's TaskMeter
     "notebook_sched.gil",  # the TaskMeter's clocks and probe (ctypes lazily)
+    "notebook_sched.task_output",  # what tasks print, captured and sent back
     "notebook_sched.failure",
     "notebook_sched.graph",
     "notebook_sched.graph_walk",

@@ -22,8 +22,10 @@ jobs run gets its share at once.  Background members share what is left equally;
 when it does not divide (three jobs, two workers) the odd slots go to the members
 that took fewest tasks since the members last changed, so the spare slot turns
 round between them instead of staying with the oldest job.  A member may take a
-slot when the busy total is below the capacity and it is below its target, or
-nobody else is waiting for one (no slot idles while some run has work).
+slot when the busy total is below the capacity and it is below its target (and no
+waiter owed a slot took fewer tasks than it: a run whose task just ended does not
+take the slot back before the waiter wakes), or nobody else is waiting for one (no
+slot idles while some run has work).
 
 **Alone costs nothing.**  While a run is the only member it is not ``capped``: its
 threads run exactly as before, with no slot taken (``threads.py`` reads one
@@ -171,7 +173,12 @@ class Member:
             self.busy = busy
             targets = budget.targets()
             room = budget.capacity() - sum(m.load() for m in budget.members)
-            cap = targets[self] if budget.others_waiting(self, targets) else self.limit
+            if budget.outranked(self, targets):
+                cap = busy  # a waiter that took fewer tasks is owed the next slot
+            elif budget.others_waiting(self, targets):
+                cap = targets[self]
+            else:
+                cap = self.limit
             free = max(0, min(cap - busy, room))
             self.busy = busy + free
             return free
@@ -275,8 +282,19 @@ class Budget:
         if sum(m.load() for m in self.members) >= self.capacity():
             return False
         if load < targets.get(member, 0):
-            return True
+            return not self.outranked(member, targets)
         return not self.others_waiting(member, targets)
+
+    def outranked(self, member: Member, targets: dict) -> bool:
+        """Does a member that took fewer tasks (or is older, on a tie) wait for a slot
+        it is owed (under cond)?  Then a slot that comes free is its: the member whose
+        own task just ended must not take it back before the waiter wakes."""
+        rank = (member.served, member.order)
+        return any(
+            other.waiting and other.load() < targets[other] and (other.served, other.order) < rank
+            for other in self.members
+            if other is not member
+        )
 
     def others_waiting(self, member: Member, targets: dict) -> bool:
         """Does another member wait for a slot it is owed (under cond)?"""

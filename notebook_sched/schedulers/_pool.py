@@ -186,13 +186,11 @@ class WorkerPool:
         """A share of this pool for one run, of at most ``limit`` workers; with
         ``exclusive``, the whole pool, or None at once if another run uses it (an
         exclusive lease is ``auto``'s, counted in the budget by its run)."""
-        with self.cond:
-            if exclusive and self.leases:
-                return None
+        # Joined before taking cond (the budget's own lock); an exclusive lease's
+        # member is detached, so there is nothing to leave when it is refused.
         member = BUDGET.join(limit, BACKGROUND.get(), counted=not exclusive)
         with self.cond:
             if exclusive and self.leases:
-                member.leave()
                 return None
             lease = WorkerLease(self, limit, exclusive, member)
             self.leases.append(lease)
@@ -230,15 +228,19 @@ class WorkerPool:
         targets, budget = self.targets()
         mine = targets.get(lease, 0)
         workers = self.workers
-        for slot in list(lease.draining):
+        gave_back = False
+        for slot in list(lease.draining):  # once draining, a worker goes (no flip-flop)
             if not workers[slot].outstanding:
                 lease.draining.discard(slot)
                 lease.held.discard(slot)
                 self.owner[slot] = None
                 self.cond.notify_all()
+                gave_back = True
         starving = self._starving(lease, targets, budget)
         keep = len(lease.held) - len(lease.draining)
-        if starving and keep > mine:
+        if starving and gave_back:
+            pass  # what it gave back goes to the run waiting for it, not back to itself
+        elif starving and keep > mine:
             # Give back the workers with least in flight first (they free soonest).
             in_flight = lambda slot: len(workers[slot].outstanding)  # noqa: E731
             for slot in sorted(lease.held - lease.draining, key=in_flight):
@@ -279,12 +281,13 @@ class WorkerPool:
         others = sum(m.load() for m in BUDGET.members if m is not lease.member)
         return max(0, BUDGET.capacity() - others)
 
-    @staticmethod
-    def _account(lease: WorkerLease, target: int) -> None:
-        """Tell the budget what ``lease`` holds and whether it wants more (under cond)."""
+    def _account(self, lease: WorkerLease, target: int) -> None:
+        """Tell the budget what ``lease`` holds and whether it wants more: below its
+        target with every worker it holds busy (under cond)."""
         member = lease.member
         member.busy = len(lease.held)
-        member.waiting = 1 if member.busy < target else 0
+        busy = all(self.workers[slot].outstanding for slot in lease.held)
+        member.waiting = 1 if member.busy < target and busy else 0
 
     def shutdown(self) -> None:
         for worker in self.workers:
