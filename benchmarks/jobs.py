@@ -12,6 +12,12 @@
    long job runs start within 0.1 s (the first task's start, read in the worker) and
    finish within 2x their time on an idle pool.
 
+4. **threads share one budget too**: three jobs of 48 x 10 ms sleeping tasks on
+   ``threads`` (``num_workers=2``) and a foreground compute started among them keep
+   at most 2 tasks running at once (counted by the tasks), and the job that got
+   fewest of the starts while all three ran still got at least 25% of them.
+   Reference: three ``dask.threaded.get`` calls started together (each its own pool).
+
 Rounds interleave ours and Dask's; medians are reported.  ``python -m benchmarks.jobs
 [rounds]`` (``make bench-jobs``).
 """
@@ -120,6 +126,58 @@ def dask_two_round() -> tuple[float, float]:
     return together, time.perf_counter() - start
 
 
+# -- 4. threads jobs share the budget ------------------------------------------------------
+_running = [0, 0]  # tasks running now, most at once (guarded by _count_lock)
+_count_lock = threading.Lock()
+_starts: list = []  # job tags in the order their tasks started (list.append: atomic)
+
+
+def counted(tag: str, i: int, seconds: float) -> int:
+    """Sleep ``seconds`` (releases the GIL), counting how many such tasks run at once."""
+    with _count_lock:
+        _running[0] += 1
+        _running[1] = max(_running[1], _running[0])
+    _starts.append(tag)
+    time.sleep(seconds)
+    with _count_lock:
+        _running[0] -= 1
+    return i
+
+
+def counted_tasks(tag: str, n: int = 48, seconds: float = 0.01) -> dict:
+    dsk: dict = {(tag, i): (counted, tag, i, seconds) for i in range(n)}
+    dsk["total"] = (sum, [(tag, i) for i in range(n)])
+    return dsk
+
+
+def threads_round(dask: bool = False) -> tuple[int, float]:
+    """(most tasks running at once, the smallest job's share of starts while all ran)."""
+    _running[:] = [0, 0]
+    _starts.clear()
+    if dask:
+        import dask.threaded
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = [
+                pool.submit(dask.threaded.get, counted_tasks(t), "total", num_workers=WORKERS)
+                for t in "abc"
+            ]
+            [f.result(120) for f in futures]
+        return _running[1], 0.0
+    jobs = [
+        ns.submit(counted_tasks(t), "total", scheduler="threads", num_workers=WORKERS)
+        for t in "abc"
+    ]
+    ns.get(counted_tasks("fg", 8), "total", scheduler="threads", num_workers=WORKERS)
+    [job.result(120) for job in jobs]
+    starts = list(_starts)
+    lo = max(starts.index(t) for t in "abc")
+    hi = min(len(starts) - 1 - starts[::-1].index(t) for t in "abc")
+    window = [t for t in starts[lo:hi] if t != "fg"]
+    share = min(window.count(t) for t in "abc") / max(1, len(window))
+    return _running[1], share
+
+
 # -- 3. a foreground compute beside a long job --------------------------------------------
 def foreground_round() -> tuple[float, float, float]:
     """(start latency, time beside a job, time on an idle pool)."""
@@ -145,6 +203,7 @@ def main(rounds: int = 5) -> int:
     graph = independent(10_000).graph
     ns.get({"warm": (len, "ab")}, "warm", scheduler="processes", num_workers=WORKERS)
     submits, dask_submits, two, dask_two, fg = [], [], [], [], []
+    threads, dask_threads = [], []
     for _ in range(rounds):
         ours, theirs = submit_round(graph)
         submits.append(ours)
@@ -152,6 +211,8 @@ def main(rounds: int = 5) -> int:
         two.append(two_jobs_round())
         dask_two.append(dask_two_round())
         fg.append(foreground_round())
+        threads.append(threads_round())
+        dask_threads.append(threads_round(dask=True))
     med = statistics.median
     submit_ms = med(submits) * 1e3
     together, one_by_one = med(t for t, _, _ in two), med(s for _, s, _ in two)
@@ -160,6 +221,8 @@ def main(rounds: int = 5) -> int:
     dask_ratio = med(t / s for t, s in dask_two)
     start_latency = med(s for s, _, _ in fg)
     fg_ratio = med(b / i for _, b, i in fg)
+    peak = max(p for p, _ in threads)
+    threads_share = med(x for _, x in threads)
     print()
     print_table(
         ["measure", "ours", "dask", "target", "verdict"],
@@ -202,6 +265,20 @@ def main(rounds: int = 5) -> int:
                 tally.check(
                     "foreground time", fg_ratio <= FOREGROUND_RATIO_TARGET, f"{fg_ratio:.2f}x"
                 ),
+            ],
+            [
+                "threads: 3 jobs + a cell, most at once",
+                f"{peak} (of {WORKERS})",
+                f"{max(p for p, _ in dask_threads)}",
+                f"<= {WORKERS}",
+                tally.check("threads budget", peak <= WORKERS, f"{peak} at once"),
+            ],
+            [
+                "threads: smallest job's share, 3 jobs",
+                f"{threads_share:.0%}",
+                "",
+                ">= 25%",
+                tally.check("threads turns", threads_share >= 0.25, f"{threads_share:.0%}"),
             ],
         ],
     )
