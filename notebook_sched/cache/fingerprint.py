@@ -132,8 +132,13 @@ def _finish(
     if entry.reason is not None:
         roots[key] = (names[key], entry.reason)
         return TaskPrint(None, entry.reason, entry.parts, identity)
-    if not entry.deps:
+    deps = entry.deps
+    if not deps:
         return TaskPrint(digest_of(entry.body), None, entry.parts, identity)
+    if len(deps) == 1 and prints[deps[0]].digest is not None:  # a chain's link
+        dep = prints[deps[0]].digest
+        part = ("dependency '" + names[deps[0]] + "'", dep)
+        return TaskPrint(digest_of(entry.body + dep), None, (*entry.parts, part), identity)
     digests = [entry.body]
     parts = list(entry.parts)
     labels: dict[str, int] = {}  # how many dependencies show under each name
@@ -175,6 +180,8 @@ def _shown_key(key: Hashable, memo: dict | None = None) -> str:
 
 def _name_part(key: Any) -> str:
     """``graph.key_split`` for one key, with a fast path for the common string keys."""
+    if type(key) is int:
+        return str(key)
     if type(key) is not str:
         return key_split(key)
     if "-" not in key:
