@@ -13,6 +13,7 @@ The modules, bottom up (each docstring is its design note):
 
 ``optout``       the opt-out marker (``cache=False``, ``pure=False``), import-free
 ``value_print``  digests of values by content (arrays, pandas, containers, pickles)
+``installed``    which code is the user's; installed code's versions
 ``code_print``   prints of callables: code, defaults, closures, globals, helpers
 ``task_read``    one graph value read into its parts (function, arguments, deps)
 ``fingerprint``  a task's fingerprint, chained through the graph, and ``explain``

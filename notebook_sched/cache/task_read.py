@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 
 from ..graph import is_graph_node, is_task, names_key
 from ..graph_walk import NO_KEY, taskref_key
-from .code_print import CallablePrint, CodePrinter, is_user_module
+from .code_print import CallablePrint, CodePrinter
+from .installed import is_user_module
 from .optout import OPT_OUT_ATTRIBUTE
 from .value_print import Uncacheable, digest_of
 
