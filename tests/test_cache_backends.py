@@ -71,7 +71,10 @@ def fresh_cache(tmp_path, monkeypatch):
 def backend_cases():
     cases = [("sync", "memory"), ("threads", "memory"), ("sync", "disk"), ("threads", "disk")]
     cases += [(name, "disk") for name in helpers.remote_backends()]
-    cases += [("auto", "disk")]
+    # Memory only: results computed in worker processes, intermediates of a chain run
+    # inside one worker included (load-i -> clean-i), come home to the memory tier.
+    cases += [(name, "memory") for name in helpers.remote_backends()]
+    cases += [("auto", "disk"), ("auto", "memory")]
     return cases
 
 
@@ -104,6 +107,20 @@ def test_an_entry_written_by_one_backend_is_a_hit_for_another(writer, fresh_cach
     assert ns.get(pipeline(), "summary", scheduler=reader, cache="disk") == expected
     info = ns.cache_info()
     assert (info.hits, info.disk_hits, info.misses) == (1, 1, 0)
+
+
+@pytest.mark.timeout(60)
+def test_a_process_executor_keeps_its_results_in_the_memory_tier(fresh_cache, no_leaks):
+    from concurrent.futures import ProcessPoolExecutor
+
+    expected = ns.get(pipeline(), "summary", scheduler="sync")
+    with ProcessPoolExecutor(2) as pool:
+        assert ns.get(pipeline(), "summary", scheduler=pool, cache="memory") == expected
+        info = ns.cache_info()
+        assert (info.misses, info.memory_entries) == (9, 9)
+        edited = ns.get(pipeline(clean_edited), "summary", scheduler=pool, cache="memory")
+    assert edited == ns.get(pipeline(clean_edited), "summary", scheduler="sync")
+    assert (ns.cache_info().hits, ns.cache_info().misses) == (4, 5)
 
 
 @pytest.mark.timeout(60)
