@@ -131,6 +131,33 @@ def test_an_executor_and_the_memory_tier(fresh_cache, no_leaks):
     assert ns.cache_info().hits == 1
 
 
+def test_an_edited_last_stage_reads_only_its_inputs_from_disk(fresh_cache, monkeypatch):
+    """After a restart (memory tier empty) with the last stage edited, the disk tier is
+    read for the edited task's inputs only: hits below them are never loaded."""
+    from notebook_sched.cache import disk
+
+    ns.get(pipeline(), "summary", scheduler="threads", cache="disk")
+    ns.cache_clear(disk=False)
+    space: dict = {"__name__": "notebook_cell"}
+    exec("def summarise(parts):\n    return sum(map(sum, parts)) + 1\n", space)
+    edited = pipeline()
+    edited["summary"] = (space["summarise"], edited["summary"][1])
+    read: list = []
+    real = disk.read_entry
+
+    def counted(folder, digest):
+        read.append(digest)
+        return real(folder, digest)
+
+    monkeypatch.setattr(disk, "read_entry", counted)
+    expected = ns.get(edited, "summary", scheduler="sync")
+    read.clear()
+    assert ns.get(edited, "summary", scheduler="threads", cache="disk") == expected
+    info = ns.cache_info()
+    assert (info.hits, info.disk_hits, info.misses) == (4, 4, 1)
+    assert len(read) == 5  # the summary (a miss) and its four inputs; no load-i
+
+
 def test_without_cache_nothing_is_hashed_or_stored(fresh_cache):
     ns.get(pipeline(), "summary", scheduler="sync")
     info = ns.cache_info()
