@@ -158,7 +158,8 @@ MAIN = textwrap.dedent(
         uncached, _ = timed(0, False)
         first, _ = timed(0, "disk")
         hit, _ = timed(0, "disk")
-        edited, _ = timed(1, "disk")
+        # The last function edited, rerun: a new edit each time (median of three).
+        edited = sorted(timed(edit, "disk")[0] for edit in (1, 1001, 1002))[1]
         print(json.dumps({"uncached": uncached, "first": first, "hit": hit, "edited": edited}))
     elif mode == "restart":  # the notebook's import/definition cells ran; the cell:
         restarted, _ = timed(int(sys.argv[2]), "disk")
