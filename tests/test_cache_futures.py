@@ -10,9 +10,12 @@ import time
 import pytest
 
 import notebook_sched as ns
+from notebook_sched.distributed import Client
+from notebook_sched.distributed.protocol import unpack
+from notebook_sched.distributed.state import MEMORY
+from notebook_sched.graph import compile_graph
 
-pytest.importorskip("notebook_sched.distributed")
-from notebook_sched.distributed import Client  # noqa: E402
+from .test_distributed_state import Sim, Target, inc
 
 SLOW = 0.03  # seconds: worth a disk entry on any disk
 
@@ -103,3 +106,38 @@ def test_a_rerun_right_after_result_finds_every_result_home(fresh_cache, warm, n
             rerun = client.compute(pipeline(n=2), cache="memory")
             assert rerun.result(timeout=30) == value
             del first, rerun
+
+
+class _HookSim(Sim):
+    """The state tests' simulated workers, for tasks that carry a result hook (the
+    hook itself is the workers' business: dropped here)."""
+
+    def _op_compute(self, wid, items):
+        super()._op_compute(wid, [item[:6] for item in items])
+
+
+def _hook(value, seconds=None):
+    return None
+
+
+def test_the_scheduler_sends_a_computes_home_results_to_its_own_target():
+    """State level: the tasks of ``graph.home`` added by ``add_graph`` send their results
+    back, and the compute's target hears them as ``(graph index, packed value)``;
+    tasks without a home hook, and a compute without a target, send nothing."""
+    graph = compile_graph({"a": (inc, 1), "b": (inc, "a"), "c": (inc, "b")}, ["c"])
+    index = {key: i for i, key in enumerate(graph.keys)}
+    graph.on_result = {index["a"]: _hook, index["b"]: _hook, index["c"]: _hook}
+    graph.home = {index["a"]: _hook, index["c"]: _hook}
+    sim, target = _HookSim(), Target()
+    sim.state.add_graph(graph, target)
+    sim.state.acquire("c", None)
+    sim.run()
+    home = [(i, unpack(v)) for kind, found in target.notices if kind == "home" for i, v in found]
+    assert sorted(home) == sorted([(index["a"], 2), (index["c"], 4)])
+
+    other = compile_graph({"x": (inc, 10)}, ["x"])
+    other.on_result = other.home = {0: _hook}
+    sim.state.add_graph(other)  # no target: the result stays on its worker
+    sim.state.acquire("x", None)
+    sim.run()
+    assert sim.state.named["x"].state == MEMORY and not sim.state.named["x"].send_back
