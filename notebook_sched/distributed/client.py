@@ -24,7 +24,7 @@ the results of a compute's hooked tasks (``CompiledGraph.home``, intermediates
 included) come back as they finish, as a ``get`` run's do: the I/O thread only queues
 them, still packed (``_home``), and :meth:`Client._take_home` unpacks them and calls
 their hooks, on the callback thread and, so that nothing is pending when it returns,
-in ``result()``/``gather`` and at the start of the next ``compute``.  So a compute
+in ``result()``/``gather`` and at the start of the next ``compute`` or ``get``.  So a compute
 rerun straight after ``result()`` is all hits.  Chosen over refusing ``cache=`` for
 futures: the same graph computed twice is what the cache is for, whichever API
 started it; the price is one transfer per hooked result, as on ``get``.
@@ -270,6 +270,7 @@ class Client:
 
     def get(self, dsk: Any, keys: Any, *, observers=None, planners=None, **options: Any) -> Any:
         """Dask's get contract on this cluster: ``scheduler=client.get`` works anywhere."""
+        self._take_home()  # the results of earlier computes are in the cache first
         return run_graph(self, dsk, keys, observers=observers, planners=planners)
 
     get.takes_observers = True  # api.get passes progress bars and profilers through
