@@ -22,6 +22,11 @@ No lock guards the state because nobody else changes it.
   the rest of the same run follows the verdict.  Later tasks that happen to run alone
   keep the estimate fresh.  Known prefixes whose tasks take under ``INLINE_SECONDS``
   run inline (a thread hop would cost more than the task).
+* **Prefixes.**  Dask's ``key_split`` names ``load-3`` and ``("load", 3)`` ``load``,
+  but ``load3`` ``load3``: a graph of hand-named keys (``w0``, ``w1``...) would be
+  a thousand new prefixes, each measured alone, so the whole run would go one task at
+  a time.  :func:`routing_prefix` also drops trailing digits (``w0`` -> ``w``; keys
+  that are numbers share one prefix), so such tasks are learned as one kind.
 * **Data.**  A GIL-holding task goes to a process only when moving its inputs and
   result costs less than the GIL time it frees (``Router.route`` weighs the bytes).
 * **The pool.**  The shared process pool (``_pool.py``) is taken only when a task is
@@ -47,7 +52,7 @@ from typing import Any
 from ..engine import Reporter, check_workers, execute_graph
 from ..errors import TaskPicklingError
 from ..gil import GilProbe
-from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, routing_prefix
 from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
@@ -217,10 +222,10 @@ class _AutoRun:
         try:
             return self.prefixes[head]
         except KeyError:
-            name = self.prefixes[head] = key_split(head)
+            name = self.prefixes[head] = routing_prefix(head)
             return name
         except TypeError:
-            return key_split(key)
+            return routing_prefix(key)
 
     def _where(self, i: int) -> str:
         prefix = self._prefix(i)
