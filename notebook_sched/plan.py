@@ -28,11 +28,11 @@ The hooks land in ``graph.on_result``.
 
 A hook whose ``home`` attribute is true also wants the result *in the caller* (the
 result cache's memory tier lives there).  Backends that run tasks in other
-processes (``processes``, ``auto``, a process executor, the local cluster) send the
-result of such a task back even when nothing else needs it there, and call
-:func:`call_home` with it when it arrives: so the hook is called in the worker (with
-the run time) and again in the caller (without it).  In-process backends call it once,
-in the caller.  The hooks land in ``graph.home`` too.
+processes (``processes``, ``auto``, a process executor, the local cluster, also for
+``Client.compute``) send the result of such a task back even when nothing else needs
+it there, and call :func:`call_home` with it when it arrives: so the hook is called in
+the worker (with the run time) and again in the caller (without it).  In-process
+backends call it once, in the caller.  The hooks land in ``graph.home`` too.
 
 ``finished`` is called once per planner whatever happens (success, a failed task, an
 interrupt, a graph that does not compile: then ``graph`` is None), with ``error``

@@ -50,6 +50,15 @@ and removes the entries with the oldest mtimes (and temporary files an hour old,
 by a writer that died).  Each process keeps its own estimate, so the bound is soft by
 what the other writers added since their last scan.
 
+**Older formats** (:data:`OLD_FORMATS`: ``v1/``, entries ``NSCACHE1``) are never read
+(a format change changes what a fingerprint's file holds); :func:`clear` and
+:func:`evict` remove them.  Only what is provably ours goes: a file in ``v1/ab/``
+named by a fingerprint that starts with ``ab``, a regular file (not a link) whose old
+signature checks under this folder's key (``NSCACHE1`` had the same layout up to the
+end of the pickle stream, under HMAC-SHA256, so the check reads no buffers), and our
+temporary files there an hour old, as for the current format; then the emptied
+folders, with ``rmdir``, which leaves a folder holding anything else where it is.
+
 **Written only when loading beats recomputing** (:class:`LoadCost`): when the first
 result that took over :data:`MIN_WRITE_SECONDS` is to be stored, a probe entry of 4 MiB
 and a tiny one are written and read back cold (``posix_fadvise(DONTNEED)`` drops them
@@ -90,6 +99,7 @@ __all__ = [
     "write_entry",
     "entry_path",
     "clear",
+    "remove_old_formats",
     "usage",
     "evict",
     "measure_load_cost",
@@ -343,18 +353,21 @@ def usage(folder: Folder) -> tuple[int, int]:
 
 
 def clear(folder: Folder) -> int:
-    """Remove every entry (the key stays); how many were removed."""
+    """Remove every entry, and the entries of older formats we signed (the key stays);
+    how many were removed."""
     entries = _entries(folder)
     for _, _, path in entries:
         _unlink(path)
     with _estimate_lock:
         _estimates[folder.path] = 0
-    return len(entries)
+    return len(entries) + remove_old_formats(folder)
 
 
 def evict(folder: Folder, max_bytes: int) -> int:
-    """Remove the least recently used entries until the folder holds ``max_bytes`` at
-    most; the bytes it then holds."""
+    """Remove the entries of older formats we signed (never read again), then the
+    least recently used entries until the folder holds ``max_bytes`` at most; the
+    bytes it then holds."""
+    remove_old_formats(folder)
     entries = sorted(_entries(folder))
     total = sum(size for _, size, _ in entries)
     for _, size, path in entries:
@@ -363,6 +376,89 @@ def evict(folder: Folder, max_bytes: int) -> int:
         _unlink(path)
         total -= size
     return total
+
+
+# -- older formats ------------------------------------------------------------------
+
+OLD_FORMATS = (("v1", b"NSCACHE1"),)  # (entries folder, magic) of formats we wrote
+_HEX = frozenset("0123456789abcdef")
+
+
+def remove_old_formats(folder: Folder) -> int:
+    """Remove the entries of :data:`OLD_FORMATS` that this folder's key signed, our
+    stale temporary files there, and the folders that leaves empty (see the module
+    docstring); how many entries were removed."""
+    removed = 0
+    for name, magic in OLD_FORMATS:
+        top = os.path.join(folder.path, name)
+        for sub in _plain_entries(top, want_dir=True):
+            if len(sub.name) != 2 or not set(sub.name) <= _HEX:
+                continue
+            for entry in _plain_entries(sub.path, want_dir=False):
+                if _old_entry_is_ours(entry, sub.name, folder.key, magic):
+                    _unlink(entry.path)
+                    removed += 1
+            _rmdir(sub.path)
+        _rmdir(top)
+    return removed
+
+
+def _plain_entries(path: str, want_dir: bool) -> list:
+    """The folders (or regular files) in ``path``, never through a symbolic link."""
+    try:
+        if os.path.islink(path):
+            return []
+        listing = list(os.scandir(path))
+    except OSError:
+        return []
+    found = []
+    for entry in listing:
+        try:
+            if entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False) if want_dir else entry.is_file():
+                found.append(entry)
+        except OSError:
+            continue
+    return found
+
+
+def _old_entry_is_ours(entry: os.DirEntry, prefix: str, key: bytes, magic: bytes) -> bool:
+    name = entry.name
+    if name.startswith(".tmp-"):  # our writer's temporary file, left an hour ago
+        try:
+            return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
+        except OSError:
+            return False
+    if not name.startswith(prefix) or len(name) < 32 or not set(name) <= _HEX:
+        return False
+    try:
+        with open(entry.path, "rb") as f:
+            start = f.read(_DATA)
+            if len(start) < _DATA or start[: len(magic)] != magic:
+                return False
+            head_len, stream_len = _FIXED.unpack(start[40:_DATA])
+            if head_len > MAX_HEADER or stream_len > os.fstat(f.fileno()).st_size:
+                return False
+            mac = hmac.new(key, start[: len(magic)], hashlib.sha256)
+            mac.update(start[40:_DATA])
+            left = head_len + stream_len
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    return False  # truncated: not provably ours
+                mac.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return False
+    return hmac.compare_digest(mac.digest(), start[len(magic) : 40])
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)  # only when empty: anything else in it stays
+    except OSError:
+        pass
 
 
 _estimates: dict[str, int] = {}  # folder path -> bytes, as this process last knew
