@@ -66,6 +66,7 @@ from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
 from ..errors import dump_exception as _dump_exception
 from ..measure import CLUSTER, process_meter
+from ..task_output import install_per_thread
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import protocol
 from .listener import AuthListener
@@ -116,6 +117,7 @@ class Worker(Transfers):
         self.in_task = [False] * self.nthreads
         self.idents: list = [0] * self.nthreads
         self.meter = process_meter()  # measures a sample of tasks (see _execute)
+        self.streams = install_per_thread()  # tasks' prints go to their run (task_output)
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
@@ -220,6 +222,8 @@ class Worker(Transfers):
     # -- running tasks (executor threads) --------------------------------------
     def _execute_loop(self, slot: int) -> None:
         self.idents[slot] = threading.get_ident()
+        for stream in self.streams:
+            stream.register()  # what this thread's tasks print is kept apart
         while True:
             try:
                 self._execute(slot)
@@ -267,6 +271,7 @@ class Worker(Transfers):
                 value = Failed(TaskCancelled())
             if fork_state.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
+            self._send_output(task.tid)
             error = None
             if type(value) is Failed:
                 error, value = value.exc, None
@@ -300,6 +305,13 @@ class Worker(Transfers):
             self._send_frames(*protocol.dumps(("done", batch, values)))
         for tid, exc in errors:
             self._send_error(tid, exc)
+
+    def _send_output(self, tid: int) -> None:
+        """Send what task ``tid`` printed (before it is reported done), if anything."""
+        stdout, stderr = self.streams
+        out, err = stdout.take(), stderr.take()
+        if out or err:
+            self._send_frames(*protocol.dumps(("output", [(tid, out, err)])))
 
     def _send_error(self, tid: int, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(exc))

@@ -4,6 +4,7 @@ and their results come back.  Shared by ``processes`` and ``auto``, which decide
 
     send(worker, tasks, jobs) --Batch--> worker k (a second batch may wait in its pipe)
     receive() <--Results / TaskError / Unpicklable / Unloadable-- (``_job.py``'s messages)
+       |-> Output: what the tasks printed, written to this thread's streams (``task_output.py``)
        |-> RunState.finish, the reporter's events, measurements (Measurement)
        |-> a task's failure: remote traceback, its in-batch inputs, raised as the task's
        |-> a dead worker (sentinel) or a hung one (heartbeat, ``worker_timeout``):
@@ -35,6 +36,8 @@ from ..errors import (
 )
 from ..failure import RemoteTraceback, key_repr
 from ..plan import call_home
+from ..task_output import Output
+from ..task_output import write as write_output
 from . import _pool
 from ._batching import BatchSizer
 from ._job import Batch, Results, TaskError, Unloadable, batch_hooks, make_job
@@ -188,6 +191,9 @@ class BatchChannel:
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
         kind = type(message)
+        if kind is Output:  # what the tasks printed: into this thread's (cell's) streams
+            write_output(message)
+            return
         batch = self.batches.get(message.batch) or self.batches[worker.outstanding[0]]
         if message.results:
             self._record(batch, message.results)

@@ -1,9 +1,10 @@
 """What runs inside a worker process (and inside foreign executors' workers).
 
 Kept tiny on purpose: a spawned worker imports this module, the job format and its
-messages (``_job.py``), the task runner (``task_runner.py``: it runs, times, measures
-and fails each task, and calls its result hook), ``errors`` (exceptions that cross
-processes) and ``cloudpickle``; nothing from Jupyter, no backend, no diagnostics.
+messages (``_job.py``), the capture of what tasks print (``task_output.py``), the task
+runner (``task_runner.py``: it runs, times, measures and fails each task, and calls
+its result hook), ``errors`` (exceptions that cross processes) and ``cloudpickle``;
+nothing from Jupyter, no backend, no diagnostics.
 This module is only transport: it feeds jobs to the runner and sends what comes out
 as ``_job.py``'s typed messages.
 
@@ -34,6 +35,8 @@ from .._forkguard import state as fork_state
 from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
 from ..measure import PROCESS
+from ..task_output import install as capture_output
+from ..task_output import pending as pending_output
 from ..task_runner import Failed, TaskRunner
 from ._blas import limit_by_environment, limited_native_threads
 from ._job import (
@@ -80,6 +83,9 @@ def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
 
 def _send(conn, batch: int, results: list, final: bool) -> None:
     leave_if_forked()  # a fork from C code ran no at-fork hook
+    output = pending_output(batch)  # what the tasks printed goes first (_output.py)
+    if output is not None:
+        conn.send_bytes(cloudpickle.dumps(output, protocol=5))
     try:
         data = cloudpickle.dumps(Results(batch, results, final), protocol=5)
     except Exception:
@@ -203,6 +209,7 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
     if beat is not None:
         threading.Thread(target=_heartbeat, args=(beat,), name="heartbeat", daemon=True).start()
     os.environ["NOTEBOOK_SCHED_WORKER"] = name
+    capture_output()  # tasks' prints travel with their results (_output.py)
     limit_by_environment(pool_size)
     loads = pickle.loads
     try:

@@ -15,7 +15,9 @@ to a thread, a worker process or runs it inline, and waits on everything at once
 No lock guards the state because nobody else changes it.
 
 * **Slots.**  At most ``num_workers`` tasks run at once, threads and processes
-  together (a worker process with a batch counts as one).
+  together (a worker process with a batch counts as one).  The run is one member of
+  the process-wide budget (``_budget.py``): while background jobs or other computes
+  run, it starts only as many as the budget allows it.
 * **Learning.**  A prefix the router has not measured runs on a thread *alone* (no
   other task of ours on a thread meanwhile), with the GIL probe (``gil.py``) running,
   so its busy-GIL share is its own; once ``PROBE_TASKS`` of its tasks are measured,
@@ -59,6 +61,7 @@ from . import _pool
 from ._batching import MAX_BATCH as MAX_CHAIN
 from ._batching import BatchSizer, tasks_by_time
 from ._blas import limited_native_threads
+from ._budget import BACKGROUND, BUDGET, IN_TASK, Member
 from ._channel import BatchChannel
 from .auto_routing import PROCESSES, THREADS, Router
 from .processes import chain_jobs, run_here, worker_timeout_setting
@@ -106,11 +109,13 @@ def get(
     timeout = worker_timeout_setting(worker_timeout)
 
     def drive(graph, state, report):
-        _AutoRun(graph, state, report, workers, _router, timeout).drive()
+        _AutoRun(graph, state, report, workers, _router, timeout, member).drive()
 
-    return execute_graph(
-        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
-    )
+    # Threads and worker processes together are one member of the budget (_budget.py).
+    with BUDGET.join(workers, BACKGROUND.get()) as member:
+        return execute_graph(
+            dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+        )
 
 
 class _ObserverError:
@@ -127,8 +132,18 @@ class _AutoRun:
     Its process side is a batch channel (``_channel.py``, the one ``processes`` uses),
     made when a task is first routed to the pool."""
 
-    def __init__(self, graph, state, report: Reporter, workers: int, router: Router, timeout=None):
+    def __init__(
+        self,
+        graph,
+        state,
+        report: Reporter,
+        workers: int,
+        router: Router,
+        timeout=None,
+        member: Member | None = None,
+    ):
         self.graph = graph
+        self.member = member if member is not None else BUDGET.join(workers, False, False)
         self.state = state
         self.report = report
         self.timeout = timeout
@@ -248,7 +263,13 @@ class _AutoRun:
         batches: list[list[int]] = []  # tasks for processes, one list per idle worker
         held: list[int] = []  # bytes each of those batches moves and holds (_batching)
         idle = self.channel.idle() if self.channel is not None else []
-        free = self.slots - self._busy()
+        busy = self._busy()
+        free = self.member.allowance(busy)  # slots - busy, unless other runs share them
+        if free <= 0 and not busy and ready:
+            self.member.settle(0, 0, True)  # other runs hold every slot: wait our turn
+            self.member.wait_turn()
+            return
+        threads_before = self.thread_starts
         draining = self.solo is not None  # no thread task starts beside a solo one
         inline_until = time.perf_counter() + INLINE_BUDGET
         self.more_inline = False
@@ -301,6 +322,9 @@ class _AutoRun:
         for worker, tasks in zip(idle, batches, strict=False):
             self._send_batch(worker, tasks)
         ready.extend(reversed(deferred))
+        # The budget's turns count tasks (a batch's every task), not slots.
+        started = self.thread_starts - threads_before + sum(map(len, batches))
+        self.member.settle(self._busy(), started, bool(ready) and free <= 0)
 
     # -- threads -----------------------------------------------------------------
     def _to_thread(self, i: int, solo: bool) -> None:
@@ -327,6 +351,7 @@ class _AutoRun:
         whatever happened: a task's failure comes back as ``Failed``, an observer's
         error (raised by a reporter call) as ``_ObserverError``."""
         __tracebackhide__ = True
+        IN_TASK.set(True)  # a compute started by a task here is nested (_budget.py)
         report, graph = self.report, self.graph
         specs, values = graph.specs, self.state.values
         listening = bool(report.task_measured)

@@ -159,6 +159,7 @@ class _ProcessRun:
             tasks, jobs = self._take(self.channel.sizer.max_tasks(len(state.ready)))
             if jobs:
                 self.channel.send(worker, tasks, jobs)
+                self.pool.sent(len(tasks))  # the budget's turns (_budget.py)
 
     def _take(self, size: int) -> tuple[list, list]:
         state = self.state
