@@ -233,6 +233,26 @@ def test_after_a_memory_error_the_worker_is_replaced(no_leaks):
         assert size == 256 * 2**20
 
 
+@pytest.mark.parametrize("threads_per_worker", [1, 2])
+def test_after_a_memory_error_the_cluster_worker_is_replaced(no_leaks, threads_per_worker):
+    import resource
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    graph = {"x": 1, "p": (_poison_then_fail, "x")}
+    cluster = LocalCluster(n_workers=1, threads_per_worker=threads_per_worker)
+    with cluster, Client(cluster) as client:
+        (poisoned,) = cluster.pids
+        with pytest.raises(MemoryError), ns.config.set(rerun="never"):  # not here
+            ns.get(graph, "p", scheduler=client.get)
+        assert resource.getrlimit(resource.RLIMIT_AS) == limit
+        for n in range(3):  # every later task runs on a fresh worker, not the poisoned one
+            size, pid = ns.get({("i", n): (_innocent, n)}, ("i", n), scheduler=client.get)
+            assert size == 256 * 2**20
+            assert pid != poisoned
+
+
 # -- the cluster's socket folder removed while it runs ----------------------------------------
 
 
