@@ -344,6 +344,101 @@ def test_auto_runs_a_task_it_cannot_ship_on_a_thread(no_leaks):
     router().forget()
 
 
+def made_work(i, make=None):
+    """Pure Python (auto moves the prefix to processes) whose result may not pickle."""
+    import threading
+
+    total = shipped_work(i)
+    if make == "gen":
+        return (total + k for k in range(3))
+    if make == "lock":
+        return total, threading.RLock()
+    return total
+
+
+def made_use(pair, plus=0):
+    return shipped_work(1) * 0 + pair[0] + plus
+
+
+def _learn_made_prefixes():
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    learn = {("made_work", i): (made_work, i) for i in range(12)}
+    learn.update({("made_use", i): (made_use, (i, 0)) for i in range(12)})
+    ns.get(learn, list(learn), scheduler="auto", num_workers=2)
+    for prefix in ("made_work", "made_use"):
+        assert router().route(prefix) == "processes", router().reasons
+
+
+def test_auto_runs_a_task_whose_result_it_cannot_ship_on_a_thread(no_leaks):
+    from notebook_sched.schedulers.auto import router
+
+    _learn_made_prefixes()
+    base = [shipped_work(i) for i in range(8)]
+    graph = {("made_work", i): (made_work, i, "gen") for i in range(4)}  # generators
+    graph.update({("made_work", i): (made_work, i, "lock") for i in range(4, 8)})
+    for i in range(4, 8):  # two dependents each: no chain, the lock result must travel
+        graph[("made_use", i)] = (made_use, ("made_work", i))
+        graph[("made_use", i + 10)] = (made_use, ("made_work", i), 1)
+    keys = [("made_work", i) for i in range(4)] + [k for k in graph if k[0] == "made_use"]
+    out = ns.get(graph, keys, scheduler="auto", num_workers=2)
+    assert [list(g) for g in out[:4]] == [[base[i] + k for k in range(3)] for i in range(4)]
+    assert sorted(out[4:]) == sorted(
+        [base[i] for i in range(4, 8)] + [base[i] + 1 for i in range(4, 8)]
+    )
+    assert "cannot be pickled" in router().reasons["made_work"]
+    router().forget()
+
+
+def test_auto_reruns_a_chain_tail_whose_result_it_cannot_ship_with_its_kept_input(no_leaks):
+    from notebook_sched.schedulers.auto import router
+
+    _learn_made_prefixes()
+    # made_use 0..3 read one made_work each and are read by nothing else: chains that
+    # run in one worker; each tail returns a generator built from its input.
+    graph = {("made_work", i): (made_work, i) for i in range(4)}
+    graph.update({("made_use", i): (made_use_gen, ("made_work", i)) for i in range(4)})
+    out = ns.get(graph, [("made_use", i) for i in range(4)], scheduler="auto", num_workers=2)
+    assert [list(g) for g in out] == [[shipped_work(i) * 2] for i in range(4)]
+    router().forget()
+
+
+def test_auto_says_when_a_chain_tail_and_its_input_both_cannot_ship(no_leaks):
+    from notebook_sched.errors import TaskPicklingError
+    from notebook_sched.schedulers.auto import router
+
+    _learn_made_prefixes()
+    graph = {("made_work", i): (made_work, i, "gen") for i in range(4)}
+    graph.update({("made_use", i): (made_use_gen, ("made_work", i)) for i in range(4)})
+    keys = [("made_use", i) for i in range(4)]
+    with pytest.raises(TaskPicklingError) as info, ns.config.set(rerun="never"):
+        ns.get(graph, keys, scheduler="auto", num_workers=2)
+    assert "could not run it on a thread instead" in "\n".join(info.value.__notes__)
+    out = ns.get(graph, keys, scheduler="auto", num_workers=2)  # made_use now on threads
+    assert [list(g) for g in out] == [[v * 2 for v in made_work(i, "gen")] for i in range(4)]
+    assert "cannot be pickled" in router().reasons["made_work"]
+    router().forget()
+
+
+def made_use_gen(value):
+    shipped_work(1)
+    items = list(value) if hasattr(value, "__next__") else [value]
+    return (v * 2 for v in items)
+
+
+def test_processes_still_refuse_a_result_they_cannot_ship(no_leaks):
+    from notebook_sched.errors import TaskPicklingError
+
+    with pytest.raises(TaskPicklingError, match=r"'generator'.*scheduler='threads'"):
+        ns.get(
+            {"generator": (made_work, 1, "gen")}, "generator", scheduler="processes", num_workers=1
+        )
+    assert ns.get({"a": (made_work, 1)}, "a", scheduler="processes", num_workers=1) == shipped_work(
+        1
+    )
+
+
 # -- a task closes fd 1 on a cluster worker ------------------------------------------------
 
 
