@@ -453,6 +453,65 @@ def _say(i, *inputs):
     return i
 
 
+def _close_stdout_after(x, wait):
+    time.sleep(wait)  # both threads busy: each runs (and measures) some of these
+    return _close_stdout(x)
+
+
+def test_tasks_that_close_fd_1_never_close_the_workers_run_queue_clocks(capfd):
+    """A thread's run-queue clock (``gil._RunQueueClock``, opened at its first measured
+    task) took fd 1 after a task had closed it; the next task that closed "stdout"
+    closed the clock, whose read then raised outside the task: the executor thread
+    died and its task never finished (a hang), or the GIL probe's thread died with a
+    traceback.  Under three CPU hogs, one worker with two threads."""
+    import threading
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2)
+    with cpu_hogs(3), cluster, Client(cluster) as client:
+        assert ns.get({"c": (_close_stdout, 0)}, "c", scheduler=client.get) == 0  # one thread
+        for r in range(6):
+            graph = {("c", r, i): (_close_stdout_after, i, 0.05) for i in range(4)}
+            box: list = []
+            run = threading.Thread(
+                target=lambda g=graph, b=box: b.append(ns.get(g, list(g), scheduler=client.get)),
+                daemon=True,
+            )
+            run.start()
+            run.join(20)  # the cluster's close ends a run that hangs
+            assert box == [(0, 1, 2, 3)], f"round {r} did not end within 20 s"
+    err = capfd.readouterr().err  # the workers inherit this process's fd 2
+    assert "Traceback" not in err, err
+
+
+def test_a_run_queue_clock_never_takes_a_standard_fd_nor_closes_what_is_not_its_own():
+    code = textwrap.dedent(
+        """
+        import os, sys, threading
+        from notebook_sched import gil
+        if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"):
+            print("no schedstat"); sys.exit(0)
+        saved = os.dup(1)
+        os.close(1)  # what a task may do: the next open would get fd 1
+        clock = gil._run_queue_clock()
+        os.dup2(saved, 1)
+        assert clock.fd > 2, clock.fd
+        first = clock()
+        os.close(clock.fd)  # a task closes it; another file takes its number
+        other = os.open(os.devnull, os.O_RDONLY)
+        assert other == clock.fd
+        assert clock() == first  # it stops counting, without an error
+        clock.close()
+        os.fstat(other)  # still open: the clock closed nothing of someone else's
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("ok", "no schedstat"), out.stdout
+
+
 def test_a_task_that_closes_fd_1_then_printing_rounds_all_end():
     """Each round ends, with the answer or the print's own EBADF (its worker's stdout
     was closed by a task), never a hang; also under three CPU hogs."""
