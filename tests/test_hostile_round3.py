@@ -485,6 +485,50 @@ def test_tasks_that_close_fd_1_never_close_the_workers_run_queue_clocks(capfd):
     assert "Traceback" not in err, err
 
 
+class _BrokenClock:
+    def __call__(self):
+        raise RuntimeError("a measurement failed outside the task")
+
+
+def _break_my_thread_clock(x):
+    import threading
+
+    from notebook_sched import gil
+
+    time.sleep(0.1)  # both threads busy
+    if threading.current_thread() is not threading.main_thread():
+        gil._thread_clocks.clock = _BrokenClock()  # its task's measurement then raises
+    return x
+
+
+def test_a_cluster_executor_thread_that_fails_outside_its_task_ends_the_run(capfd):
+    """Our code around a task raising on an executor thread (not the main one) killed
+    that thread silently and its task never finished; now the worker dies, the cluster
+    replaces it, and the task is blamed after repeated deaths: an error, not a hang."""
+    import threading
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2)
+    with cluster, Client(cluster) as client:
+        graph = {("b", i): (_break_my_thread_clock, i) for i in range(4)}
+        box: list = []
+
+        def run():
+            try:
+                ns.get(graph, list(graph), scheduler=client.get)
+            except BaseException as exc:
+                box.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert box, "the run did not end within 60 s"
+        assert "died" in str(box[0]) or "KilledWorker" in type(box[0]).__name__, box[0]
+        assert ns.get({"a": (_inc, 1)}, "a", scheduler=client.get) == 2
+    assert "a measurement failed outside the task" in capfd.readouterr().err
+
+
 def test_a_run_queue_clock_never_takes_a_standard_fd_nor_closes_what_is_not_its_own():
     code = textwrap.dedent(
         """

@@ -31,6 +31,10 @@ blocking calls stop at once), with an asynchronous exception for other threads. 
 shared array ``current`` holds the task each slot runs (-1 idle): the scheduler
 reads it for its status view and, when this process dies, to know whom to blame.
 
+An executor thread survives whatever its task does (the task runner catches it); if
+our own code around a task raises there, the worker exits (code 1) rather than leave
+that task running forever on a dead thread: the cluster replaces it, as after a crash.
+
 A task that fails with ``MemoryError`` may leave the process poisoned (it lowered
 its ``RLIMIT_AS``, leaked, fragmented the heap), so every later task here would fail
 too: the worker starts no other task, reports what it finished and exits
@@ -231,6 +235,11 @@ class Worker(Transfers):
                 self._execute(slot)
             except TaskCancelled:  # arrived between tasks: nothing to undo
                 self.in_task[slot] = False
+            except BaseException:  # ours, not the task's (the runner catches those)
+                # A dead executor thread would leave its task running forever: the
+                # worker dies instead, so the cluster replaces it and recomputes.
+                traceback.print_exc()
+                _exit(1)
 
     def _execute(self, slot: int) -> None:
         """Run tasks on executor thread ``slot`` through its TaskRunner, which measures
@@ -336,12 +345,12 @@ class Worker(Transfers):
             _exit()
 
 
-def _exit() -> None:
+def _exit(code: int = 0) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
-        os._exit(0)
+        os._exit(code)
 
 
 def main(settings: dict) -> None:
