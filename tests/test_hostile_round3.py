@@ -556,6 +556,52 @@ def test_a_run_queue_clock_never_takes_a_standard_fd_nor_closes_what_is_not_its_
     assert out.stdout.strip() in ("ok", "no schedstat"), out.stdout
 
 
+def _close_stdout_where(x):
+    time.sleep(0.02)  # spread over both workers
+    _close_stdout(x)
+    return os.getpid()
+
+
+def _leaf(i):
+    return i
+
+
+def _say_total(*inputs):
+    print("total of", len(inputs))  # on a worker whose fd 1 a task closed
+    return sum(inputs)
+
+
+def test_a_peer_socket_never_becomes_fd_1_after_a_task_closed_it():
+    """Both workers' fd 1 closed by tasks before they ever talked to each other; then
+    fan-ins that print after fetching from the peer.  Without the fd 0-2 guard the
+    peer socket became fd 1, the print went into the protocol stream and the next
+    round hung.  Under three CPU hogs, on a fresh two-worker cluster."""
+    import threading
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2)
+    with cpu_hogs(3), cluster, Client(cluster) as client:
+        pids: set = set()
+        for r in range(30):  # until a task closed fd 1 on each worker
+            graph = {("c", r, i): (_close_stdout_where, i) for i in range(4)}
+            pids.update(ns.get(graph, list(graph), scheduler=client.get))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, pids
+        for r in range(4):
+            graph = {("l", r, i): (_leaf, i) for i in range(20)}
+            graph["all"] = (_say_total, *[("l", r, i) for i in range(20)])
+            box: list = []
+            run = threading.Thread(
+                target=lambda g=graph, b=box: b.append(ns.get(g, "all", scheduler=client.get)),
+                daemon=True,
+            )
+            run.start()
+            run.join(20)  # the cluster's close ends a run that hangs
+            assert box == [190], f"round {r} did not end within 20 s"
+
+
 def test_a_task_that_closes_fd_1_then_printing_rounds_all_end():
     """Each round ends, with the answer or the print's own EBADF (its worker's stdout
     was closed by a task), never a hang; also under three CPU hogs."""
