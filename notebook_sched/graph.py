@@ -200,7 +200,10 @@ class CompiledGraph:
     ``on_result`` is None or ``{task index: hook}``: the task runner calls
     ``hook(value)`` in the process where task ``i`` ran, right after it succeeded
     (an exception in a hook only warns).  Planners fill it (``plan.py``); a hook must
-    be picklable, since it travels with its task to worker processes.
+    be picklable, since it travels with its task to worker processes.  ``home`` is
+    None or the subset of those hooks whose ``home`` attribute is true: they want
+    the result in the caller too, so a backend that runs the task in another process
+    sends its result back and calls ``plan.call_home`` with it there.
 
     The structure (keys, deps, order) does not change once built; before the run
     starts, the engine may still rewrite specs in place (``engine.settle_literals``
@@ -218,10 +221,12 @@ class CompiledGraph:
         "chain_next",
         "source",
         "on_result",
+        "home",
     )
 
     def __init__(self, keys, index, deps, dependents, specs, priority, outputs, source):
         self.on_result: dict | None = None
+        self.home: dict | None = None
         self.keys = keys
         self.index = index
         self.deps = deps

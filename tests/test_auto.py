@@ -21,6 +21,7 @@ from notebook_sched.failure import RemoteTraceback
 from notebook_sched.schedulers import _pool
 from notebook_sched.schedulers.auto import router
 
+from .helpers import LONG_CHAIN
 from .workloads import fetch, parse, progress, python_loop
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
@@ -196,8 +197,8 @@ def test_empty_and_literal_graphs():
 
 
 @pytest.mark.timeout(300)
-def test_million_task_chain():
-    n = 1_000_000
+def test_long_task_chain():
+    n = LONG_CHAIN
     dsk = {"x0": 0}
     dsk.update({f"x{i + 1}": (operator.add, f"x{i}", 1) for i in range(n)})
     assert ns.get(dsk, f"x{n}", scheduler="auto") == n

@@ -407,12 +407,25 @@ class SchedulerState(Placement, DataRequests, Recovery):
                 self._unneeded(ts)
         for run, done in events.items():
             self._notify(run.target, "done", (done, worker.name))
+        if values:
+            self._send_home(items, values)
         for ts in wanted:  # after the events: a run ends when its outputs arrive
             self._send_gathers(ts, worker, values)
             if not ts.holders:
                 self._unneeded(ts)
         if items:
             self._measured(spent / len(items))
+
+    def _send_home(self, items: list, values: dict) -> None:
+        """Results whose hook wants them in the run's caller (``plan.py``: home hooks),
+        as ``("home", [(index, packed value)])``; outputs come with the run's data."""
+        home: dict = {}
+        for tid, *_ in items:
+            ts = self.tasks.get(tid)
+            if ts is not None and ts.home and tid in values and not ts.gathers:
+                home.setdefault(ts.run, []).append((tid - ts.run.base, values[tid]))
+        for run, found in home.items():
+            self._notify(run.target, "home", found)
 
     @stimulus_entry(TaskUnsendable)
     def task_unsendable(self, tid: int, exc: BaseException) -> None:
@@ -535,3 +548,7 @@ def _set_hooks(graph: CompiledGraph, tasks) -> None:
             except (KeyError, IndexError):
                 continue  # a task Client.compute found already known: it does not run
             ts.hook = (graph.keys[i], hook)
+    for i in graph.home or ():
+        ts = tasks[i] if isinstance(tasks, list) else tasks.get(i)
+        if ts is not None and ts.run is not None:  # a get run (Client.compute: outputs only)
+            ts.home = ts.send_back = True

@@ -71,6 +71,7 @@ class TaskState:
         "gathers",
         "pinned",
         "hook",
+        "home",
     )
 
     def __init__(self, tid: int, key: Hashable, spec: Any, deps: tuple, priority: int, run=None):
@@ -94,6 +95,7 @@ class TaskState:
         self.gathers: list | None = None
         self.pinned: WorkerState | None = None
         self.hook = None  # (key, result hook) from CompiledGraph.on_result: runs on the worker
+        self.home = False  # its result also goes to the run's caller (CompiledGraph.home)
 
     def __repr__(self) -> str:
         where = f" on {self.worker.name}" if self.worker is not None else ""

@@ -35,6 +35,7 @@ from ..errors import (
     worker_hung,
 )
 from ..failure import RemoteTraceback, key_repr
+from ..plan import call_home
 from . import _pool
 from ._batching import BatchSizer
 from ._job import Batch, Results, TaskError, Unloadable, batch_hooks, make_job
@@ -227,7 +228,10 @@ class BatchChannel:
         finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
         self.sizer.observe(results)
+        home = self.graph.home  # hooks that keep results in the caller (plan.py)
         for task, value, start, stop, measured in results:
+            if home and task in home:
+                call_home(self.graph, task, value)
             finish(task, value)
             if started and batch.announced <= batch.reported:
                 started(task, name)  # it ran between two of our reads

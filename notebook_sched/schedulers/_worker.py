@@ -155,6 +155,8 @@ def run_batch(
             produced[batch_pos] = None  # a chain intermediate has one reader
         if job[5]:
             sent = value
+            if pos + 1 < len(jobs) and any(p == pos for _, p in jobs[pos + 1][4]):
+                produced[pos] = value  # a chain link sent home too (plan.py: home)
         else:
             sent = NOT_SENT
             produced[pos] = value

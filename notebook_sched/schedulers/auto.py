@@ -444,7 +444,7 @@ class _AutoRun:
         for i in tasks:
             chain = self.state.claim_chain(i, self._shippable, MAX_CHAIN)
             batch_tasks.extend(chain)
-            chain_jobs(chain, specs, values, jobs)
+            chain_jobs(chain, specs, values, jobs, self.graph.home)
         try:
             self.channel.send(worker, batch_tasks, jobs)
         except TaskPicklingError:

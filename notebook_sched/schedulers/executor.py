@@ -62,6 +62,7 @@ from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
 from ..measure import CALLER
+from ..plan import call_home
 from ..task_runner import Failed, TaskRunner
 from ._job import Results, Unpicklable, batch_hooks, make_job
 from ._worker import run_payload
@@ -264,6 +265,8 @@ class _ExecutorRun:
                 if measured is not None:  # in the executor's worker: its CPU and GIL
                     report.measured(measured, worker)
                     self.here.note(stop - start)
+                if self.pickled and self.graph.home:  # ran in another process
+                    call_home(self.graph, t, value)
                 self.state.finish(t, value)
                 report.finished(t, worker, start, stop)
             return
