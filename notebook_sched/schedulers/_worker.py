@@ -33,7 +33,7 @@ from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
 from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
-from ..measure import PROCESS
+from ..measure import PROCESS, result_nbytes
 from ..task_runner import Failed, TaskRunner
 from ._blas import limit_by_environment, limited_native_threads
 from ._job import (
@@ -52,6 +52,7 @@ AT_EXIT: list = []
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
+FLUSH_BYTES = 256 << 10  # results waiting to be sent: at most about this many bytes
 HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
 
 
@@ -114,15 +115,20 @@ def _runner(every: int | None, hooks: dict | None, keys: dict | None) -> TaskRun
 
 
 def run_batch(conn, current, batch: int, jobs: list, runner: TaskRunner) -> None:
-    """Run ``jobs`` in order through ``runner``, streaming results to ``conn``."""
+    """Run ``jobs`` in order through ``runner``, streaming results to ``conn``.
+
+    Memory (issue 22): a job is dropped as soon as it has run, so its inputs are
+    freed then unless a later job of the batch reads them, and results are sent once
+    FLUSH_BYTES of them wait (or FLUSH_SECONDS passed), not kept until the batch ends."""
     produced = [None] * len(jobs)
     results: list = []
+    held = 0  # bytes of the results waiting in ``results``
     last_flush = time.time()
     run = runner.run_timed
     try:
         for pos, job in enumerate(jobs):
-            current.value = job[0]
-            value = run(job[0], job, produced)
+            task = current.value = job[0]
+            value = run(task, job, produced)
             if fork_state.forked:
                 os._exit(0)  # a child forked by the task: never speak for the worker
             if type(value) is Failed:
@@ -131,17 +137,21 @@ def run_batch(conn, current, batch: int, jobs: list, runner: TaskRunner) -> None
                 return
             for _ref, batch_pos in job[4]:
                 produced[batch_pos] = None  # a chain intermediate has one reader
+            jobs[pos] = (task,)  # its inputs go now (_local_inputs reads only the task)
             if job[5]:
                 sent = value
+                held += result_nbytes(value) or 0
             else:
                 sent = NOT_SENT
                 produced[pos] = value
+            job = None
             stop = runner.stop
-            results.append((job[0], sent, runner.start, stop, runner.record))
-            value = None
-            if stop - last_flush > FLUSH_SECONDS and pos + 1 < len(jobs):
+            results.append((task, sent, runner.start, stop, runner.record))
+            value = sent = None
+            if (held >= FLUSH_BYTES or stop - last_flush > FLUSH_SECONDS) and pos + 1 < len(jobs):
                 _send(conn, batch, results, False)
                 results = []
+                held = 0
                 last_flush = stop
         current.value = -1
         _send(conn, batch, results, True)
@@ -219,6 +229,7 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
                 continue
             if message is None:
                 return
+            data = None  # the batch's bytes: its inputs live in its jobs now
             runner = _runner(message.every, message.hooks, message.keys)
             with limited_native_threads(pool_size):
                 run_batch(conn, current, message.batch, message.jobs, runner)
