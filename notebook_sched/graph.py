@@ -450,10 +450,7 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small tuples would trigger quadratic GC passes
     try:
-        pos = 0
-        while pos < len(keys):
-            key = keys[pos]
-            pos += 1
+        for key in keys:  # grows as dependencies are discovered: a breadth-first pass
             value = dsk[key]
             slots = _flat_call_slots(value, dsk)
             if slots is not None:  # the fast path: its slots are mapped here, no remap_spec
@@ -471,6 +468,9 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
                 specs.append((CALL, value[0], value[1:], tuple(mapped)))
                 if len(mapped) == 1:
                     deps.append((mapped[0][1],))
+                elif len(mapped) == 2:
+                    one, two = mapped[0][1], mapped[1][1]
+                    deps.append((one, two) if one != two else (one,))
                 else:
                     deps.append(tuple(dict.fromkeys([d for _, d in mapped])))
                 continue
