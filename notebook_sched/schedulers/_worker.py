@@ -34,7 +34,7 @@ from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
 from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
-from ..measure import PROCESS
+from ..measure import PROCESS, result_nbytes
 from ..task_output import install as capture_output
 from ..task_output import pending as pending_output
 from ..task_runner import Failed, TaskRunner
@@ -55,6 +55,7 @@ AT_EXIT: list = []
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
+FLUSH_BYTES = 256 << 10  # results waiting to be sent: at most about this many bytes
 HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
 
 
@@ -139,16 +140,22 @@ def run_batch(
 ) -> None:
     """Run ``jobs`` in order through ``runner``, streaming results to ``conn``.
 
+    Memory (issue 22): a job is dropped as soon as it has run, so its inputs are
+    freed then unless a later job of the batch reads them, and results are sent once
+    FLUSH_BYTES of them wait (or FLUSH_SECONDS passed), not kept until the batch ends.
+
     ``keep_inputs``: a chain's last task keeps its in-batch input until its result is
-    sent (``Batch.keep_inputs``), in ``held``: ``{task: [(input task, value)]}``."""
+    sent (``Batch.keep_inputs``), in ``kept``: ``{task: [(input task, value)]}``, so
+    that auto can rerun it in the caller when its result cannot be pickled."""
     produced = [None] * len(jobs)
     results: list = []
-    held: dict | None = {} if keep_inputs else None
+    kept: dict | None = {} if keep_inputs else None
+    held = 0  # bytes of the results waiting in ``results``
     last_flush = time.time()
     run = runner.run_timed
     for pos, job in enumerate(jobs):
-        current.value = job[0]
-        value = run(job[0], job, produced)
+        task = current.value = job[0]
+        value = run(task, job, produced)
         if fork_state.forked:
             os._exit(0)  # a child forked by the task: never speak for the worker
         if type(value) is Failed:
@@ -156,25 +163,29 @@ def run_batch(
             _send_failure(conn, batch, results, job, jobs, produced, value.exc)
             return
         for _ref, batch_pos in job[4]:
-            if held is not None and job[5]:
-                held.setdefault(job[0], []).append((jobs[batch_pos][0], produced[batch_pos]))
+            if kept is not None and job[5]:
+                kept.setdefault(task, []).append((jobs[batch_pos][0], produced[batch_pos]))
             produced[batch_pos] = None  # a chain intermediate has one reader
         if job[5]:
             sent = value
+            held += result_nbytes(value) or 0
             if pos + 1 < len(jobs) and any(p == pos for _, p in jobs[pos + 1][4]):
                 produced[pos] = value  # a chain link sent home too (plan.py: home)
         else:
             sent = NOT_SENT
             produced[pos] = value
+        jobs[pos] = (task,)  # its inputs go now (_local_inputs reads only the task)
+        job = None
         stop = runner.stop
-        results.append((job[0], sent, runner.start, stop, runner.record))
-        value = None
-        if stop - last_flush > FLUSH_SECONDS and pos + 1 < len(jobs):
-            _send(conn, batch, results, False, held)
+        results.append((task, sent, runner.start, stop, runner.record))
+        value = sent = None
+        if (held >= FLUSH_BYTES or stop - last_flush > FLUSH_SECONDS) and pos + 1 < len(jobs):
+            _send(conn, batch, results, False, kept)
             results = []
+            held = 0
             last_flush = stop
     current.value = -1
-    _send(conn, batch, results, True, held)
+    _send(conn, batch, results, True, kept)
 
 
 def _send_failure(conn, batch, results, job, jobs, produced, exc: BaseException) -> None:
@@ -248,6 +259,7 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
                 continue
             if message is None:
                 return
+            data = None  # the batch's bytes: its inputs live in its jobs now
             runner = _runner(message.every, message.hooks, message.keys)
             with limited_native_threads(pool_size):
                 run_batch(conn, current, message.batch, message.jobs, runner, message.keep_inputs)

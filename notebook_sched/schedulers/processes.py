@@ -185,7 +185,7 @@ class _ProcessRun:
                 chain = state.claim_chain(i, self._shippable, max(size, MAX_BATCH))
             else:
                 chain = (i,)
-            held += sizer.task_bytes(i)
+            held += sizer.chain_bytes(chain)
             tasks.extend(chain)
             chain_jobs(chain, specs, values, jobs, graph.home)
         return tasks, jobs
