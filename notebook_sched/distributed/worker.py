@@ -242,7 +242,8 @@ class Worker(Transfers):
             except BaseException:  # ours, not the task's (the runner catches those)
                 # A dead executor thread would leave its task running forever: the
                 # worker dies instead, so the cluster replaces it and recomputes.
-                traceback.print_exc()
+                # To the process's own stderr: sys.stderr is this thread's task capture.
+                traceback.print_exc(file=sys.__stderr__)
                 _exit(1)
 
     def _execute(self, slot: int) -> None:
