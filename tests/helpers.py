@@ -39,6 +39,7 @@ def remote_backends() -> tuple[str, ...]:
     ``distributed`` where its module loads (importing it registers the backend)."""
     import notebook_sched as ns
 
+    ns.config.activate()  # the package registers 'distributed' on the config's first use
     names = ["processes"]
     if importlib.util.find_spec(DISTRIBUTED_BACKEND) is not None:
         importlib.import_module(DISTRIBUTED_BACKEND)

@@ -74,6 +74,16 @@ def test_submit_returns_a_future_with_the_result(backend):
     assert job in ns.jobs()
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_other_computes_run_while_a_job_runs_and_it_still_finishes_right(backend):
+    job = ns.submit(graph(60, 0.02), "total", scheduler=backend, num_workers=2)
+    wait_for(lambda: job.progress[0] > 0, 30)
+    for n in range(3):  # the cells the user runs meanwhile
+        assert ns.get(graph(4, 0.001, f"fg{n}"), "total", scheduler="sync") == 6
+    assert job.result(60) == sum(range(60))
+    assert job.state == "finished" and job.progress == (61, 61)
+
+
 def test_a_job_is_awaitable_and_works_with_wait_and_callbacks():
     called = threading.Event()
     first = ns.submit(graph(4), "total", scheduler="threads")
@@ -97,9 +107,9 @@ def test_several_collections_give_a_tuple_and_one_gives_its_result():
     assert ns.submit(a, scheduler="sync").result(10) == 3
 
 
-@pytest.mark.parametrize("backend", ["sync", "threads", "processes"], indirect=True)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_cancel_mid_run_stops_within_half_a_second_and_the_next_compute_works(backend, tmp_path):
-    if backend == "processes":
+    if backend in ("processes", "distributed"):  # tasks in other processes: long sleeps
         dsk = {f"s{i}": (sleeper_writing_marker, i, str(tmp_path)) for i in range(6)}
         dsk["total"] = (sum, [f"s{i}" for i in range(6)])
     else:  # pure Python, short tasks: threads stop at the next task boundary
@@ -117,7 +127,7 @@ def test_cancel_mid_run_stops_within_half_a_second_and_the_next_compute_works(ba
     done = job.progress[0]
     time.sleep(0.3)
     assert job.progress[0] == done, "tasks kept finishing after the cancel"
-    if backend == "processes":
+    if backend in ("processes", "distributed"):
         time.sleep(1.5)  # longer than a task: a surviving one would write its marker
         assert list(tmp_path.iterdir()) == []
     else:
@@ -132,7 +142,7 @@ def test_cancel_before_start_and_after_the_end():
     assert ns.cancel_all() == 0
 
 
-@pytest.mark.parametrize("backend", ["sync", "threads", "processes", "auto"], indirect=True)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_a_failing_job_raises_the_task_error_and_reruns_locally(backend):
     dsk = {"a": 1, "b": 0, "ratio-1": (divide, "a", "b")}
     job = ns.submit(dsk, "ratio-1", scheduler=backend, num_workers=2)

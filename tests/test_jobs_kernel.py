@@ -26,6 +26,17 @@ def slow_graph(n, seconds=0.05):
     dsk = {f'step-{i}': (step, i, seconds) for i in range(n)}
     dsk['total'] = (sum, [f'step-{i}' for i in range(n)])
     return dsk
+def spin_print(i, seconds=0.05):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    print(f'task {i} in', __import__('os').getpid(), flush=True)
+    print(f'warn {i}', file=__import__('sys').stderr)
+    return i
+def spin_graph(n, seconds=0.05):
+    dsk = {f'spin-{i}': (spin_print, i, seconds) for i in range(n)}
+    dsk['total'] = (sum, [f'spin-{i}' for i in range(n)])
+    return dsk
 """
 
 
@@ -35,8 +46,11 @@ def kernel():
         yield k
 
 
-def test_the_bar_moves_in_its_cell_while_later_cells_run_and_output_stays_there(kn):
-    first = kn.ok("job = ns.submit(slow_graph(40), 'total', scheduler='threads', num_workers=2)")
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "auto", "distributed"])
+def test_the_bar_moves_in_its_cell_while_later_cells_run_and_output_stays_there(kn, scheduler):
+    first = kn.ok(
+        f"job = ns.submit(slow_graph(40), 'total', scheduler={scheduler!r}, num_workers=2)"
+    )
     later = kn.ok("x = 1 + 1\nprint('later cell')")
     assert later.stdout == "later cell\n"  # no task output leaked into this cell
     waited = kn.ok("job.result(60)")
@@ -55,6 +69,25 @@ def test_the_bar_moves_in_its_cell_while_later_cells_run_and_output_stays_there(
     assert prints and all(m["parent_header"]["msg_id"] == first.msg_id for m in prints)
     styles = [state.get("bar_style") for state, _ in history if "bar_style" in state]
     assert styles[-1] == "success"
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "auto", "distributed"])
+def test_what_tasks_in_worker_processes_print_goes_to_the_submitting_cell(kn, scheduler):
+    first = kn.ok(
+        f"job = ns.submit(spin_graph(30, 0.06), 'total', scheduler={scheduler!r}, num_workers=2)"
+    )
+    later = kn.ok("time.sleep(0.6)\nprint('later cell')")
+    assert later.stdout == "later cell\n" and later.stderr == "", "task output leaked"
+    done = kn.ok("print(job.result(60), job.state)")
+    assert done.stdout == "435 finished\n"
+    messages = first.messages + later.messages + done.messages + kn.drain(1.0)
+    streams = [m for m in messages if m["msg_type"] == "stream"]
+    prints = [m for m in streams if "task " in m["content"]["text"]]
+    warnings = [m for m in streams if "warn " in m["content"]["text"]]
+    text = "".join(m["content"]["text"] for m in prints)
+    assert sorted(int(line.split()[1]) for line in text.splitlines()) == list(range(30))
+    assert all(m["parent_header"]["msg_id"] == first.msg_id for m in prints + warnings)
+    assert {m["content"]["name"] for m in warnings} == {"stderr"}
 
 
 def test_background_cell_returns_the_job_and_jobs_are_listed(kn):
@@ -91,14 +124,16 @@ def test_the_stop_button_interrupts_the_foreground_cell_only(kn):
     assert kn.ok("print(going.result(30), going.state)").stdout == "1770 finished\n"
 
 
-def test_a_job_whose_cell_output_was_cleared_still_finishes(kn):
-    kn.ok(
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "auto", "distributed"])
+def test_a_job_whose_cell_output_was_cleared_still_finishes(kn, scheduler):
+    cell = kn.ok(
         "from IPython.display import clear_output\n"
-        "cleared = ns.submit(slow_graph(10, 0.02), 'total', scheduler='threads')\n"
+        f"cleared = ns.submit(spin_graph(10, 0.02), 'total', scheduler={scheduler!r})\n"
         "clear_output()"
     )
     ex = kn.ok("print(cleared.result(30), cleared.state)")
-    assert ex.stdout == "45 finished\n"
+    assert ex.stdout == "45 finished\n"  # none of the tasks' prints landed here
+    assert "clear_output" in {m["msg_type"] for m in cell.messages}
 
 
 def test_kernel_restart_with_jobs_running_leaves_no_process():
@@ -107,13 +142,18 @@ def test_kernel_restart_with_jobs_running_leaves_no_process():
             "from notebook_sched.schedulers import _pool\n"
             "jobs = [ns.submit(slow_graph(200, 0.2), 'total', scheduler='processes',"
             " num_workers=2) for _ in range(2)]\n"
-            "t = ns.submit(slow_graph(200, 0.2), 'total', scheduler='threads')\n"
-            "while _pool._pool is None or jobs[0].progress[0] < 1:\n"
+            "others = [ns.submit(slow_graph(200, 0.2), 'total', scheduler=name)\n"
+            "          for name in ('threads', 'sync', 'auto', 'distributed')]\n"
+            "while _pool._pool is None or jobs[0].progress[0] < 1 or not all(\n"
+            "        j.progress[0] for j in others):\n"
             "    time.sleep(0.05)\n"
-            "print('PIDS', *[w.process.pid for w in _pool._pool.workers])"
+            "from notebook_sched.distributed import defaults\n"
+            "cluster = [p for d in defaults._defaults for p in d.cluster.pids]\n"
+            "print('PIDS', *[w.process.pid for w in _pool._pool.workers], *cluster)"
         )
         line = next(x for x in ex.stdout.splitlines() if x.startswith("PIDS"))
         pids = [int(p) for p in line.split()[1:]]
+        assert len(pids) >= 3, "the pool's and the cluster's workers"
         kernel_pid = k.manager.provisioner.process.pid
         assert pids and all(alive(p) for p in pids)
         start = time.monotonic()

@@ -25,8 +25,9 @@ backend's public ``get`` like any cell would.
   cell's parent header in a context variable, so what the job's tasks print (on its
   own thread under ``sync``, on the threads backend's workers, which copy the caller's
   context) goes to the submitting cell, not to whatever cell runs now.  The copy also
-  sets ``_pool.BACKGROUND``: the job's share of the process pool yields to a
-  foreground compute, and jobs share what is left fairly (``schedulers/_pool.py``).
+  sets ``_budget.BACKGROUND``: the job's runs yield to a foreground compute, and
+  jobs share what is left in turn; threads, process workers and ``auto`` draw on one
+  process-wide budget of ``num_workers`` (``schedulers/_budget.py``).
 * **Cancelling reuses the interrupt path.**  :class:`JobCancelled` is a
   ``KeyboardInterrupt``; every backend already stops cleanly on one (drops unstarted
   tasks, replaces busy process workers, stops threads: tests/test_interrupts.py).
@@ -34,7 +35,9 @@ backend's public ``get`` like any cell would.
   boundary on any thread), raises it asynchronously in the job thread (a pure-Python
   task under ``sync``, a runner waiting on worker pipes), and, if the run has not
   stopped after ``KILL_AFTER`` seconds, kills the job's busy process workers so the
-  runner wakes (they would be replaced by the interrupt path anyway).
+  runner wakes (they would be replaced by the interrupt path anyway).  A run on the
+  local cluster is woken with a ``cancelled`` notice instead (``distributed/run.py``
+  ``wake_run``): it releases its tasks and the cluster's workers cancel them.
 * **Failures** keep the backend's record (``job.failure()``); the job's run does not
   rerun a remote failure itself (``rerun="never"``): ``job.debug()`` does it on the
   caller's thread, so ``%debug`` lands in the task's frame.

@@ -21,7 +21,7 @@ from typing import Any
 from .. import config
 from .. import failure as _failure
 from ..events import Observer
-from ..schedulers import _pool
+from ..schedulers import _budget
 from .runners import runners
 
 __all__ = ["Job", "JobCancelled", "JobList", "RUNNING_JOB"]
@@ -166,6 +166,8 @@ class Job(Future):
         self._stopping = True
         self._interrupt_runner()
         thread = self._thread
+        if thread is not None:
+            _wake_cluster_run(thread.ident, self.name)
         if thread is not None and thread is not threading.current_thread():
             if not self._ran.wait(KILL_AFTER):
                 _kill_busy_workers(thread.ident)
@@ -203,7 +205,7 @@ class Job(Future):
         if not self.set_running_or_notify_cancel():
             self._ran.set()
             return
-        _pool.BACKGROUND.set(True)
+        _budget.BACKGROUND.set(True)
         RUNNING_JOB.set(self)
         self.started = time.time()
         previous = _failure.last_failure()
@@ -313,6 +315,14 @@ def _kill_busy_workers(ident: int | None) -> None:
     pool_module = sys.modules.get("notebook_sched.schedulers._pool")
     if pool_module is not None:
         pool_module.kill_busy_workers(ident)
+
+
+def _wake_cluster_run(ident: int | None, name: str) -> None:
+    """Wake the local-cluster run thread ``ident`` waits for: it releases its tasks,
+    which the workers cancel.  No cluster run ever made: nothing to wake."""
+    run_module = sys.modules.get("notebook_sched.distributed.run")
+    if run_module is not None:
+        run_module.wake_run(ident, f"job {name!r} was cancelled")
 
 
 class JobList(list):

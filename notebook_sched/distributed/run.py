@@ -7,6 +7,7 @@ then waits on a queue that the scheduler's I/O thread fills with notices::
     ("done", ([(index, start, stop), ...], worker))   only when observers listen
     ("home", [(index, packed value)])                 results the cache keeps here
     ("data", [packed output values])                  the run is complete
+    ("output", (stdout text, stderr text))            what a task printed
     ("failed", (index, (exception, traceback, worker)))
     ("cancelled", reason)
 
@@ -19,7 +20,9 @@ When a task fails, its inputs are gathered from the workers (they are kept while
 failed task exists) and recorded by the run's reporter (``reporter.py``), so the debugging layer
 can rerun the task locally.  Whatever happens - success, failure, KeyboardInterrupt -
 the run is released at the end: its data is freed and its unfinished tasks are
-cancelled on the workers.
+cancelled on the workers.  A background job cancelled from another thread wakes the
+run it waits for with a ``cancelled`` notice (``wake_run``), so the release happens at
+once, not at the next notice.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,10 +40,11 @@ from ..errors import load_exception
 from ..failure import RemoteTraceback
 from ..graph import VALUE
 from ..plan import call_home
+from ..task_output import write_text
 from . import protocol
 from .state import CancelledError
 
-__all__ = ["run_graph", "rebuild_error", "request_ids", "Waiter"]
+__all__ = ["run_graph", "rebuild_error", "request_ids", "Waiter", "wake_run"]
 
 BACKEND = "distributed"
 POLL_SECONDS = 0.1
@@ -47,6 +52,20 @@ INPUTS_TIMEOUT = 30.0
 ALIVE_CHECK_SECONDS = 1.0
 
 request_ids = itertools.count(1)  # ids of runs and data requests, unique per process
+
+# The notices of the runs being waited for, by caller thread, so a background job
+# cancelled from another thread can wake its run (``wake_run``).  Only the run's own
+# thread adds and removes its entry (dict item operations are atomic).
+_waiting: dict[int, Waiter] = {}
+
+
+def wake_run(thread_ident: int | None, reason: str) -> None:
+    """Stop the run that thread ``thread_ident`` waits for: it raises CancelledError
+    at once and releases its tasks, which the workers then cancel (a background job's
+    ``cancel()``; an interrupt of the caller's own thread needs none of this)."""
+    waiter = _waiting.get(thread_ident) if thread_ident is not None else None
+    if waiter is not None:
+        waiter.notify("cancelled", reason)
 
 
 def rebuild_error(error: tuple) -> tuple[BaseException, str, str | None]:
@@ -171,9 +190,16 @@ class _GraphRun:
         graph = self.graph
         base = self.base
         self.client._post(lambda state: base.append(state.add_run(run_id, graph, notices, timed)))
+        me = threading.get_ident()
+        outer = _waiting.get(me)  # a run waited for by a task of ours on this thread
+        _waiting[me] = notices
         try:
             self._wait(notices)
         finally:
+            if outer is None:
+                _waiting.pop(me, None)
+            else:
+                _waiting[me] = outer
             if self.client.cluster.status == "running":
                 self.client._scheduler.post(lambda state: state.release_run(run_id))
 
@@ -199,6 +225,8 @@ class _GraphRun:
                     if self.graph.home and out in self.graph.home:
                         call_home(self.graph, out, values[out])
                 return
+            elif kind == "output":  # what a task printed: into this thread's (cell's) streams
+                write_text(*payload)
             elif kind == "failed":
                 self._failed(*payload)
             elif kind == "error":  # an output failed; "failed" normally comes first

@@ -58,6 +58,7 @@ from typing import Any
 
 from ..errors import unpicklable_task
 from ..graph import CALL, VALUE, CompiledGraph, remap_spec
+from ..task_output import write_text
 from .gathers import DataRequests
 from .placement import Placement
 from .recovery import Recovery
@@ -72,6 +73,7 @@ from .stimuli import (
     Scattered,
     Submitted,
     TaskErred,
+    TaskOutput,
     TasksDone,
     TaskUnsendable,
     WorkerJoined,
@@ -93,7 +95,18 @@ from .tasks import (
     WorkerState,
 )
 
-__all__ = ["SchedulerState", "KilledWorker", "CancelledError"]
+__all__ = ["SchedulerState", "KilledWorker", "CancelledError", "ECHO"]
+
+
+class _Echo:
+    """The target of what a task with no run printed (a future's): written where the
+    scheduler's thread writes, as before output was captured."""
+
+    def notify(self, kind: str, payload: Any) -> None:
+        write_text(*payload)
+
+
+ECHO = _Echo()
 
 
 class SchedulerState(Placement, DataRequests, Recovery):
@@ -443,6 +456,16 @@ class SchedulerState(Placement, DataRequests, Recovery):
         if ts is None or ts.state != PROCESSING:
             return
         self._fail(ts, (unpicklable_task(ts.key, exc), None, ts.worker.name))
+
+    @stimulus_entry(TaskOutput)
+    def handle_output(self, wid: int, items: list) -> None:
+        """Tasks printed on worker ``wid`` (sent before they are reported done): the
+        text goes to the run the task belongs to, whose caller writes it into its own
+        streams (a job's cell); a future's task has no run: the text goes to ECHO."""
+        for tid, stdout, stderr in items:
+            ts = self.tasks.get(tid)
+            run = ts.run if ts is not None else None
+            self._notify(run.target if run is not None else ECHO, "output", (stdout, stderr))
 
     @stimulus_entry(TaskErred)
     def handle_error(self, wid: int, tid: int, error: Any, traceback_text: str) -> None:

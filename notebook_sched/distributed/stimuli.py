@@ -29,6 +29,7 @@ __all__ = [
     "WorkerLost",
     "WorkerPaused",
     "TasksDone",
+    "TaskOutput",
     "TaskErred",
     "DataSent",
     "TasksStolen",
@@ -78,6 +79,11 @@ class TasksDone(NamedTuple):
     wid: int
     items: list  # (tid, nbytes, start, stop)
     values: dict | None  # tid -> packed result, for tasks sent with send_back
+
+
+class TaskOutput(NamedTuple):
+    wid: int
+    items: list  # (tid, stdout text, stderr text): what a task printed
 
 
 class TaskErred(NamedTuple):
@@ -166,6 +172,7 @@ class RequestDropped(NamedTuple):
 
 _FROM_WORKER = {
     "done": TasksDone,
+    "output": TaskOutput,
     "error": TaskErred,
     "data": DataSent,
     "paused": WorkerPaused,

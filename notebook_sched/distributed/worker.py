@@ -31,6 +31,15 @@ blocking calls stop at once), with an asynchronous exception for other threads. 
 shared array ``current`` holds the task each slot runs (-1 idle): the scheduler
 reads it for its status view and, when this process dies, to know whom to blame.
 
+An executor thread survives whatever its task does (the task runner catches it); if
+our own code around a task raises there, the worker exits (code 1) rather than leave
+that task running forever on a dead thread: the cluster replaces it, as after a crash.
+
+A task that fails with ``MemoryError`` may leave the process poisoned (it lowered
+its ``RLIMIT_AS``, leaked, fragmented the heap), so every later task here would fail
+too: the worker starts no other task, reports what it finished and exits
+(``_retire``); the cluster replaces it and recomputes what it held, as after a death.
+
 The process ignores SIGINT (the client handles interrupts) and exits as soon as its
 connection to the scheduler closes, so a killed client leaves no orphans.  A
 heartbeat thread sends ``("heartbeat",)`` every ``settings["heartbeat"]`` seconds, so
@@ -66,6 +75,7 @@ from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
 from ..errors import dump_exception as _dump_exception
 from ..measure import CLUSTER, process_meter
+from ..task_output import install_per_thread
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import protocol
 from .listener import AuthListener
@@ -116,9 +126,11 @@ class Worker(Transfers):
         self.in_task = [False] * self.nthreads
         self.idents: list = [0] * self.nthreads
         self.meter = process_meter()  # measures a sample of tasks (see _execute)
+        self.streams = install_per_thread()  # tasks' prints go to their run (task_output)
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
+        self.retiring = False  # a task ran out of memory here: run nothing more (_retire)
         self.channel = protocol.connect(settings["address"], self.secret)
         self.server = AuthListener(
             protocol.listen_address(settings["directory"], f"{self.name}.sock"),
@@ -220,11 +232,19 @@ class Worker(Transfers):
     # -- running tasks (executor threads) --------------------------------------
     def _execute_loop(self, slot: int) -> None:
         self.idents[slot] = threading.get_ident()
+        for stream in self.streams:
+            stream.register()  # what this thread's tasks print is kept apart
         while True:
             try:
                 self._execute(slot)
             except TaskCancelled:  # arrived between tasks: nothing to undo
                 self.in_task[slot] = False
+            except BaseException:  # ours, not the task's (the runner catches those)
+                # A dead executor thread would leave its task running forever: the
+                # worker dies instead, so the cluster replaces it and recomputes.
+                # To the process's own stderr: sys.stderr is this thread's task capture.
+                traceback.print_exc(file=sys.__stderr__)
+                _exit(1)
 
     def _execute(self, slot: int) -> None:
         """Run tasks on executor thread ``slot`` through its TaskRunner, which measures
@@ -245,7 +265,7 @@ class Worker(Transfers):
         while True:
             with lock:
                 while True:
-                    task = next_task(slot)
+                    task = None if self.retiring else next_task(slot)
                     if task is not None:
                         break
                     if machine.outbox:  # out of ready work: report what is done
@@ -267,13 +287,19 @@ class Worker(Transfers):
                 value = Failed(TaskCancelled())
             if fork_state.forked:
                 os._exit(0)  # a child forked by the task came back here: see the docstring
+            self._send_output(task.tid)
             error = None
             if type(value) is Failed:
                 error, value = value.exc, None
                 if isinstance(error, TaskCancelled):
                     error = None
                     task.cancelled = True
+                elif isinstance(error, MemoryError):
+                    with lock:
+                        self.retiring = True  # no other slot starts a task here now
             self._finished(slot, task, value, error, runner.start, runner.stop, runner.record)
+            if self.retiring:
+                self._retire()
 
     def _finished(
         self, slot: int, task: Task, value: Any, error, start: float, stop: float, measured=None
@@ -285,6 +311,17 @@ class Worker(Transfers):
                 self._under_lock(out)
         if out:
             self._after_lock(out)
+
+    def _retire(self) -> None:
+        """A task ran out of memory here (its error is sent): this process may stay
+        poisoned (a task lowered its RLIMIT_AS, leaked, fragmented the heap), so it
+        reports what it finished and exits; the cluster starts a fresh worker and
+        recomputes what this one held, as after any worker's death."""
+        with self.lock:
+            batch = self.machine.take_outbox(time.time()) if self.machine.outbox else None
+        if batch is not None:
+            self._send_done(*batch)
+        _exit()
 
     def _send_done(self, batch: list, values: dict | None) -> None:
         if not batch:
@@ -301,6 +338,13 @@ class Worker(Transfers):
         for tid, exc in errors:
             self._send_error(tid, exc)
 
+    def _send_output(self, tid: int) -> None:
+        """Send what task ``tid`` printed (before it is reported done), if anything."""
+        stdout, stderr = self.streams
+        out, err = stdout.take(), stderr.take()
+        if out or err:
+            self._send_frames(*protocol.dumps(("output", [(tid, out, err)])))
+
     def _send_error(self, tid: int, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(exc))
         head, buffers = protocol.dumps(("error", tid, _dump_exception(exc), text))
@@ -314,12 +358,12 @@ class Worker(Transfers):
             _exit()
 
 
-def _exit() -> None:
+def _exit(code: int = 0) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
-        os._exit(0)
+        os._exit(code)
 
 
 def main(settings: dict) -> None:

@@ -4,7 +4,9 @@ and their results come back.  Shared by ``processes`` and ``auto``, which decide
 
     send(worker, tasks, jobs) --Batch--> worker k (a second batch may wait in its pipe)
     receive() <--Results / TaskError / Unpicklable / Unloadable-- (``_job.py``'s messages)
+       |-> Output: what the tasks printed, written to this thread's streams (``task_output.py``)
        |-> RunState.finish, the reporter's events, measurements (Measurement)
+       |-> results that cannot be pickled: TaskPicklingError, or ``on_unpicklable``
        |-> a task's failure: remote traceback, its in-batch inputs, raised as the task's
        |-> a dead worker (sentinel) or a hung one (heartbeat, ``worker_timeout``):
            an error naming the task it was running
@@ -35,6 +37,8 @@ from ..errors import (
 )
 from ..failure import RemoteTraceback, key_repr
 from ..plan import call_home
+from ..task_output import Output
+from ..task_output import write as write_output
 from . import _pool
 from ._batching import BatchSizer
 from ._job import Batch, Results, TaskError, Unloadable, batch_hooks, make_job
@@ -82,6 +86,11 @@ class BatchChannel:
         self.next_id = 0
         # What batches are sized by: task times, result bytes (``_batching.py``).
         self.sizer = sizer if sizer is not None else BatchSizer(graph, pool.size)
+        # Results that could not be pickled, ``[(task, reason, inputs)]``: raised as
+        # TaskPicklingError unless the user (``auto``) takes them, with the in-batch
+        # inputs kept for them (``keep_inputs``) to run them itself.
+        self.on_unpicklable = self._unpicklable_result
+        self.keep_inputs = False
 
     @property
     def mean_seconds(self) -> float | None:
@@ -114,7 +123,7 @@ class BatchChannel:
 
     def _pickle(self, batch_id: int, jobs: list) -> bytes:
         hooks, keys = batch_hooks(self.graph, [job[0] for job in jobs])
-        message = Batch(batch_id, jobs, self.report.sampling(), hooks, keys)
+        message = Batch(batch_id, jobs, self.report.sampling(), hooks, keys, self.keep_inputs)
         try:
             return cloudpickle.dumps(message, protocol=5)
         except Exception:
@@ -188,6 +197,9 @@ class BatchChannel:
 
     def _handle(self, worker: WorkerHandle, message: tuple) -> None:
         kind = type(message)
+        if kind is Output:  # what the tasks printed: into this thread's (cell's) streams
+            write_output(message)
+            return
         batch = self.batches.get(message.batch) or self.batches[worker.outstanding[0]]
         if message.results:
             self._record(batch, message.results)
@@ -203,9 +215,17 @@ class BatchChannel:
             self._batch_done(worker, batch)
             task = self._unloadable(batch)
             self._task_raised(worker, task, message.exception, message.traceback, [])
-        else:  # Unpicklable: a result could not be pickled
-            self._batch_done(worker, batch)
-            raise unpicklable_result(self.graph.keys[message.task], message.reason)
+        else:  # Unpicklable: some results could not be pickled
+            batch.reported += len(message.bad)
+            if message.final:
+                self._batch_done(worker, batch)
+            else:
+                self._started_next(batch)
+            self.on_unpicklable(message.bad)
+
+    def _unpicklable_result(self, bad: list) -> None:
+        task, reason, _inputs = bad[0]
+        raise unpicklable_result(self.graph.keys[task], reason)
 
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish

@@ -25,17 +25,20 @@ and shut down at exit.
 ``background/``, beside a cell's compute): each run takes a :class:`WorkerLease`, which
 looks like a pool (``workers``, ``size``, ``replace``) but lists only the workers
 lent to that run.  A worker belongs to one run at a time, so a pipe never carries two
-runs' batches.  Every time a run looks at ``lease.workers`` (once per dispatch and
-per message received) the pool rebalances: it computes each lease's fair number of
-workers (foreground runs first, up to their ``num_workers``; background leases share
-what is left equally, the remainder to the oldest), lends free workers to leases
-below their share (and to anyone when nobody else is waiting: no worker idles while
-a run has work), and marks workers of a lease above its share *draining*: the run
-sends them nothing new (``may_send``) and the worker passes to the waiting run as
-soon as its batches are done (~20 ms of work, see ``processes.py``).  A run with no
-worker waits for one in ``lease.workers`` (in short polls, so an interrupt or a job's
-cancellation gets through).  ``auto`` takes an *exclusive* lease only when nobody
-else uses the pool (else it runs everything on threads), as it always did.
+runs' batches.  Each lease is a member of the process-wide worker budget
+(``_budget.py``), beside ``threads`` runs, so jobs on threads and on processes share
+one ``num_workers``.  Every time a run looks at ``lease.workers`` (once per dispatch
+and per message received) the pool rebalances: it reads each lease's target from the
+budget (foreground runs first; background runs equal shares, the odd worker turning
+round to the run that was sent fewest tasks), lends free workers to leases below
+their target (and to anyone when nobody else is waiting: no worker idles while a run
+has work, within the budget's capacity), and marks workers of a lease above its
+target *draining*: the run sends them nothing new (``may_send``) and the worker
+passes to the waiting run as soon as its batches are done (~20 ms of work, see
+``processes.py``).  A run with no worker waits for one in ``lease.workers`` (in short
+polls, so an interrupt or a job's cancellation gets through).  ``auto`` takes an
+*exclusive* lease only when nobody else uses the pool (else it runs everything on
+threads), as it always did; its run is counted in the budget as a whole.
 A worker that dies or is killed after an interrupt is replaced at once in the
 background (the new process boots while the user reads the error).
 """
@@ -43,13 +46,14 @@ background (the new process boots while the user reads the error).
 from __future__ import annotations
 
 import atexit
-import contextvars
 import multiprocessing
 import multiprocessing.util  # registers its atexit hook first, so ours runs before it
 import threading
 import time
 
+from .. import _spawn
 from ..errors import MainGuardError, exit_if_bootstrapping, note_out_of_fds
+from ._budget import BACKGROUND, BUDGET, WAIT_POLL
 from ._worker import AT_EXIT, worker_main
 
 __all__ = [
@@ -65,13 +69,6 @@ __all__ = [
 # MainGuardError and its message live in errors.py (the cluster raises them too).
 
 _context = multiprocessing.get_context("spawn")
-
-# True in background jobs' threads (set by background/job.py, inherited by the threads a job
-# starts): their leases yield to foreground runs.
-BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "notebook_sched_background", default=False
-)
-WAIT_POLL = 0.05  # seconds between checks of a run waiting for a worker
 
 
 class WorkerHandle:
@@ -102,7 +99,7 @@ class WorkerHandle:
                 name=f"notebook_sched-{self.name}",
                 daemon=False,  # workers may start pools of their own (nested compute)
             )
-            self.process.start()
+            _spawn.start(self.process)
         except BaseException:
             parent_end.close()
             raise
@@ -159,8 +156,9 @@ class WorkerPool:
             if isinstance(exc, OSError):
                 note_out_of_fds(exc, "the process pool", size)
             raise
-        # Guards workers, leases, owner and every lease's held/draining sets.
-        self.cond = threading.Condition(threading.Lock())
+        # Guards workers, leases, owner and every lease's held/draining sets: the
+        # budget's condition, so targets and held workers are read under one lock.
+        self.cond = BUDGET.cond
         self.leases: list[WorkerLease] = []  # active, oldest first
         self.owner: list[WorkerLease | None] = [None] * size  # per slot
 
@@ -187,11 +185,17 @@ class WorkerPool:
 
     def lease(self, limit: int, exclusive: bool = False) -> WorkerLease | None:
         """A share of this pool for one run, of at most ``limit`` workers; with
-        ``exclusive``, the whole pool, or None at once if another run uses it."""
+        ``exclusive``, the whole pool, or None at once if another run uses it (an
+        exclusive lease is ``auto``'s, counted in the budget by its run)."""
         with self.cond:
             if exclusive and self.leases:
                 return None
-            lease = WorkerLease(self, limit, exclusive, background=BACKGROUND.get())
+        member = BUDGET.join(limit, BACKGROUND.get(), counted=not exclusive)
+        with self.cond:
+            if exclusive and self.leases:
+                member.leave()
+                return None
+            lease = WorkerLease(self, limit, exclusive, member)
             self.leases.append(lease)
         self.replace_dead(lease)
         return lease
@@ -205,32 +209,26 @@ class WorkerPool:
                     self.owner[slot] = None
             lease.held.clear()
             lease.draining.clear()
+            lease.member.busy = 0
             self.cond.notify_all()
+        lease.member.leave()
 
-    def shares(self) -> dict:
-        """Each lease's fair number of workers now (see the module docstring)."""
-        targets = {lease: 0 for lease in self.leases}
-        left = self.size
+    def targets(self) -> tuple[dict, dict]:
+        """Each lease's fair number of workers now, and the budget's targets (under
+        cond): the budget's target for a lease's member; all of them for an exclusive
+        lease, its limit for a nested (uncounted) one."""
+        budget = BUDGET.targets()
+        targets = {}
         for lease in self.leases:
             if lease.exclusive:
-                return {other: (left if other is lease else 0) for other in self.leases}
-        for group in (False, True):  # foreground runs first, then background jobs
-            members = [lease for lease in self.leases if lease.background is group]
-            while left and members:
-                share = max(1, left // len(members))
-                for lease in list(members):
-                    give = min(share, lease.limit - targets[lease], left)
-                    targets[lease] += give
-                    left -= give
-                    if targets[lease] >= lease.limit:
-                        members.remove(lease)
-                    if not left:
-                        break
-        return targets
+                return {other: (self.size if other is lease else 0) for other in self.leases}, {}
+            member = lease.member
+            targets[lease] = budget[member] if member.budget is not None else lease.limit
+        return targets, budget
 
     def rebalance(self, lease: WorkerLease) -> list[WorkerHandle]:
         """``lease``'s workers after giving back and taking its share (under cond)."""
-        targets = self.shares()
+        targets, budget = self.targets()
         mine = targets.get(lease, 0)
         workers = self.workers
         for slot in list(lease.draining):
@@ -239,9 +237,7 @@ class WorkerPool:
                 lease.held.discard(slot)
                 self.owner[slot] = None
                 self.cond.notify_all()
-        starving = any(
-            len(other.held) < targets[other] for other in self.leases if other is not lease
-        )
+        starving = self._starving(lease, targets, budget)
         keep = len(lease.held) - len(lease.draining)
         if starving and keep > mine:
             # Give back the workers with least in flight first (they free soonest).
@@ -257,8 +253,9 @@ class WorkerPool:
                     self.cond.notify_all()
                 keep -= 1
         elif keep < lease.limit:
-            # Free workers: up to the share, or beyond it when nobody else waits.
-            allowed = lease.limit if not starving else mine
+            # Free workers: up to the share, or beyond it when nobody else waits, and
+            # never past the budget's capacity (threads runs count there too).
+            allowed = min(lease.limit if not starving else mine, self._room(lease))
             for slot, owner in enumerate(self.owner):
                 if keep >= allowed:
                     break
@@ -266,7 +263,29 @@ class WorkerPool:
                     self.owner[slot] = lease
                     lease.held.add(slot)
                     keep += 1
+        self._account(lease, mine)
         return [workers[slot] for slot in sorted(lease.held)]
+
+    def _starving(self, lease: WorkerLease, targets: dict, budget: dict) -> bool:
+        """Does another run wait for a slot it is owed: a lease below its target, a
+        threads run or an ``auto`` run of the budget (under cond)?"""
+        if any(len(o.held) < targets[o] for o in self.leases if o is not lease):
+            return True
+        return bool(budget) and BUDGET.others_waiting(lease.member, budget)
+
+    def _room(self, lease: WorkerLease) -> int:
+        """Slots of the budget no other member holds (under cond)."""
+        if lease.member.budget is None:
+            return self.size
+        others = sum(m.load() for m in BUDGET.members if m is not lease.member)
+        return max(0, BUDGET.capacity() - others)
+
+    @staticmethod
+    def _account(lease: WorkerLease, target: int) -> None:
+        """Tell the budget what ``lease`` holds and whether it wants more (under cond)."""
+        member = lease.member
+        member.busy = len(lease.held)
+        member.waiting = 1 if member.busy < target else 0
 
     def shutdown(self) -> None:
         for worker in self.workers:
@@ -281,11 +300,12 @@ class WorkerPool:
 class WorkerLease:
     """One run's share of the pool, used by the run as if it were the pool."""
 
-    def __init__(self, pool: WorkerPool, limit: int, exclusive: bool, background: bool):
+    def __init__(self, pool: WorkerPool, limit: int, exclusive: bool, member):
         self.pool = pool
         self.limit = max(1, min(limit, pool.size))
         self.exclusive = exclusive
-        self.background = background
+        self.member = member  # the run's account in the budget (_budget.py)
+        self.background = member.background
         self.held: set[int] = set()  # slots lent to this run
         self.draining: set[int] = set()  # slots to give back once their batches are done
         self.broken = False  # a wait for a worker was interrupted: never wait again
@@ -313,6 +333,10 @@ class WorkerLease:
             except BaseException:
                 self.broken = True  # interrupted: the run's cleanup must not wait here
                 raise
+
+    def sent(self, tasks: int) -> None:
+        """Count ``tasks`` sent for the budget's turns (only this run's thread writes)."""
+        self.member.served += tasks
 
     def may_send(self, worker: WorkerHandle) -> bool:
         """False for a worker being given back to another run."""

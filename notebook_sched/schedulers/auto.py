@@ -15,19 +15,37 @@ to a thread, a worker process or runs it inline, and waits on everything at once
 No lock guards the state because nobody else changes it.
 
 * **Slots.**  At most ``num_workers`` tasks run at once, threads and processes
-  together (a worker process with a batch counts as one).
+  together (a worker process with a batch counts as one).  The run is one member of
+  the process-wide budget (``_budget.py``): while background jobs or other computes
+  run, it starts only as many as the budget allows it.
 * **Learning.**  A prefix the router has not measured runs on a thread *alone* (no
   other task of ours on a thread meanwhile), with the GIL probe (``gil.py``) running,
   so its busy-GIL share is its own; once ``PROBE_TASKS`` of its tasks are measured,
   the rest of the same run follows the verdict.  Later tasks that happen to run alone
   keep the estimate fresh.  Known prefixes whose tasks take under ``INLINE_SECONDS``
   run inline (a thread hop would cost more than the task).
+* **Prefixes.**  Dask's ``key_split`` names ``load-3`` and ``("load", 3)`` ``load``,
+  but ``load3`` ``load3``: a graph of hand-named keys (``w0``, ``w1``...) would be
+  a thousand new prefixes, each measured alone, so the whole run would go one task at
+  a time.  :func:`routing_prefix` also drops trailing digits (``w0`` -> ``w``; keys
+  that are numbers share one prefix), so such tasks are learned as one kind.
 * **Data.**  A GIL-holding task goes to a process only when moving its inputs and
   result costs less than the GIL time it frees (``Router.route`` weighs the bytes).
 * **The pool.**  The shared process pool (``_pool.py``) is taken only when a task is
   first routed to it, without waiting: when another run holds it (a nested compute
   inside one of our tasks, or another thread's run), this run stays on threads rather
   than risk waiting on itself.
+* **What cannot travel.**  auto chose to ship a task, so a task it cannot ship runs
+  on a thread instead, and its prefix stays on threads from then on
+  (``Router.unshippable``): an input that cannot be pickled (an ``RLock``, a
+  generator) is found before the task leaves (``_ship_failed``: it has not run); a
+  *result* that cannot be pickled is found only after the task ran in its worker
+  (``_result_unshippable``), so that task runs a second time, on a thread here:
+  **its side effects happen twice** (once per prefix: the prefix is then pinned).  A
+  chain's last task gets the in-batch input its worker kept (``Batch.keep_inputs``);
+  when that input cannot be pickled either, the run fails with the
+  TaskPicklingError.  Its dependents get the value here, and run on threads for the
+  same reason when their prefix routes to processes.
 * **Failures and interrupts** behave as in ``threads`` (live frames, other threads'
   tasks cancelled with an asynchronous ``TaskCancelled``) for tasks on threads, and as
   in ``processes`` (remote traceback, local rerun, busy workers replaced) for tasks in
@@ -45,15 +63,17 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from ..engine import Reporter, check_workers, execute_graph
-from ..errors import TaskPicklingError
+from ..errors import TaskPicklingError, unpicklable_result
+from ..failure import key_repr
 from ..gil import GilProbe
-from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, routing_prefix
 from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
 from ._batching import MAX_BATCH as MAX_CHAIN
 from ._batching import BatchSizer, tasks_by_time
 from ._blas import limited_native_threads
+from ._budget import BACKGROUND, BUDGET, IN_TASK, Member
 from ._channel import BatchChannel
 from .auto_routing import PROCESSES, THREADS, Router
 from .processes import chain_jobs, run_here, worker_timeout_setting
@@ -101,11 +121,13 @@ def get(
     timeout = worker_timeout_setting(worker_timeout)
 
     def drive(graph, state, report):
-        _AutoRun(graph, state, report, workers, _router, timeout).drive()
+        _AutoRun(graph, state, report, workers, _router, timeout, member).drive()
 
-    return execute_graph(
-        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
-    )
+    # Threads and worker processes together are one member of the budget (_budget.py).
+    with BUDGET.join(workers, BACKGROUND.get()) as member:
+        return execute_graph(
+            dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+        )
 
 
 class _ObserverError:
@@ -122,8 +144,18 @@ class _AutoRun:
     Its process side is a batch channel (``_channel.py``, the one ``processes`` uses),
     made when a task is first routed to the pool."""
 
-    def __init__(self, graph, state, report: Reporter, workers: int, router: Router, timeout=None):
+    def __init__(
+        self,
+        graph,
+        state,
+        report: Reporter,
+        workers: int,
+        router: Router,
+        timeout=None,
+        member: Member | None = None,
+    ):
         self.graph = graph
+        self.member = member if member is not None else BUDGET.join(workers, False, False)
         self.state = state
         self.report = report
         self.timeout = timeout
@@ -217,10 +249,10 @@ class _AutoRun:
         try:
             return self.prefixes[head]
         except KeyError:
-            name = self.prefixes[head] = key_split(head)
+            name = self.prefixes[head] = routing_prefix(head)
             return name
         except TypeError:
-            return key_split(key)
+            return routing_prefix(key)
 
     def _where(self, i: int) -> str:
         prefix = self._prefix(i)
@@ -243,7 +275,13 @@ class _AutoRun:
         batches: list[list[int]] = []  # tasks for processes, one list per idle worker
         held: list[int] = []  # bytes each of those batches moves and holds (_batching)
         idle = self.channel.idle() if self.channel is not None else []
-        free = self.slots - self._busy()
+        busy = self._busy()
+        free = self.member.allowance(busy)  # slots - busy, unless other runs share them
+        if free <= 0 and not busy and ready:
+            self.member.settle(0, 0, True)  # other runs hold every slot: wait our turn
+            self.member.wait_turn()
+            return
+        threads_before = self.thread_starts
         draining = self.solo is not None  # no thread task starts beside a solo one
         inline_until = time.perf_counter() + INLINE_BUDGET
         self.more_inline = False
@@ -296,6 +334,9 @@ class _AutoRun:
         for worker, tasks in zip(idle, batches, strict=False):
             self._send_batch(worker, tasks)
         ready.extend(reversed(deferred))
+        # The budget's turns count tasks (a batch's every task), not slots.
+        started = self.thread_starts - threads_before + sum(map(len, batches))
+        self.member.settle(self._busy(), started, bool(ready) and free <= 0)
 
     # -- threads -----------------------------------------------------------------
     def _to_thread(self, i: int, solo: bool) -> None:
@@ -322,6 +363,7 @@ class _AutoRun:
         whatever happened: a task's failure comes back as ``Failed``, an observer's
         error (raised by a reporter call) as ``_ObserverError``."""
         __tracebackhide__ = True
+        IN_TASK.set(True)  # a compute started by a task here is nested (_budget.py)
         report, graph = self.report, self.graph
         specs, values = graph.specs, self.state.values
         listening = bool(report.task_measured)
@@ -420,6 +462,8 @@ class _AutoRun:
         self.channel = BatchChannel(
             self.graph, self.state, self.report, lease, self.timeout, sizer=self.sizer
         )
+        self.channel.on_unpicklable = self._result_unshippable
+        self.channel.keep_inputs = True  # a chain's last input, to rerun it here
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:
@@ -456,6 +500,29 @@ class _AutoRun:
             if t not in head_set:
                 self.state.claimed[t] = 0
         self.state.ready.extend(reversed(heads))
+
+    def _result_unshippable(self, bad: list) -> None:
+        """Tasks that ran in a worker process but whose results cannot be pickled back
+        (a generator, a lock): their prefix stays on threads from now on, and they run
+        again here, on a thread (so they ran twice: see the module docstring), with
+        the in-batch input their worker kept for a chain's last task."""
+        state, keys = self.state, self.graph.keys
+        for task, reason, inputs in bad:
+            self.router.unshippable(self._prefix(task))
+            kept = {dep: value for dep, value, ok in inputs if ok}
+            needed = self.graph.deps[task] if state.claimed[task] else ()  # a chain's tail
+            missing = [dep for dep in needed if dep not in kept]
+            if missing:
+                exc = unpicklable_result(keys[task], reason)
+                exc.add_note(
+                    f"scheduler='auto' could not run it on a thread instead: its input "
+                    f"{key_repr(keys[missing[0]])} was made in the same worker process and "
+                    f"cannot be pickled either. The next run keeps this prefix on threads."
+                )
+                raise exc
+            for dep, value in kept.items():
+                state.values[dep] = value  # released as usual when ``task`` finishes
+            state.ready.append(task)
 
     # -- waiting: the pool's pipes and sentinels, and the threads' pipe -------------
     def _receive(self, timeout: float | None) -> None:

@@ -119,8 +119,9 @@ class Router:
         return self._per_byte
 
     def unshippable(self, prefix: str) -> None:
-        """A task of ``prefix`` could not be pickled to go to a process (an RLock or a
-        generator among its inputs): its tasks stay on threads from now on."""
+        """A task of ``prefix`` could not travel to or from a process (an RLock or a
+        generator among its inputs, or as its result): its tasks stay on threads from
+        now on."""
         self.pinned.add(prefix)
 
     def route(self, prefix: str, input_bytes: int = 0) -> str:

@@ -271,9 +271,8 @@ class _ExecutorRun:
                 report.finished(t, worker, start, stop)
             return
         if type(outcome) is Unpicklable:
-            raise unpicklable_result(
-                self.graph.keys[outcome.task], outcome.reason, "the executor's"
-            )
+            bad_task, reason, _inputs = outcome.bad[0]
+            raise unpicklable_result(self.graph.keys[bad_task], reason, "the executor's")
         failed_task, exc, tb_text = outcome.task, outcome.exception, outcome.traceback
         if failed_task < 0:  # its job could not be unpickled in the executor's worker
             failed_task = task

@@ -159,6 +159,7 @@ class _ProcessRun:
             tasks, jobs = self._take(self.channel.sizer.max_tasks(len(state.ready)))
             if jobs:
                 self.channel.send(worker, tasks, jobs)
+                self.pool.sent(len(tasks))  # the budget's turns (_budget.py)
 
     def _take(self, size: int) -> tuple[list, list]:
         state = self.state
@@ -184,7 +185,7 @@ class _ProcessRun:
                 chain = state.claim_chain(i, self._shippable, max(size, MAX_BATCH))
             else:
                 chain = (i,)
-            held += sizer.task_bytes(i)
+            held += sizer.chain_bytes(chain)
             tasks.extend(chain)
             chain_jobs(chain, specs, values, jobs, graph.home)
         return tasks, jobs

@@ -2,7 +2,8 @@
 
 For NumPy, pandas and other code that releases the GIL.  Each run starts its own
 ``num_workers`` threads (default: the number of CPUs) and joins them, so a task may
-itself call ``get`` without waiting on a shared pool (no nested-compute deadlock).
+itself call ``get`` without waiting on a shared pool (no nested-compute deadlock; a
+nested run does not count in the budget either, see ``_budget.py``).
 
 How work flows::
 
@@ -29,6 +30,13 @@ whole loop inside its own copy of the caller's context, taken once per run, so t
 is no per-task cost.  A task that sets a variable changes only its thread's copy
 (later tasks on the same thread see it; the caller never does).
 
+**Sharing with other runs.**  Each run is a member of the process-wide worker budget
+(``_budget.py``).  Alone (the usual case) nothing changes: the loop reads one flag
+per task.  While background jobs or other computes run beside it, its threads take a
+budget slot before each task and give it back after, so all runs together keep at
+most ``num_workers`` tasks busy, the foreground's first and the jobs' in turn; a
+thread that gets no slot waits for one outside the run's lock.
+
 When ``pool=`` is a ``concurrent.futures`` executor or a ``multiprocessing`` pool,
 the executor backend runs the graph instead (see ``executor.py``).
 """
@@ -45,6 +53,7 @@ from ..engine import Reporter, check_workers, execute_graph
 from ..measure import THREAD
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from ._blas import limited_native_threads
+from ._budget import BACKGROUND, BUDGET, IN_TASK, Member
 from .on_pool import get_on_pool
 
 __all__ = ["get", "TaskCancelled"]
@@ -69,17 +78,19 @@ def get(
     workers = check_workers(num_workers)
 
     def drive(graph, state, report):
-        _Run(graph, state, report, workers).drive()
+        _Run(graph, state, report, workers, member).drive()
 
-    return execute_graph(
-        dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
-    )
+    # The run's account in the process-wide budget, shared with jobs (_budget.py).
+    with BUDGET.join(workers, BACKGROUND.get()) as member:
+        return execute_graph(
+            dsk, keys, drive, BACKEND, observers=observers, workers=workers, planners=planners
+        )
 
 
 class _Run:
     """One threaded run.  ``cond`` guards every field below and the RunState."""
 
-    def __init__(self, graph, state, report: Reporter, workers: int):
+    def __init__(self, graph, state, report: Reporter, workers: int, member: Member):
         self.graph = graph
         self.state = state
         self.report = report
@@ -91,6 +102,10 @@ class _Run:
         self.idle = 0  # threads waiting on cond
         self.in_task: dict[int, bool] = {}  # thread ident -> currently inside a task
         self.workers = min(workers, max(1, len(graph)))
+        self.member = member  # takes a budget slot per task while other runs exist
+        # Tasks running now, for the budget (list() copies the values atomically).
+        in_task = self.in_task
+        member.running = lambda: list(in_task.values()).count(True)
 
     def drive(self) -> None:
         __tracebackhide__ = True
@@ -140,6 +155,7 @@ class _Run:
 
     def _work(self, name: str) -> None:
         __tracebackhide__ = True
+        IN_TASK.set(True)  # this thread's context: a compute started here is nested
         try:
             self._loop(name)
         except TaskCancelled:
@@ -178,10 +194,15 @@ class _Run:
         )
         run = runner.run_timed if (timed or runner.measuring) else runner.run
         in_task = self.in_task
+        member = self.member
+        holding = False  # this thread holds a budget slot (only while capped)
         i = -1
         value = None
         while True:
             with cond:
+                if holding and i >= 0:  # the slot of the task just run
+                    member.give()
+                    holding = False
                 if i >= 0:
                     finish(i, value)
                     value = None
@@ -190,13 +211,25 @@ class _Run:
                     if not state.remaining:
                         self.done.set()
                         cond.notify_all()
+                        member.wake()
                         return
                 while True:
                     if self.stop:
                         return
-                    if ready:
+                    if ready:  # marked first: a run joining now counts it (_budget.py)
+                        in_task[ident] = True
+                        if member.capped and not holding:  # a slot per task now
+                            in_task[ident] = False  # not counted twice while it asks
+                            if not member.try_take():
+                                i = -1
+                                break
+                            in_task[ident] = True
+                            holding = True
                         i = ready.pop()
                         break
+                    if holding:  # a slot waited for, and no task left for it
+                        member.give()
+                        holding = False
                     if not state.remaining:
                         return
                     self.idle += 1
@@ -204,9 +237,11 @@ class _Run:
                     self.idle -= 1
                 if ready and self.idle:
                     cond.notify(min(self.idle, len(ready)))
+            if i < 0:
+                holding = member.take()  # no slot for this run now: wait for its turn
+                continue
             if timed:
                 started(i, name)
-            in_task[ident] = True
             value = run(i, specs[i], values)
             in_task[ident] = False
             if type(value) is Failed:
