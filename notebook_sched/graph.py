@@ -90,7 +90,6 @@ __all__ = [
     "is_graph_node",
     "names_key",
     "key_split",
-    "routing_prefix",
     "remap_spec",
     "to_mapping",
 ]
@@ -136,16 +135,6 @@ def key_split(key: Hashable) -> str:
             break
         kept.append(word)
     return "-".join(kept)
-
-
-def routing_prefix(key) -> str:
-    """The kind of task a key names, for routing: ``key_split``, less trailing digits
-    (``w0``, ``w1`` -> ``w``; ``"17"`` and ``17`` -> ``"#"``)."""
-    name = key_split(key)
-    kind = name.rstrip("0123456789")
-    if kind == name:
-        return name
-    return kind.rstrip("_.") or "#"
 
 
 def to_mapping(dsk: Any) -> Mapping:

@@ -255,7 +255,7 @@ def test_a_stopped_worker_process_fails_the_run_within_worker_timeout():
 
 
 def test_routing_prefix_groups_hand_numbered_keys():
-    from notebook_sched.graph import routing_prefix
+    from notebook_sched.schedulers.auto_routing import routing_prefix
 
     assert routing_prefix("w0") == routing_prefix("w17") == "w"
     assert routing_prefix("load_3") == routing_prefix(("load_4", 0)) == "load"

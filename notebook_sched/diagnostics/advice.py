@@ -62,8 +62,8 @@ from typing import Any
 from ..api import Additions, RunRequest
 from ..events import Observer, RunInfo
 from ..gil import GilProbe, attribute
-from ..graph import routing_prefix
 from ..measure import CALLER, LONG_TASK, PROCESS, THREAD, Measurement
+from ..schedulers.auto_routing import routing_prefix
 from .advice_model import BACKENDS, Costs, Load, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 

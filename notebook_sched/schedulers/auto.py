@@ -66,7 +66,7 @@ from ..engine import Reporter, check_workers, execute_graph
 from ..errors import TaskPicklingError, unpicklable_result
 from ..failure import key_repr
 from ..gil import GilProbe
-from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, routing_prefix
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
@@ -75,7 +75,7 @@ from ._batching import BatchSizer, tasks_by_time
 from ._blas import limited_native_threads
 from ._budget import BACKGROUND, BUDGET, IN_TASK, Member
 from ._channel import BatchChannel
-from .auto_routing import PROCESSES, THREADS, Router
+from .auto_routing import PROCESSES, THREADS, Router, routing_prefix
 from .processes import chain_jobs, run_here, worker_timeout_setting
 from .threads import INTERRUPT_GRACE
 
