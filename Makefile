@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-dask fuzz lint bench bench-auto bench-cache bench-jobs bench-memory lab clean
+.PHONY: demo test test-dask test-scale fuzz lint bench bench-auto bench-cache bench-jobs bench-memory lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 # backend instead of make test's bounded few hundred (about a minute or two).
 fuzz: $(STAMP)
 	NOTEBOOK_SCHED_FUZZ=1 $(PY) -m pytest tests/test_graph_properties.py -q -p no:randomly
+
+# The scale tests at the size the issues name: million-task chains on every backend
+# (make test runs them at 100,000 tasks, which already proves no recursion; a few minutes).
+test-scale: $(STAMP)
+	NOTEBOOK_SCHED_SCALE=1 $(PY) -m pytest -q tests/test_deep_graphs.py \
+		tests/test_auto.py tests/test_engine_state.py tests/test_cache_fingerprint.py -k "long or million"
 
 # Dask's own test modules, in place from the installed dask, on Dask's scheduler (the
 # baseline) and on our sync/threads/processes backends; a table per module and backend,

@@ -201,25 +201,51 @@ class GilProbe:
 
 class _RunQueueClock:
     """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat),
-    read without releasing the GIL (``ctypes.PyDLL`` calls keep it)."""
+    read without releasing the GIL (``ctypes.PyDLL`` calls keep it).
+
+    Its descriptor lives as long as the thread, beside tasks that may close
+    descriptors they do not own (a task's ``os.close(1)``, a daemonising library).
+    So it never takes fds 0-2 (a task closing "stdout" would close it), and a clock
+    whose read fails, or whose fd now names another file, stops counting (it keeps
+    returning its last reading: no starvation, never an error) and closes nothing
+    it does not own: a read that raised outside the task once killed a cluster
+    worker's executor thread and hung the run, and a close of a reused fd number
+    could close a socket that took it."""
 
     def __init__(self, fd: int):
         import ctypes
 
         self.fd = fd
+        info = os.fstat(fd)
+        self._identity = (info.st_dev, info.st_ino)
         self._pread = _pread()
         self._buffer = ctypes.create_string_buffer(128)
+        self.last = 0.0
 
     def __call__(self) -> float:
+        if self.fd < 0:
+            return self.last
         n = self._pread(self.fd, self._buffer, 128, 0)
-        if n <= 0:
-            raise OSError("schedstat read failed")
-        return int(self._buffer.raw[:n].split()[1]) / 1e9
+        try:
+            if n <= 0:
+                raise ValueError("schedstat read failed")
+            self.last = value = int(self._buffer.raw[:n].split()[1]) / 1e9
+        except (ValueError, IndexError):
+            self.fd = -1  # closed or replaced under us (by a task): stop counting
+            return self.last
+        return value
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        fd, self.fd = self.fd, -1
+        if fd >= 0 and self._owns(fd):
+            os.close(fd)
+
+    def _owns(self, fd: int) -> bool:
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self._identity
 
     def __del__(self) -> None:  # a thread's clock dies with the thread (thread-local)
         self.close()
@@ -256,7 +282,9 @@ def _no_clock() -> float:
 def _run_queue_clock() -> _RunQueueClock | None:
     """The calling thread's run-queue clock, or None where the OS does not tell."""
     try:
-        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+        fd = _above_standard_fds(
+            os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+        )
     except OSError:
         return None
     try:
@@ -265,7 +293,23 @@ def _run_queue_clock() -> _RunQueueClock | None:
     except (OSError, ValueError, IndexError, AttributeError):
         os.close(fd)
         return None
+    if clock.fd < 0:  # its first read failed
+        os.close(fd)
+        return None
     return clock
+
+
+def _above_standard_fds(fd: int) -> int:
+    """``fd``, moved to a number above 2 if it took one a task had closed (fds 0-2
+    are the ones tasks close: a later ``os.close(1)`` must not close our file)."""
+    if fd > 2:
+        return fd
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

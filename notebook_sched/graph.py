@@ -200,7 +200,10 @@ class CompiledGraph:
     ``on_result`` is None or ``{task index: hook}``: the task runner calls
     ``hook(value)`` in the process where task ``i`` ran, right after it succeeded
     (an exception in a hook only warns).  Planners fill it (``plan.py``); a hook must
-    be picklable, since it travels with its task to worker processes.
+    be picklable, since it travels with its task to worker processes.  ``home`` is
+    None or the subset of those hooks whose ``home`` attribute is true: they want
+    the result in the caller too, so a backend that runs the task in another process
+    sends its result back and calls ``plan.call_home`` with it there.
 
     The structure (keys, deps, order) does not change once built; before the run
     starts, the engine may still rewrite specs in place (``engine.settle_literals``
@@ -218,10 +221,12 @@ class CompiledGraph:
         "chain_next",
         "source",
         "on_result",
+        "home",
     )
 
     def __init__(self, keys, index, deps, dependents, specs, priority, outputs, source):
         self.on_result: dict | None = None
+        self.home: dict | None = None
         self.keys = keys
         self.index = index
         self.deps = deps
@@ -450,36 +455,31 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small tuples would trigger quadratic GC passes
     try:
-        pos = 0
-        while pos < len(keys):
-            key = keys[pos]
-            pos += 1
+        for key in keys:  # grows as dependencies are discovered: a breadth-first pass
             value = dsk[key]
-            spec = None
-            if type(value) is tuple and value and callable(value[0]):
-                # Fast path: a flat call of keys and common literals; anything else goes
-                # to _parse (same rule in full; test_graph_properties checks they agree).
-                slots = []
-                for arg_pos, arg in enumerate(value[1:]):
-                    typ = type(arg)
-                    if typ is str or typ is int or typ is float or typ is bool:
-                        if arg in dsk:
-                            slots.append((arg_pos, arg))
-                    elif typ is tuple:
-                        try:
-                            known = arg in dsk
-                        except TypeError:
-                            break
-                        if not known or (arg and callable(arg[0])):
-                            break
-                        slots.append((arg_pos, arg))
-                    elif typ is not bytes and typ is not NONE_TYPE and typ is not dict:
-                        break
+            slots = _flat_call_slots(value, dsk)
+            if slots is not None:  # the fast path: its slots are mapped here, no remap_spec
+                if not slots:
+                    specs.append((CALL, value[0], value[1:], ()))
+                    deps.append(())
+                    continue
+                mapped = []
+                for arg_pos, dep in slots:
+                    d = index.get(dep)
+                    if d is None:
+                        d = index[dep] = len(keys)
+                        keys.append(dep)
+                    mapped.append((arg_pos, d))
+                specs.append((CALL, value[0], value[1:], tuple(mapped)))
+                if len(mapped) == 1:
+                    deps.append((mapped[0][1],))
+                elif len(mapped) == 2:
+                    one, two = mapped[0][1], mapped[1][1]
+                    deps.append((one, two) if one != two else (one,))
                 else:
-                    spec = (CALL, value[0], value[1:], slots)
-                    dep_keys = [k for _, k in slots]
-            if spec is None:
-                spec, dep_keys = _parse(key, value, dsk)
+                    deps.append(tuple(dict.fromkeys([d for _, d in mapped])))
+                continue
+            spec, dep_keys = _parse(key, value, dsk)
             dep_idx = []
             for dep in dep_keys:
                 d = index.get(dep)
@@ -492,8 +492,8 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
 
         n = len(keys)
         dependents: list = [[] for _ in range(n)]
-        for i in range(n):
-            for d in deps[i]:
+        for i, task_deps in enumerate(deps):
+            for d in task_deps:
                 dependents[d].append(i)
         outputs = [index[k] for k in output_keys]
         priority = _postorder(keys, deps, outputs)
@@ -501,6 +501,31 @@ def compile_graph(dsk: Mapping, output_keys: list, known: Mapping | None = None)
         if gc_was_enabled:
             gc.enable()
     return CompiledGraph(keys, index, deps, dependents, specs, priority, outputs, source)
+
+
+def _flat_call_slots(value: Any, dsk: Mapping) -> list | None:
+    """``[(argument position, key)]`` of a flat call of keys and common literals, or None
+    for anything else, which goes to :func:`_parse` (the same rule in full;
+    ``test_graph_properties`` checks that they agree)."""
+    if type(value) is not tuple or not value or not callable(value[0]):
+        return None
+    slots = []
+    for arg_pos, arg in enumerate(value[1:]):
+        typ = type(arg)
+        if typ is str or typ is int or typ is float or typ is bool:
+            if arg in dsk:
+                slots.append((arg_pos, arg))
+        elif typ is tuple:
+            try:
+                known = arg in dsk
+            except TypeError:
+                return None
+            if not known or (arg and callable(arg[0])):
+                return None
+            slots.append((arg_pos, arg))
+        elif typ is not bytes and typ is not NONE_TYPE and typ is not dict:
+            return None
+    return slots
 
 
 def _with_known(dsk: Mapping, known: Mapping) -> dict:
@@ -513,7 +538,11 @@ def _with_known(dsk: Mapping, known: Mapping) -> dict:
 
 
 def _postorder(keys: list, deps: list, roots: list) -> list:
-    """Rank tasks in depth-first post-order from ``roots``; raise CycleError on a cycle."""
+    """Rank tasks in depth-first post-order from ``roots``; raise CycleError on a cycle.
+
+    Iterative (no recursion over depth): a stack of ``(task, iterator over its
+    dependencies)``; a dependency with no dependencies of its own is ranked at once
+    instead of being pushed (half the tasks of a tree, all the leaves of a fan-in)."""
     n = len(keys)
     rank = [0] * n
     color = bytearray(n)  # 0 unseen, 1 on the current path, 2 done
@@ -521,26 +550,26 @@ def _postorder(keys: list, deps: list, roots: list) -> list:
     for root in roots:
         if color[root]:
             continue
-        path = [root]
-        positions = [0]
         color[root] = 1
-        while path:
-            node = path[-1]
-            pos = positions[-1]
-            node_deps = deps[node]
-            if pos < len(node_deps):
-                positions[-1] = pos + 1
-                dep = node_deps[pos]
+        stack = [(root, iter(deps[root]))]
+        while stack:
+            node, pending = stack[-1]
+            for dep in pending:
                 state = color[dep]
                 if state == 0:
-                    color[dep] = 1
-                    path.append(dep)
-                    positions.append(0)
+                    below = deps[dep]
+                    if below:
+                        color[dep] = 1
+                        stack.append((dep, iter(below)))
+                        break
+                    color[dep] = 2
+                    rank[dep] = counter
+                    counter += 1
                 elif state == 1:
+                    path = [task for task, _ in stack]
                     raise _cycle_error(keys, path[path.index(dep) :] + [dep])
             else:
-                path.pop()
-                positions.pop()
+                stack.pop()
                 color[node] = 2
                 rank[node] = counter
                 counter += 1

@@ -26,6 +26,14 @@ task whose result was substituted does not run, so its hook is never called; nor
 are hooks on literals and aliases (they are not tasks), which the engine drops.
 The hooks land in ``graph.on_result``.
 
+A hook whose ``home`` attribute is true also wants the result *in the caller* (the
+result cache's memory tier lives there).  Backends that run tasks in other
+processes (``processes``, ``auto``, a process executor, the local cluster, also for
+``Client.compute``) send the result of such a task back even when nothing else needs
+it there, and call :func:`call_home` with it when it arrives: so the hook is called in
+the worker (with the run time) and again in the caller (without it).  In-process
+backends call it once, in the caller.  The hooks land in ``graph.home`` too.
+
 ``finished`` is called once per planner whatever happens (success, a failed task, an
 interrupt, a graph that does not compile: then ``graph`` is None), with ``error``
 None on success; an exception it raises is a warning (the run's answer or its own
@@ -69,6 +77,7 @@ __all__ = [
     "add_plan_hook",
     "remove_plan_hook",
     "planners_for",
+    "call_home",
 ]
 
 
@@ -157,13 +166,17 @@ class Plan:
     def prepare(self, graph: CompiledGraph) -> None:
         """Collect the planners' result hooks into ``graph.on_result`` (tasks only)."""
         hooks: dict = dict(graph.on_result or {})
+        home: dict = dict(graph.home or {})
         specs = graph.specs
         for planner in self.planners:
             for i, hook in (planner.prepare(graph) or {}).items():
                 if not 0 <= i < len(specs) or specs[i][0] in (VALUE, ALIAS):
                     continue  # not a task of this run: nothing runs it
                 hooks[i] = hook if i not in hooks else Both((hooks[i], hook))
+                if getattr(hook, "home", False):
+                    home[i] = hook if i not in home else Both((home[i], hook))
         graph.on_result = hooks or None
+        graph.home = home or None
 
     def substituted(self, graph: CompiledGraph) -> list[Hashable]:
         """The known keys this run needed, in graph order."""
@@ -183,6 +196,23 @@ class Plan:
                     RuntimeWarning,
                     stacklevel=2,
                 )
+
+
+def call_home(graph: CompiledGraph, i: int, value: Any) -> None:
+    """Call task ``i``'s home hook with its result, arrived in the caller from another
+    process (see the module docstring); a hook that raises only warns."""
+    hook = graph.home.get(i) if graph.home else None
+    if hook is None:
+        return
+    try:
+        hook(value)
+    except Exception as exc:
+        warnings.warn(
+            f"the result hook {hook!r} of task {graph.keys[i]!r} raised {exc!r} in the "
+            f"caller; the task's result stands",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _is_known(key: Hashable, known: dict) -> bool:

@@ -10,7 +10,7 @@ Rules, the same nbval applies:
 
 * a cell whose first line is ``# NBVAL_SKIP`` is not run and keeps no output; the
   tutorials have none, since JupyterLab's Run All runs every cell
-  (``tests/test_notebook_run_all.py`` checks that each one runs top to bottom; a
+  (``tests/test_browser_lab.py`` runs each one top to bottom with Run All; a
   debugger session is played with its commands given up front, ``debug.post_mortem``);
 * a cell tagged ``raises-exception`` (or marked ``# NBVAL_RAISES_EXCEPTION``) must
   raise; any other cell must not. The tag also lets JupyterLab's "Run All" go on

@@ -14,6 +14,9 @@ cluster it used.  Only those tests request it: a pure model test starts no proce
 ``kn`` is the module's ``kernel`` fixture (a real IPython kernel, tests/kernel_helpers.py)
 with our config reset before and after the test.
 
+``binder_env`` is a fresh Binder environment (tests/binder_env.py), built once per
+session for the tests that run the tutorials in it.
+
 ``dask_cluster`` is the dask.distributed cluster of the ``scheduler="dask"`` tests: one
 per module, worker processes on loopback, made before any leak baseline.
 """
@@ -164,3 +167,19 @@ def kn(kernel):
 
     with config_reset(kernel):
         yield kernel
+
+
+@pytest.fixture(scope="session")
+def binder_env(tmp_path_factory):
+    """The Binder environment (``binder/requirements.txt`` plus JupyterLab), built once."""
+    import secrets
+
+    from . import binder_env as binder
+
+    marker = secrets.token_hex(8)
+    try:
+        yield binder.build(tmp_path_factory.mktemp("binder"), binder.MARKER, marker)
+    finally:
+        left = helpers.wait_for_no_marked_processes(binder.MARKER, marker)
+        for proc in left:
+            proc.kill()

@@ -26,6 +26,12 @@ import time
 
 DISTRIBUTED_BACKEND = "notebook_sched.distributed.backend"
 
+# The length of the chains that prove no code recurses over graph depth. 100,000 links
+# are a hundred times Python's recursion limit and as many C frames as any stack holds,
+# so a recursion fails at this length as surely as at a million; ``make test-scale``
+# (``NOTEBOOK_SCHED_SCALE=1``) runs the million that the issues name.
+LONG_CHAIN = 1_000_000 if os.environ.get("NOTEBOOK_SCHED_SCALE") == "1" else 100_000
+
 
 @functools.cache
 def remote_backends() -> tuple[str, ...]:

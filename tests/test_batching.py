@@ -86,3 +86,32 @@ def test_an_empty_report_teaches_nothing():
     s.received(1000)
     s.observe([])
     assert s.mean_seconds is None and s.mean_bytes == 0
+
+
+def keyed_sizer(keys: list, deps: list[tuple]) -> BatchSizer:
+    return BatchSizer(SimpleNamespace(deps=deps, keys=keys), 2)
+
+
+def test_result_sizes_are_learned_per_layer():
+    """Many small results must not hide a layer of large ones (the anomaly's shape)."""
+    np = pytest.importorskip("numpy")
+    block = np.zeros(1 << 13)  # 64 KiB
+    keys = [("block", i) for i in range(8)] + [("mean", i) for i in range(8)] + [("new", 0)]
+    s = keyed_sizer(keys, [()] * 17)
+    s.observe([(0, block, 0.0, 1e-5)])
+    for i in [*range(8, 16)] * 2:  # one small result per message: the overall mean falls
+        s.observe([(i, 1.5, 0.0, 1e-5)])
+    assert s.mean_bytes < 1024
+    assert s.result_bytes(1) == block.nbytes  # the blocks' layer still says 256 KiB
+    assert fill(s, list(range(1, 8))) == BATCH_BYTES // block.nbytes
+    assert s.result_bytes(16) == block.nbytes  # a layer not seen yet: the largest
+    assert s.result_bytes(9) < 1024
+
+
+def test_a_chain_costs_its_inputs_and_its_last_result():
+    np = pytest.importorskip("numpy")
+    keys = [("in", 0), ("head", 0), ("tail", 0)]
+    s = keyed_sizer(keys, [(), (0,), (1,)])
+    s.note(0, np.zeros(1000))
+    s.observe([(1, None, 0.0, 1e-5), (2, np.zeros(3000), 0.0, 1e-5)])  # head stays there
+    assert s.chain_bytes((1, 2)) == 8000 + 24000

@@ -71,7 +71,10 @@ def fresh_cache(tmp_path, monkeypatch):
 def backend_cases():
     cases = [("sync", "memory"), ("threads", "memory"), ("sync", "disk"), ("threads", "disk")]
     cases += [(name, "disk") for name in helpers.remote_backends()]
-    cases += [("auto", "disk")]
+    # Memory only: results computed in worker processes, intermediates of a chain run
+    # inside one worker included (load-i -> clean-i), come home to the memory tier.
+    cases += [(name, "memory") for name in helpers.remote_backends()]
+    cases += [("auto", "disk"), ("auto", "memory")]
     return cases
 
 
@@ -107,11 +110,52 @@ def test_an_entry_written_by_one_backend_is_a_hit_for_another(writer, fresh_cach
 
 
 @pytest.mark.timeout(60)
+def test_a_process_executor_keeps_its_results_in_the_memory_tier(fresh_cache, no_leaks):
+    from concurrent.futures import ProcessPoolExecutor
+
+    expected = ns.get(pipeline(), "summary", scheduler="sync")
+    with ProcessPoolExecutor(2) as pool:
+        assert ns.get(pipeline(), "summary", scheduler=pool, cache="memory") == expected
+        info = ns.cache_info()
+        assert (info.misses, info.memory_entries) == (9, 9)
+        edited = ns.get(pipeline(clean_edited), "summary", scheduler=pool, cache="memory")
+    assert edited == ns.get(pipeline(clean_edited), "summary", scheduler="sync")
+    assert (ns.cache_info().hits, ns.cache_info().misses) == (4, 5)
+
+
+@pytest.mark.timeout(60)
 def test_an_executor_and_the_memory_tier(fresh_cache, no_leaks):
     with ThreadPoolExecutor(2) as pool:
         expected = ns.get(pipeline(), "summary", scheduler=pool, cache=True)
         assert ns.get(pipeline(), "summary", scheduler=pool, cache=True) == expected
     assert ns.cache_info().hits == 1
+
+
+def test_an_edited_last_stage_reads_only_its_inputs_from_disk(fresh_cache, monkeypatch):
+    """After a restart (memory tier empty) with the last stage edited, the disk tier is
+    read for the edited task's inputs only: hits below them are never loaded."""
+    from notebook_sched.cache import disk
+
+    ns.get(pipeline(), "summary", scheduler="threads", cache="disk")
+    ns.cache_clear(disk=False)
+    space: dict = {"__name__": "notebook_cell"}
+    exec("def summarise(parts):\n    return sum(map(sum, parts)) + 1\n", space)
+    edited = pipeline()
+    edited["summary"] = (space["summarise"], edited["summary"][1])
+    read: list = []
+    real = disk.read_entry
+
+    def counted(folder, digest):
+        read.append(digest)
+        return real(folder, digest)
+
+    monkeypatch.setattr(disk, "read_entry", counted)
+    expected = ns.get(edited, "summary", scheduler="sync")
+    read.clear()
+    assert ns.get(edited, "summary", scheduler="threads", cache="disk") == expected
+    info = ns.cache_info()
+    assert (info.hits, info.disk_hits, info.misses) == (4, 4, 1)
+    assert len(read) == 5  # the summary (a miss) and its four inputs; no load-i
 
 
 def test_without_cache_nothing_is_hashed_or_stored(fresh_cache):

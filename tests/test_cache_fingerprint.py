@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import dask
 import dask.array as da
@@ -196,7 +197,7 @@ def test_the_fast_path_for_repeated_functions_gives_the_general_digests():
 def test_an_installed_module_without_a_version_counts_by_its_file_not_a_scan(tmp_path, monkeypatch):
     from importlib import metadata
 
-    from notebook_sched.cache import code_print
+    from notebook_sched.cache import installed
 
     def no_scan():
         raise AssertionError("every distribution was scanned")
@@ -207,12 +208,79 @@ def test_an_installed_module_without_a_version_counts_by_its_file_not_a_scan(tmp
     module = type(sys)("nsched_unversioned_pkg")
     module.__file__ = str(source)
     monkeypatch.setitem(sys.modules, "nsched_unversioned_pkg", module)
-    monkeypatch.setattr(code_print, "_versions", {})
-    first = code_print._version("nsched_unversioned_pkg")
+    monkeypatch.setattr(installed, "_versions", {})
+    first = installed.version_of("nsched_unversioned_pkg")
     assert str(source) in first
     source.write_text("X = 22\n")  # a reinstall or an edit: another size and time
-    code_print._versions.clear()
-    assert code_print._version("nsched_unversioned_pkg") != first
+    installed._versions.clear()
+    assert installed.version_of("nsched_unversioned_pkg") != first
+
+
+def _install_namespace_portion(site, top: str, portion: str, dist: str | None, version: str):
+    """A PEP 420 namespace package ``top`` (no __init__) with one portion, installed in
+    ``site`` by the distribution ``dist`` at ``version`` (None: by no distribution)."""
+    package = site / top / portion
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("def work(x):\n    return x + 1\n")
+    if dist is None:
+        return
+    folder = dist.replace("-", "_")  # as installers name it
+    for old in site.glob(f"{folder}-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"{folder}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{top}\n")
+    (info / "RECORD").write_text(f"{top}/{portion}/__init__.py,,\n")
+
+
+@pytest.fixture
+def library_site(tmp_path, monkeypatch):
+    """A folder on sys.path that counts as site-packages (installed code)."""
+    from notebook_sched.cache import installed
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    roots = installed._ROOTS or installed._library_roots()
+    monkeypatch.setattr(installed, "_ROOTS", (*roots, os.path.realpath(site) + os.sep))
+    monkeypatch.setattr(installed, "_module_is_user", {})
+    monkeypatch.setattr(installed, "_versions", {})
+    yield site
+    for name in [m for m in sys.modules if m.startswith("nsched_ns")]:
+        del sys.modules[name]
+
+
+def test_a_namespace_package_counts_by_its_distributions_versions(library_site):
+    """A namespace package has no __file__: it counted by Python's version only, so
+    upgrading the distribution that installs it gave the old result."""
+    from notebook_sched.cache import installed
+
+    _install_namespace_portion(library_site, "nsched_ns", "portion", "nsched-ns-portion", "1.0")
+    importlib.invalidate_caches()
+    work = importlib.import_module("nsched_ns.portion").work
+    assert not installed.is_user_module(work.__module__)  # installed code: by version
+    before = task_print(work, 1)
+    assert before.digest is not None, before.reason
+    _install_namespace_portion(library_site, "nsched_ns", "portion", "nsched-ns-portion", "2.0")
+    importlib.invalidate_caches()
+    installed._versions.clear()  # a new session after the upgrade
+    after = task_print(work, 1)
+    assert changed(before, after) == "the function work changed"
+    installed._versions.clear()
+    assert task_print(work, 1).digest == after.digest  # and stable while unchanged
+
+
+def test_a_namespace_package_no_distribution_provides_is_uncacheable(library_site):
+    _install_namespace_portion(library_site, "nsched_ns_bare", "portion", None, "")
+    importlib.invalidate_caches()
+    work = importlib.import_module("nsched_ns_bare.portion").work
+    printed = task_print(work, 1)
+    assert printed.digest is None
+    assert "namespace package nsched_ns_bare" in printed.reason
+    assert "no installed distribution" in printed.reason
 
 
 def test_a_dependency_change_propagates_downstream():
@@ -492,15 +560,38 @@ def test_missing_keys_and_cycles_give_uncacheable_prints_not_errors():
 # -- scale ----------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(300)
-def test_a_million_task_chain_needs_no_recursion():
+def _chain(n: int) -> dict:
     graph: dict = {0: (_inc, -1)}
-    for i in range(1, 1_000_001):
+    for i in range(1, n + 1):
         graph[i] = (_inc, i - 1)
-    prints = graph_fingerprints(graph, [1_000_000])
-    assert len(prints) == 1_000_001
-    assert prints[1_000_000].digest is not None
-    assert explain(None, prints[1_000_000]) == "not seen before"
+    return graph
+
+
+def _cpu_seconds(graph: dict, key) -> float:
+    best = float("inf")
+    for _ in range(2):
+        start = time.process_time()
+        graph_fingerprints(graph, [key])
+        best = min(best, time.process_time() - start)
+    return best
+
+
+@pytest.mark.timeout(120)
+def test_a_long_chain_needs_no_recursion_and_linear_time():
+    """200,000 links: 200x Python's recursion limit and deeper than a C stack allows
+    for recursive walks; and four times the chain costs about four times the time
+    (a quadratic walk would cost 16x; the bound allows for a loaded machine)."""
+    graph = _chain(200_000)
+    prints = graph_fingerprints(graph, [200_000])
+    assert len(prints) == 200_001
+    assert prints[200_000].digest is not None
+    assert explain(None, prints[200_000]) == "not seen before"
+    other = dict(graph)
+    other[0] = (_inc, -2)  # the first link's argument changes the last link's digest
+    assert graph_fingerprints(other, [200_000])[200_000].digest != prints[200_000].digest
+    short, long = _chain(20_000), _chain(80_000)
+    ratio = _cpu_seconds(long, 80_000) / _cpu_seconds(short, 20_000)
+    assert ratio < 9, f"4x the chain cost {ratio:.1f}x the CPU time: not linear"
 
 
 def test_deeply_nested_arguments_need_no_recursion():
@@ -643,15 +734,15 @@ def test_apply_tasks_show_the_users_function_and_keywords():
 def test_installed_functions_count_by_name_and_package_version(monkeypatch):
     import json
 
-    from notebook_sched.cache import code_print
+    from notebook_sched.cache import installed
 
     old = task_print(json.dumps, 1)
     assert [label for label, _ in old.parts] == ["function dumps", "argument 1"]
     assert [label for label, _ in task_print(np.add, 1, 2).parts][0] == "function add"
     uses_numpy = cell("import numpy as np\n\ndef total(x):\n    return np.sum(x)\n")["total"]
     before = task_print(uses_numpy, 1)
-    monkeypatch.setitem(code_print._versions, "json", "python 9.9")  # an upgrade
-    monkeypatch.setitem(code_print._versions, "numpy", "numpy 99.0")
+    monkeypatch.setitem(installed._versions, "json", "python 9.9")  # an upgrade
+    monkeypatch.setitem(installed._versions, "numpy", "numpy 99.0")
     assert changed(old, task_print(json.dumps, 1)) == "the function dumps changed"
     assert changed(before, task_print(uses_numpy, 1)) == "global np changed"
 

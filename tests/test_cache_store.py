@@ -223,6 +223,45 @@ def test_measured_load_cost_is_plausible(folder):
     assert disk.usage(folder) == (0, 0)  # the probes are gone
 
 
+def test_the_load_cost_is_kept_in_the_folder_so_a_restart_does_not_probe(folder, monkeypatch):
+    first = disk.measure_load_cost(folder)
+    kept = os.path.join(folder.path, disk.COST_FILE)
+    assert os.path.exists(kept)
+    monkeypatch.setattr(disk, "_costs", {})  # a new process on the same folder
+
+    def no_probe(*args):
+        raise AssertionError("the disk was probed again")
+
+    monkeypatch.setattr(disk, "_cold_load_seconds", no_probe)
+    assert disk.measure_load_cost(folder) == first
+    # A damaged or old file is measured again (here: the probe runs, and raises).
+    for bad in ("{not json", '{"fixed": -1, "per_byte": 1e-9, "measured": 0}'):
+        with open(kept, "w") as f:
+            f.write(bad)
+        monkeypatch.setattr(disk, "_costs", {})
+        with pytest.raises(AssertionError, match="probed again"):
+            disk.measure_load_cost(folder)
+
+
+def test_a_buffer_swapped_for_another_entrys_bytes_is_refused(folder, tmp_path):
+    """Buffers are checked by a digest keyed by the folder's key, under the signature:
+    the bytes of another valid entry (same length) in place of an array's are refused."""
+    disk.write_entry(folder, digest_of(1), np.zeros(100_000))
+    disk.write_entry(folder, digest_of(2), np.ones(100_000))
+    one, two = (disk.entry_path(folder, digest_of(n)) for n in (1, 2))
+    zeros, ones = open(one, "rb").read(), open(two, "rb").read()
+    assert len(zeros) == len(ones)
+    tail = 800_000  # the array's bytes end each file
+    with open(one, "wb") as f:
+        f.write(zeros[:-tail] + ones[-tail:])
+    assert len(_refused(folder, digest_of(1))) == 1
+    other = folders.open_folder(str(tmp_path / "other"))  # another key
+    view = memoryview(np.ones(1000).tobytes())
+    assert disk._buffer_digest(view, disk._buffer_seed(folder)) != disk._buffer_digest(
+        view, disk._buffer_seed(other)
+    )
+
+
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np

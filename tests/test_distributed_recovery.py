@@ -109,12 +109,21 @@ def test_a_task_that_kills_every_worker_fails_after_three(no_leaks):
 def test_interrupt_cancels_the_graph_and_stops_the_workers(no_leaks, tmp_path):
     with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
         dsk = {f"t{i}": (ticking, str(tmp_path / f"t{i}"), 20.0) for i in range(6)}
-        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        sent: list[float] = []
+
+        def interrupt_once_both_workers_run_a_task():
+            # Not at a fixed time: under load the workers may not have started yet.
+            deadline = time.monotonic() + 30
+            while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        timer = threading.Thread(target=interrupt_once_both_workers_run_a_task, daemon=True)
         timer.start()
-        start = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             client.get(dsk, list(dsk))
-        assert time.monotonic() - start < 2.0
+        assert time.monotonic() - sent[0] < 1.5  # control back soon after the interrupt
         timer.join()
         # What the workers execute (shared memory), not the scheduler's view, which
         # forgets the run's tasks as soon as it is released.

@@ -233,6 +233,26 @@ def test_after_a_memory_error_the_worker_is_replaced(no_leaks):
         assert size == 256 * 2**20
 
 
+@pytest.mark.parametrize("threads_per_worker", [1, 2])
+def test_after_a_memory_error_the_cluster_worker_is_replaced(no_leaks, threads_per_worker):
+    import resource
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    graph = {"x": 1, "p": (_poison_then_fail, "x")}
+    cluster = LocalCluster(n_workers=1, threads_per_worker=threads_per_worker)
+    with cluster, Client(cluster) as client:
+        (poisoned,) = cluster.pids
+        with pytest.raises(MemoryError), ns.config.set(rerun="never"):  # not here
+            ns.get(graph, "p", scheduler=client.get)
+        assert resource.getrlimit(resource.RLIMIT_AS) == limit
+        for n in range(3):  # every later task runs on a fresh worker, not the poisoned one
+            size, pid = ns.get({("i", n): (_innocent, n)}, ("i", n), scheduler=client.get)
+            assert size == 256 * 2**20
+            assert pid != poisoned
+
+
 # -- the cluster's socket folder removed while it runs ----------------------------------------
 
 
@@ -324,6 +344,101 @@ def test_auto_runs_a_task_it_cannot_ship_on_a_thread(no_leaks):
     router().forget()
 
 
+def made_work(i, make=None):
+    """Pure Python (auto moves the prefix to processes) whose result may not pickle."""
+    import threading
+
+    total = shipped_work(i)
+    if make == "gen":
+        return (total + k for k in range(3))
+    if make == "lock":
+        return total, threading.RLock()
+    return total
+
+
+def made_use(pair, plus=0):
+    return shipped_work(1) * 0 + pair[0] + plus
+
+
+def _learn_made_prefixes():
+    from notebook_sched.schedulers.auto import router
+
+    router().forget()
+    learn = {("made_work", i): (made_work, i) for i in range(12)}
+    learn.update({("made_use", i): (made_use, (i, 0)) for i in range(12)})
+    ns.get(learn, list(learn), scheduler="auto", num_workers=2)
+    for prefix in ("made_work", "made_use"):
+        assert router().route(prefix) == "processes", router().reasons
+
+
+def test_auto_runs_a_task_whose_result_it_cannot_ship_on_a_thread(no_leaks):
+    from notebook_sched.schedulers.auto import router
+
+    _learn_made_prefixes()
+    base = [shipped_work(i) for i in range(8)]
+    graph = {("made_work", i): (made_work, i, "gen") for i in range(4)}  # generators
+    graph.update({("made_work", i): (made_work, i, "lock") for i in range(4, 8)})
+    for i in range(4, 8):  # two dependents each: no chain, the lock result must travel
+        graph[("made_use", i)] = (made_use, ("made_work", i))
+        graph[("made_use", i + 10)] = (made_use, ("made_work", i), 1)
+    keys = [("made_work", i) for i in range(4)] + [k for k in graph if k[0] == "made_use"]
+    out = ns.get(graph, keys, scheduler="auto", num_workers=2)
+    assert [list(g) for g in out[:4]] == [[base[i] + k for k in range(3)] for i in range(4)]
+    assert sorted(out[4:]) == sorted(
+        [base[i] for i in range(4, 8)] + [base[i] + 1 for i in range(4, 8)]
+    )
+    assert "cannot be pickled" in router().reasons["made_work"]
+    router().forget()
+
+
+def test_auto_reruns_a_chain_tail_whose_result_it_cannot_ship_with_its_kept_input(no_leaks):
+    from notebook_sched.schedulers.auto import router
+
+    _learn_made_prefixes()
+    # made_use 0..3 read one made_work each and are read by nothing else: chains that
+    # run in one worker; each tail returns a generator built from its input.
+    graph = {("made_work", i): (made_work, i) for i in range(4)}
+    graph.update({("made_use", i): (made_use_gen, ("made_work", i)) for i in range(4)})
+    out = ns.get(graph, [("made_use", i) for i in range(4)], scheduler="auto", num_workers=2)
+    assert [list(g) for g in out] == [[shipped_work(i) * 2] for i in range(4)]
+    router().forget()
+
+
+def test_auto_says_when_a_chain_tail_and_its_input_both_cannot_ship(no_leaks):
+    from notebook_sched.errors import TaskPicklingError
+    from notebook_sched.schedulers.auto import router
+
+    _learn_made_prefixes()
+    graph = {("made_work", i): (made_work, i, "gen") for i in range(4)}
+    graph.update({("made_use", i): (made_use_gen, ("made_work", i)) for i in range(4)})
+    keys = [("made_use", i) for i in range(4)]
+    with pytest.raises(TaskPicklingError) as info, ns.config.set(rerun="never"):
+        ns.get(graph, keys, scheduler="auto", num_workers=2)
+    assert "could not run it on a thread instead" in "\n".join(info.value.__notes__)
+    out = ns.get(graph, keys, scheduler="auto", num_workers=2)  # made_use now on threads
+    assert [list(g) for g in out] == [[v * 2 for v in made_work(i, "gen")] for i in range(4)]
+    assert "cannot be pickled" in router().reasons["made_work"]
+    router().forget()
+
+
+def made_use_gen(value):
+    shipped_work(1)
+    items = list(value) if hasattr(value, "__next__") else [value]
+    return (v * 2 for v in items)
+
+
+def test_processes_still_refuse_a_result_they_cannot_ship(no_leaks):
+    from notebook_sched.errors import TaskPicklingError
+
+    with pytest.raises(TaskPicklingError, match=r"'generator'.*scheduler='threads'"):
+        ns.get(
+            {"generator": (made_work, 1, "gen")}, "generator", scheduler="processes", num_workers=1
+        )
+    assert ns.get({"a": (made_work, 1)}, "a", scheduler="processes", num_workers=1) == shipped_work(
+        1
+    )
+
+
 # -- a task closes fd 1 on a cluster worker ------------------------------------------------
 
 
@@ -336,6 +451,155 @@ def _close_stdout(x):
 def _say(i, *inputs):
     print("hello", i)
     return i
+
+
+def _close_stdout_after(x, wait):
+    time.sleep(wait)  # both threads busy: each runs (and measures) some of these
+    return _close_stdout(x)
+
+
+def test_tasks_that_close_fd_1_never_close_the_workers_run_queue_clocks(capfd):
+    """A thread's run-queue clock (``gil._RunQueueClock``, opened at its first measured
+    task) took fd 1 after a task had closed it; the next task that closed "stdout"
+    closed the clock, whose read then raised outside the task: the executor thread
+    died and its task never finished (a hang), or the GIL probe's thread died with a
+    traceback.  Under three CPU hogs, one worker with two threads."""
+    import threading
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2)
+    with cpu_hogs(3), cluster, Client(cluster) as client:
+        assert ns.get({"c": (_close_stdout, 0)}, "c", scheduler=client.get) == 0  # one thread
+        for r in range(6):
+            graph = {("c", r, i): (_close_stdout_after, i, 0.05) for i in range(4)}
+            box: list = []
+            run = threading.Thread(
+                target=lambda g=graph, b=box: b.append(ns.get(g, list(g), scheduler=client.get)),
+                daemon=True,
+            )
+            run.start()
+            run.join(20)  # the cluster's close ends a run that hangs
+            assert box == [(0, 1, 2, 3)], f"round {r} did not end within 20 s"
+    err = capfd.readouterr().err  # the workers inherit this process's fd 2
+    assert "Traceback" not in err, err
+
+
+class _BrokenClock:
+    def __call__(self):
+        raise RuntimeError("a measurement failed outside the task")
+
+
+def _break_my_thread_clock(x):
+    import threading
+
+    from notebook_sched import gil
+
+    time.sleep(0.1)  # both threads busy
+    if threading.current_thread() is not threading.main_thread():
+        gil._thread_clocks.clock = _BrokenClock()  # its task's measurement then raises
+    return x
+
+
+def test_a_cluster_executor_thread_that_fails_outside_its_task_ends_the_run(capfd):
+    """Our code around a task raising on an executor thread (not the main one) killed
+    that thread silently and its task never finished; now the worker dies, the cluster
+    replaces it, and the task is blamed after repeated deaths: an error, not a hang."""
+    import threading
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2)
+    with cluster, Client(cluster) as client:
+        graph = {("b", i): (_break_my_thread_clock, i) for i in range(4)}
+        box: list = []
+
+        def run():
+            try:
+                ns.get(graph, list(graph), scheduler=client.get)
+            except BaseException as exc:
+                box.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert box, "the run did not end within 60 s"
+        assert "died" in str(box[0]) or "KilledWorker" in type(box[0]).__name__, box[0]
+        assert ns.get({"a": (_inc, 1)}, "a", scheduler=client.get) == 2
+    assert "a measurement failed outside the task" in capfd.readouterr().err
+
+
+def test_a_run_queue_clock_never_takes_a_standard_fd_nor_closes_what_is_not_its_own():
+    code = textwrap.dedent(
+        """
+        import os, sys, threading
+        from notebook_sched import gil
+        if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"):
+            print("no schedstat"); sys.exit(0)
+        saved = os.dup(1)
+        os.close(1)  # what a task may do: the next open would get fd 1
+        clock = gil._run_queue_clock()
+        os.dup2(saved, 1)
+        assert clock.fd > 2, clock.fd
+        first = clock()
+        os.close(clock.fd)  # a task closes it; another file takes its number
+        other = os.open(os.devnull, os.O_RDONLY)
+        assert other == clock.fd
+        assert clock() == first  # it stops counting, without an error
+        clock.close()
+        os.fstat(other)  # still open: the clock closed nothing of someone else's
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("ok", "no schedstat"), out.stdout
+
+
+def _close_stdout_where(x):
+    time.sleep(0.02)  # spread over both workers
+    _close_stdout(x)
+    return os.getpid()
+
+
+def _leaf(i):
+    return i
+
+
+def _say_total(*inputs):
+    print("total of", len(inputs))  # on a worker whose fd 1 a task closed
+    return sum(inputs)
+
+
+def test_a_peer_socket_never_becomes_fd_1_after_a_task_closed_it():
+    """Both workers' fd 1 closed by tasks before they ever talked to each other; then
+    fan-ins that print after fetching from the peer.  Without the fd 0-2 guard the
+    peer socket became fd 1, the print went into the protocol stream and the next
+    round hung.  Under three CPU hogs, on a fresh two-worker cluster."""
+    import threading
+
+    from notebook_sched.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2)
+    with cpu_hogs(3), cluster, Client(cluster) as client:
+        pids: set = set()
+        for r in range(30):  # until a task closed fd 1 on each worker
+            graph = {("c", r, i): (_close_stdout_where, i) for i in range(4)}
+            pids.update(ns.get(graph, list(graph), scheduler=client.get))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, pids
+        for r in range(4):
+            graph = {("l", r, i): (_leaf, i) for i in range(20)}
+            graph["all"] = (_say_total, *[("l", r, i) for i in range(20)])
+            box: list = []
+            run = threading.Thread(
+                target=lambda g=graph, b=box: b.append(ns.get(g, "all", scheduler=client.get)),
+                daemon=True,
+            )
+            run.start()
+            run.join(20)  # the cluster's close ends a run that hangs
+            assert box == [190], f"round {r} did not end within 20 s"
 
 
 def test_a_task_that_closes_fd_1_then_printing_rounds_all_end():

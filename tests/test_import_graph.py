@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
         "measure",
         "task_runner",
         "_forkguard",
+        "_spawn",
         "task_output",
         "plan",
     ),

@@ -8,6 +8,7 @@ ran it fails the test wherever the task would have run (thread, process, cluster
 from __future__ import annotations
 
 import operator
+import os
 import sys
 import types
 import warnings
@@ -146,6 +147,36 @@ def test_result_hooks_see_each_value_once_where_it_ran(backend):
     planner = Fake({"y": 10}, hooks)
     assert ns.get(GRAPH, ["z", "w"], scheduler=backend, planners=[planner]) == (11, 12)
     assert sorted(got) == [("v", 2), ("w", 12), ("z", 11)]  # not "y": it did not run
+
+
+class Home:
+    """A home hook (``plan.py``) that records what it is called with in the caller;
+    module-level, so that plain pickle (a process executor's) can send it."""
+
+    home = True
+    got: list = []  # (key, value) seen in the caller
+
+    def __init__(self, key, caller: int):
+        self.key = key
+        self.caller = caller
+
+    def __call__(self, value):
+        if os.getpid() == self.caller:
+            Home.got.append((self.key, value))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_home_hook_sees_each_result_once_in_the_caller(backend, warm):
+    """A hook with ``home = True`` gets every result in the caller, once: in-process
+    backends call it there; the others send the result back (a chain's links too)
+    and call it on arrival (their call in the worker records nothing here)."""
+    Home.got.clear()
+    chain = {"a": (inc, 1), "b": (inc, "a"), "c": (inc, "b"), "d": (inc, 10)}
+    planner = Fake(hooks={key: Home(key, os.getpid()) for key in chain})
+    result = ns.get(chain, ["c", "d"], scheduler=scheduler_for(backend), planners=[planner])
+    assert result == (4, 11)
+    assert sorted(Home.got) == [("a", 2), ("b", 3), ("c", 4), ("d", 11)]
 
 
 def test_two_planners_hooks_on_one_task_both_run_and_a_raising_hook_only_warns():

@@ -13,7 +13,9 @@ The modules, bottom up (each docstring is its design note):
 
 ``optout``       the opt-out marker (``cache=False``, ``pure=False``), import-free
 ``value_print``  digests of values by content (arrays, pandas, containers, pickles)
+``installed``    which code is the user's; installed code's versions
 ``code_print``   prints of callables: code, defaults, closures, globals, helpers
+``task_read``    one graph value read into its parts (function, arguments, deps)
 ``fingerprint``  a task's fingerprint, chained through the graph, and ``explain``
 ``sizing``       a result's size in memory (arrays' nbytes, pandas' deep usage)
 ``memory``       the memory tier: LRU under ``cache_max_bytes``

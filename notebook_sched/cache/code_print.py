@@ -20,7 +20,8 @@ site-packages) is printed by content, in two steps:
    depends on which function reached it (it can be memoized).
 
 *Installed code* (standard library, site-packages, builtins, ``notebook_sched``
-itself) counts by module, qualified name and the package's version, never by code.
+itself) counts by module, qualified name and the package's version, never by code
+(``installed.py`` draws the line and finds the versions).
 Partials add their arguments, bound methods their ``self`` (by content), callable
 objects their class and pickled state, wrappers their ``__wrapped__``.
 
@@ -34,13 +35,12 @@ from __future__ import annotations
 
 import dis
 import functools
-import os
 import sys
-import sysconfig
 import types
 import weakref
 from typing import Any, NamedTuple
 
+from .installed import display_name, is_user_module, library_token, version_of
 from .value_print import Uncacheable, ValuePrinter, digest_of
 
 __all__ = ["CallablePrint", "CodePrinter", "display_name"]
@@ -76,112 +76,6 @@ _CLASS_SKIP = frozenset(
 )
 _MODULE_DEPTH = 3  # pkg.sub.mod.attr: how deep attributes of user modules are followed
 _MISSING = digest_of(b"missing name")
-
-
-def display_name(obj: Any) -> str:
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    return name if isinstance(name, str) else type(obj).__qualname__
-
-
-# -- what is the user's own code ----------------------------------------------------
-
-
-def _library_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    try:
-        import site
-
-        roots.update(site.getsitepackages())
-        roots.add(site.getusersitepackages())
-    except (AttributeError, ImportError):  # a virtualenv's old site module
-        pass
-    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
-
-
-_ROOTS: tuple[str, ...] | None = None
-_INSTALLED_NAMES = ("notebook_sched",)  # ours: by version, even from a source checkout
-_module_is_user: dict[tuple[str, Any], bool] = {}
-_versions: dict[str, str] = {}
-
-
-def is_user_module(name: Any) -> bool:
-    """True for ``__main__``, unknown modules and ``.py`` files outside the libraries.
-
-    Remembered per (name, file): a module of the same name imported later from
-    another place is judged again."""
-    if not isinstance(name, str) or name == "__main__":
-        return True
-    module = sys.modules.get(name)
-    if module is None:
-        return True  # an exec'd namespace, or a module gone: print it by content
-    path = getattr(module, "__file__", None)
-    known = _module_is_user.get((name, path))
-    if known is not None:
-        return known
-    global _ROOTS
-    if _ROOTS is None:
-        _ROOTS = _library_roots()
-    top = name.partition(".")[0]
-    if top in _INSTALLED_NAMES or not isinstance(path, str):
-        user = False  # ours, builtin or frozen modules
-    else:
-        user = not os.path.realpath(path).startswith(_ROOTS)
-    _module_is_user[(name, path)] = user
-    return user
-
-
-def _version(module_name: str) -> str:
-    """The version an installed module counts by, cheapest source first: Python's for
-    the standard library and builtins, ``__version__``, the distribution named like the
-    module, else the file's modification time and size (any reinstall or edit changes
-    them).  Never a scan of every installed distribution: that costs about a second in
-    a fresh process, for no safer answer.  Remembered per process and top package."""
-    top = module_name.partition(".")[0]
-    known = _versions.get(top)
-    if known is not None:
-        return known
-    module = sys.modules.get(top)
-    file = getattr(module, "__file__", None)
-    attr = getattr(module, "__version__", None)
-    if file is None or _in_standard_library(file):
-        version = f"python {sys.version}"
-    elif isinstance(attr, str):
-        version = f"{top} {attr}"
-    else:
-        version = _distribution_version(top)
-        if not version:
-            stat = os.stat(file)
-            version = f"{file} {stat.st_mtime_ns} {stat.st_size}"
-    _versions[top] = version
-    return version
-
-
-def _in_standard_library(file: str) -> bool:
-    paths = sysconfig.get_paths()
-    roots = tuple(
-        os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if k in paths
-    )
-    real = os.path.realpath(file)
-    return real.startswith(roots) and "site-packages" not in real
-
-
-def _distribution_version(top: str) -> str:
-    from importlib import metadata
-
-    try:
-        return f"{top} {metadata.version(top)}"
-    except Exception:  # no distribution of that name, or a broken one
-        return ""
-
-
-def library_token(obj: Any) -> bytes:
-    """An installed callable or class: module, qualified name, package version."""
-    module = getattr(obj, "__module__", None)
-    if not isinstance(module, str):
-        owner = getattr(obj, "__objclass__", None) or type(obj)
-        module = getattr(owner, "__module__", None) or "builtins"
-    return digest_of(f"lib|{module}|{display_name(obj)}|{_version(module)}".encode())
 
 
 def _is_unit(obj: Any) -> bool:
@@ -328,7 +222,7 @@ class CodePrinter:
                 f"pass the values the task needs instead)"
             )
         name = module.__name__
-        return digest_of(f"module|{name}|{_version(name)}".encode())  # its package's version
+        return digest_of(f"module|{name}|{version_of(name)}".encode())  # its package's version
 
     # -- prints ---------------------------------------------------------------------
 

@@ -4,24 +4,33 @@ An entry is the pickled result (protocol 5) with its large buffers (NumPy arrays
 pandas blocks, bytearrays) stored out of band, each at a 64-byte aligned offset, so
 they are written straight from the array's memory and loaded without a copy::
 
-    0   b"NSCACHE1"                     magic (format version 1)
+    0   b"NSCACHE2"                     magic (format version 2)
     8   tag                             HMAC-SHA256(key, magic + lengths + header + pickle)
     40  header_len u32, pickle_len u64
     52  header                          JSON: the fingerprint, the file's size, the run
-                                        time, and per buffer: offset, length, BLAKE3 digest
+                                        time, and per buffer: offset, length, keyed digest
         pickle                          the pickle stream (in-band data, small)
         buffers                         raw bytes, each 64-byte aligned after the pickle
 
 **Never unpickle what we did not sign.**  :func:`read_entry` checks the tag before it
 parses the header or touches the pickle stream, then that the header names the
 fingerprint asked for (an entry copied to another name fails), that the file is as
-long as the header says, and each buffer's BLAKE3 digest; only then does it unpickle.
-The buffers are raw data handed to the signed pickle (NumPy builds arrays over them
-with the dtype and shape the pickle says), so a 100 MB array is authenticated by
-BLAKE3 (a cryptographic hash, several GB/s) under the HMAC instead of by HMAC-SHA256
-over every byte (~0.6 GB/s here, slower than reading the file).  A bad, foreign,
-truncated or unreadable entry is a miss: :class:`CacheWarning` names the file and why,
-and the file is removed.
+long as the header says, and each buffer's digest; only then does it unpickle.  So
+the signature covers every byte: the pickle stream directly, each buffer through its
+digest in the signed header.  A bad, foreign, truncated or unreadable entry is a
+miss: :class:`CacheWarning` names the file and why, and the file is removed.
+
+*Why the buffers are checked by a fast keyed hash.*  The buffers are raw data handed
+to the signed pickle (NumPy builds arrays over them with the dtype and shape the
+pickle says): the pickle stream, which alone chooses what code runs, is under the
+HMAC.  A buffer's digest is ``xxh3_128`` seeded with a secret derived from the folder's
+key (:func:`_buffer_seed`), ~10 GB/s, where HMAC-SHA256 over every byte runs at
+~0.6 GB/s here and BLAKE3 (format 1) at ~2-3 GB/s on one core: on a rerun after a
+restart that loads 64 MB of inputs, verification was a visible share of the time.  It
+catches any damage (a torn write, a flipped bit, another entry's bytes).  It is not a
+cryptographic MAC: forging a buffer would take someone who can write into this
+user's private folder yet cannot read its key, and a collision of a hash whose seed
+they do not know; even then they choose bytes of an array, never code.
 
 **Atomic, safe under concurrent writers.**  An entry is written to a private temporary
 file in its final folder and renamed over the entry (``os.replace``): a reader sees
@@ -31,8 +40,9 @@ no fsync: a crash may leave a truncated entry, which verification turns into a m
 
 **Zero-copy loads.**  Entries over :data:`MAP_FROM` bytes are memory-mapped
 copy-on-write (``ACCESS_COPY``): arrays read the page cache directly, stay writable,
-and a change never reaches the file.  Later renames and evictions do not disturb a
-mapping (the old inode lives while mapped).
+and a change never reaches the file.  (Not ``MAP_POPULATE``: on a private writable
+mapping it copies every page up front, 6x slower on a 100 MB entry here.)  Later
+renames and evictions do not disturb a mapping (the old inode lives while mapped).
 
 **Least recently used out.**  A hit touches the entry's mtime; when a process's
 estimate of the folder's size passes ``cache_disk_max_bytes`` it scans the folder
@@ -40,14 +50,25 @@ and removes the entries with the oldest mtimes (and temporary files an hour old,
 by a writer that died).  Each process keeps its own estimate, so the bound is soft by
 what the other writers added since their last scan.
 
-**Written only when loading beats recomputing** (:class:`LoadCost`): once per process
-and folder, when the first result that took over :data:`MIN_WRITE_SECONDS` is to be
-stored, a probe entry of 4 MiB and a tiny one are written and read back cold
-(``posix_fadvise(DONTNEED)`` drops them from the page cache first), which gives this
-disk's fixed cost per entry and its bytes per second through the whole load path
-(read, verify, unpickle).  A result is written when its task ran at least
-:data:`WRITE_MARGIN` times longer than loading it is expected to take: a 10 µs task
-never is.
+**Older formats** (:data:`OLD_FORMATS`: ``v1/``, entries ``NSCACHE1``) are never read
+(a format change changes what a fingerprint's file holds); :func:`clear` and
+:func:`evict` remove them.  Only what is provably ours goes: a file in ``v1/ab/``
+named by a fingerprint that starts with ``ab``, a regular file (not a link) whose old
+signature checks under this folder's key (``NSCACHE1`` had the same layout up to the
+end of the pickle stream, under HMAC-SHA256, so the check reads no buffers), and our
+temporary files there an hour old, as for the current format; then the emptied
+folders, with ``rmdir``, which leaves a folder holding anything else where it is.
+
+**Written only when loading beats recomputing** (:class:`LoadCost`): when the first
+result that took over :data:`MIN_WRITE_SECONDS` is to be stored, a probe entry of 4 MiB
+and a tiny one are written and read back cold (``posix_fadvise(DONTNEED)`` drops them
+from the page cache first), which gives this disk's fixed cost per entry and its
+bytes per second through the whole load path (read, verify, unpickle).  The figures
+are kept in the folder (``loadcost.json``, for :data:`COST_MAX_AGE` seconds), so a
+kernel restarted on the same folder does not probe again (~40 ms); the file is plain
+numbers, never unpickled, and a bad one is measured again.  A result is written when
+its task ran at least :data:`WRITE_MARGIN` times longer than loading it is expected to
+take: a 10 µs task never is.
 """
 
 from __future__ import annotations
@@ -66,6 +87,8 @@ import time
 import warnings
 from typing import Any, NamedTuple
 
+from xxhash import xxh3_128
+
 from .folder import Folder
 
 __all__ = [
@@ -76,13 +99,15 @@ __all__ = [
     "write_entry",
     "entry_path",
     "clear",
+    "remove_old_formats",
     "usage",
     "evict",
     "measure_load_cost",
     "known_load_cost",
+    "COST_FILE",
 ]
 
-MAGIC = b"NSCACHE1"
+MAGIC = b"NSCACHE2"
 _FIXED = struct.Struct("<IQ")
 _DATA = len(MAGIC) + 32 + _FIXED.size  # where the header starts
 ALIGN = 64
@@ -117,12 +142,20 @@ def entry_path(folder: Folder, digest: bytes) -> str:
     return os.path.join(folder.entries, name[:2], name)
 
 
-def _buffer_digest(view: memoryview) -> str:
-    try:
-        from blake3 import blake3
-    except ImportError:  # the dependency is missing: slower, as safe
-        return "sha256:" + hashlib.sha256(view).hexdigest()
-    return blake3(view, max_threads=blake3.AUTO if len(view) >= 1 << 24 else 1).hexdigest()
+def _buffer_seed(folder: Folder) -> int:
+    """The secret seed of this folder's buffer digests (from its key; remembered)."""
+    seed = _seeds.get(folder.key)
+    if seed is None:
+        mac = hmac.new(folder.key, b"notebook_sched buffer digest seed", hashlib.sha256)
+        seed = _seeds[folder.key] = int.from_bytes(mac.digest()[:8], "little")
+    return seed
+
+
+_seeds: dict[bytes, int] = {}
+
+
+def _buffer_digest(view: memoryview, seed: int) -> str:
+    return xxh3_128(view, seed=seed).hexdigest()
 
 
 def _aligned(n: int) -> int:
@@ -145,8 +178,9 @@ def write_entry(folder: Folder, digest: bytes, value: Any, run_seconds: float = 
         return 0
     offset = 0
     layout = []
+    seed = _buffer_seed(folder) if views else 0
     for view in views:
-        layout.append([offset, view.nbytes, _buffer_digest(view)])
+        layout.append([offset, view.nbytes, _buffer_digest(view, seed)])
         offset = _aligned(offset + view.nbytes)
     buffers_end = layout[-1][0] + layout[-1][1] if layout else 0
     header = {"fingerprint": digest.hex(), "seconds": run_seconds, "buffers": layout}
@@ -257,9 +291,10 @@ def _verified(fd: int, folder: Folder, digest: bytes) -> tuple[memoryview, list]
         raise _Bad(f"is {size} bytes, not the {header.get('size')} it was written with")
     first = _aligned(end)
     buffers = []
+    seed = _buffer_seed(folder) if header["buffers"] else 0
     for offset, length, expected in header["buffers"]:
         view = data[first + offset : first + offset + length]
-        if len(view) != length or _buffer_digest(view) != expected:
+        if len(view) != length or _buffer_digest(view, seed) != expected:
             raise _Bad("has a damaged data buffer")
         buffers.append(view)
     return data[stream_at:end], buffers
@@ -318,18 +353,21 @@ def usage(folder: Folder) -> tuple[int, int]:
 
 
 def clear(folder: Folder) -> int:
-    """Remove every entry (the key stays); how many were removed."""
+    """Remove every entry, and the entries of older formats we signed (the key stays);
+    how many were removed."""
     entries = _entries(folder)
     for _, _, path in entries:
         _unlink(path)
     with _estimate_lock:
         _estimates[folder.path] = 0
-    return len(entries)
+    return len(entries) + remove_old_formats(folder)
 
 
 def evict(folder: Folder, max_bytes: int) -> int:
-    """Remove the least recently used entries until the folder holds ``max_bytes`` at
-    most; the bytes it then holds."""
+    """Remove the entries of older formats we signed (never read again), then the
+    least recently used entries until the folder holds ``max_bytes`` at most; the
+    bytes it then holds."""
+    remove_old_formats(folder)
     entries = sorted(_entries(folder))
     total = sum(size for _, size, _ in entries)
     for _, size, path in entries:
@@ -338,6 +376,89 @@ def evict(folder: Folder, max_bytes: int) -> int:
         _unlink(path)
         total -= size
     return total
+
+
+# -- older formats ------------------------------------------------------------------
+
+OLD_FORMATS = (("v1", b"NSCACHE1"),)  # (entries folder, magic) of formats we wrote
+_HEX = frozenset("0123456789abcdef")
+
+
+def remove_old_formats(folder: Folder) -> int:
+    """Remove the entries of :data:`OLD_FORMATS` that this folder's key signed, our
+    stale temporary files there, and the folders that leaves empty (see the module
+    docstring); how many entries were removed."""
+    removed = 0
+    for name, magic in OLD_FORMATS:
+        top = os.path.join(folder.path, name)
+        for sub in _plain_entries(top, want_dir=True):
+            if len(sub.name) != 2 or not set(sub.name) <= _HEX:
+                continue
+            for entry in _plain_entries(sub.path, want_dir=False):
+                if _old_entry_is_ours(entry, sub.name, folder.key, magic):
+                    _unlink(entry.path)
+                    removed += 1
+            _rmdir(sub.path)
+        _rmdir(top)
+    return removed
+
+
+def _plain_entries(path: str, want_dir: bool) -> list:
+    """The folders (or regular files) in ``path``, never through a symbolic link."""
+    try:
+        if os.path.islink(path):
+            return []
+        listing = list(os.scandir(path))
+    except OSError:
+        return []
+    found = []
+    for entry in listing:
+        try:
+            if entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False) if want_dir else entry.is_file():
+                found.append(entry)
+        except OSError:
+            continue
+    return found
+
+
+def _old_entry_is_ours(entry: os.DirEntry, prefix: str, key: bytes, magic: bytes) -> bool:
+    name = entry.name
+    if name.startswith(".tmp-"):  # our writer's temporary file, left an hour ago
+        try:
+            return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
+        except OSError:
+            return False
+    if not name.startswith(prefix) or len(name) < 32 or not set(name) <= _HEX:
+        return False
+    try:
+        with open(entry.path, "rb") as f:
+            start = f.read(_DATA)
+            if len(start) < _DATA or start[: len(magic)] != magic:
+                return False
+            head_len, stream_len = _FIXED.unpack(start[40:_DATA])
+            if head_len > MAX_HEADER or stream_len > os.fstat(f.fileno()).st_size:
+                return False
+            mac = hmac.new(key, start[: len(magic)], hashlib.sha256)
+            mac.update(start[40:_DATA])
+            left = head_len + stream_len
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    return False  # truncated: not provably ours
+                mac.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return False
+    return hmac.compare_digest(mac.digest(), start[len(magic) : 40])
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)  # only when empty: anything else in it stays
+    except OSError:
+        pass
 
 
 _estimates: dict[str, int] = {}  # folder path -> bytes, as this process last knew
@@ -372,18 +493,54 @@ def known_load_cost(folder: Folder) -> LoadCost | None:
 
 
 def measure_load_cost(folder: Folder) -> LoadCost:
-    """This folder's :class:`LoadCost`, measured once per process (~10-50 ms)."""
+    """This folder's :class:`LoadCost`: as kept in the folder if measured lately, else
+    measured now (~10-50 ms) and kept; once per process."""
     cost = _costs.get(folder.path)
     if cost is not None:
         return cost
     with _cost_lock:
         cost = _costs.get(folder.path)
         if cost is None:
+            cost = _kept_load_cost(folder)
+        if cost is None:
             tiny = _cold_load_seconds(folder, 0)
             big = _cold_load_seconds(folder, PROBE_BYTES)
             per_byte = max(big - tiny, 1e-12) / PROBE_BYTES
-            cost = _costs[folder.path] = LoadCost(max(tiny, 1e-6), per_byte)
+            cost = LoadCost(max(tiny, 1e-6), per_byte)
+            _keep_load_cost(folder, cost)
+        _costs[folder.path] = cost
     return cost
+
+
+COST_FILE = "loadcost.json"
+COST_MAX_AGE = 7 * 86400.0  # a disk's speed is measured again after a week
+
+
+def _kept_load_cost(folder: Folder) -> LoadCost | None:
+    """The figures a process measured on this folder lately, or None (missing, old,
+    or not two positive numbers: then it is measured again)."""
+    path = os.path.join(folder.path, COST_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            kept = json.load(f)
+        fresh = 0 <= time.time() - float(kept["measured"]) <= COST_MAX_AGE
+        fixed, per_byte = float(kept["fixed"]), float(kept["per_byte"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not fresh or not (0 < fixed < 10 and 0 < per_byte < 1e-3):
+        return None
+    return LoadCost(fixed, per_byte)
+
+
+def _keep_load_cost(folder: Folder, cost: LoadCost) -> None:
+    kept = {"fixed": cost.fixed, "per_byte": cost.per_byte, "measured": time.time()}
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-cost-", dir=folder.path)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(kept, f)
+        os.replace(tmp, os.path.join(folder.path, COST_FILE))
+    except OSError:
+        pass  # a read-only folder: measured again by the next process
 
 
 def _cold_load_seconds(folder: Folder, nbytes: int) -> float:

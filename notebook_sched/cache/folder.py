@@ -8,7 +8,8 @@ path names the folder itself.  ``True`` and ``"memory"`` have no folder.
 A folder holds::
 
     key             32 random bytes, mode 0600: the HMAC key of this folder's entries
-    v1/ab/ab12...   one entry per fingerprint (``disk.py`` has the format)
+    loadcost.json   what loading an entry costs on this disk, as last measured
+    v2/ab/ab12...   one entry per fingerprint (``disk.py`` has the format)
 
 The folder is created with mode 0700.  The key is created with
 ``os.open(..., O_CREAT | O_EXCL, 0o600)``, so of two kernels that start at once one
@@ -38,7 +39,7 @@ __all__ = ["ENV_DIR", "Folder", "FolderError", "default_root", "folder_for", "op
 ENV_DIR = "NOTEBOOK_SCHED_CACHE_DIR"
 KEY_NAME = "key"
 KEY_BYTES = 32
-ENTRIES = "v1"  # bumped with the entry format: an old folder's entries are not read
+ENTRIES = "v2"  # bumped with the entry format: an old folder's entries are not read
 
 
 class FolderError(OSError):

@@ -30,10 +30,22 @@ caller (``sync``, ``threads``, tasks ``auto`` or ``processes`` run here) it puts
 result in the memory tier; wherever it is called, with a disk tier it writes the
 entry when recomputing the result (its run time plus its costliest input's) would
 take longer than loading it.  So on ``processes`` and the local cluster the worker
-that computed a result writes its entry, and the result does not travel just to be stored.  Results
-computed in another process reach the caller's memory tier only through the disk
-tier (the next run's disk hit promotes them): ``cache="memory"`` keeps what ran in
-this process.
+that computed a result writes its entry, and the result does not travel just to be
+stored: results computed in another process reach the caller's memory tier through
+the disk tier (the next run's disk hit promotes them).
+
+**Memory only** (``cache=True``/``"memory"``, no disk tier): the hook is a *home* hook
+(``plan.py``): a backend that runs the task in another process (``processes``,
+``auto``, a process executor, the local cluster) sends its result back, even an
+intermediate that would have stayed in the worker, and calls the hook with it in the
+caller, which keeps it in the memory tier.  So a rerun with ``cache="memory"`` is all
+hits on every backend.  Chosen over a memory tier in each worker, which the caller
+would have to ask over the channel at plan time: workers are shared between runs,
+replaced when they die or hang, and the cluster moves data between them, so such a
+tier would be neither where the next run looks nor reliably there; and the results
+that travel are those a cache in the caller must hold anyway.  The price: with
+``cache="memory"`` on ``processes`` an intermediate of a chain run inside one worker
+is pickled home once (a disk tier avoids it).
 
 **Never stale** is the fingerprinter's promise (everything that can change a result is
 in the fingerprint); this module adds only lookups and stores, and a damaged or
@@ -190,7 +202,7 @@ class StoreResult:
     of its size (``sizing.memory_size``, known before pickling).
     """
 
-    __slots__ = ("digest", "folder", "cost", "disk_max", "owner", "needs")
+    __slots__ = ("digest", "folder", "cost", "disk_max", "owner", "needs", "home")
     timed = True
 
     def __init__(
@@ -208,6 +220,7 @@ class StoreResult:
         self.disk_max = disk_max
         self.owner = owner
         self.needs = needs
+        self.home = folder is None  # memory only: results computed elsewhere come home
 
     def __reduce__(self):
         args = (self.digest, self.folder, self.cost, self.disk_max, self.owner, self.needs)

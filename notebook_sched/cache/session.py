@@ -116,7 +116,11 @@ def _folder_of(stats: RunStats | None) -> Folder | None:
 
 def cache_clear(disk: bool = True) -> None:
     """Empty the memory tier and (``disk=True``) the disk folders this session used
-    and the one the config names; forget the last run's stats and fingerprints."""
+    and the one the config names; forget the last run's stats and fingerprints.
+
+    A disk folder loses its entries and those of older entry formats (``v1/``) that
+    its key signed, with the folders that leaves empty; a file we cannot prove we
+    wrote stays (``disk.remove_old_formats``).  The key stays."""
     global _last
     with _lock:
         if _memory is not None:

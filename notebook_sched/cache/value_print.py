@@ -14,8 +14,9 @@ What each kind of value contributes:
   order-independent (their items' digests, sorted), so ``PYTHONHASHSEED`` does not
   matter;
 * NumPy arrays: dtype, shape and memory layout, and the array's memory hashed in
-  place (C- or F-contiguous arrays without a copy; other views in 16 MB contiguous
-  pieces).  Object arrays are walked as lists.  An array mutated in place is a change;
+  place (C- or F-contiguous arrays without a copy; other views in C order, their
+  contiguous rows in place, the rest copied 256 KB at a time into a reused buffer).
+  Object arrays are walked as lists.  An array mutated in place is a change;
 * pandas objects: ``pandas.util.hash_pandas_object`` over the values, plus the index,
   columns, dtypes (categories included), names and ``attrs``;
 * functions, classes and methods: through the code printer (``code_print``): by code
@@ -59,7 +60,8 @@ _TRUE = digest_of(b"T")
 _FALSE = digest_of(b"F")
 _pack_d = struct.Struct("<d").pack
 _pack_q = struct.Struct("<q").pack
-_CHUNK = 16 << 20  # bytes per contiguous copy of a strided array
+_PIECE = 256 << 10  # bytes per copied piece of a strided array (see _feed)
+_ROW_MIN = 64 << 10  # contiguous rows at least this long are hashed in place
 _SKIP_SUBCLASS_ATTRS = frozenset({"_mmap", "filename", "offset", "mode"})  # np.memmap's file
 
 
@@ -290,18 +292,14 @@ class ValuePrinter:
 
     @staticmethod
     def _strided(array: Any) -> bytes:
-        """A non-contiguous view's content in C order, copied a piece at a time."""
+        """A non-contiguous view's content in C order, streamed into one hash."""
         import numpy
 
         hasher = xxh3_128(b"strided")
         if array.ndim == 0 or array.size == 0:
             hasher.update(numpy.ascontiguousarray(array).view("u1").ravel())
-            return hasher.digest()
-        row_bytes = max(1, array.nbytes // max(1, array.shape[0]))
-        step = max(1, _CHUNK // row_bytes)
-        for start in range(0, array.shape[0], step):
-            piece = numpy.ascontiguousarray(array[start : start + step])
-            hasher.update(piece.view("u1").ravel())
+        else:
+            _feed(hasher, array, numpy)
         return hasher.digest()
 
     def _pandas(self, value: Any, pandas: Any, refs: list | None) -> bytes:
@@ -420,6 +418,32 @@ def _pairs(mapping: dict):
     for key, value in mapping.items():
         yield key
         yield value
+
+
+def _feed(hasher: Any, array: Any, numpy: Any) -> None:
+    """Hash ``array``'s bytes in C order (``ascontiguousarray(array)``'s, whatever the
+    pieces): a contiguous block in place; rows of at least ``_ROW_MIN`` bytes that are
+    contiguous in place, one by one; anything else copied ``_PIECE`` bytes at a time
+    into one reused buffer, small enough to stay in the core's cache between the copy
+    and the hash (16 MB pieces went out to memory and back: 2x slower)."""
+    if array.flags.c_contiguous:
+        hasher.update(array.reshape(-1).view("u1"))
+        return
+    rows = array.shape[0]
+    row_bytes = array.nbytes // rows
+    if array.ndim > 1 and (
+        row_bytes >= _PIECE or (row_bytes >= _ROW_MIN and array[0].flags.c_contiguous)
+    ):
+        for i in range(rows):
+            _feed(hasher, array[i], numpy)
+        return
+    step = max(1, _PIECE // row_bytes)
+    buffer = numpy.empty((min(step, rows), *array.shape[1:]), array.dtype)
+    for start in range(0, rows, step):
+        part = array[start : start + step]
+        out = buffer[: len(part)]
+        numpy.copyto(out, part)
+        hasher.update(out.reshape(-1).view("u1"))
 
 
 def _stand_in(kind: str, digest: bytes) -> tuple[str, bytes]:

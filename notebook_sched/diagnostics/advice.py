@@ -63,6 +63,7 @@ from ..api import Additions, RunRequest
 from ..events import Observer, RunInfo
 from ..gil import GilProbe, attribute
 from ..measure import CALLER, LONG_TASK, PROCESS, THREAD, Measurement
+from ..schedulers.auto_routing import routing_prefix
 from .advice_model import BACKENDS, Costs, Load, TaskSample, predict, prefix_stats
 from .progress import prefix_function
 
@@ -192,8 +193,9 @@ class Advisor(Observer):
         routed = dict(run.extra.get("gil_shares", {})) if run.scheduler == "auto" else {}
         for record, name, here in zip(records, names, in_caller, strict=True):
             self._workers.setdefault(name, set()).add(record.where)
-            if name in routed:  # the share auto routed on: one number per fact
-                gil = routed[name]
+            kind = name if name in routed else routing_prefix(name)  # w0, w1: auto's w
+            if kind in routed:  # the share auto routed on: one number per fact
+                gil = routed[kind]
                 gil_names.add(name)
             elif here:
                 share = shares.get(name)

@@ -17,8 +17,21 @@ Who runs what:
 * one callback thread per client (started on first use) runs the user's
   ``add_done_callback`` functions, so a slow callback never stalls the scheduler.
 
+**The result cache** (``compute(..., cache=...)``) sees the graph through the plan
+stage as ``get`` does: hits are substituted before the tasks are added, and the
+workers call the store hooks.  With the memory tier only, the cache lives here, so
+the results of a compute's hooked tasks (``CompiledGraph.home``, intermediates
+included) come back as they finish, as a ``get`` run's do: the I/O thread only queues
+them, still packed (``_home``), and :meth:`Client._take_home` unpacks them and calls
+their hooks, on the callback thread and, so that nothing is pending when it returns,
+in ``result()``/``gather`` and at the start of the next ``compute`` or ``get``.  So a compute
+rerun straight after ``result()`` is all hits.  Chosen over refusing ``cache=`` for
+futures: the same graph computed twice is what the cache is for, whichever API
+started it; the price is one transfer per hooked result, as on ``get``.
+
 ``_lock`` guards ``_refs``, ``_states`` and ``status``; ``_FutureState.lock`` guards its
-callback list.
+callback list; ``_home_lock`` is held while home results are handed to their hooks
+(so a caller that takes it knows every result queued before has been handed over).
 """
 
 from __future__ import annotations
@@ -26,7 +39,9 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
+import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +49,7 @@ from typing import Any
 from .. import config
 from ..engine import compile_planned
 from ..graph import CALL, compile_graph, first, to_mapping
-from ..plan import RunRequest, planners_for
+from ..plan import RunRequest, call_home, planners_for
 from ..reporter import key_failure
 from . import protocol
 from .arguments import build_call, collect_futures, rebuild
@@ -70,6 +85,8 @@ class Client:
         self._states: dict = {}
         self._callbacks: queue.SimpleQueue | None = None
         self._callback_thread: threading.Thread | None = None
+        self._home: deque = deque()  # (graph, [(index, packed value)]) to hand to hooks
+        self._home_lock = threading.Lock()
         self.status = "running"
         if set_as_default:
             _clients.append(weakref.ref(self))
@@ -173,6 +190,7 @@ class Client:
         the engine's plan stage (``plan.py``): ``planners`` and those the plan hooks
         give for ``cache`` (None: the config's) may substitute known results; they are
         told the run ended when every returned future is done."""
+        self._take_home()  # the results of earlier computes are in the cache first
         graph: dict = {}
         keys = []
         for obj in collections:
@@ -184,13 +202,43 @@ class Client:
             futures = self._submit_many(lambda state: state.add_graph(compiled), keys)
             return futures[0] if len(futures) == 1 else futures
         plan, compiled = compile_planned(graph, keys, planners)
+        home = _HomeTarget(self, compiled, self._callback_queue()) if compiled.home else None
         try:
-            futures = self._submit_many(lambda state: state.add_graph(compiled), keys)
+            futures = self._submit_many(lambda state: state.add_graph(compiled, home), keys)
         except BaseException as exc:
             plan.finished(compiled, exc)
             raise
-        self._when_done(futures, lambda error: plan.finished(compiled, error))
+
+        def finished(error: BaseException | None) -> None:
+            self._take_home()  # the hooks have every result before the planners hear
+            plan.finished(compiled, error)
+
+        self._when_done(futures, finished)
         return futures[0] if len(futures) == 1 else futures
+
+    def _take_home(self) -> None:
+        """Hand the results that came home (``_home``) to their hooks, in arrival order
+        (see the module docstring); a result that cannot be unpacked only warns."""
+        if not self._home:
+            return
+        with self._home_lock:
+            while self._home:
+                try:
+                    graph, found = self._home.popleft()
+                except IndexError:
+                    return
+                for i, packed in found:
+                    try:
+                        value = protocol.unpack(packed)
+                    except Exception as exc:
+                        warnings.warn(
+                            f"the result of {graph.keys[i]!r} came back for the cache but "
+                            f"could not be unpacked ({exc!r}); it is not cached",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        continue
+                    call_home(graph, i, value)
 
     def _when_done(self, futures: list[Future], call: Callable[[Any], None]) -> None:
         """``call(error)`` once, on the callback thread, when all ``futures`` are done
@@ -222,6 +270,7 @@ class Client:
 
     def get(self, dsk: Any, keys: Any, *, observers=None, planners=None, **options: Any) -> Any:
         """Dask's get contract on this cluster: ``scheduler=client.get`` works anywhere."""
+        self._take_home()  # the results of earlier computes are in the cache first
         return run_graph(self, dsk, keys, observers=observers, planners=planners)
 
     get.takes_observers = True  # api.get passes progress bars and profilers through
@@ -241,6 +290,7 @@ class Client:
         if not keys:
             return []
         kind, payload = ask(self, lambda state, rid, w: state.request_keys(rid, keys, w), timeout)
+        self._take_home()  # queued before the data came: in the cache when this returns
         if kind == "data":
             return [protocol.unpack(value) for value in payload]
         if kind == "error":
@@ -282,6 +332,11 @@ class Client:
         return dict(zip([k for k, _ in deps], values, strict=True)), graph
 
     def _add_callback(self, future: Future, fn: Callable) -> None:
+        callbacks = self._callback_queue()
+        future._state.add_callback(lambda: callbacks.put((fn, future)))
+
+    def _callback_queue(self) -> queue.SimpleQueue:
+        """The queue of the callback thread (started on first use): ``(fn, arg)`` items."""
         with self._lock:
             if self._callbacks is None:
                 self._callbacks = queue.SimpleQueue()
@@ -292,8 +347,7 @@ class Client:
                     daemon=True,
                 )
                 self._callback_thread.start()
-            callbacks = self._callbacks
-        future._state.add_callback(lambda: callbacks.put((fn, future)))
+            return self._callbacks
 
     def cancel(self, futures: Any) -> None:
         """Stop computing ``futures`` (and what depends on them); free their data."""
@@ -405,6 +459,27 @@ def _plan_hooks(cache: Any) -> list:
     """The plan hooks' planners for a ``Client.compute`` with ``cache``."""
     cache = config.get("cache") if cache is None else config.validate("cache", cache)
     return planners_for(RunRequest(BACKEND, MappingProxyType({"cache": cache})))
+
+
+class _HomeTarget:
+    """Where the scheduler sends a compute's results for the cache (``("home", ...)``
+    notices, on the I/O thread): queued packed, handed over on the callback thread."""
+
+    __slots__ = ("client", "graph", "callbacks")
+
+    def __init__(self, client: Client, graph: Any, callbacks: queue.SimpleQueue):
+        self.client = client
+        self.graph = graph
+        self.callbacks = callbacks
+
+    def notify(self, kind: str, payload: Any = None) -> None:
+        if kind == "home":
+            self.client._home.append((self.graph, payload))
+            self.callbacks.put((_take_home, self.client))
+
+
+def _take_home(client: Client) -> None:
+    client._take_home()
 
 
 def _run_callbacks(callbacks: queue.SimpleQueue) -> None:

@@ -43,7 +43,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import config
+from .. import _spawn, config
 from ..engine import check_positive
 from ..errors import (
     exit_if_bootstrapping,
@@ -177,7 +177,7 @@ class LocalCluster:
         proc = _Proc(wid, name, process, current)
         with self._lock:  # before start: the worker may register at once
             self._processes[wid] = proc
-        process.start()
+        _spawn.start(process)
         proc.pid = process.pid
 
     def _wait_for_workers(self, count: int, timeout: float = START_TIMEOUT) -> None:

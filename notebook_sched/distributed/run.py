@@ -5,6 +5,7 @@ order), posts it to the scheduler as one run (a block of task ids, see ``state.p
 then waits on a queue that the scheduler's I/O thread fills with notices::
 
     ("done", ([(index, start, stop), ...], worker))   only when observers listen
+    ("home", [(index, packed value)])                 results the cache keeps here
     ("data", [packed output values])                  the run is complete
     ("output", (stdout text, stderr text))            what a task printed
     ("failed", (index, (exception, traceback, worker)))
@@ -38,6 +39,7 @@ from ..engine import UNKNOWN, execute_graph
 from ..errors import load_exception
 from ..failure import RemoteTraceback
 from ..graph import VALUE
+from ..plan import call_home
 from ..task_output import write_text
 from . import protocol
 from .state import CancelledError
@@ -211,12 +213,17 @@ class _GraphRun:
                 continue
             if kind == "done":
                 self._done(*payload)
+            elif kind == "home":  # results the cache keeps in this process (plan.py)
+                for i, packed in payload:
+                    call_home(self.graph, i, protocol.unpack(packed))
             elif kind == "data":
                 values, specs = self.state.values, self.graph.specs
                 for out, packed in zip(self.graph.outputs, payload, strict=True):
                     # A literal output is the caller's own object, not a copy back.
                     spec = specs[out]
                     values[out] = spec[1] if spec[0] == VALUE else protocol.unpack(packed)
+                    if self.graph.home and out in self.graph.home:
+                        call_home(self.graph, out, values[out])
                 return
             elif kind == "output":  # what a task printed: into this thread's (cell's) streams
                 write_text(*payload)

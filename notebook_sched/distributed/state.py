@@ -186,8 +186,10 @@ class SchedulerState(Placement, DataRequests, Recovery):
             self._add_named(key, spec, tuple(dict.fromkeys(deps)))
 
     @stimulus_entry(GraphAdded)
-    def add_graph(self, graph: CompiledGraph) -> None:
-        """Add the tasks of ``graph`` as named tasks (``Client.compute``)."""
+    def add_graph(self, graph: CompiledGraph, home: Any = None) -> None:
+        """Add the tasks of ``graph`` as named tasks (``Client.compute``).  ``home``
+        hears ``("home", [(index, packed value)])`` for the new tasks of
+        ``graph.home`` (results the cache keeps in the client: ``plan.py``)."""
         tids = [0] * len(graph.keys)
         new = []
         for i, key in enumerate(graph.keys):
@@ -206,7 +208,7 @@ class SchedulerState(Placement, DataRequests, Recovery):
             ts = pending[tids[i]]
             ts.deps = tuple(pending.get(tids[d]) or self.tasks[tids[d]] for d in graph.deps[i])
         if graph.on_result:
-            _set_hooks(graph, {i: pending[tids[i]] for i in new})
+            _set_hooks(graph, {i: pending[tids[i]] for i in new}, home)
         self.seq += 1
         prefix = self.seq << 32
         for i in new:
@@ -420,12 +422,32 @@ class SchedulerState(Placement, DataRequests, Recovery):
                 self._unneeded(ts)
         for run, done in events.items():
             self._notify(run.target, "done", (done, worker.name))
+        if values:
+            self._send_home(items, values)
         for ts in wanted:  # after the events: a run ends when its outputs arrive
             self._send_gathers(ts, worker, values)
             if not ts.holders:
                 self._unneeded(ts)
         if items:
             self._measured(spent / len(items))
+
+    def _send_home(self, items: list, values: dict) -> None:
+        """Results whose hook wants them in the caller (``plan.py``: home hooks), as
+        ``("home", [(index, packed value)])``: to a run's target (its outputs come with
+        the run's data instead), or to a named task's ``home`` target (its own)."""
+        home: dict = {}
+        for tid, *_ in items:
+            ts = self.tasks.get(tid)
+            if ts is None or not ts.home or tid not in values:
+                continue
+            run = ts.run
+            if run is None:  # Client.compute: ts.home is (target, graph index)
+                target, i = ts.home
+                home.setdefault(target, []).append((i, values[tid]))
+            elif not ts.gathers:
+                home.setdefault(run.target, []).append((tid - run.base, values[tid]))
+        for target, found in home.items():
+            self._notify(target, "home", found)
 
     @stimulus_entry(TaskUnsendable)
     def task_unsendable(self, tid: int, exc: BaseException) -> None:
@@ -548,8 +570,9 @@ SchedulerState._entries = {  # stimulus type -> its entry method, for handle()
 }
 
 
-def _set_hooks(graph: CompiledGraph, tasks) -> None:
-    """Each task's result hook (``CompiledGraph.on_result``), shipped with the task."""
+def _set_hooks(graph: CompiledGraph, tasks, home: Any = None) -> None:
+    """Each task's result hook (``CompiledGraph.on_result``), shipped with the task; the
+    tasks of ``graph.home`` send their results back (to ``home`` for named tasks)."""
     on_result = graph.on_result
     if on_result:
         for i, hook in on_result.items():
@@ -558,3 +581,12 @@ def _set_hooks(graph: CompiledGraph, tasks) -> None:
             except (KeyError, IndexError):
                 continue  # a task Client.compute found already known: it does not run
             ts.hook = (graph.keys[i], hook)
+    for i in graph.home or ():
+        ts = tasks[i] if isinstance(tasks, list) else tasks.get(i)
+        if ts is None:
+            continue  # a task Client.compute found already known
+        if ts.run is not None:  # a get run: its target hears it
+            ts.home = ts.send_back = True
+        elif home is not None:  # Client.compute: the client's target for this graph
+            ts.home = (home, i)
+            ts.send_back = True

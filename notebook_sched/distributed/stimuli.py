@@ -128,6 +128,7 @@ class Submitted(NamedTuple):
 
 class GraphAdded(NamedTuple):
     graph: Any  # CompiledGraph
+    home: Any = None  # hears the results of graph.home (Client.compute with the cache)
 
 
 class Scattered(NamedTuple):

@@ -71,6 +71,7 @@ class TaskState:
         "gathers",
         "pinned",
         "hook",
+        "home",
     )
 
     def __init__(self, tid: int, key: Hashable, spec: Any, deps: tuple, priority: int, run=None):
@@ -94,6 +95,9 @@ class TaskState:
         self.gathers: list | None = None
         self.pinned: WorkerState | None = None
         self.hook = None  # (key, result hook) from CompiledGraph.on_result: runs on the worker
+        # Its result also goes to the caller (CompiledGraph.home): True for a get run's
+        # task (to the run's target), (target, graph index) for a Client.compute task.
+        self.home: Any = False
 
     def __repr__(self) -> str:
         where = f" on {self.worker.name}" if self.worker is not None else ""

@@ -31,6 +31,15 @@ blocking calls stop at once), with an asynchronous exception for other threads. 
 shared array ``current`` holds the task each slot runs (-1 idle): the scheduler
 reads it for its status view and, when this process dies, to know whom to blame.
 
+An executor thread survives whatever its task does (the task runner catches it); if
+our own code around a task raises there, the worker exits (code 1) rather than leave
+that task running forever on a dead thread: the cluster replaces it, as after a crash.
+
+A task that fails with ``MemoryError`` may leave the process poisoned (it lowered
+its ``RLIMIT_AS``, leaked, fragmented the heap), so every later task here would fail
+too: the worker starts no other task, reports what it finished and exits
+(``_retire``); the cluster replaces it and recomputes what it held, as after a death.
+
 The process ignores SIGINT (the client handles interrupts) and exits as soon as its
 connection to the scheduler closes, so a killed client leaves no orphans.  A
 heartbeat thread sends ``("heartbeat",)`` every ``settings["heartbeat"]`` seconds, so
@@ -121,6 +130,7 @@ class Worker(Transfers):
         self.replies: queue.SimpleQueue = queue.SimpleQueue()
         self.heartbeat = settings.get("heartbeat")
         self.peer_channels: set = set()  # open to or from peers (for the fork guard)
+        self.retiring = False  # a task ran out of memory here: run nothing more (_retire)
         self.channel = protocol.connect(settings["address"], self.secret)
         self.server = AuthListener(
             protocol.listen_address(settings["directory"], f"{self.name}.sock"),
@@ -229,6 +239,12 @@ class Worker(Transfers):
                 self._execute(slot)
             except TaskCancelled:  # arrived between tasks: nothing to undo
                 self.in_task[slot] = False
+            except BaseException:  # ours, not the task's (the runner catches those)
+                # A dead executor thread would leave its task running forever: the
+                # worker dies instead, so the cluster replaces it and recomputes.
+                # To the process's own stderr: sys.stderr is this thread's task capture.
+                traceback.print_exc(file=sys.__stderr__)
+                _exit(1)
 
     def _execute(self, slot: int) -> None:
         """Run tasks on executor thread ``slot`` through its TaskRunner, which measures
@@ -249,7 +265,7 @@ class Worker(Transfers):
         while True:
             with lock:
                 while True:
-                    task = next_task(slot)
+                    task = None if self.retiring else next_task(slot)
                     if task is not None:
                         break
                     if machine.outbox:  # out of ready work: report what is done
@@ -278,7 +294,12 @@ class Worker(Transfers):
                 if isinstance(error, TaskCancelled):
                     error = None
                     task.cancelled = True
+                elif isinstance(error, MemoryError):
+                    with lock:
+                        self.retiring = True  # no other slot starts a task here now
             self._finished(slot, task, value, error, runner.start, runner.stop, runner.record)
+            if self.retiring:
+                self._retire()
 
     def _finished(
         self, slot: int, task: Task, value: Any, error, start: float, stop: float, measured=None
@@ -290,6 +311,17 @@ class Worker(Transfers):
                 self._under_lock(out)
         if out:
             self._after_lock(out)
+
+    def _retire(self) -> None:
+        """A task ran out of memory here (its error is sent): this process may stay
+        poisoned (a task lowered its RLIMIT_AS, leaked, fragmented the heap), so it
+        reports what it finished and exits; the cluster starts a fresh worker and
+        recomputes what this one held, as after any worker's death."""
+        with self.lock:
+            batch = self.machine.take_outbox(time.time()) if self.machine.outbox else None
+        if batch is not None:
+            self._send_done(*batch)
+        _exit()
 
     def _send_done(self, batch: list, values: dict | None) -> None:
         if not batch:
@@ -326,12 +358,12 @@ class Worker(Transfers):
             _exit()
 
 
-def _exit() -> None:
+def _exit(code: int = 0) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
-        os._exit(0)
+        os._exit(code)
 
 
 def main(settings: dict) -> None:

@@ -6,6 +6,7 @@ and their results come back.  Shared by ``processes`` and ``auto``, which decide
     receive() <--Results / TaskError / Unpicklable / Unloadable-- (``_job.py``'s messages)
        |-> Output: what the tasks printed, written to this thread's streams (``task_output.py``)
        |-> RunState.finish, the reporter's events, measurements (Measurement)
+       |-> results that cannot be pickled: TaskPicklingError, or ``on_unpicklable``
        |-> a task's failure: remote traceback, its in-batch inputs, raised as the task's
        |-> a dead worker (sentinel) or a hung one (heartbeat, ``worker_timeout``):
            an error naming the task it was running
@@ -35,6 +36,7 @@ from ..errors import (
     worker_hung,
 )
 from ..failure import RemoteTraceback, key_repr
+from ..plan import call_home
 from ..task_output import Output
 from ..task_output import write as write_output
 from . import _pool
@@ -84,6 +86,11 @@ class BatchChannel:
         self.next_id = 0
         # What batches are sized by: task times, result bytes (``_batching.py``).
         self.sizer = sizer if sizer is not None else BatchSizer(graph, pool.size)
+        # Results that could not be pickled, ``[(task, reason, inputs)]``: raised as
+        # TaskPicklingError unless the user (``auto``) takes them, with the in-batch
+        # inputs kept for them (``keep_inputs``) to run them itself.
+        self.on_unpicklable = self._unpicklable_result
+        self.keep_inputs = False
 
     @property
     def mean_seconds(self) -> float | None:
@@ -116,7 +123,7 @@ class BatchChannel:
 
     def _pickle(self, batch_id: int, jobs: list) -> bytes:
         hooks, keys = batch_hooks(self.graph, [job[0] for job in jobs])
-        message = Batch(batch_id, jobs, self.report.sampling(), hooks, keys)
+        message = Batch(batch_id, jobs, self.report.sampling(), hooks, keys, self.keep_inputs)
         try:
             return cloudpickle.dumps(message, protocol=5)
         except Exception:
@@ -208,9 +215,17 @@ class BatchChannel:
             self._batch_done(worker, batch)
             task = self._unloadable(batch)
             self._task_raised(worker, task, message.exception, message.traceback, [])
-        else:  # Unpicklable: a result could not be pickled
-            self._batch_done(worker, batch)
-            raise unpicklable_result(self.graph.keys[message.task], message.reason)
+        else:  # Unpicklable: some results could not be pickled
+            batch.reported += len(message.bad)
+            if message.final:
+                self._batch_done(worker, batch)
+            else:
+                self._started_next(batch)
+            self.on_unpicklable(message.bad)
+
+    def _unpicklable_result(self, bad: list) -> None:
+        task, reason, _inputs = bad[0]
+        raise unpicklable_result(self.graph.keys[task], reason)
 
     def _record(self, batch: _Batch, results: list) -> None:
         finish = self.state.finish
@@ -219,7 +234,10 @@ class BatchChannel:
         finished = report.finished if report.task_finished or report.key_done else None
         name = batch.worker.name
         self.sizer.observe(results)
+        home = self.graph.home  # hooks that keep results in the caller (plan.py)
         for task, value, start, stop, measured in results:
+            if home and task in home:
+                call_home(self.graph, task, value)
             finish(task, value)
             if started and batch.announced <= batch.reported:
                 started(task, name)  # it ran between two of our reads

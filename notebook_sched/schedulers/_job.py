@@ -20,14 +20,20 @@ that raised), and runs in the worker (``task_runner.TaskRunner``).
 Messages between the caller and a worker are the typed tuples below (the caller
 dispatches on their type, as the cluster does on ``distributed/stimuli.py``'s):
 
-``Batch(batch, jobs, every, hooks, keys)``   caller -> worker: run ``jobs``; ``every``:
-    the sampling rate when the caller measures, else None.
+``Batch(batch, jobs, every, hooks, keys, keep_inputs)``   caller -> worker: run
+    ``jobs``; ``every``: the sampling rate when the caller measures, else None;
+    ``keep_inputs`` (``auto``): a chain's last task keeps its in-batch input until its
+    result has been pickled, so a result that cannot be pickled can be rerun on a
+    thread in the caller (see ``Unpicklable``).
 ``Results(batch, results, final)``   results ``[(task, value, start, stop, measured)]``
     (``measured``: a ``measure.Measurement`` for a sampled task, else None); sent when
     the batch ends and every FLUSH_SECONDS meanwhile, so progress stays live.
 ``TaskError(batch, results, task, exception_bytes, traceback_text, local_inputs)``
     a task raised; sent at once, the rest of the batch is dropped.
-``Unpicklable(batch, results, task, reason)``   a result could not be pickled.
+``Unpicklable(batch, results, final, bad)``   some results could not be pickled:
+    ``results`` holds the others, ``bad`` is ``[(task, reason, inputs)]``, ``inputs``
+    the task's in-batch inputs ``[(task, value or NOT_SENT, picklable)]`` when the
+    batch kept them; the batch goes on unless ``final``.
 ``Unloadable(batch, results, task, exception_bytes, traceback_text, local_inputs)``
     the batch could not be unpickled in the worker (``task`` -1: the caller finds the
     task whose job fails to load); the worker lives on.
@@ -59,6 +65,7 @@ class Batch(NamedTuple):
     every: int | None = None
     hooks: dict | None = None
     keys: dict | None = None
+    keep_inputs: bool = False
 
 
 class Results(NamedTuple):
@@ -79,8 +86,8 @@ class TaskError(NamedTuple):
 class Unpicklable(NamedTuple):
     batch: int
     results: list
-    task: int
-    reason: str
+    final: bool
+    bad: list  # [(task, reason, inputs)]
 
 
 class Unloadable(NamedTuple):

@@ -51,6 +51,7 @@ import multiprocessing.util  # registers its atexit hook first, so ours runs bef
 import threading
 import time
 
+from .. import _spawn
 from ..errors import MainGuardError, exit_if_bootstrapping, note_out_of_fds
 from ._budget import BACKGROUND, BUDGET, WAIT_POLL
 from ._worker import AT_EXIT, worker_main
@@ -98,7 +99,7 @@ class WorkerHandle:
                 name=f"notebook_sched-{self.name}",
                 daemon=False,  # workers may start pools of their own (nested compute)
             )
-            self.process.start()
+            _spawn.start(self.process)
         except BaseException:
             parent_end.close()
             raise

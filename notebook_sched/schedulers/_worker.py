@@ -34,7 +34,7 @@ from .._forkguard import leave_if_forked
 from .._forkguard import state as fork_state
 from ..errors import MAIN_GUARD_EXIT
 from ..errors import dump_exception as _dump_exception
-from ..measure import PROCESS
+from ..measure import PROCESS, result_nbytes
 from ..task_output import install as capture_output
 from ..task_output import pending as pending_output
 from ..task_runner import Failed, TaskRunner
@@ -55,6 +55,7 @@ AT_EXIT: list = []
 __all__ = ["worker_main", "run_batch", "run_payload", "MAIN_GUARD_EXIT", "NOT_SENT"]
 
 FLUSH_SECONDS = 0.1
+FLUSH_BYTES = 256 << 10  # results waiting to be sent: at most about this many bytes
 HEARTBEAT_SECONDS = 0.2  # the caller's liveness check reads the count (processes.py)
 
 
@@ -71,17 +72,36 @@ def _local_inputs(job: tuple, jobs: list, produced: list) -> list:
     return out
 
 
-def _first_unpicklable(results: list) -> tuple[list, int, str] | None:
-    """``(results before it, task, reason)`` for the first result that cannot be pickled."""
-    for n, (task, value, *_rest) in enumerate(results):
+def _picklable(value) -> bool:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+def _split_unpicklable(results: list, held: dict | None) -> tuple[list, list]:
+    """``(results that pickle, [(task, reason, inputs)] of those that do not)``;
+    ``inputs``: the task's in-batch inputs that ``held`` kept (``run_batch``), as
+    ``(task, value, picklable)``, the value NOT_SENT when it does not pickle either."""
+    good, bad = [], []
+    for item in results:
+        task, value = item[0], item[1]
         try:
             cloudpickle.dumps(value)
         except Exception as exc:
-            return results[:n], task, f"{type(exc).__name__}: {exc}"
-    return None
+            inputs = []
+            for dep, dep_value in (held or {}).get(task, ()):
+                ok = _picklable(dep_value)
+                inputs.append((dep, dep_value if ok else NOT_SENT, ok))
+            bad.append((task, f"{type(exc).__name__}: {exc}", inputs))
+        else:
+            good.append(item)
+    return good, bad
 
 
-def _send(conn, batch: int, results: list, final: bool) -> None:
+def _send(conn, batch: int, results: list, final: bool, held: dict | None = None) -> None:
+    """Send ``results``; ``held``: in-batch inputs kept for them, forgotten once sent."""
     leave_if_forked()  # a fork from C code ran no at-fork hook
     output = pending_output(batch)  # what the tasks printed goes first (_output.py)
     if output is not None:
@@ -89,18 +109,14 @@ def _send(conn, batch: int, results: list, final: bool) -> None:
     try:
         data = cloudpickle.dumps(Results(batch, results, final), protocol=5)
     except Exception:
-        # Find the culprit, send what can be sent and report the rest as an error.
-        culprit = _first_unpicklable(results)
-        if culprit is None:
+        # Find the culprits: send the rest, and report those (the batch goes on).
+        good, bad = _split_unpicklable(results, held)
+        if not bad:
             raise
-        good, task, reason = culprit
-        conn.send_bytes(cloudpickle.dumps(Unpicklable(batch, good, task, reason)))
-        raise _BatchAborted from None
+        data = cloudpickle.dumps(Unpicklable(batch, good, final, bad), protocol=5)
+    if held:
+        held.clear()
     conn.send_bytes(data)
-
-
-class _BatchAborted(Exception):
-    pass
 
 
 def _runner(every: int | None, hooks: dict | None, keys: dict | None) -> TaskRunner:
@@ -119,40 +135,57 @@ def _runner(every: int | None, hooks: dict | None, keys: dict | None) -> TaskRun
     )
 
 
-def run_batch(conn, current, batch: int, jobs: list, runner: TaskRunner) -> None:
-    """Run ``jobs`` in order through ``runner``, streaming results to ``conn``."""
+def run_batch(
+    conn, current, batch: int, jobs: list, runner: TaskRunner, keep_inputs: bool = False
+) -> None:
+    """Run ``jobs`` in order through ``runner``, streaming results to ``conn``.
+
+    Memory (issue 22): a job is dropped as soon as it has run, so its inputs are
+    freed then unless a later job of the batch reads them, and results are sent once
+    FLUSH_BYTES of them wait (or FLUSH_SECONDS passed), not kept until the batch ends.
+
+    ``keep_inputs``: a chain's last task keeps its in-batch input until its result is
+    sent (``Batch.keep_inputs``), in ``kept``: ``{task: [(input task, value)]}``, so
+    that auto can rerun it in the caller when its result cannot be pickled."""
     produced = [None] * len(jobs)
     results: list = []
+    kept: dict | None = {} if keep_inputs else None
+    held = 0  # bytes of the results waiting in ``results``
     last_flush = time.time()
     run = runner.run_timed
-    try:
-        for pos, job in enumerate(jobs):
-            current.value = job[0]
-            value = run(job[0], job, produced)
-            if fork_state.forked:
-                os._exit(0)  # a child forked by the task: never speak for the worker
-            if type(value) is Failed:
-                current.value = -1
-                _send_failure(conn, batch, results, job, jobs, produced, value.exc)
-                return
-            for _ref, batch_pos in job[4]:
-                produced[batch_pos] = None  # a chain intermediate has one reader
-            if job[5]:
-                sent = value
-            else:
-                sent = NOT_SENT
-                produced[pos] = value
-            stop = runner.stop
-            results.append((job[0], sent, runner.start, stop, runner.record))
-            value = None
-            if stop - last_flush > FLUSH_SECONDS and pos + 1 < len(jobs):
-                _send(conn, batch, results, False)
-                results = []
-                last_flush = stop
-        current.value = -1
-        _send(conn, batch, results, True)
-    except _BatchAborted:
-        current.value = -1
+    for pos, job in enumerate(jobs):
+        task = current.value = job[0]
+        value = run(task, job, produced)
+        if fork_state.forked:
+            os._exit(0)  # a child forked by the task: never speak for the worker
+        if type(value) is Failed:
+            current.value = -1
+            _send_failure(conn, batch, results, job, jobs, produced, value.exc)
+            return
+        for _ref, batch_pos in job[4]:
+            if kept is not None and job[5]:
+                kept.setdefault(task, []).append((jobs[batch_pos][0], produced[batch_pos]))
+            produced[batch_pos] = None  # a chain intermediate has one reader
+        if job[5]:
+            sent = value
+            held += result_nbytes(value) or 0
+            if pos + 1 < len(jobs) and any(p == pos for _, p in jobs[pos + 1][4]):
+                produced[pos] = value  # a chain link sent home too (plan.py: home)
+        else:
+            sent = NOT_SENT
+            produced[pos] = value
+        jobs[pos] = (task,)  # its inputs go now (_local_inputs reads only the task)
+        job = None
+        stop = runner.stop
+        results.append((task, sent, runner.start, stop, runner.record))
+        value = sent = None
+        if (held >= FLUSH_BYTES or stop - last_flush > FLUSH_SECONDS) and pos + 1 < len(jobs):
+            _send(conn, batch, results, False, kept)
+            results = []
+            held = 0
+            last_flush = stop
+    current.value = -1
+    _send(conn, batch, results, True, kept)
 
 
 def _send_failure(conn, batch, results, job, jobs, produced, exc: BaseException) -> None:
@@ -226,9 +259,10 @@ def worker_main(conn, current, name: str, beat=None, pool_size: int = 1) -> None
                 continue
             if message is None:
                 return
+            data = None  # the batch's bytes: its inputs live in its jobs now
             runner = _runner(message.every, message.hooks, message.keys)
             with limited_native_threads(pool_size):
-                run_batch(conn, current, message.batch, message.jobs, runner)
+                run_batch(conn, current, message.batch, message.jobs, runner, message.keep_inputs)
             sys.stdout.flush()
     finally:
         # A task may have started a pool of its own (nested compute); its workers are
@@ -290,8 +324,7 @@ def _run_payload(payload, runner: TaskRunner):
     try:
         return cloudpickle.dumps(Results(-1, results, True))
     except Exception:
-        culprit = _first_unpicklable(results)
-        if culprit is None:
+        _good, bad = _split_unpicklable(results, None)
+        if not bad:
             raise
-        _good, task, reason = culprit
-        return cloudpickle.dumps(Unpicklable(-1, [], task, reason))
+        return cloudpickle.dumps(Unpicklable(-1, [], True, bad[:1]))

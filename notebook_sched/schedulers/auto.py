@@ -24,12 +24,28 @@ No lock guards the state because nobody else changes it.
   the rest of the same run follows the verdict.  Later tasks that happen to run alone
   keep the estimate fresh.  Known prefixes whose tasks take under ``INLINE_SECONDS``
   run inline (a thread hop would cost more than the task).
+* **Prefixes.**  Dask's ``key_split`` names ``load-3`` and ``("load", 3)`` ``load``,
+  but ``load3`` ``load3``: a graph of hand-named keys (``w0``, ``w1``...) would be
+  a thousand new prefixes, each measured alone, so the whole run would go one task at
+  a time.  :func:`routing_prefix` also drops trailing digits (``w0`` -> ``w``; keys
+  that are numbers share one prefix), so such tasks are learned as one kind.
 * **Data.**  A GIL-holding task goes to a process only when moving its inputs and
   result costs less than the GIL time it frees (``Router.route`` weighs the bytes).
 * **The pool.**  The shared process pool (``_pool.py``) is taken only when a task is
   first routed to it, without waiting: when another run holds it (a nested compute
   inside one of our tasks, or another thread's run), this run stays on threads rather
   than risk waiting on itself.
+* **What cannot travel.**  auto chose to ship a task, so a task it cannot ship runs
+  on a thread instead, and its prefix stays on threads from then on
+  (``Router.unshippable``): an input that cannot be pickled (an ``RLock``, a
+  generator) is found before the task leaves (``_ship_failed``: it has not run); a
+  *result* that cannot be pickled is found only after the task ran in its worker
+  (``_result_unshippable``), so that task runs a second time, on a thread here:
+  **its side effects happen twice** (once per prefix: the prefix is then pinned).  A
+  chain's last task gets the in-batch input its worker kept (``Batch.keep_inputs``);
+  when that input cannot be pickled either, the run fails with the
+  TaskPicklingError.  Its dependents get the value here, and run on threads for the
+  same reason when their prefix routes to processes.
 * **Failures and interrupts** behave as in ``threads`` (live frames, other threads'
   tasks cancelled with an asynchronous ``TaskCancelled``) for tasks on threads, and as
   in ``processes`` (remote traceback, local rerun, busy workers replaced) for tasks in
@@ -47,9 +63,10 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from ..engine import Reporter, check_workers, execute_graph
-from ..errors import TaskPicklingError
+from ..errors import TaskPicklingError, unpicklable_result
+from ..failure import key_repr
 from ..gil import GilProbe
-from ..graph import ALIAS, CALL, EXPR, NODE, VALUE, key_split
+from ..graph import ALIAS, CALL, EXPR, NODE, VALUE
 from ..measure import CALLER, THREAD, sizeof
 from ..task_runner import Failed, TaskCancelled, TaskRunner
 from . import _pool
@@ -58,7 +75,7 @@ from ._batching import BatchSizer, tasks_by_time
 from ._blas import limited_native_threads
 from ._budget import BACKGROUND, BUDGET, IN_TASK, Member
 from ._channel import BatchChannel
-from .auto_routing import PROCESSES, THREADS, Router
+from .auto_routing import PROCESSES, THREADS, Router, routing_prefix
 from .processes import chain_jobs, run_here, worker_timeout_setting
 from .threads import INTERRUPT_GRACE
 
@@ -232,10 +249,10 @@ class _AutoRun:
         try:
             return self.prefixes[head]
         except KeyError:
-            name = self.prefixes[head] = key_split(head)
+            name = self.prefixes[head] = routing_prefix(head)
             return name
         except TypeError:
-            return key_split(key)
+            return routing_prefix(key)
 
     def _where(self, i: int) -> str:
         prefix = self._prefix(i)
@@ -445,6 +462,8 @@ class _AutoRun:
         self.channel = BatchChannel(
             self.graph, self.state, self.report, lease, self.timeout, sizer=self.sizer
         )
+        self.channel.on_unpicklable = self._result_unshippable
+        self.channel.keep_inputs = True  # a chain's last input, to rerun it here
         return True
 
     def _send_batch(self, worker, tasks: list[int]) -> None:
@@ -455,7 +474,7 @@ class _AutoRun:
         for i in tasks:
             chain = self.state.claim_chain(i, self._shippable, MAX_CHAIN)
             batch_tasks.extend(chain)
-            chain_jobs(chain, specs, values, jobs)
+            chain_jobs(chain, specs, values, jobs, self.graph.home)
         try:
             self.channel.send(worker, batch_tasks, jobs)
         except TaskPicklingError:
@@ -481,6 +500,29 @@ class _AutoRun:
             if t not in head_set:
                 self.state.claimed[t] = 0
         self.state.ready.extend(reversed(heads))
+
+    def _result_unshippable(self, bad: list) -> None:
+        """Tasks that ran in a worker process but whose results cannot be pickled back
+        (a generator, a lock): their prefix stays on threads from now on, and they run
+        again here, on a thread (so they ran twice: see the module docstring), with
+        the in-batch input their worker kept for a chain's last task."""
+        state, keys = self.state, self.graph.keys
+        for task, reason, inputs in bad:
+            self.router.unshippable(self._prefix(task))
+            kept = {dep: value for dep, value, ok in inputs if ok}
+            needed = self.graph.deps[task] if state.claimed[task] else ()  # a chain's tail
+            missing = [dep for dep in needed if dep not in kept]
+            if missing:
+                exc = unpicklable_result(keys[task], reason)
+                exc.add_note(
+                    f"scheduler='auto' could not run it on a thread instead: its input "
+                    f"{key_repr(keys[missing[0]])} was made in the same worker process and "
+                    f"cannot be pickled either. The next run keeps this prefix on threads."
+                )
+                raise exc
+            for dep, value in kept.items():
+                state.values[dep] = value  # released as usual when ``task`` finishes
+            state.ready.append(task)
 
     # -- waiting: the pool's pipes and sentinels, and the threads' pipe -------------
     def _receive(self, timeout: float | None) -> None:

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..graph import key_split
 from ..measure import GIL_BOUND, transfer_cost
 
-__all__ = ["Router", "PrefixModel", "THREADS", "PROCESSES"]
+__all__ = ["Router", "PrefixModel", "THREADS", "PROCESSES", "routing_prefix"]
 
 THREADS, PROCESSES = "threads", "processes"
 MIN_SAMPLES = 4  # probe samples a prefix needs before it may move
@@ -47,6 +48,17 @@ MIN_TASK_SECONDS = 0.0005  # shorter GIL-holding tasks are not worth a process h
 ALPHA = 0.3  # weight of the newest task in the running means of times
 ON_CPU = 0.25  # CPU share of wall time under which a prefix's tasks wait
 RELEARN_CPU = 0.001  # CPU seconds from which a task of a waiting prefix is news
+
+
+def routing_prefix(key) -> str:
+    """The kind of task a key names, for routing: ``key_split``, less trailing digits
+    (``w0``, ``w1`` -> ``w``; ``"17"`` and ``17`` -> ``"#"``).  Hand-numbered keys
+    would otherwise be a new prefix each, every one measured alone (``auto.py``)."""
+    name = key_split(key)
+    kind = name.rstrip("0123456789")
+    if kind == name:
+        return name
+    return kind.rstrip("_.") or "#"
 
 
 @dataclass
@@ -119,8 +131,9 @@ class Router:
         return self._per_byte
 
     def unshippable(self, prefix: str) -> None:
-        """A task of ``prefix`` could not be pickled to go to a process (an RLock or a
-        generator among its inputs): its tasks stay on threads from now on."""
+        """A task of ``prefix`` could not travel to or from a process (an RLock or a
+        generator among its inputs, or as its result): its tasks stay on threads from
+        now on."""
         self.pinned.add(prefix)
 
     def route(self, prefix: str, input_bytes: int = 0) -> str:

@@ -62,6 +62,7 @@ from ..errors import load_exception, unpicklable_result, unpicklable_task
 from ..failure import RemoteTraceback
 from ..graph import ALIAS, VALUE
 from ..measure import CALLER
+from ..plan import call_home
 from ..task_runner import Failed, TaskRunner
 from ._job import Results, Unpicklable, batch_hooks, make_job
 from ._worker import run_payload
@@ -264,13 +265,14 @@ class _ExecutorRun:
                 if measured is not None:  # in the executor's worker: its CPU and GIL
                     report.measured(measured, worker)
                     self.here.note(stop - start)
+                if self.pickled and self.graph.home:  # ran in another process
+                    call_home(self.graph, t, value)
                 self.state.finish(t, value)
                 report.finished(t, worker, start, stop)
             return
         if type(outcome) is Unpicklable:
-            raise unpicklable_result(
-                self.graph.keys[outcome.task], outcome.reason, "the executor's"
-            )
+            bad_task, reason, _inputs = outcome.bad[0]
+            raise unpicklable_result(self.graph.keys[bad_task], reason, "the executor's")
         failed_task, exc, tb_text = outcome.task, outcome.exception, outcome.traceback
         if failed_task < 0:  # its job could not be unpickled in the executor's worker
             failed_task = task

@@ -185,19 +185,20 @@ class _ProcessRun:
                 chain = state.claim_chain(i, self._shippable, max(size, MAX_BATCH))
             else:
                 chain = (i,)
-            held += sizer.task_bytes(i)
+            held += sizer.chain_bytes(chain)
             tasks.extend(chain)
-            chain_jobs(chain, specs, values, jobs)
+            chain_jobs(chain, specs, values, jobs, graph.home)
         return tasks, jobs
 
 
-def chain_jobs(chain, specs: list, values: list, jobs: list) -> None:
+def chain_jobs(chain, specs: list, values: list, jobs: list, home: dict | None = None) -> None:
     """Append the jobs of ``chain`` to ``jobs``: each link reads the one before it in
-    the batch, and only the last sends its result back."""
+    the batch, and only the last sends its result back (and those with a ``home``
+    hook, ``plan.py``, whose results the caller keeps)."""
     last = len(chain) - 1
     for n, t in enumerate(chain):
         local = {chain[n - 1]: len(jobs) - 1} if n else None
-        jobs.append(make_job(t, specs[t], values, local, n == last))
+        jobs.append(make_job(t, specs[t], values, local, n == last or bool(home and t in home)))
 
 
 def run_here(here: TaskRunner, report: Reporter, state, specs: list, i: int) -> None:
