@@ -75,6 +75,11 @@ class Capture(io.TextIOBase):
     def encoding(self) -> str:
         return getattr(self.original, "encoding", "utf-8")
 
+    @property
+    def buffer(self):
+        """The original's binary buffer: bytes written there are not captured."""
+        return self.original.buffer
+
     def isatty(self) -> bool:
         return False
 
