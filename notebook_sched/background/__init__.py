@@ -24,7 +24,9 @@ backend's public ``get`` like any cell would.
 * **The job thread runs in a copy of the submitting context**: ipykernel keeps the
   cell's parent header in a context variable, so what the job's tasks print (on its
   own thread under ``sync``, on the threads backend's workers, which copy the caller's
-  context) goes to the submitting cell, not to whatever cell runs now.  The copy also
+  context; in worker processes, captured and written by the job thread as results
+  come back: ``task_output.py``) goes to the submitting cell, not to whatever cell
+  runs now.  The copy also
   sets ``_budget.BACKGROUND``: the job's runs yield to a foreground compute, and
   jobs share what is left in turn; threads, process workers and ``auto`` draw on one
   process-wide budget of ``num_workers`` (``schedulers/_budget.py``).
