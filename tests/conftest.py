@@ -24,6 +24,7 @@ per module, worker processes on loopback, made before any leak baseline.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -34,6 +35,12 @@ import pytest
 from . import helpers
 
 GRACE_SECONDS = 3.0
+
+# A shell that starts a command in the background (``make test &``, some CI runners)
+# hands it SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+# interrupt tests would test the shell, not us. Restore Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _default_cluster() -> tuple[set[int], set[int]]:
