@@ -200,10 +200,9 @@ class CompiledGraph:
     ``on_result`` is None or ``{task index: hook}``: the task runner calls
     ``hook(value)`` in the process where task ``i`` ran, right after it succeeded
     (an exception in a hook only warns).  Planners fill it (``plan.py``); a hook must
-    be picklable, since it travels with its task to worker processes.  ``home`` is
-    None or the subset of those hooks whose ``home`` attribute is true: they want
-    the result in the caller too, so a backend that runs the task in another process
-    sends its result back and calls ``plan.call_home`` with it there.
+    be picklable, since it travels with its task to worker processes.  ``home``: None
+    or the hooks whose ``home`` is true, which want the result in the caller too (a
+    backend running the task elsewhere sends it back and calls ``plan.call_home``).
 
     The structure (keys, deps, order) does not change once built; before the run
     starts, the engine may still rewrite specs in place (``engine.settle_literals``
