@@ -36,11 +36,15 @@ from . import helpers
 
 GRACE_SECONDS = 3.0
 
-# A shell that starts a command in the background (``make test &``, some CI runners)
-# hands it SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
-# interrupt tests would test the shell, not us. Restore Python's own handler.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def pytest_configure(config):
+    """A shell that starts a command in the background (``make test &``, some CI
+    runners) hands it SIGINT ignored, and Python then installs no KeyboardInterrupt
+    handler: the interrupt tests would test the shell, not us. Restore Python's own.
+    (Here, in pytest's process, not at import: worker processes that unpickle a test
+    module's function import this module too, on threads that cannot set signals.)"""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _default_cluster() -> tuple[set[int], set[int]]:
