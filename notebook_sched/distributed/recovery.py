@@ -38,6 +38,9 @@ from .tasks import (
 __all__ = ["Recovery"]
 
 
+UNSTARTED = ", before it started any task it was sent"
+
+
 class Recovery(StateCore):
     """Failure methods of SchedulerState (see the module docstring).
 
@@ -59,9 +62,15 @@ class Recovery(StateCore):
         else:
             why = f"exit code {exit_code} ({describe_exit(exit_code)})"
         self.outbox.pop(wid, None)
+        suspects = [self.tasks.get(tid) for tid in executing]
+        if not executing and hung is None and exit_code:
+            # It died on its own while running none of its tasks: loading them, most
+            # likely (a function whose module fails to import in a worker). Blame them
+            # all, or they would be sent to one dying worker after another forever.
+            suspects = list(worker.processing)
+            why += UNSTARTED
         killers = []
-        for tid in executing:
-            ts = self.tasks.get(tid)
+        for ts in suspects:
             if ts is not None and ts.state == PROCESSING and ts.worker is worker:
                 if ts.deaths is None:
                     ts.deaths = []
@@ -115,6 +124,14 @@ class Recovery(StateCore):
         for name, why in ts.deaths:
             by_why.setdefault(why, []).append(name)
         deaths = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_why.items())
+        if all(why.endswith(UNSTARTED) for _, why in ts.deaths):
+            return KilledWorker(
+                f"Task {ts.key!r} was sent to {len(ts.deaths)} different workers, and each "
+                f"died before it started ({deaths}). Most likely the task cannot be loaded "
+                f"in a worker process: its function or an argument comes from a module "
+                f"that fails to import there (each worker printed why to stderr). Run it "
+                f"with scheduler='processes' to see the error, or 'sync' to run it here."
+            )
         if any(why.startswith("killed after") for _, why in ts.deaths):
             cause = (
                 "stops its process or blocks it without answering (a deadlock in native "

@@ -181,6 +181,19 @@ class Worker(Transfers):
                 message = recv()
             except (EOFError, OSError):
                 _exit()  # the scheduler is gone: so are we
+            except BaseException:
+                # The message could not be loaded here (a task's function from a module
+                # that fails to import in a worker, say). This thread is the worker's
+                # only ear: dying quietly would hang every run. Say why and exit; the
+                # cluster replaces the worker and, after repeated deaths, fails the task.
+                print(
+                    "notebook_sched worker: a message from the scheduler could not be "
+                    "loaded in this process (a task's function or argument whose module "
+                    "cannot be imported here?):",
+                    file=sys.__stderr__,
+                )
+                traceback.print_exc(file=sys.__stderr__)
+                _exit(1)
             if message is None:
                 _exit()
             for op, items in message:
