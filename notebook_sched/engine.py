@@ -60,10 +60,11 @@ from .graph import (
 )
 from .plan import Plan
 from .reporter import UNKNOWN, Reporter, task_failure
-from .task_runner import run_spec
+from .task_runner import run_spec, run_task
 from .tracebacks import task_runner
 
 task_runner(run_spec)  # tracebacks shown here: the frames below run_spec are the task's
+task_runner(run_task)  # ... and below run_task, which runs a call itself (sync's loop)
 
 __all__ = [
     "RunState",

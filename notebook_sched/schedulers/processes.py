@@ -11,10 +11,11 @@ How work flows (one run; the pool itself lives across runs, see ``_pool.py``)::
          +--finish(task, value) <-- results, streamed ------------+
 
 * **Batches.**  A batch holds as many ready tasks as fit in about 20 ms of work and
-  in a byte budget (their inputs plus their expected results), and never more than
-  half a worker's share of the ready stack: ``_batching.BatchSizer`` decides, for
-  ``auto`` too.  While a worker runs one batch the
-  next is already in its pipe, so it never waits for the caller.
+  in a byte budget (their inputs plus their results, expected per layer of the
+  graph), and never more than half a worker's share of the ready stack:
+  ``_batching.BatchSizer`` decides, for ``auto`` too.  While a worker runs one
+  batch the next is already in its pipe, so it never waits for the caller; it
+  streams results back as they pass 256 KiB and drops each task's inputs once it ran.
 * **Chains stay together.**  A task whose only reader reads nothing else is claimed
   with it (``RunState.claim_chain``); the whole chain travels in one batch and its
   intermediate results never leave the worker.
