@@ -112,3 +112,23 @@ def wait_for_no_marked_processes(variable: str, marker: str, grace: float = 10.0
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
+
+
+def outcome_within(call, seconds: float):
+    """Run ``call()`` on a daemon thread; its result or the exception it raised. Fails
+    the test if it has not ended in ``seconds`` (a hang must fail, not block pytest)."""
+    import threading
+
+    box: list = []
+
+    def run():
+        try:
+            box.append(call())
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"the run did not end within {seconds:.0f} s"
+    return box[0]

@@ -15,19 +15,8 @@ from notebook_sched.distributed.protocol import unpack
 from notebook_sched.distributed.state import MEMORY
 from notebook_sched.graph import compile_graph
 
+from .test_cache_backends import SLOW, clean, load
 from .test_distributed_state import Sim, Target, inc
-
-SLOW = 0.03  # seconds: worth a disk entry on any disk
-
-
-def load(i):
-    time.sleep(SLOW)
-    return list(range(i * 10, i * 10 + 10))
-
-
-def clean(rows):
-    time.sleep(SLOW)
-    return [r for r in rows if r % 3]
 
 
 def summarise(parts):

@@ -22,6 +22,8 @@ import pytest
 
 import notebook_sched as ns
 
+from .helpers import outcome_within
+
 pytestmark = [pytest.mark.timeout(90)]
 
 
@@ -510,26 +512,13 @@ def test_a_cluster_executor_thread_that_fails_outside_its_task_ends_the_run(capf
     """Our code around a task raising on an executor thread (not the main one) killed
     that thread silently and its task never finished; now the worker dies, the cluster
     replaces it, and the task is blamed after repeated deaths: an error, not a hang."""
-    import threading
-
     from notebook_sched.distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=1, threads_per_worker=2)
     with cluster, Client(cluster) as client:
         graph = {("b", i): (_break_my_thread_clock, i) for i in range(4)}
-        box: list = []
-
-        def run():
-            try:
-                ns.get(graph, list(graph), scheduler=client.get)
-            except BaseException as exc:
-                box.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(60)
-        assert box, "the run did not end within 60 s"
-        assert "died" in str(box[0]) or "KilledWorker" in type(box[0]).__name__, box[0]
+        outcome = outcome_within(lambda: ns.get(graph, list(graph), scheduler=client.get), 60)
+        assert "died" in str(outcome) or "KilledWorker" in type(outcome).__name__, outcome
         assert ns.get({"a": (_inc, 1)}, "a", scheduler=client.get) == 2
     assert "a measurement failed outside the task" in capfd.readouterr().err
 
