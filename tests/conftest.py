@@ -14,6 +14,9 @@ cluster it used.  Only those tests request it: a pure model test starts no proce
 ``kn`` is the module's ``kernel`` fixture (a real IPython kernel, tests/kernel_helpers.py)
 with our config reset before and after the test.
 
+``fresh_cache`` gives a test an empty result cache: both tiers cleared, and a disk
+folder of its own (``$NOTEBOOK_SCHED_CACHE_DIR``) for ``cache="disk"``.
+
 ``binder_env`` is a fresh Binder environment (tests/binder_env.py), built once per
 session for the tests that run the tutorials in it.
 
@@ -194,3 +197,14 @@ def binder_env(tmp_path_factory):
         left = helpers.wait_for_no_marked_processes(binder.MARKER, marker)
         for proc in left:
             proc.kill()
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty disk folder for this test, set as the "disk" folder; empty tiers."""
+    import notebook_sched as ns
+
+    monkeypatch.setenv("NOTEBOOK_SCHED_CACHE_DIR", str(tmp_path / "cache"))
+    ns.cache_clear()
+    yield str(tmp_path / "cache")
+    ns.cache_clear()

@@ -59,15 +59,6 @@ def pipeline(cleaner=clean, n=4):
     return dsk
 
 
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    """An empty disk folder for this test, set as the "disk" folder; empty tiers."""
-    monkeypatch.setenv("NOTEBOOK_SCHED_CACHE_DIR", str(tmp_path / "cache"))
-    ns.cache_clear()
-    yield str(tmp_path / "cache")
-    ns.cache_clear()
-
-
 def backend_cases():
     cases = [("sync", "memory"), ("threads", "memory"), ("sync", "disk"), ("threads", "disk")]
     cases += [(name, "disk") for name in helpers.remote_backends()]

@@ -38,14 +38,6 @@ def pipeline(last=summarise, n=4):
     return ns.delayed(last)(cleaned)
 
 
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NOTEBOOK_SCHED_CACHE_DIR", str(tmp_path / "cache"))
-    ns.cache_clear()
-    yield str(tmp_path / "cache")
-    ns.cache_clear()
-
-
 def run_counts(expected: tuple, timeout: float = 10.0) -> tuple:
     """The last run's ``(hits, misses)``, once they are ``expected`` or ``timeout``
     passed (the client tells the planners on its callback thread when every future of
