@@ -40,6 +40,7 @@ from .test_browser_lab import (
     Lab,
     ensure_chromium,
     shut_down_kernels,
+    write_notebook,
 )
 
 pytestmark = pytest.mark.timeout(900)  # as test_browser_lab: apt may install chromium
@@ -118,17 +119,6 @@ def lab_browser(tmp_path_factory):
         assert not left, f"processes left after the tests: {[p.info for p in left] or left}"
 
 
-def write_notebook(path: Path, sources: list[str]) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-        "name": "python3",
-    }
-    nbformat.write(nb, path)
-
-
 def open_notebook(lab_browser, name: str, workspace: str):
     """A new page with ``name`` open in a fresh workspace, once its kernel is idle."""
     lab = lab_browser.lab
@@ -142,7 +132,7 @@ def open_notebook(lab_browser, name: str, workspace: str):
 
 
 def test_a_job_bar_reaches_100_percent_in_its_cell_after_a_later_cell_ran(lab_browser, tmp_path):
-    write_notebook(lab_browser.root / "jobs.ipynb", CELLS)
+    write_notebook(lab_browser.root, "jobs.ipynb", CELLS)
     page = open_notebook(lab_browser, "jobs.ipynb", "auto-jobs")
     try:
         page.evaluate(RUN_ALL)
@@ -256,7 +246,7 @@ def wait_for_files(paths: list[Path], timeout: float) -> None:
 
 def test_a_reopened_front_end_shows_the_jobs_final_bars_from_the_live_kernel(lab_browser, tmp_path):
     lab, root = lab_browser.lab, lab_browser.root
-    write_notebook(root / "reopen.ipynb", REOPEN_CELLS)
+    write_notebook(root, "reopen.ipynb", REOPEN_CELLS)
     ended = [root / "good.ended", root / "bad.ended"]
     page = open_notebook(lab_browser, "reopen.ipynb", "auto-reopen-1")
     try:
