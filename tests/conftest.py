@@ -122,6 +122,17 @@ def leak_check():
 
 
 @pytest.fixture
+def pool_running():
+    """The shared process pool with 2 workers (the tests' ``num_workers=2``, and the
+    default on the 2-core CI machine), started, as after any ``processes`` compute in
+    a session: ``auto`` starts it itself only for about a second of GIL-holding work
+    (``Router.worth_starting``), more than a small test graph has."""
+    import notebook_sched as ns
+
+    ns.get({"warm": (len, "ab")}, "warm", scheduler="processes", num_workers=2)
+
+
+@pytest.fixture
 def no_leaks(request):
     if "warm" in request.fixturenames:
         request.getfixturevalue("warm")  # before the baseline, whatever the argument order

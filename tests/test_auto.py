@@ -24,7 +24,9 @@ from notebook_sched.schedulers.auto import router
 from .helpers import LONG_CHAIN
 from .workloads import fetch, parse, progress, python_loop
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
+# The pool runs (as after any processes compute): these graphs are too small to start
+# it (Router.worth_starting); the tests at the end start from no pool.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("pool_running", "no_leaks")]
 
 
 @pytest.fixture(autouse=True)
@@ -289,3 +291,32 @@ def test_hand_numbered_keys_run_side_by_side_not_one_at_a_time(no_leaks):
     dsk = {f"w{i}": (overlap, i) for i in range(16)}
     assert ns.get(dsk, list(dsk), scheduler="auto", num_workers=4) == tuple(range(16))
     assert overlap.most >= 3, f"at most {overlap.most} task(s) ran at once"
+
+
+def test_a_few_gil_holding_tasks_do_not_start_the_pool():
+    """12 tasks of ~12 ms free far less GIL time than starting 2 worker processes (and
+    their imports: ~140 MB each once pandas is in): they stay on threads, no process
+    starts, and the reason says why."""
+    _pool.shutdown()
+    dsk = {("parse", i): (parse, i) for i in range(12)}
+    with Profiler() as profiler:
+        assert ns.get(dsk, list(dsk), scheduler="auto", num_workers=2) == tuple(
+            parse(i) for i in range(12)
+        )
+    assert all(w.startswith("thread-") for w in workers_by_prefix(profiler)["parse"])
+    assert not _pool.running(2)
+    assert "less than starting 2 worker processes" in router().reasons["parse"]
+
+
+def test_enough_gil_holding_work_starts_the_pool_from_none():
+    """40 tasks of ~60 ms: seconds of GIL time, worth starting the workers for."""
+    _pool.shutdown()
+    dsk = {("parse", i): (parse, i, 1_500_000) for i in range(40)}
+    with Profiler() as profiler:
+        assert ns.get(dsk, list(dsk), scheduler="auto", num_workers=2) == tuple(
+            parse(i, 1_500_000) for i in range(40)
+        )
+    where = workers_by_prefix(profiler)["parse"]
+    assert where[0].startswith("thread-") and where[-1].startswith("process-"), where
+    assert _pool.running(2)
+    assert router().reasons["parse"].endswith("processes")

@@ -25,6 +25,9 @@ def fetch(i):
 
 graph = {("parse", i): (parse, i) for i in range(10)}
 graph.update({("fetch", i): (fetch, i) for i in range(10)})
+# The pool runs, as after a processes compute: 10 parses alone are too little work for
+# auto to start it (Router.worth_starting; tests/test_auto.py covers that).
+_ = ns.get({"warm": (len, "ab")}, "warm", scheduler="processes", num_workers=2)
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from notebook_sched.schedulers.auto_routing import (
     MAX_PROBES,
     MIN_SAMPLES,
+    POOL_START_SECONDS,
     PROCESSES,
     THREADS,
     Router,
@@ -50,6 +51,30 @@ def test_a_large_input_keeps_pure_python_on_threads_unless_moving_pays():
     assert router.route("scan", input_bytes=1_000) == PROCESSES
     learn(router, "crunch", 3, wall=5.0, cpu=5.0, gil_busy=1.0, samples=2)
     assert router.route("crunch", input_bytes=500_000_000) == PROCESSES  # 5 s freed
+
+
+def test_starting_the_pool_must_pay_for_itself_in_gil_time_freed():
+    router = Router(per_byte=1e-9)
+    # A groupby's short pandas step: GIL-bound, long enough for a hop once the pool
+    # runs, but 60 of them free 0.1 s, far less than starting 2 workers.
+    learn(router, "agg", 4, wall=0.003, cpu=0.003, gil_busy=0.6)
+    assert router.holds_gil("agg") and router.route("agg") == PROCESSES
+    assert not router.worth_starting("agg", tasks_left=60, workers=2)
+    reason = router.reasons["agg"]
+    assert "60 tasks left free ~0.108 s" in reason and "starting 2 worker" in reason
+    assert reason.endswith("threads")
+    # The bound itself: freed GIL time against POOL_START_SECONDS per worker.
+    needed = 2 * POOL_START_SECONDS / (0.003 * 0.6)
+    assert router.worth_starting("agg", tasks_left=int(needed) + 1, workers=2)
+    assert not router.worth_starting("agg", tasks_left=int(needed) - 1, workers=2)
+    assert router.worth_starting("agg", tasks_left=int(needed) - 1, workers=1)
+
+
+def test_what_does_not_hold_the_gil_is_never_weighed_for_a_pool():
+    router = Router()
+    learn(router, "matmul", 5, wall=0.05, cpu=0.05, gil_busy=0.02)
+    assert not router.holds_gil("matmul") and "releases the GIL" in router.reasons["matmul"]
+    assert not router.holds_gil("unseen") and router.reasons["unseen"].startswith("new")
 
 
 def test_a_prefix_that_changes_is_relearned_within_a_few_tasks():

@@ -305,7 +305,7 @@ def relearned_work(i, spin):
     return total
 
 
-def test_auto_moves_a_prefix_first_seen_sleeping_once_it_computes(no_leaks):
+def test_auto_moves_a_prefix_first_seen_sleeping_once_it_computes(pool_running, no_leaks):
     from notebook_sched.schedulers.auto import router
 
     router().forget()
@@ -329,7 +329,7 @@ def shipped_work(i, thing=None):
     return total
 
 
-def test_auto_runs_a_task_it_cannot_ship_on_a_thread(no_leaks):
+def test_auto_runs_a_task_it_cannot_ship_on_a_thread(pool_running, no_leaks):
     import threading
 
     from notebook_sched.schedulers.auto import router
@@ -378,7 +378,7 @@ def _learn_made_prefixes():
         assert router().route(prefix) == "processes", router().reasons
 
 
-def test_auto_runs_a_task_whose_result_it_cannot_ship_on_a_thread(no_leaks):
+def test_auto_runs_a_task_whose_result_it_cannot_ship_on_a_thread(pool_running, no_leaks):
     from notebook_sched.schedulers.auto import router
 
     _learn_made_prefixes()
@@ -398,7 +398,9 @@ def test_auto_runs_a_task_whose_result_it_cannot_ship_on_a_thread(no_leaks):
     router().forget()
 
 
-def test_auto_reruns_a_chain_tail_whose_result_it_cannot_ship_with_its_kept_input(no_leaks):
+def test_auto_reruns_a_chain_tail_whose_result_it_cannot_ship_with_its_kept_input(
+    pool_running, no_leaks
+):
     from notebook_sched.schedulers.auto import router
 
     _learn_made_prefixes()
@@ -411,7 +413,7 @@ def test_auto_reruns_a_chain_tail_whose_result_it_cannot_ship_with_its_kept_inpu
     router().forget()
 
 
-def test_auto_says_when_a_chain_tail_and_its_input_both_cannot_ship(no_leaks):
+def test_auto_says_when_a_chain_tail_and_its_input_both_cannot_ship(pool_running, no_leaks):
     from notebook_sched.errors import TaskPicklingError
     from notebook_sched.schedulers.auto import router
 

@@ -197,9 +197,12 @@ def _lines(path) -> list[tuple[int, str]]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_result_hook_runs_once_per_task_where_the_task_ran(backend, tmp_path, warm, no_leaks):
+def test_a_result_hook_runs_once_per_task_where_the_task_ran(
+    backend, tmp_path, request, warm, no_leaks
+):
     path = tmp_path / "hooked"
     if backend == "auto":  # every prefix is known to hold the GIL: auto uses processes
+        request.getfixturevalue("pool_running")  # (too little work to start the pool)
         for prefix in GRAPH:
             router().observe(prefix, 0.01, 0.01, 1.0, samples=8)
     hooks = Hooks(partial(record_pid, str(path)), ["a", "b", "c"])

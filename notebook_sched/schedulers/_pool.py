@@ -61,6 +61,7 @@ __all__ = [
     "WorkerPool",
     "WorkerLease",
     "acquire",
+    "running",
     "shutdown",
     "MainGuardError",
     "BACKGROUND",
@@ -380,6 +381,13 @@ def acquire(size: int) -> WorkerPool:
         if _pool is None:
             _pool = WorkerPool(size)
         return _pool
+
+
+def running(size: int) -> bool:
+    """True when the shared pool's ``size`` workers are already started: ``acquire``
+    would start none (``auto`` weighs a pool's start before it takes one)."""
+    with _registry_lock:
+        return _pool is not None and _pool.size == size
 
 
 def kill_busy_workers(thread_ident: int | None) -> None:

@@ -31,6 +31,11 @@ No lock guards the state because nobody else changes it.
   that are numbers share one prefix), so such tasks are learned as one kind.
 * **Data.**  A GIL-holding task goes to a process only when moving its inputs and
   result costs less than the GIL time it frees (``Router.route`` weighs the bytes).
+* **Starting the pool.**  While no worker process runs, a prefix routed to processes
+  starts the pool only when its tasks left in this run free more GIL time than the
+  start costs (``Router.worth_starting``; ``_tasks_left`` counts them, one pass over
+  the graph); otherwise it stays on threads for the rest of the run, and no worker's
+  imports are paid for a few milliseconds of work.
 * **The pool.**  The shared process pool (``_pool.py``) is taken only when a task is
   first routed to it, without waiting: when another run holds it (a nested compute
   inside one of our tasks, or another thread's run), this run stays on threads rather
@@ -174,6 +179,9 @@ class _AutoRun:
         self.in_task: dict[int, bool] = {}  # thread ident -> inside a task
         self.threads: list[threading.Thread] = []
         self.pool_refused = False
+        self.not_worth_a_pool: set[str] = set()  # prefixes too little work to start it
+        self.worth_a_pool: set[str] = set()  # ...and those worth it (or it was running)
+        self.task_prefixes: list[str] | None = None  # per task, once _tasks_left needs it
         self.more_inline = False  # the last dispatch stopped with inline work left
         self.probe = GilProbe()
         self.inline = TaskRunner(CALLER, hooks=graph.on_result, keys=graph.keys, timed=True)
@@ -257,11 +265,37 @@ class _AutoRun:
     def _where(self, i: int) -> str:
         prefix = self._prefix(i)
         router = self.router
-        if router.route(prefix) == THREADS or self.pool_refused:
+        if prefix in self.not_worth_a_pool or self.pool_refused:
+            return THREADS
+        if self.pool is None and prefix not in self.worth_a_pool:
+            # Before the data's cost (which measures this machine's transfer speed):
+            # a pool start is the larger cost, and usually the deciding one.
+            if not router.holds_gil(prefix):
+                return THREADS
+            if not _pool.running(self.slots):
+                left = self._tasks_left(prefix, i)
+                if not router.worth_starting(prefix, left, self.slots):
+                    self.not_worth_a_pool.add(prefix)  # for the rest of this run
+                    return THREADS
+            self.worth_a_pool.add(prefix)
+        if router.route(prefix) == THREADS:
             return THREADS
         values = self.state.values
         moving = sum(sizeof(values[d]) for d in self.graph.deps[i])
         return router.route(prefix, moving)
+
+    def _tasks_left(self, prefix: str, current: int) -> int:
+        """Tasks of ``prefix`` not started yet (``current``, being routed, included):
+        one pass over the graph, for a prefix about to start the pool."""
+        if self.task_prefixes is None:
+            self.task_prefixes = [self._prefix(j) for j in range(len(self.graph.keys))]
+        waiting, ready = self.state.waiting, set(self.state.ready)
+        ready.add(current)
+        return sum(
+            1
+            for j, name in enumerate(self.task_prefixes)
+            if name == prefix and (waiting[j] or j in ready)
+        )
 
     def _busy(self) -> int:
         procs = self.channel.busy() if self.channel is not None else 0

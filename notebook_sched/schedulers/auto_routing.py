@@ -22,7 +22,15 @@ process (a kernel session):
   ``(input_bytes + expected output bytes) * 2 * per_byte >= cpu * gil_busy``, with
   ``per_byte`` this machine's measured cost (``measure.transfer_cost``: the advisor's);
 * everything else (releases the GIL, waits, too short to be worth a hop) stays on
-  threads.
+  threads;
+* **starting the pool is a cost too** (:meth:`Router.worth_starting`): while no worker
+  process runs, a prefix goes to processes only when its tasks still to run in this
+  run free more GIL time (``tasks * cpu * gil_busy``) than starting ``num_workers``
+  workers costs (``POOL_START_SECONDS`` each: the spawn, our imports and the task's
+  own, taken from the same cores the run uses).  A started worker also holds its
+  imports (~140 MB once it has loaded pandas), memory a run on threads never pays: a
+  dataframe groupby whose few short pandas tasks measured as GIL-holding used to start
+  the pool for milliseconds of work, at 1.3-6x Dask's memory and more time.
 
 Times are exponentially weighted means (``ALPHA``) and the busy-GIL share a mean
 over the last ``SAMPLE_WINDOW`` samples, so a prefix that changes character
@@ -38,7 +46,14 @@ from dataclasses import dataclass
 from ..graph import key_split
 from ..measure import GIL_BOUND, transfer_cost
 
-__all__ = ["Router", "PrefixModel", "THREADS", "PROCESSES", "routing_prefix"]
+__all__ = [
+    "Router",
+    "PrefixModel",
+    "THREADS",
+    "PROCESSES",
+    "POOL_START_SECONDS",
+    "routing_prefix",
+]
 
 THREADS, PROCESSES = "threads", "processes"
 MIN_SAMPLES = 4  # probe samples a prefix needs before it may move
@@ -48,6 +63,11 @@ MIN_TASK_SECONDS = 0.0005  # shorter GIL-holding tasks are not worth a process h
 ALPHA = 0.3  # weight of the newest task in the running means of times
 ON_CPU = 0.25  # CPU share of wall time under which a prefix's tasks wait
 RELEARN_CPU = 0.001  # CPU seconds from which a task of a waiting prefix is news
+# Starting one worker process: measured here, a bare worker's spawn and first task
+# 0.13 s, and importing pandas and dask.dataframe in it 0.27-0.40 s more (a worker
+# imports what its first task needs).  Charged per worker (the starts take the cores
+# the run uses), once per run; pure-Python work of a second or more still moves.
+POOL_START_SECONDS = 0.5
 
 
 def routing_prefix(key) -> str:
@@ -138,23 +158,9 @@ class Router:
 
     def route(self, prefix: str, input_bytes: int = 0) -> str:
         """``THREADS`` or ``PROCESSES`` for the next task of ``prefix``."""
-        if prefix in self.pinned:
-            self.reasons[prefix] = "its tasks cannot be pickled to go to a process: threads"
+        if not self.holds_gil(prefix):
             return THREADS
-        model = self.models.get(prefix)
-        if model is None or self.is_new(prefix):
-            self.reasons[prefix] = "new: measured on threads first"
-            return THREADS
-        if model.samples:
-            self.shares[prefix] = model.gil_busy
-        if model.gil_busy < GIL_BOUND:
-            self.reasons[prefix] = f"releases the GIL ({model.gil_busy:.0%} GIL busy): threads"
-            return THREADS
-        if model.cpu < self.min_task_seconds:
-            self.reasons[prefix] = (
-                f"holds the GIL but its tasks are short ({model.cpu * 1e6:.0f} µs): threads"
-            )
-            return THREADS
+        model = self.models[prefix]
         moving = (input_bytes + model.bytes_out) * 2 * self.per_byte
         freed = model.cpu * model.gil_busy
         if moving >= freed:
@@ -165,6 +171,44 @@ class Router:
             return THREADS
         self.reasons[prefix] = f"holds the GIL {model.gil_busy:.0%} of its time: processes"
         return PROCESSES
+
+    def holds_gil(self, prefix: str) -> bool:
+        """Whether ``prefix``'s tasks hold the GIL long enough to run in a process, data
+        aside (``route`` then weighs the bytes); when not, the reason says why."""
+        if prefix in self.pinned:
+            self.reasons[prefix] = "its tasks cannot be pickled to go to a process: threads"
+            return False
+        model = self.models.get(prefix)
+        if model is None or self.is_new(prefix):
+            self.reasons[prefix] = "new: measured on threads first"
+            return False
+        if model.samples:
+            self.shares[prefix] = model.gil_busy
+        if model.gil_busy < GIL_BOUND:
+            self.reasons[prefix] = f"releases the GIL ({model.gil_busy:.0%} GIL busy): threads"
+            return False
+        if model.cpu < self.min_task_seconds:
+            self.reasons[prefix] = (
+                f"holds the GIL but its tasks are short ({model.cpu * 1e6:.0f} µs): threads"
+            )
+            return False
+        return True
+
+    def worth_starting(self, prefix: str, tasks_left: int, workers: int) -> bool:
+        """Whether ``tasks_left`` more tasks of ``prefix`` (routed to ``PROCESSES``) free
+        more GIL time than starting ``workers`` worker processes costs; when not, the
+        reason says so and the caller keeps the prefix on threads for this run."""
+        model = self.models[prefix]
+        freed = tasks_left * model.cpu * model.gil_busy
+        cost = POOL_START_SECONDS * workers
+        if freed >= cost:
+            return True
+        self.reasons[prefix] = (
+            f"holds the GIL {model.gil_busy:.0%} of its time, but its {tasks_left} tasks "
+            f"left free ~{freed:.3f} s, less than starting {workers} worker processes "
+            f"(~{cost:.2f} s): threads"
+        )
+        return False
 
     def observe(
         self,
