@@ -55,7 +55,7 @@ bench-auto: $(STAMP)
 
 # Peak memory (process + workers) and time of sync/threads/processes/auto against Dask's,
 # eleven workloads, a fresh process each (benchmarks/memory_table.py; sized for about ten
-# minutes on 2 idle cores, not yet timed idle; BENCH_MEMORY_ARGS=--full for issue 22's sizes).
+# minutes on 2 shared cores; BENCH_MEMORY_ARGS=--full for issue 22's sizes: 31 minutes).
 bench-memory: $(STAMP)
 	$(PY) -m benchmarks.memory_table $(BENCH_MEMORY_ARGS)
 
