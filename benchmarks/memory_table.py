@@ -52,11 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TRACE_DIR_ENV = "NOTEBOOK_SCHED_BENCH_TRACE_DIR"
 PAIRS = (("sync", "sync"), ("threads", "threads"), ("processes", "processes"), ("auto", "threads"))
 TRACED_DEFAULT = ("processes",)
-# Cells --full leaves out, and why (they would not fit a 24 GB machine).
-TOO_LARGE_AT_FULL = {
-    ("rechunk", "processes"): "left out at --full: Dask's processes took 2.7 GB for the "
-    "default 82 MB array (~33x it); at 3.2 GB that is far beyond this 24 GB machine",
-}
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 SAMPLE_SECONDS = 0.01
 
@@ -260,9 +255,6 @@ def _collect(args) -> dict:
     for workload in args.workloads:
         for ours, theirs in PAIRS:
             if ours not in args.backends:
-                continue
-            if args.full and (workload, ours) in TOO_LARGE_AT_FULL:
-                print(f"  {workload} / {ours}: {TOO_LARGE_AT_FULL[workload, ours]}", flush=True)
                 continue
             cell = cells[(workload, ours)] = {"ours": [], "dask": [], "ours_t": [], "dask_t": []}
             for round_ in range(args.repeats):
