@@ -127,9 +127,7 @@ def pool_running():
     default on the 2-core CI machine), started, as after any ``processes`` compute in
     a session: ``auto`` starts it itself only for about a second of GIL-holding work
     (``Router.worth_starting``), more than a small test graph has."""
-    import notebook_sched as ns
-
-    ns.get({"warm": (len, "ab")}, "warm", scheduler="processes", num_workers=2)
+    helpers.warm_up("processes", num_workers=2)
 
 
 @pytest.fixture

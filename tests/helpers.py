@@ -53,12 +53,12 @@ def local_backends() -> list[str]:
     return ["sync", "threads", *remote_backends()]
 
 
-def warm_up(backend: str) -> None:
+def warm_up(backend: str, num_workers: int | None = None) -> None:
     """Start ``backend``'s shared workers (the process pool, the default local cluster)
     with a one-task compute, so a leak baseline taken afterwards counts them."""
     import notebook_sched as ns
 
-    ns.get({"warm": (len, "ab")}, "warm", scheduler=backend)
+    ns.get({"warm": (len, "ab")}, "warm", scheduler=backend, num_workers=num_workers)
 
 
 def stop_default_cluster() -> None:

@@ -28,9 +28,10 @@ process (a kernel session):
   run free more GIL time (``tasks * cpu * gil_busy``) than starting ``num_workers``
   workers costs (``POOL_START_SECONDS`` each: the spawn, our imports and the task's
   own, taken from the same cores the run uses).  A started worker also holds its
-  imports (~140 MB once it has loaded pandas), memory a run on threads never pays: a
-  dataframe groupby whose few short pandas tasks measured as GIL-holding used to start
-  the pool for milliseconds of work, at 1.3-6x Dask's memory and more time.
+  imports (~176 MB once it has loaded pandas, pyarrow and dask.dataframe), memory a
+  run on threads never pays: a dataframe groupby whose few short pandas tasks measured
+  as GIL-holding used to start the pool for milliseconds of work, at 284-481 MB
+  against Dask's threads' 68-89, and up to twice the time.
 
 Times are exponentially weighted means (``ALPHA``) and the busy-GIL share a mean
 over the last ``SAMPLE_WINDOW`` samples, so a prefix that changes character
