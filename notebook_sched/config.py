@@ -32,6 +32,9 @@ Names:
                  check off.  A worker busy in a long task still sends heartbeats, so
                  only a stopped or wedged worker (SIGSTOP, a C deadlock holding the
                  GIL, a machine deep in swap) reaches it.  Default 30 s.
+``trim_memory``  give the memory of freed results back to the system while a
+                 graph runs and when it ends (glibc's ``malloc_trim``, at most 1% of
+                 the run's time; see ``heap_trim.py``).  Default True.
 ``cache``        the result cache: False (the default: nothing is hashed or kept),
                  True or ``"memory"`` (this session, in memory), ``"disk"`` (memory
                  plus a folder under the user's cache directory), or a folder (a
@@ -61,6 +64,7 @@ subscriber cannot do it, since it cannot tell the end of a scope from a new chan
 
 This module is the bottom layer: it imports nothing from the package.  The values it
 checks itself are plain (``progress``, ``rerun``, ``advise``, ``worker_timeout``,
+``trim_memory``,
 ``cache`` and its sizes); the
 scheduler names, pools and worker counts are checked by the layer that owns them,
 which registers its check with :func:`register_validator` (the scheduler registry,
@@ -104,6 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "dask_address": None,
     "worker_timeout": 30.0,
     "advise": None,
+    "trim_memory": True,
     "cache": False,
     "cache_max_bytes": 2 * 1024**3,
     "cache_disk_max_bytes": 10 * 1024**3,
@@ -193,6 +198,8 @@ def validate(name: str, value: Any) -> Any:
             )
     if name == "advise" and value not in (None, True, False):
         raise ValueError(f"advise must be True, False or None (automatic); got {value!r}.")
+    if name == "trim_memory" and not isinstance(value, bool):
+        raise ValueError(f"trim_memory must be True or False; got {value!r}.")
     if name == "cache":
         return _check_cache(value)
     if name in ("cache_max_bytes", "cache_disk_max_bytes"):

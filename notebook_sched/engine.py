@@ -48,6 +48,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
+from . import config
 from .events import RunInfo, dispatcher
 from .graph import (
     ALIAS,
@@ -58,10 +59,13 @@ from .graph import (
     flatten_keys,
     to_mapping,
 )
+from .heap_trim import TICK_TASKS, HeapTrimmer
 from .plan import Plan
 from .reporter import UNKNOWN, Reporter, task_failure
 from .task_runner import run_spec, run_task
 from .tracebacks import task_runner
+
+TICK_MASK = TICK_TASKS - 1
 
 task_runner(run_spec)  # tracebacks shown here: the frames below run_spec are the task's
 task_runner(run_task)  # ... and below run_task, which runs a call itself (sync's loop)
@@ -90,6 +94,7 @@ class RunState:
         "values",
         "claimed",
         "remaining",
+        "tick",
         "_deps",
         "_dependents",
         "_priority",
@@ -113,6 +118,7 @@ class RunState:
         ready.sort(key=self._priority.__getitem__, reverse=True)
         self.ready = ready
         self.remaining = n
+        self.tick: Callable[[], None] | None = None  # called every TICK_TASKS finishes
 
     @property
     def done(self) -> bool:
@@ -122,13 +128,16 @@ class RunState:
         """Record the result of task ``i``; release inputs; push tasks it made ready."""
         values = self.values
         values[i] = value
-        self.remaining -= 1
+        remaining = self.remaining - 1
+        self.remaining = remaining
         holders = self.holders
         for d in self._deps[i]:
             left = holders[d] - 1
             holders[d] = left
             if not left:
                 values[d] = None
+        if not remaining & TICK_MASK and self.tick is not None:
+            self.tick()  # after the releases: the trimmer gives their memory back
         users = self._dependents[i]
         if users:
             waiting = self.waiting
@@ -244,6 +253,8 @@ def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
         if events.graph_started:
             events.graph_started(run)
     state = RunState(graph)
+    trimmer = HeapTrimmer.for_run() if config.get("trim_memory") else None
+    state.tick = trimmer
     try:
         if state.remaining:  # nothing requested (get(dsk, []) or [[], []]): no driver
             driver(graph, state, Reporter(graph, events, backend, state.values, run))
@@ -251,6 +262,8 @@ def _run(graph, keys, flat, driver, backend, observers, workers, plan) -> Any:
         if events.graph_finished:
             events.graph_finished(run, exc)
         raise
+    if trimmer is not None:
+        trimmer.finished()
     if events.graph_finished:
         events.graph_finished(run, None)
     return pack_results(keys, graph, state.values)

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tracebacks",
         "gil",
         "measure",
+        "heap_trim",
         "task_runner",
         "_forkguard",
         "_spawn",
