@@ -22,6 +22,10 @@ State, all indexed by task number (see :class:`~notebook_sched.graph.CompiledGra
 ``values``    per task, its result (None once released).
 ``claimed``   per task, 1 when a backend took it as part of a chain; it is then not
               pushed to ``ready`` when it becomes runnable.
+``tick``      None, or a callable that ``finish`` calls every ``TICK_TASKS`` finished
+              tasks, last: the run's :class:`~notebook_sched.heap_trim.HeapTrimmer`,
+              which hands released results' memory back to the system (it reads the
+              clock; this object still does not).
 
 :func:`execute_graph` is the envelope every backend shares: normalise the graph,
 plan (the run's planners may substitute known results and hook results, see
@@ -136,8 +140,6 @@ class RunState:
             holders[d] = left
             if not left:
                 values[d] = None
-        if not remaining & TICK_MASK and self.tick is not None:
-            self.tick()  # after the releases: the trimmer gives their memory back
         users = self._dependents[i]
         if users:
             waiting = self.waiting
@@ -152,6 +154,8 @@ class RunState:
                 if len(newly) > 1:
                     newly.sort(key=self._priority.__getitem__, reverse=True)
                 self.ready.extend(newly)
+        if not remaining & TICK_MASK and self.tick is not None:
+            self.tick()  # last, the state whole: the trimmer returns the released memory
 
     def claim_chain(
         self, i: int, shippable: Callable[[int], bool], limit: int = 1 << 62

@@ -151,14 +151,23 @@ def test_short_runs_do_not_trim_at_the_end(monkeypatch):
     assert calls == [0]
 
 
-def test_run_state_ticks_every_tick_tasks_finishes():
+def test_run_state_ticks_every_tick_tasks_finishes_with_its_state_whole():
     n = 100
-    graph = compile_graph({("x", i): (abs, i) for i in range(n)}, [("x", i) for i in range(n)])
-    state = RunState(graph)
+    chain = {("x", 0): (abs, -1)}
+    chain.update({("x", i): (abs, ("x", i - 1)) for i in range(1, n)})
+    state = RunState(compile_graph(chain, [("x", n - 1)]))
     ticks = []
-    state.tick = lambda: ticks.append(state.remaining)
+
+    def tick():
+        # Called last: the next link is already ready, the released one already gone.
+        assert bool(state.ready) == bool(state.remaining)
+        assert sum(v is not None for v in state.values) == 1
+        ticks.append(state.remaining)
+
+    state.tick = tick
     while state.ready:
-        state.finish(state.ready.pop(), 0)
+        i = state.ready.pop()
+        state.finish(i, i)
     assert ticks == list(range(96, -1, -heap_trim.TICK_TASKS))  # 13 ticks, the last at 0
 
 
