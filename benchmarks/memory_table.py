@@ -176,9 +176,18 @@ def _runner(side: str, backend: str, workers: int, kind: str, thing):
 def _warm_up(side: str) -> None:
     """One tiny array compute on ``side``'s ``sync``, so the measured compute does not
     pay for first use: our lazily loaded layers, Dask's lazy imports.  Never on a
-    pool: a pool's start belongs to the measured compute on both sides."""
+    pool: a pool's start belongs to the measured compute on both sides.
+
+    ``distributed`` (12 MB of modules, ~0.4 s) is imported first on both sides: Dask's
+    ``get_scheduler`` imports it on the first compute with a named scheduler (so
+    Dask's warm-up would load it), and dask's shuffle lowering imports it for ours
+    too (``get_default_shuffle_method``), inside the measured compute."""
     import dask.array as da
 
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        pass
     _runner(side, "sync", 1, "collection", da.ones((4, 4), chunks=2).sum())()
 
 
