@@ -394,7 +394,8 @@ def run_memory_table(args, tally: Tally) -> dict:
     )
     print(
         "  MB = peak RSS of the process and its children above the process's RSS before "
-        "the compute (sampled every 10 ms); s = the compute's wall time;\n"
+        "the compute (sampled every 10 ms, or the process's VmHWM if larger; after a "
+        "warm-up); s = the compute's wall time;\n"
         "  live MB = tracemalloc peak (Python objects and NumPy buffers) in the caller, and "
         "in the largest worker process, ours/Dask (traced runs)."
     )
