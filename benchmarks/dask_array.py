@@ -34,7 +34,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from .report import Tally, interleaved_best, print_table
+from .report import Tally, interleaved_best, print_table, reset_peak_rss, status_kib
 
 __all__ = ["run_dask_array", "WORKLOADS"]
 
@@ -104,22 +104,13 @@ def _timings(workers: int, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} line")
-
-
 def _child(side: str, which: str, workers: int) -> None:
     run = schedulers(workers)[side]
     collection = build(which)
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # VmHWM starts again from the current RSS
-    baseline = _status_kib("VmRSS")
+    reset_peak_rss()
+    baseline = status_kib("VmRSS")
     result = run(collection)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     print(json.dumps({"baseline_kib": baseline, "peak_kib": peak, "size": int(result.size)}))
 
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .report import Tally, print_table
+from .report import Tally, print_table, reset_peak_rss, status_kib
 from .workloads import array_tree
 
 __all__ = ["run_memory"]
@@ -45,20 +45,6 @@ SERIES = (
 )
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} line")
-
-
-def _reset_peak() -> None:
-    """Make VmHWM (peak RSS) start again from the current RSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
 def _child(which: str, workers: int) -> None:
     import dask.threaded
 
@@ -69,10 +55,10 @@ def _child(which: str, workers: int) -> None:
         get = lambda: threads.get(work.graph, work.key, num_workers=workers)
     else:
         get = lambda: dask.threaded.get(work.graph, work.key, num_workers=workers)
-    _reset_peak()
-    baseline = _status_kib("VmRSS")
+    reset_peak_rss()
+    baseline = status_kib("VmRSS")
     result = get()
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     if float(result[0]) != work.expected or len(result) != ELEMENTS:
         raise SystemExit(f"{which}: wrong result {result[:3]}...; expected {work.expected}")
     print(json.dumps({"baseline_kib": baseline, "peak_kib": peak}))

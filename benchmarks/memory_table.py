@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 from .memory_workloads import WORKLOADS, array_workloads, build
-from .report import Tally, print_table
+from .report import Tally, print_table, reset_peak_rss, status_kib
 
 __all__ = ["run_memory_table"]
 
@@ -191,14 +191,6 @@ def _warm_up(side: str) -> None:
     _runner(side, "sync", 1, "collection", da.ones((4, 4), chunks=2).sum())()
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} line")
-
-
 def _child(args) -> None:
     import tracemalloc
 
@@ -208,8 +200,7 @@ def _child(args) -> None:
     traced = tracemalloc.is_tracing()
     sampler = _Sampler()
     baseline = tree_rss_kib(os.getpid())
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # VmHWM (this process's peak RSS) starts again from now
+    reset_peak_rss()  # VmHWM (this process's peak RSS) starts again from now
     if traced:
         tracemalloc.reset_peak()
         traced_before = tracemalloc.get_traced_memory()[0]
@@ -219,7 +210,7 @@ def _child(args) -> None:
     seconds = time.perf_counter() - start
     # The kernel's own peak of this process catches what 10 ms samples miss in a short
     # run; with worker processes the sampled sum of the tree is usually the larger.
-    peak = max(sampler.stop(), _status_kib("VmHWM"))
+    peak = max(sampler.stop(), status_kib("VmHWM"))
     out = {"baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}
     if traced:
         out["caller_live"] = tracemalloc.get_traced_memory()[1] - traced_before

@@ -1,4 +1,5 @@
-"""Timing and printing helpers: best-of-N timing, plain-text tables, the PASS/FAIL tally."""
+"""Timing and printing helpers: best-of-N timing, plain-text tables, the PASS/FAIL tally,
+and this process's own RSS figures from ``/proc`` (current, peak, resetting the peak)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,30 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["best_of", "interleaved_best", "print_table", "Tally", "environment_lines"]
+__all__ = [
+    "best_of",
+    "interleaved_best",
+    "print_table",
+    "Tally",
+    "environment_lines",
+    "status_kib",
+    "reset_peak_rss",
+]
+
+
+def status_kib(field: str) -> int:
+    """A ``/proc/self/status`` figure in KiB: ``VmRSS`` (now) or ``VmHWM`` (peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} line")
+
+
+def reset_peak_rss() -> None:
+    """Make ``VmHWM`` (peak RSS) start again from the current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
 
 
 def best_of(call: Callable[[], Any], repeats: int) -> tuple[float, Any]:
