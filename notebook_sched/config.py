@@ -64,9 +64,8 @@ subscriber cannot do it, since it cannot tell the end of a scope from a new chan
 
 This module is the bottom layer: it imports nothing from the package.  The values it
 checks itself are plain (``progress``, ``rerun``, ``advise``, ``worker_timeout``,
-``trim_memory``,
-``cache`` and its sizes); the
-scheduler names, pools and worker counts are checked by the layer that owns them,
+``trim_memory``, ``cache`` and its sizes); the scheduler names, pools and worker
+counts are checked by the layer that owns them,
 which registers its check with :func:`register_validator` (the scheduler registry,
 when it is imported).  The package root registers, with :func:`on_first_use`, the one
 callback that brings those layers in before the first ``set``/``get``, so a bad name

@@ -40,6 +40,7 @@ This module is in the layer of ``measure``: it imports nothing from the package.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -49,24 +50,20 @@ TICK_TASKS = 8  # a power of two: RunState tests ``remaining & (TICK_TASKS - 1)`
 MIN_INTERVAL = 0.25  # seconds between trims, at least
 MAX_SHARE = 0.01  # of the run's time, at most, spent in malloc_trim
 
-_malloc_trim: Callable[[int], int] | None = None
-_looked_up = False
 
-
+@functools.cache
 def _lookup() -> Callable[[int], int] | None:
-    global _malloc_trim, _looked_up
-    if not _looked_up:
-        try:
-            import ctypes
+    """glibc's ``malloc_trim``, looked up once (ctypes is imported only then, on a
+    run's start, not the package's), or None where there is none."""
+    import ctypes
 
-            function = ctypes.CDLL(None).malloc_trim  # glibc only
-            function.argtypes = [ctypes.c_size_t]
-            function.restype = ctypes.c_int
-            _malloc_trim = function
-        except (OSError, AttributeError):  # no glibc: nothing to trim with
-            _malloc_trim = None
-        _looked_up = True
-    return _malloc_trim
+    try:
+        function = ctypes.CDLL(None).malloc_trim  # glibc only
+    except (OSError, AttributeError):  # no glibc: nothing to trim with
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
 
 
 def available() -> bool:
